@@ -1,0 +1,36 @@
+"""Squeeze-and-Excitation channel attention.
+
+Follows "Squeeze-and-Excitation Networks" (Hu et al., arXiv 1709.01507): global average pooling
+squeezes a feature map to one number per channel, a bottleneck MLP with reduction r excites it,
+and a sigmoid turns it into a per-channel gate in (0, 1). Read as a step size, the gate is
+h = sigmoid(W2 relu(W1 GAP(f))), one value per sample and channel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dia_ode.attention.squeeze import global_avg_pool
+
+
+class SqueezeExcite(nn.Module):
+    """SE gate: (B, C, H, W) -> (B, C, 1, 1) in (0, 1).
+
+    Args:
+        channels: number of channels C of the gated feature map.
+        reduction: bottleneck ratio r of the excitation MLP (C -> C // r -> C).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.excite = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels),
+        )
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        z = global_avg_pool(f)  # (B, C)
+        return torch.sigmoid(self.excite(z))[:, :, None, None]  # (B, C, 1, 1)

@@ -1,0 +1,91 @@
+"""CIFAR ResNet and PreResNet assembled from residual stages (ODE solvers over depth).
+
+The family of "Deep Residual Learning" (arXiv 1512.03385) and "Identity Mappings in Deep Residual
+Networks" (arXiv 1603.05027) for 32x32 inputs, as used by DIANet (arXiv 1905.10671): a 3x3 stem
+with 16 channels, three stages of n blocks at widths 16, 32, 64 (x4 for bottlenecks, strides 1, 2,
+2), global average pooling and a linear head. Depth 6n+2 uses basic blocks, 9n+2 bottlenecks.
+Each stage gets one step-size controller by attention name; the pooling is adaptive so any input
+size and channel count works (8x8 digits, 28x28 IDX, 32x32 CIFAR).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dia_ode.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from dia_ode.solvers.controllers import create_controller
+from dia_ode.solvers.stage import ResidualStage
+
+BASIC_DEPTHS = (20, 32, 44, 56, 110)
+BOTTLENECK_DEPTHS = (164,)
+
+
+def blocks_per_stage(depth: int) -> tuple[int, bool]:
+    """(n, bottleneck) for a CIFAR depth: 6n+2 with basic blocks, 9n+2 with bottlenecks."""
+    if depth in BOTTLENECK_DEPTHS:
+        return (depth - 2) // 9, True
+    if depth in BASIC_DEPTHS:
+        return (depth - 2) // 6, False
+    raise ValueError(f"unsupported depth {depth}; valid: {', '.join(map(str, BASIC_DEPTHS + BOTTLENECK_DEPTHS))}")
+
+
+class CifarResNet(nn.Module):
+    """Stem -> three residual stages -> (pre-activation: BN-ReLU) -> GAP -> linear.
+
+    Args:
+        depth: 20, 32, 44, 56, 110 (basic blocks) or 164 (bottlenecks).
+        attention: controller name per stage ("none", "se", "eca", "cbam", "shared", "dia").
+        pre_activation: PreResNet layout instead of the original post-activation ResNet.
+        num_classes: size of the head.
+        in_channels: input channels (1 for grey images, 3 for RGB).
+        base_width: channels of the stem and first stage (16 in the paper).
+        **attention_options: passed to solvers.create_controller (e.g. reduction, sam).
+    """
+
+    def __init__(self, depth: int, attention: str = "none", pre_activation: bool = False,
+                 num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
+                 **attention_options) -> None:
+        super().__init__()
+        n, bottleneck = blocks_per_stage(depth)
+        if pre_activation:
+            block = PreActBottleneck if bottleneck else PreActBasicBlock
+        else:
+            block = Bottleneck if bottleneck else BasicBlock
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, base_width, kernel_size=3, padding=1, bias=False),
+            *([] if pre_activation else [nn.BatchNorm2d(base_width), nn.ReLU(inplace=True)]),
+        )
+        stages, c_in = [], base_width
+        for i, stride in enumerate((1, 2, 2)):
+            planes = base_width * 2 ** i
+            blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1)
+                      for k in range(n)]
+            c_in = planes * block.expansion
+            stages.append(ResidualStage(blocks, create_controller(attention, c_in, n, **attention_options),
+                                        post_activation=not pre_activation))
+        self.stages = nn.Sequential(*stages)
+        self.final_act = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)) if pre_activation \
+            else nn.Identity()
+        self.head = nn.Linear(c_in, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # He-normal with fan-out, BN at identity: the initialisation of the CIFAR code DIANet uses.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the head: (B, C_in, H, W) -> (B, C_last)."""
+        x = self.final_act(self.stages(self.stem(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, num_classes)

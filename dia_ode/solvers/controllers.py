@@ -1,0 +1,109 @@
+"""Step-size controllers: who chooses h_k in x_{k+1} = x_k + h_k * f_k(x_k).
+
+One small interface, as in diffrax's step-size controllers: `init` creates the controller's
+state at the start of a stage, and calling the controller with (k, f_k, state) returns the step
+h_k (broadcastable to f_k) and the new state. A plain ResNet is a constant step; SE-ResNet and
+friends are one attention module per block; a shared SAM is one module for the whole stage; DIA
+is one module with memory for the whole stage. The stage loop (stage.py) never asks which.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dia_ode.attention.dia import DIAUnit
+from dia_ode.attention.registry import ATTENTIONS, check_options, create_sam
+
+
+class AbstractController(nn.Module):
+    """Interface of a step-size controller; never instantiated."""
+
+    def init(self, x0: torch.Tensor) -> Any:
+        """Controller state before the first block, created like the stage input x0."""
+        return None
+
+    def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Step size h_k for block k given its update f_k(x_k) (B, C, H, W), and the new state."""
+        raise NotImplementedError
+
+
+class ConstantStep(AbstractController):
+    """h_k = h for every block (h = 1 is the plain ResNet)."""
+
+    def __init__(self, h: float = 1.0) -> None:
+        super().__init__()
+        self.h = h
+
+    def forward(self, k: int, f_k: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return f_k.new_full((), self.h), state  # 0-d, broadcasts to f_k
+
+
+class PerBlockAttention(AbstractController):
+    """One self-attention module per block: h_k = SAM_k(f_k) (SE-ResNet, ECA-ResNet, CBAM-ResNet)."""
+
+    def __init__(self, sams: list[nn.Module]) -> None:
+        super().__init__()
+        self.sams = nn.ModuleList(sams)
+
+    def forward(self, k: int, f_k: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return self.sams[k](f_k), state
+
+
+class SharedAttention(AbstractController):
+    """One self-attention module for the whole stage, no memory: h_k = SAM(f_k)."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.sam = sam
+
+    def forward(self, k: int, f_k: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return self.sam(f_k), state
+
+
+class DIAController(AbstractController):
+    """DIA: one shared unit with memory, (h_k, state_k) = DIA(f_k, state_{k-1}), h_0 = c_0 = 0."""
+
+    def __init__(self, unit: DIAUnit) -> None:
+        super().__init__()
+        self.unit = unit
+
+    @property
+    def cell(self) -> nn.Module:
+        return self.unit.cell
+
+    def init(self, x0: torch.Tensor) -> Any:
+        return self.unit.init_state(x0)
+
+    def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return self.unit(f_k, state)
+
+
+def create_controller(attention: str, channels: int, num_blocks: int, sam: str = "se",
+                      **options) -> AbstractController:
+    """Build the controller of one stage by attention name.
+
+    Args:
+        attention: one of dia_ode.attention.ATTENTIONS ("none", "se", "eca", "cbam", "shared", "dia").
+        channels: C of the stage's updates f_k.
+        num_blocks: L, the number of blocks of the stage (per-block attention builds L modules).
+        sam: for "shared" and "dia": which SAM is shared ("se", "eca" or "cbam").
+        **options: options of the attention module (e.g. reduction) or of the DIA unit.
+    """
+    if attention not in ATTENTIONS:
+        raise ValueError(f"unknown attention '{attention}'; valid: {', '.join(ATTENTIONS)}")
+    if attention == "none":
+        check_options(ConstantStep, options, "attention 'none'")
+        return ConstantStep(**options)
+    if attention == "dia":
+        return DIAController(DIAUnit(channels, sam=sam, **_checked(DIAUnit, options, "dia")))
+    if attention == "shared":
+        return SharedAttention(create_sam(sam, channels, **options))
+    return PerBlockAttention([create_sam(attention, channels, **options) for _ in range(num_blocks)])
+
+
+def _checked(cls: type, options: dict, what: str) -> dict:
+    check_options(cls, options, f"attention '{what}'")
+    return options
