@@ -1,0 +1,5 @@
+"""`python -m dia_ode` is the `dia-ode` command."""
+
+from dia_ode.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""Benchmarks that print ratios measured in one process (this machine is noisy).
+
+`bench_train_step` times full SGD steps (forward, backward, update) of several models on the same
+random batch. Rounds are interleaved (model A, B, C, A, B, C, ...) so that slow phases of the
+machine hit every model alike, and each model's time is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from dia_ode.models import create_model
+
+
+def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """Mean seconds of one SGD step over `steps` steps."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def bench_train_step(models: list[str], *, batch_size: int = 64, image_size: int = 32, in_channels: int = 3,
+                     num_classes: int = 10, steps: int = 3, rounds: int = 5, device: torch.device | str = "cpu",
+                     channels_last: bool = False, seed: int = 0) -> list[dict]:
+    """Train-step time and parameter count of each model; ratios relative to the first.
+
+    Returns:
+        One row per model: model, params, step_seconds (median over rounds), step_seconds_all,
+        ratio_to_first.
+    """
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
+    x = x.contiguous(memory_format=memory_format)
+    y = torch.randint(num_classes, (batch_size,), device=device)
+    built = {name: create_model(name, num_classes=num_classes, in_channels=in_channels)
+             .to(device, memory_format=memory_format) for name in models}
+    for model in built.values():
+        time_train_steps(model, x, y, 1)  # warm-up: allocator, kernels, lazy init
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in built.items():
+            times[name].append(time_train_steps(model, x, y, steps))
+    first = statistics.median(times[models[0]])
+    rows = []
+    for name in models:
+        median = statistics.median(times[name])
+        rows.append({"model": name, "params": sum(p.numel() for p in built[name].parameters()),
+                     "step_seconds": median, "step_seconds_all": times[name], "ratio_to_first": median / first})
+    return rows

@@ -1,0 +1,55 @@
+"""Atomic, validated training checkpoints.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
+torch.load(weights_only=True): a checkpoint from elsewhere cannot run code on load. It carries a
+format tag so a foreign .pt file is refused with a clear message instead of a KeyError later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dia_ode.runs import atomic_write_bytes
+
+FORMAT = "dia_ode.checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "version", "epoch", "model", "optimizer", "history", "config")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or not one of ours; the message is one line."""
+
+
+def save_checkpoint(path: str | os.PathLike, *, epoch: int, model: dict, optimizer: dict,
+                    history: list[dict], config: dict) -> None:
+    """Write a checkpoint atomically (temp file + rename): a crash keeps the previous one."""
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "epoch": epoch, "model": model,
+               "optimizer": optimizer, "history": history, "config": config}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Load and validate a checkpoint written by save_checkpoint.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, or not a dia_ode checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({first_line[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dia_ode checkpoint")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing or payload["version"] != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has an unsupported layout (missing {missing or 'nothing'}, "
+                              f"version {payload.get('version')})")
+    return payload

@@ -1,0 +1,120 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dia_ode.cli import main
+
+RUN_FILES = ["config.json", "cmd.txt", "metrics.jsonl", "summary.json", "checkpoints/last.pt",
+             "figures/training.png", "figures/training.pdf"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def only_run_dir(out):
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(dirs) == 1
+    return dirs[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke("train", "--epochs", 1, "--no-progress", "--out", out, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    return out, only_run_dir(out), result
+
+
+def test_train_writes_every_run_directory_file(trained):
+    out, run_dir, result = trained
+    assert run_dir.name == "00000-train-dia_resnet20-digits"
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "dia_resnet20" and config["seed"] == 3 and "torch" in config["versions"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["epochs"] == 1
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "test_acc=" in result.output
+
+
+def test_resume_from_the_cli_continues_the_same_directory(tmp_path):
+    assert invoke("train", "--epochs", 1, "--no-progress", "--out", tmp_path, "--model", "resnet20").exit_code == 0
+    run_dir = only_run_dir(tmp_path)
+    result = invoke("train", "--resume", run_dir, "--epochs", 2, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((run_dir / "cmd.txt").read_text().splitlines()) == 2
+    assert only_run_dir(tmp_path) == run_dir
+
+
+def _assert_usage_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.output
+    for needle in needles:
+        assert needle in error_lines[0], result.output
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--model", "dia_resnet21"], ["--model", "dia_resnet21"]),
+    (["--dataset", "imagenet"], ["--dataset", "imagenet"]),
+    (["--epochs", "0"], ["--epochs"]),
+    (["--epochs", "-3"], ["--epochs"]),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent/mnist"], ["/nonexistent/mnist"]),
+    (["--dataset", "cifar10"], ["--data-dir"]),
+    (["--model", "eca_resnet20", "--reduction", "4"], ["--model", "reduction"]),
+    (["--resume", "/nonexistent/run"], ["--resume", "/nonexistent/run"]),
+])
+def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
+    result = invoke("train", "--no-progress", "--out", tmp_path, *args)
+    _assert_usage_error(result, *needles)
+    assert not any(tmp_path.iterdir())  # nothing half-made is left behind
+
+
+def test_corrupt_or_foreign_checkpoint_for_resume_is_a_usage_error(tmp_path, trained):
+    _, good_dir, _ = trained
+    for name, content in (("corrupt", b"\x00garbage"), ("foreign", None)):
+        run_dir = tmp_path / name
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "config.json").write_text((good_dir / "config.json").read_text())
+        if content is None:
+            torch.save({"model": {}}, run_dir / "checkpoints" / "last.pt")
+        else:
+            (run_dir / "checkpoints" / "last.pt").write_bytes(content)
+        _assert_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "last.pt")
+
+
+def test_ls_lists_models_attention_and_datasets():
+    result = invoke("ls")
+    assert result.exit_code == 0
+    for needle in ("dia_resnet164", "preresnet164", "shared", "DIA-LSTM", "digits", "fashion-mnist"):
+        assert needle in result.output
+    only_dia = invoke("ls", "models", "--pattern", "dia_*").output.splitlines()[1:]
+    assert only_dia and all(line.strip().startswith("dia_") for line in only_dia)
+
+
+def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):
+    result = invoke("bench", "train-step", "--models", "resnet20,se_resnet20,dia_resnet20", "--batch-size", 2,
+                    "--image-size", 8, "--steps", 1, "--rounds", 2, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "dia_resnet20/resnet20:" in result.output and "dia_resnet20/se_resnet20:" in result.output
+    rows = json.loads((only_run_dir(tmp_path) / "bench.json").read_text())
+    assert [r["model"] for r in rows] == ["resnet20", "se_resnet20", "dia_resnet20"]
+    assert rows[0]["ratio_to_first"] == 1.0
+    assert rows[2]["params"] > rows[0]["params"] and len(rows[2]["step_seconds_all"]) == 2
+
+
+def test_bench_rejects_unknown_models(tmp_path):
+    _assert_usage_error(invoke("bench", "train-step", "--models", "resnet20,nope", "--out", tmp_path), "nope")
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "dia_ode", "ls", "datasets"], capture_output=True, text=True)
+    assert result.returncode == 0 and "digits" in result.stdout

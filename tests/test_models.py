@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+import dia_ode
+from dia_ode.attention import DIALSTMCell
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_resnet164_matches_the_official_parameter_count():
+    assert n_params(dia_ode.create_model("resnet164", num_classes=100)) == 1_727_284
+
+
+def test_dia_overhead_is_one_cell_per_stage_and_independent_of_depth():
+    def overhead(depth, backbone="resnet"):
+        plain = n_params(dia_ode.create_model(f"{backbone}{depth}", num_classes=100))
+        return n_params(dia_ode.create_model(f"dia_{backbone}{depth}", num_classes=100)) - plain
+
+    cells = sum(n_params(DIALSTMCell(c)) for c in (16, 32, 64))
+    assert {overhead(d) for d in (20, 32, 44, 56, 110)} == {cells}
+    assert overhead(164) == sum(n_params(DIALSTMCell(c)) for c in (64, 128, 256))
+    assert overhead(164, "preresnet") == overhead(164)
+
+
+def test_per_block_se_overhead_grows_with_depth():
+    def overhead(depth):
+        return n_params(dia_ode.create_model(f"se_resnet{depth}")) - n_params(dia_ode.create_model(f"resnet{depth}"))
+
+    assert overhead(56) == pytest.approx(overhead(20) * 9 / 3)
+
+
+def test_every_block_of_a_stage_uses_the_same_cell_object():
+    model = dia_ode.create_model("dia_resnet20", in_channels=1)
+    cells = [m for m in model.modules() if isinstance(m, DIALSTMCell)]
+    assert len(cells) == 3  # one per stage, not one per block
+    calls = {id(c): 0 for c in cells}
+    for cell in cells:
+        cell.register_forward_hook(lambda mod, inp, out: calls.__setitem__(id(mod), calls[id(mod)] + 1))
+    model(torch.randn(2, 1, 8, 8))
+    assert list(calls.values()) == [3, 3, 3]  # each cell stepped once per block of its stage
+
+
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "eca_resnet20", "cbam_resnet20", "shared_resnet20",
+                                  "dia_resnet20", "dia_preresnet20"])
+@pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 1, 28, 28), (2, 3, 32, 32)])
+def test_models_accept_any_input_size_and_channels(name, shape):
+    model = dia_ode.create_model(name, in_channels=shape[1], num_classes=7, base_width=4)
+    out = model(torch.randn(*shape))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+
+
+def test_bottleneck_models_run_on_small_inputs():
+    for name in ("dia_resnet164", "dia_preresnet164"):
+        out = dia_ode.create_model(name, in_channels=1, base_width=2)(torch.randn(2, 1, 8, 8))
+        assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("sam", ["se", "eca", "cbam"])
+def test_dia_and_shared_work_with_every_sam(sam):
+    for attention in ("dia", "shared"):
+        model = dia_ode.create_model(f"{attention}_resnet20", sam=sam, in_channels=1, base_width=4)
+        assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_list_models_filters_with_wildcards_and_names_follow_the_scheme():
+    assert "resnet20" in dia_ode.list_models() and "dia_preresnet164" in dia_ode.list_models()
+    dia = dia_ode.list_models("dia_*")
+    assert dia and all(n.startswith("dia_") for n in dia)
+    assert dia_ode.list_models("*_resnet56") == sorted(
+        ["se_resnet56", "eca_resnet56", "cbam_resnet56", "shared_resnet56", "dia_resnet56"])
+
+
+def test_unknown_model_and_option_raise_value_error():
+    with pytest.raises(ValueError, match="unknown model 'dia_resnet21'"):
+        dia_ode.create_model("dia_resnet21")
+    with pytest.raises(ValueError, match="reduction"):
+        dia_ode.create_model("resnet20", reduction=4)
