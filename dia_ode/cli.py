@@ -169,11 +169,14 @@ def ls(what: str, pattern: str) -> None:
 
 
 @main.group(context_settings=CONTEXT, invoke_without_command=True)
+@common_options
 @click.pass_context
-def bench(ctx: click.Context) -> None:
+def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
     """Benchmarks; without a subcommand runs `train-step` with its defaults."""
+    shared = {"seed": seed, "device": device, "out": out, "no_progress": no_progress}
+    ctx.default_map = {name: shared for name in bench.commands}  # a subcommand's own options still win
     if ctx.invoked_subcommand is None:
-        ctx.invoke(bench_train_step_command)
+        ctx.invoke(bench_train_step_command, **shared)
 
 
 @bench.command(name="train-step", context_settings=CONTEXT)

@@ -101,8 +101,9 @@ def test_ls_lists_models_attention_and_datasets():
 
 
 def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):
-    result = invoke("bench", "train-step", "--models", "resnet20,se_resnet20,dia_resnet20", "--batch-size", 2,
-                    "--image-size", 8, "--steps", 1, "--rounds", 2, "--out", tmp_path)
+    # --out given to the group reaches the subcommand
+    result = invoke("bench", "--out", tmp_path, "train-step", "--models", "resnet20,se_resnet20,dia_resnet20",
+                    "--batch-size", 2, "--image-size", 8, "--steps", 1, "--rounds", 2)
     assert result.exit_code == 0, result.output
     assert "dia_resnet20/resnet20:" in result.output and "dia_resnet20/se_resnet20:" in result.output
     rows = json.loads((only_run_dir(tmp_path) / "bench.json").read_text())
