@@ -95,6 +95,10 @@ def train(ctx: click.Context, model, dataset, data_dir, epochs, batch_size, lr, 
     """Train a model; by default dia_resnet20 on the embedded digits data."""
     check_device(device)
     if resume_dir is not None:
+        ignored = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_OPTIONS
+                   and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if ignored:
+            raise click.UsageError(f"--resume continues with the run's saved options; drop {', '.join(ignored)}")
         _resume(ctx, resume_dir, epochs, device, no_progress)
         return
     model_options = {k: v for k, v in (("reduction", reduction), ("sam", sam)) if v is not None}
@@ -113,6 +117,9 @@ def train(ctx: click.Context, model, dataset, data_dir, epochs, batch_size, lr, 
     click.echo(f"run directory: {run_dir}")
     summary = _guarded(lambda: run_training(cfg, run_dir, progress=not no_progress, dataset=data), run_dir)
     _report(summary, run_dir)
+
+
+_RESUME_OPTIONS = ("resume_dir", "epochs", "device", "no_progress")
 
 
 def _resume(ctx: click.Context, run_dir: Path, epochs: int, device: str, no_progress: bool) -> None:

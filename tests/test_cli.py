@@ -73,7 +73,8 @@ def _assert_usage_error(result, *needles):
     (["--resume", "/nonexistent/run"], ["--resume", "/nonexistent/run"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
-    result = invoke("train", "--no-progress", "--out", tmp_path, *args)
+    out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
+    result = invoke("train", "--no-progress", *out, *args)
     _assert_usage_error(result, *needles)
     assert not any(tmp_path.iterdir())  # nothing half-made is left behind
 
@@ -89,6 +90,22 @@ def test_corrupt_or_foreign_checkpoint_for_resume_is_a_usage_error(tmp_path, tra
         else:
             (run_dir / "checkpoints" / "last.pt").write_bytes(content)
         _assert_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "last.pt")
+
+
+def test_resume_refuses_options_it_would_ignore(trained):
+    _, run_dir, _ = trained
+    _assert_usage_error(invoke("train", "--resume", run_dir, "--model", "resnet20", "--lr", 0.5), "--model", "--lr")
+
+
+def test_divergence_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from dia_ode import train as train_module
+
+    real = train_module.F.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("inf"))
+    result = invoke("train", "--epochs", 1, "--no-progress", "--out", tmp_path, "--model", "resnet20")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("Error: training diverged: loss is inf at epoch 1, step 1")
+    assert "Traceback" not in result.output
 
 
 def test_ls_lists_models_attention_and_datasets():

@@ -77,3 +77,5 @@ def test_unknown_model_and_option_raise_value_error():
         dia_ode.create_model("dia_resnet21")
     with pytest.raises(ValueError, match="reduction"):
         dia_ode.create_model("resnet20", reduction=4)
+    with pytest.raises(ValueError, match="'sam' applies to shared and dia"):
+        dia_ode.create_model("se_resnet20", sam="eca")

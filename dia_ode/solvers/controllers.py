@@ -70,10 +70,6 @@ class DIAController(AbstractController):
         super().__init__()
         self.unit = unit
 
-    @property
-    def cell(self) -> nn.Module:
-        return self.unit.cell
-
     def init(self, x0: torch.Tensor) -> Any:
         return self.unit.init_state(x0)
 
@@ -81,7 +77,7 @@ class DIAController(AbstractController):
         return self.unit(f_k, state)
 
 
-def create_controller(attention: str, channels: int, num_blocks: int, sam: str = "se",
+def create_controller(attention: str, channels: int, num_blocks: int, sam: str | None = None,
                       **options) -> AbstractController:
     """Build the controller of one stage by attention name.
 
@@ -89,11 +85,14 @@ def create_controller(attention: str, channels: int, num_blocks: int, sam: str =
         attention: one of dia_ode.attention.ATTENTIONS ("none", "se", "eca", "cbam", "shared", "dia").
         channels: C of the stage's updates f_k.
         num_blocks: L, the number of blocks of the stage (per-block attention builds L modules).
-        sam: for "shared" and "dia": which SAM is shared ("se", "eca" or "cbam").
+        sam: for "shared" and "dia" only: which SAM is shared ("se", "eca" or "cbam"; default "se").
         **options: options of the attention module (e.g. reduction) or of the DIA unit.
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"unknown attention '{attention}'; valid: {', '.join(ATTENTIONS)}")
+    if sam is not None and attention not in ("shared", "dia"):
+        raise ValueError(f"option 'sam' applies to shared and dia attention, not '{attention}'")
+    sam = sam or "se"
     if attention == "none":
         check_options(ConstantStep, options, "attention 'none'")
         return ConstantStep(**options)
