@@ -192,7 +192,8 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
 @click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
 @click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed SGD steps per round.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, help="Interleaved rounds; the median is kept.")
+@click.option("--rounds", type=click.IntRange(min=1), default=7,
+              help="Interleaved rounds; each model's fastest round is kept.")
 @click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @common_options

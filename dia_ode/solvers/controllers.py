@@ -25,8 +25,10 @@ class AbstractController(nn.Module):
         """Controller state before the first block, created like the stage input x0."""
         return None
 
-    def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        """Step size h_k for block k given its update f_k(x_k) (B, C, H, W), and the new state."""
+    def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor | float, Any]:
+        """Step size h_k for block k given its update f_k(x_k) (B, C, H, W), and the new state.
+
+        h_k is a tensor broadcastable to f_k, or a number for a constant step."""
         raise NotImplementedError
 
 
@@ -37,8 +39,8 @@ class ConstantStep(AbstractController):
         super().__init__()
         self.h = h
 
-    def forward(self, k: int, f_k: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
-        return f_k.new_full((), self.h), state  # 0-d, broadcasts to f_k
+    def forward(self, k: int, f_k: torch.Tensor, state: None) -> tuple[float, None]:
+        return self.h, state  # a number, not a tensor: the update is then a plain add (see stage.py)
 
 
 class PerBlockAttention(AbstractController):

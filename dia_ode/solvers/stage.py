@@ -16,6 +16,13 @@ from torch import nn
 from dia_ode.solvers.controllers import AbstractController
 
 
+def euler_update(skip: torch.Tensor, h: torch.Tensor | float, f: torch.Tensor) -> torch.Tensor:
+    """skip + h * f in one kernel; a number h (constant step) needs no tensor multiply in backward."""
+    if isinstance(h, (int, float)):
+        return torch.add(skip, f, alpha=h)
+    return torch.addcmul(skip, h, f)
+
+
 class AbstractBlock(nn.Module):
     """A residual block split into its branch f_k and its shortcut; never instantiated."""
 
@@ -50,7 +57,7 @@ class ResidualStage(nn.Module):
         for k, block in enumerate(self.blocks):
             f_k = block.branch(x)  # (B, C, H, W)
             h_k, state = self.controller(k, f_k, state)
-            x_next = torch.addcmul(block.shortcut(x), h_k, f_k)  # skip + h_k * f_k in one kernel
+            x_next = euler_update(block.shortcut(x), h_k, f_k)
             if self.post_activation:
                 x_next = torch.relu_(x_next)
             if self.recorder is not None:

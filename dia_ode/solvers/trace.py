@@ -34,9 +34,10 @@ class StageTrace:
     def _keep(self, t: torch.Tensor) -> torch.Tensor:
         return t.detach() if self.detach else t
 
-    def record(self, x_k: torch.Tensor, f_k: torch.Tensor, h_k: torch.Tensor) -> None:
+    def record(self, x_k: torch.Tensor, f_k: torch.Tensor, h_k: torch.Tensor | float) -> None:
         self.states.append(self._keep(x_k))
         self.updates.append(self._keep(f_k))
+        h_k = h_k if torch.is_tensor(h_k) else f_k.new_full((), h_k)  # a constant step becomes 0-d
         self.steps.append(self._keep(h_k))
 
     def finish(self, x_last: torch.Tensor) -> None:
