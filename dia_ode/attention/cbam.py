@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dia_ode.attention.excite import bottleneck_mlp
 from dia_ode.attention.squeeze import global_avg_pool, global_max_pool
 
 
@@ -20,12 +21,7 @@ class CBAMChannelGate(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels),
-        )
+        self.mlp = bottleneck_mlp(channels, reduction)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         z = torch.stack((global_avg_pool(f), global_max_pool(f)), dim=1)  # (B, 2, C)

@@ -17,16 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dia_ode.attention.excite import bottleneck_mlp
+
 State = tuple[torch.Tensor, torch.Tensor]
-
-
-def _bottleneck_mlp(channels: int, reduction: int, out_features: int) -> nn.Sequential:
-    hidden = max(channels // reduction, 1)
-    return nn.Sequential(
-        nn.Linear(channels, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, out_features),
-    )
 
 
 class DIALSTMCell(nn.Module):
@@ -51,8 +44,8 @@ class DIALSTMCell(nn.Module):
         # Gates present, in the official order i, f, g, o; ablations remove f and/or o.
         self.gate_names = ("i",) + (("f",) if cell_state else ()) + ("g",) + (("o",) if output_gate else ())
         width = len(self.gate_names) * channels
-        self.w_ih = _bottleneck_mlp(channels, reduction, width)
-        self.w_hh = _bottleneck_mlp(channels, reduction, width)
+        self.w_ih = bottleneck_mlp(channels, reduction, width)
+        self.w_hh = bottleneck_mlp(channels, reduction, width)
 
     def init_state(self, like: torch.Tensor) -> State:
         """h_0 = c_0 = 0, created with the batch size, dtype and device of `like` (B, ...)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dia_ode.attention.excite import bottleneck_mlp
 from dia_ode.attention.squeeze import global_avg_pool
 
 
@@ -24,12 +25,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 1)
-        self.excite = nn.Sequential(
-            nn.Linear(channels, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels),
-        )
+        self.excite = bottleneck_mlp(channels, reduction)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         z = global_avg_pool(f)  # (B, C)

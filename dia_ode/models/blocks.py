@@ -22,12 +22,16 @@ def conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False)
 
 
-class _ProjectedBlock(AbstractBlock):
-    """Shared shortcut logic: identity unless `projection` was given."""
+class _SequentialBlock(AbstractBlock):
+    """A block whose branch is the layer sequence `f` and whose shortcut is x or `projection(x)`."""
 
-    def __init__(self, projection: nn.Module | None) -> None:
+    def __init__(self, f: nn.Sequential, projection: nn.Module | None) -> None:
         super().__init__()
+        self.f = f
         self.projection = projection
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x)
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.projection is None else self.projection(x)
@@ -41,73 +45,53 @@ def _projection(c_in: int, c_out: int, stride: int, with_bn: bool) -> nn.Module 
     return conv1x1(c_in, c_out, stride)
 
 
-class BasicBlock(_ProjectedBlock):
+class BasicBlock(_SequentialBlock):
     """f(x) = BN(conv3x3(relu(BN(conv3x3(x))))), post-activation."""
 
     expansion = 1
-    pre_activation = False
 
     def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
-        super().__init__(_projection(c_in, planes, stride, with_bn=True))
-        self.f = nn.Sequential(
+        super().__init__(nn.Sequential(
             conv3x3(c_in, planes, stride), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
             conv3x3(planes, planes), nn.BatchNorm2d(planes),
-        )
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+        ), _projection(c_in, planes, stride, with_bn=True))
 
 
-class Bottleneck(_ProjectedBlock):
+class Bottleneck(_SequentialBlock):
     """f(x) = 1x1 -> 3x3 (stride) -> 1x1 (4 x planes), BN after each, ReLU between, post-activation."""
 
     expansion = 4
-    pre_activation = False
 
     def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
         c_out = planes * self.expansion
-        super().__init__(_projection(c_in, c_out, stride, with_bn=True))
-        self.f = nn.Sequential(
+        super().__init__(nn.Sequential(
             conv1x1(c_in, planes), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
             conv3x3(planes, planes, stride), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
             conv1x1(planes, c_out), nn.BatchNorm2d(c_out),
-        )
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+        ), _projection(c_in, c_out, stride, with_bn=True))
 
 
-class PreActBasicBlock(_ProjectedBlock):
+class PreActBasicBlock(_SequentialBlock):
     """f(x) = conv3x3(relu(BN(conv3x3(relu(BN(x)))))), pre-activation."""
 
     expansion = 1
-    pre_activation = True
 
     def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
-        super().__init__(_projection(c_in, planes, stride, with_bn=False))
-        self.f = nn.Sequential(
+        super().__init__(nn.Sequential(
             nn.BatchNorm2d(c_in), nn.ReLU(), conv3x3(c_in, planes, stride),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes),
-        )
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+        ), _projection(c_in, planes, stride, with_bn=False))
 
 
-class PreActBottleneck(_ProjectedBlock):
+class PreActBottleneck(_SequentialBlock):
     """f(x) = BN-ReLU-1x1 -> BN-ReLU-3x3 (stride) -> BN-ReLU-1x1 (4 x planes), pre-activation."""
 
     expansion = 4
-    pre_activation = True
 
     def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
         c_out = planes * self.expansion
-        super().__init__(_projection(c_in, c_out, stride, with_bn=False))
-        self.f = nn.Sequential(
+        super().__init__(nn.Sequential(
             nn.BatchNorm2d(c_in), nn.ReLU(), conv1x1(c_in, planes),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes, stride),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv1x1(planes, c_out),
-        )
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+        ), _projection(c_in, c_out, stride, with_bn=False))
