@@ -136,3 +136,20 @@ def test_bench_rejects_unknown_models(tmp_path):
 def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "dia_ode", "ls", "datasets"], capture_output=True, text=True)
     assert result.returncode == 0 and "digits" in result.stdout
+
+
+def test_load_run_gives_the_trained_model_and_rejects_a_run_without_checkpoint(trained, tmp_path):
+    from dia_ode.checkpoint import CheckpointError
+    from dia_ode.trained import load_run
+
+    _, run_dir, _ = trained
+    run = load_run(run_dir)
+    assert run.epoch == 1 and not run.model.training
+    x, y = run.test_batch(5)
+    assert x.shape == (5, 1, 8, 8) and y.shape == (5,)
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        load_run(tmp_path)

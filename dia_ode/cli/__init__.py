@@ -1,0 +1,24 @@
+"""The `dia-ode` command line: thin Click layers over library functions.
+
+Every command that computes something writes a run directory under --out (see runs.py). Wrong
+input becomes a one-line usage error (exit code 2) naming the option, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from dia_ode.cli.bench import bench
+from dia_ode.cli.catalog import ls
+from dia_ode.cli.options import CONTEXT
+from dia_ode.cli.train import train
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="dia_ode")
+def main() -> None:
+    """Residual networks as ODE solvers, attention as their step-size controller."""
+
+
+for command in (train, ls, bench):
+    main.add_command(command)

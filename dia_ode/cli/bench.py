@@ -1,0 +1,71 @@
+"""`dia-ode bench`: benchmarks that print ratios measured in one process."""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from dia_ode.bench import bench_train_step
+from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
+from dia_ode.runs import resolve_device, start_run, write_json
+
+
+@click.group(context_settings=CONTEXT, invoke_without_command=True)
+@common_options
+@click.pass_context
+def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
+    """Benchmarks; without a subcommand runs `train-step` with its defaults."""
+    shared = {"seed": seed, "device": device, "out": out, "no_progress": no_progress}
+    ctx.default_map = {name: shared for name in bench.commands}  # a subcommand's own options still win
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(bench_train_step_command, **shared)
+
+
+@bench.command(name="train-step", context_settings=CONTEXT)
+@click.option("--models", default="resnet56,se_resnet56,dia_resnet56",
+              help="Comma-separated model names; ratios are relative to the first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
+@click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
+@click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed SGD steps per round.")
+@click.option("--rounds", type=click.IntRange(min=1), default=7,
+              help="Interleaved rounds; each model's fastest round is kept.")
+@click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
+@common_options
+def bench_train_step_command(models, batch_size, image_size, steps, rounds, channels_last, threads,
+                             seed, device, out, no_progress) -> None:
+    """Train-step time of models (b=64, 32x32x3) and their ratios, measured in one process."""
+    check_device(device)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        check_model(name, {})
+    if threads:
+        torch.set_num_threads(threads)
+    config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
+              "steps": steps, "rounds": rounds, "channels_last": channels_last, "threads": torch.get_num_threads(),
+              "seed": seed, "device": str(resolve_device(device))}
+    run_dir = start_run(out, "bench-train-step", config)
+    rows = bench_train_step(names, batch_size=batch_size, image_size=image_size, steps=steps, rounds=rounds,
+                            device=resolve_device(device), channels_last=channels_last, seed=seed)
+    ratios = _named_ratios(rows)
+    write_json(run_dir / "bench.json", rows)
+    write_json(run_dir / "summary.json", {"rows": rows, "ratios": ratios})
+    click.echo(f"{'model':<22}{'params':>12}{'step [ms]':>12}{'ratio':>8}")
+    for r in rows:
+        click.echo(f"{r['model']:<22}{r['params']:>12,}{1e3 * r['step_seconds']:>12.1f}{r['ratio_to_first']:>8.3f}")
+    for label, value in ratios.items():
+        click.echo(f"{label}: {value:.3f}")
+    click.echo(f"-> {run_dir}")
+
+
+def _named_ratios(rows: list[dict]) -> dict[str, float]:
+    """dia/plain and dia/se for every backbone that has those variants in the rows."""
+    step = {r["model"]: r["step_seconds"] for r in rows}
+    ratios = {}
+    for name in step:
+        if name.startswith("dia_"):
+            backbone = name[len("dia_"):]
+            for other in (backbone, f"se_{backbone}"):
+                if other in step:
+                    ratios[f"{name}/{other}"] = step[name] / step[other]
+    return ratios
