@@ -9,6 +9,7 @@ os.replace), so an interrupted command never leaves half a file behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -86,22 +87,51 @@ def atomic_write_bytes(path: str | os.PathLike, write: Any) -> None:
         raise
 
 
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON data from nested dicts, lists, tuples, numpy and torch values.
+
+    NaN and infinities become null: strict JSON has no spelling for them (Python's json writes
+    `NaN`, which jq and browsers reject). Complex numbers become [real, imag].
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, complex):
+        return [to_jsonable(obj.real), to_jsonable(obj.imag)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)  # paths, devices, dtypes
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    data = (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    """Write `obj` as indented strict JSON (see to_jsonable), atomically."""
+    data = (_dumps(obj, indent=2) + "\n").encode()
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Replace a JSON-lines file with `rows`, atomically."""
-    data = "".join(json.dumps(r, default=str) + "\n" for r in rows).encode()
+    data = "".join(_dumps(r) + "\n" for r in rows).encode()
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON object as a line and flush it to disk."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=str) + "\n")
+        f.write(_dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

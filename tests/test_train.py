@@ -131,3 +131,16 @@ def test_training_learns_digits(tmp_path):
     summary = run_training(cfg, _start(tmp_path, "runs", cfg), progress=False)
     assert summary["test_acc"] > 0.8  # chance is 0.1
     assert math.isfinite(summary["test_loss"])
+
+
+def test_json_output_is_strict_and_plain(tmp_path):
+    import numpy as np
+
+    from dia_ode.runs import write_json
+
+    write_json(tmp_path / "x.json", {"nan": float("nan"), "inf": np.float32("inf"), "arr": np.arange(3),
+                                     "t": torch.tensor([0.5]), "z": complex(1, -2), "path": tmp_path})
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"nan": None, "inf": None, "arr": [0, 1, 2], "t": [0.5], "z": [1.0, -2.0],
+                                "path": str(tmp_path)}

@@ -1,0 +1,184 @@
+"""How similar are the attentions of the blocks of one stage?
+
+The DIA paper ("A Generic Shared Attention Mechanism for Various Backbone Neural Networks",
+arXiv 2210.16101) motivates sharing one attention module per stage by measuring that the
+channel attentions learned by independent per-block SAMs are strongly correlated across
+blocks: mean Pearson r up to 0.85 between consecutive and between all block pairs. In the ODE
+reading the attention a_k is the per-channel step h_k of block k, so a high r says that the
+step-size controller of a stage could be one module. This file computes that matrix of
+correlations from a trace; it reads tensors only (traces or plain (N, L, C) arrays).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dia_ode.analysis.stepsize import channel_steps
+from dia_ode.solvers.trace import StageTrace
+
+MODES = ("per_sample", "batch_mean")
+
+
+def _row_products(d: torch.Tensor, max_elements: int = 2**20) -> torch.Tensor:
+    """All dot products d_i . d_j of the rows of d, (L, C) -> (L, L) or (N, L, C) -> (N, L, L).
+
+    An elementwise product and a sum rather than a matmul: BLAS blocks long rows differently for
+    different (i, j), so two identical rows would not give exactly the number a row gives with
+    itself. Chunked over N to keep each (chunk, L, L, C) product near max_elements (8 MB in float64).
+    """
+    d3 = d if d.dim() == 3 else d[None]  # (N, L, C)
+    chunk = max(1, max_elements // (d3.shape[1] ** 2 * d3.shape[2]))
+    out = torch.cat([(p[:, :, None, :] * p[:, None, :, :]).sum(dim=-1) for p in d3.split(chunk)])  # (N, L, L)
+    return out if d.dim() == 3 else out[0]
+
+
+def _pearson_rows(v: torch.Tensor) -> torch.Tensor:
+    """Pearson correlations between the rows of v (..., L, C), float64, as (..., L, L).
+
+    A row that is constant (all C entries equal, compared exactly rather than after subtracting
+    a rounded mean) has zero variance and no correlation: its row and column are NaN, its
+    diagonal entry too. Every other diagonal entry is exactly 1; the rest is clamped to [-1, 1].
+    """
+    v = v.to(torch.float64)  # float64: sums of C products, and r close to +-1 is the interesting range
+    constant = v.amax(dim=-1) == v.amin(dim=-1)  # (..., L)
+    d = v - v.mean(dim=-1, keepdim=True)  # (..., L, C)
+    cov = _row_products(d)  # (..., L, L)
+    ss = cov.diagonal(dim1=-2, dim2=-1)  # (..., L)
+    # sqrt(ss_i * ss_j) rather than s_i * s_j: for two identical rows it is exactly ss_i.
+    r = (cov / torch.sqrt(ss[..., :, None] * ss[..., None, :])).clamp(-1.0, 1.0)  # (..., L, L)
+    eye = torch.eye(r.shape[-1], dtype=torch.bool, device=r.device)
+    r = torch.where(eye, torch.ones_like(r), r)
+    undefined = constant[..., :, None] | constant[..., None, :]  # (..., L, L)
+    return r.masked_fill(undefined, math.nan)
+
+
+def layer_correlation(a: torch.Tensor, mode: str = "per_sample",
+                      return_counts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Pearson correlation between the channel attentions of every pair of blocks of a stage.
+
+    Computed in float64 whatever the dtype of `a`.
+
+    Zero variance: an attention vector that is constant (all C entries equal, e.g. C = 1 or a
+    saturated gate) has no correlation with anything. When block i's vector is constant in a
+    sample, "per_sample" mode gives NaN for every pair with block i in that sample, and the mean
+    over samples skips it (a nan-aware mean; `return_counts` gives how many samples each pair
+    kept, and a RuntimeWarning says how many were dropped). A pair that no sample defines stays
+    NaN. In "batch_mean" mode a constant mean vector makes its row and column NaN. Never a
+    silent division by zero.
+
+    Args:
+        a: attentions (N, L, C): N samples, L blocks, C channels.
+        mode: "per_sample" correlates the C-vectors of blocks i and j within each sample and
+            averages r over the samples (how alike the attention the blocks give to one input);
+            "batch_mean" averages a over the samples first and correlates the mean vectors
+            (how alike the blocks' typical channel preferences are; averaging removes the
+            sample-to-sample part, so the two can differ a lot, even in sign).
+        return_counts: also return the number of samples behind every entry, (L, L) int64.
+
+    Returns:
+        r (L, L) float64 with r[i, i] = 1 (NaN for a block without a defined correlation), or
+        (r, counts).
+    """
+    if a.dim() != 3:
+        raise ValueError(f"attentions must be (N, L, C), got shape {tuple(a.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
+    n = a.shape[0]
+    if mode == "batch_mean":
+        r = _pearson_rows(a.to(torch.float64).mean(dim=0))  # (L, L)
+        counts = torch.where(r.isnan(), 0, n)  # (L, L)
+    else:
+        r_n = _pearson_rows(a)  # (N, L, L)
+        valid = ~r_n.isnan()  # (N, L, L)
+        counts = valid.sum(dim=0)  # (L, L)
+        r = r_n.nan_to_num(0.0).sum(dim=0) / counts  # (L, L); 0 / 0 = NaN where no sample is valid
+        r = 0.5 * (r + r.T)  # the vectorised sum over N may round (i, j) and (j, i) differently
+        dropped = int((~valid).any(dim=(1, 2)).sum())
+        if dropped:
+            warnings.warn(f"layer_correlation: {dropped} of {n} samples have a constant (or non-finite) attention "
+                          f"vector in some block; they are left out of the mean for the pairs with that block "
+                          f"(samples kept per pair: {int(counts.min())} to {int(counts.max())})",
+                          RuntimeWarning, stacklevel=2)
+    return (r, counts.to(torch.int64)) if return_counts else r
+
+
+def mean_off_diagonal(r: torch.Tensor | np.ndarray, offset: int | None = None) -> float:
+    """Mean of the off-diagonal entries of a square matrix, ignoring NaN.
+
+    Args:
+        r: an (L, L) correlation matrix.
+        offset: None averages every pair i != j; k averages the pairs |i - j| = k only
+            (k = 1: consecutive blocks, the paper's other statistic).
+
+    Returns:
+        The mean, or NaN when no finite entry qualifies (L = 1, or all NaN).
+    """
+    r = np.asarray(r.detach().cpu() if torch.is_tensor(r) else r, dtype=np.float64)
+    if r.ndim != 2 or r.shape[0] != r.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {r.shape}")
+    i, j = np.indices(r.shape)
+    values = r[(i != j) if offset is None else (np.abs(i - j) == offset)]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else math.nan
+
+
+def attention_vectors(stage_trace: StageTrace) -> torch.Tensor:
+    """The channel attention of every block of a traced stage, stacked as (N, L, C).
+
+    Steps of shape (N, C, 1, 1) (SE, ECA, shared SAM, DIA) give their C values; a step with
+    spatial extent, CBAM's (N, C, H, W) = Mc * Ms, is averaged over H and W, so each channel's
+    value is its mean step over the positions (the channel gate times the mean spatial gate
+    when the spatial gate is per position).
+
+    Args:
+        stage_trace: one StageTrace from dia_ode.solvers.trace.
+
+    Returns:
+        a (N, L, C), the dtype of the steps.
+
+    Raises:
+        ValueError: a block has a constant (0-d) step, as in a plain ResNet.
+    """
+    for k, h_k in enumerate(stage_trace.steps):
+        if h_k.dim() == 0:
+            raise ValueError(f"block {k} has no attention: constant step h = {float(h_k):g} "
+                             "(a plain ResNet); attention vectors need per-channel steps")
+    return channel_steps(stage_trace)
+
+
+def stage_correlations(traces: Sequence[StageTrace], modes: Sequence[str] = MODES) -> list[dict]:
+    """Layer correlations of every stage of a traced model, as plain data for summary.json.
+
+    Args:
+        traces: the list returned by dia_ode.solvers.trace(model, x).
+        modes: which modes of layer_correlation to compute.
+
+    Returns:
+        One dict per stage::
+
+            {"stage": s, "num_samples": N, "num_blocks": L, "channels": C,
+             "<mode>": {"matrix": (L, L) nested lists, "mean_r": all pairs i != j,
+                        "mean_r_consecutive": pairs |i - j| = 1,
+                        "samples_used": (L, L) nested lists of ints}, ...}
+
+        with one "<mode>" entry per mode. Undefined values are float NaN (json writes NaN);
+        np.asarray(result[s][mode]["matrix"]) gives the matrix for plotting.
+    """
+    result = []
+    for s, stage_trace in enumerate(traces):
+        a = attention_vectors(stage_trace)  # (N, L, C)
+        entry = {"stage": s, "num_samples": a.shape[0], "num_blocks": a.shape[1], "channels": a.shape[2]}
+        for mode in modes:
+            r, counts = layer_correlation(a, mode=mode, return_counts=True)
+            entry[mode] = {"matrix": r.tolist(), "mean_r": mean_off_diagonal(r),
+                           "mean_r_consecutive": mean_off_diagonal(r, offset=1), "samples_used": counts.tolist()}
+        result.append(entry)
+    return result
+
+
+__all__ = ["MODES", "attention_vectors", "layer_correlation", "mean_off_diagonal", "stage_correlations"]

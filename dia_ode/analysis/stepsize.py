@@ -1,0 +1,135 @@
+"""Step sizes over depth, and how they rank against a stiffness estimate.
+
+In the ODE reading of a residual stage, x_{k+1} = x_k + h_k * f_k(x_k), the attention of block k
+is its step h_k. A controller that behaves like an adaptive ODE solver should take small steps
+where the dynamics are stiff; these functions summarise h_k per block and per channel from a
+trace and measure, with Spearman's rank correlation, whether the steps fall where a stiffness
+estimate (computed elsewhere, passed in as a plain array) rises. A negative rho is the solver-like
+answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+from dia_ode.solvers.trace import StageTrace
+
+
+def channel_steps(stage_trace: StageTrace, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The step of every block of a traced stage per sample and channel, stacked as (N, L, C).
+
+    Each h_k is broadcast to the shape of its update f_k (N, C, H, W) and averaged over H and W:
+    a (N, C, 1, 1) step keeps its values, CBAM's (N, C, H, W) step becomes its spatial mean, and
+    a constant 0-d step (plain ResNet) becomes that constant in every entry.
+
+    Args:
+        stage_trace: one StageTrace from dia_ode.solvers.trace.
+        dtype: convert the steps to this dtype before averaging (None keeps theirs).
+
+    Returns:
+        h (N, L, C).
+    """
+    if len(stage_trace) == 0:
+        raise ValueError("the stage trace has no blocks (was it recorded during a forward?)")
+    per_block = [h_k.to(dtype).expand(f_k.shape).mean(dim=(2, 3))  # (N, C)
+                 for h_k, f_k in zip(stage_trace.steps, stage_trace.updates)]
+    return torch.stack(per_block, dim=1)  # (N, L, C)
+
+
+def step_sizes(stage_trace: StageTrace) -> dict:
+    """Summary of the steps h_k of one stage, in float64 numpy arrays.
+
+    Spatial positions are averaged first (see channel_steps). Standard deviations are over
+    samples and use ddof = 0, so one sample gives 0.
+
+    Args:
+        stage_trace: one StageTrace from dia_ode.solvers.trace.
+
+    Returns:
+        {"block_mean": (L,) mean over samples and channels,
+         "block_std": (L,) std over samples of each sample's channel-mean step,
+         "channel_mean": (L, C) mean over samples,
+         "channel_std": (L, C) std over samples,
+         "num_samples": N,
+         "constant": True when every step is a 0-d constant (a plain ResNet)}.
+    """
+    h = channel_steps(stage_trace, dtype=torch.float64)  # (N, L, C); float64 for the means
+    per_sample = h.mean(dim=2)  # (N, L)
+    return {
+        "block_mean": per_sample.mean(dim=0).numpy(),  # (L,)
+        "block_std": per_sample.std(dim=0, correction=0).numpy(),  # (L,)
+        "channel_mean": h.mean(dim=0).numpy(),  # (L, C)
+        "channel_std": h.std(dim=0, correction=0).numpy(),  # (L, C)
+        "num_samples": h.shape[0],
+        "constant": all(h_k.dim() == 0 for h_k in stage_trace.steps),
+    }
+
+
+def rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
+    """Spearman rank correlation between block step sizes and a stiffness estimate.
+
+    Pairs where either value is NaN or infinite are left out.
+
+    Args:
+        h: step sizes per block (L,), e.g. step_sizes(...)["block_mean"].
+        s: a stiffness estimate per block (L,), e.g. a spectral radius of each f_k's Jacobian.
+
+    Returns:
+        {"rho", "pvalue", "n": valid pairs used, "reason": None, or why rho is NaN
+        (fewer than 3 valid pairs, or a constant input that has no ranks to compare)}.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    if h.shape != s.shape or h.ndim != 1:
+        raise ValueError(f"h and s must both be (L,), got shapes {h.shape} and {s.shape}")
+    valid = np.isfinite(h) & np.isfinite(s)
+    h, s = h[valid], s[valid]
+    n = int(valid.sum())
+    reason = None
+    if n < 3:
+        # Why 3: with two points any monotone pair has rho = +-1 and no p-value.
+        reason = f"fewer than 3 valid pairs ({n})"
+    elif np.ptp(h) == 0 or np.ptp(s) == 0:
+        reason = "constant input: " + ("h" if np.ptp(h) == 0 else "s") + " has a single value"
+    if reason is not None:
+        return {"rho": math.nan, "pvalue": math.nan, "n": n, "reason": reason}
+    result = stats.spearmanr(h, s)
+    return {"rho": float(result.statistic), "pvalue": float(result.pvalue), "n": n, "reason": None}
+
+
+def per_channel_rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
+    """Spearman rank correlation across blocks, channel by channel.
+
+    Args:
+        h: per-block, per-channel steps (L, C), e.g. step_sizes(...)["channel_mean"].
+        s: a stiffness estimate (L, C), or (L,) for one value per block shared by every channel.
+
+    Returns:
+        {"rho": (C,) with NaN where undefined (see rank_correlation), "pvalue": (C,), "n": (C,),
+         "num_valid": channels with a finite rho, and over those channels "mean", "median",
+         "fraction_positive", "fraction_negative" (NaN when no channel is valid)}.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64)
+    if h.ndim != 2:
+        raise ValueError(f"h must be (L, C), got shape {h.shape}")
+    s = np.broadcast_to(s[:, None] if s.ndim == 1 else s, h.shape)  # (L, C)
+    per_channel = [rank_correlation(h[:, c], s[:, c]) for c in range(h.shape[1])]
+    rho = np.array([r["rho"] for r in per_channel])  # (C,)
+    finite = rho[np.isfinite(rho)]
+    summary = {"mean": np.mean, "median": np.median,
+               "fraction_positive": lambda x: np.mean(x > 0), "fraction_negative": lambda x: np.mean(x < 0)}
+    return {
+        "rho": rho,
+        "pvalue": np.array([r["pvalue"] for r in per_channel]),  # (C,)
+        "n": np.array([r["n"] for r in per_channel]),  # (C,)
+        "num_valid": int(finite.size),
+        **{name: float(fn(finite)) if finite.size else math.nan for name, fn in summary.items()},
+    }
+
+
+__all__ = ["channel_steps", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]
