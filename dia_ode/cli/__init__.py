@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from dia_ode.cli.analyze import correlate, stepsize, stiffness
 from dia_ode.cli.bench import bench
 from dia_ode.cli.catalog import ls
 from dia_ode.cli.options import CONTEXT
@@ -20,5 +21,5 @@ def main() -> None:
     """Residual networks as ODE solvers, attention as their step-size controller."""
 
 
-for command in (train, ls, bench):
+for command in (train, ls, bench, correlate, stepsize, stiffness):
     main.add_command(command)

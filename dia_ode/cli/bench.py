@@ -69,3 +69,26 @@ def _named_ratios(rows: list[dict]) -> dict[str, float]:
                 if other in step:
                     ratios[f"{name}/{other}"] = step[name] / step[other]
     return ratios
+
+
+@bench.command(name="stiffness", context_settings=CONTEXT)
+@click.option("--channels", type=click.IntRange(min=1), default=16, help="Channels of the residual block.")
+@click.option("--size", type=click.IntRange(min=2), default=32, help="H = W of the timed input (n = C H W).")
+@click.option("--compare-size", type=click.IntRange(min=2), default=16,
+              help="H = W of the input compared with dense Jacobian + eig (n = 4,096 by default: minutes).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=6, help="Eigenvalues (largest magnitude).")
+@common_options
+def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, no_progress) -> None:
+    """Matrix-free top-k Jacobian eigenvalues of one residual block vs dense Jacobian + eig."""
+    from dia_ode.stiffness.benchmark import bench_spectrum
+
+    config = {"command": "bench stiffness", "channels": channels, "size": size, "compare_size": compare_size,
+              "k": k, "seed": seed}
+    run_dir = start_run(out, "bench-stiffness", config)
+    result = bench_spectrum(channels=channels, size=size, k=k, compare_size=compare_size, seed=seed)
+    write_json(run_dir / "summary.json", result)
+    click.echo(f"n = {result['n']:,}: top-{k} eigenvalues in {result['seconds']:.2f} s ({result['matvecs']} products)")
+    click.echo(f"n = {result['compare_n']:,}: dense {result['dense_seconds']:.1f} s, matrix-free "
+               f"{result['matrix_free_seconds']:.2f} s, speed-up {result['speedup']:.0f}x, "
+               f"relative eigenvalue error {result['relative_error']:.1e}")
+    click.echo(f"-> {run_dir}")

@@ -1,0 +1,205 @@
+"""`dia-ode correlate | stepsize | stiffness`: read a trained run's dynamics and write JSON + figures.
+
+Each command loads a run directory written by `dia-ode train` (config + last checkpoint), traces the
+model on the first test samples and writes its own run directory under --out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from dia_ode.analysis import (per_channel_rank_correlation, plot_correlation_heatmaps, plot_depth_profiles,
+                              plot_eigenvalues, plot_indices_over_time, rank_correlation, stage_correlations,
+                              step_sizes)
+from dia_ode.checkpoint import CheckpointError
+from dia_ode.cli.options import CONTEXT, check_device, common_options
+from dia_ode.data import DataError
+from dia_ode.runs import resolve_device, save_figure, seed_everything, start_run, write_json
+from dia_ode.solvers import trace
+from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
+from dia_ode.trained import TrainedRun, load_run
+
+RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+
+
+def samples_option(default: int, minimum: int = 2):
+    return click.option("--samples", type=click.IntRange(min=minimum), default=default,
+                        help="Test samples to trace (the first ones of the test split).")
+
+
+def open_run(run_dir: Path, device: str) -> TrainedRun:
+    """load_run with its errors turned into one-line usage errors naming RUN_DIR."""
+    check_device(device)
+    try:
+        return load_run(run_dir, resolve_device(device))
+    except (CheckpointError, DataError) as err:
+        raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
+
+
+def start_analysis(command: str, run: TrainedRun, out: Path, options: dict) -> Path:
+    return start_run(out, f"{command}-{run.run_dir.name}",
+                     {"command": command, "source_run": str(run.run_dir), "model": run.config.model,
+                      "dataset": run.config.dataset, "epoch": run.epoch, **options})
+
+
+@click.command(context_settings=CONTEXT)
+@RUN_DIR
+@samples_option(256)
+@common_options
+def correlate(run_dir, samples, seed, device, out, no_progress) -> None:
+    """Cross-layer attention correlation per stage (the DIA paper reports mean r up to 0.85)."""
+    run = open_run(run_dir, device)
+    x, _ = run.test_batch(samples, resolve_device(device))
+    traces = trace(run.model, x)
+    try:
+        stages = stage_correlations(traces)
+    except ValueError as err:  # a plain model: constant step, nothing to correlate
+        raise click.BadParameter(f"model '{run.config.model}' has no attention to correlate ({err})",
+                                 param_hint="RUN_DIR") from None
+    out_dir = start_analysis("correlate", run, out, {"samples": len(x), "seed": seed})
+    write_json(out_dir / "correlation.json", stages)
+    summary = {"model": run.config.model, "samples": len(x),
+               "mean_r": {mode: [s[mode]["mean_r"] for s in stages] for mode in ("per_sample", "batch_mean")},
+               "mean_r_consecutive": {mode: [s[mode]["mean_r_consecutive"] for s in stages]
+                                      for mode in ("per_sample", "batch_mean")}}
+    write_json(out_dir / "summary.json", summary)
+    for mode in ("per_sample", "batch_mean"):
+        fig = plot_correlation_heatmaps([np.asarray(s[mode]["matrix"]) for s in stages],
+                                        [f"stage {s['stage'] + 1} ({mode})" for s in stages])
+        save_figure(fig, out_dir / "figures", f"correlation_{mode}")
+    for s in stages:
+        click.echo(f"stage {s['stage'] + 1}: mean r = {s['per_sample']['mean_r']:.3f} per sample, "
+                   f"{s['batch_mean']['mean_r']:.3f} of the batch mean ({s['num_blocks']} blocks)")
+    click.echo(f"-> {out_dir}")
+
+
+@click.command(context_settings=CONTEXT)
+@RUN_DIR
+@samples_option(64)
+@common_options
+def stepsize(run_dir, samples, seed, device, out, no_progress) -> None:
+    """Step sizes h_k per block and channel, and their rank correlation with a stiffness estimate."""
+    seed_everything(seed)
+    run = open_run(run_dir, device)
+    x, _ = run.test_batch(samples, resolve_device(device))
+    stages = []
+    for s, t in enumerate(trace(run.model, x)):
+        steps = step_sizes(t)
+        with warnings.catch_warnings():  # shape-changing blocks give all-NaN columns: NaN is the answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rho_block = np.nanmean(trace_stiffness(t), axis=0)  # (L - 1,) mean over samples
+            rho_channel = np.nanmean(trace_stiffness(t, per_channel=True), axis=0)  # (L - 1, C)
+        # rho_k is measured over the step x_k -> x_{k+1} = x_k + h_k f_k: pair it with h_k (Hairer's h * rho)
+        h_block, h_channel = steps["block_mean"][:-1], steps["channel_mean"][:-1]
+        stages.append({"stage": s, "steps": steps, "stiffness_block": rho_block, "stiffness_channel": rho_channel,
+                       "spearman_block": rank_correlation(h_block, rho_block),
+                       "spearman_channel": None if steps["constant"]
+                       else per_channel_rank_correlation(h_channel, rho_channel)})
+    out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "seed": seed})
+    write_json(out_dir / "stepsize.json", stages)
+    write_json(out_dir / "summary.json", {
+        "model": run.config.model, "samples": len(x),
+        "mean_step": [float(np.mean(st["steps"]["block_mean"])) for st in stages],
+        "spearman_block": [st["spearman_block"]["rho"] for st in stages],
+        "spearman_channel_mean": [st["spearman_channel"] and st["spearman_channel"]["mean"] for st in stages]})
+    fig = plot_depth_profiles([st["steps"]["block_mean"] for st in stages],
+                              [np.append(st["stiffness_block"], np.nan) for st in stages],
+                              [f"stage {st['stage'] + 1}" for st in stages],
+                              step_std=[st["steps"]["block_std"] for st in stages],
+                              stiffness_label="rho_k (difference quotient)", log_stiffness=True)
+    save_figure(fig, out_dir / "figures", "stepsize_vs_stiffness")
+    for st in stages:
+        sp = st["spearman_block"]
+        click.echo(f"stage {st['stage'] + 1}: mean h = {np.mean(st['steps']['block_mean']):.3f}, "
+                   f"Spearman(h_k, rho_k) = {sp['rho']:.3f} over {sp['n']} blocks")
+    click.echo(f"-> {out_dir}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--problem", type=click.Choice(list_problems()), default=None,
+              help="A classic stiff problem instead of a trained run: indices along its reference solution.")
+@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=None, help="Van der Pol's mu (vdp).")
+@click.option("--eigenvalues", default=None, help="Comma-separated real eigenvalues (linear), e.g. -1,-1000.")
+@click.option("--points", type=click.IntRange(min=2), default=41, help="Problem: times along the solution.")
+@click.option("--grid", type=click.Choice(["linear", "log"]), default="linear",
+              help="Problem: spacing of the times (log suits robertson).")
+@samples_option(2, minimum=1)
+@click.option("--k", "k", type=click.IntRange(min=1), default=6, help="Run: eigenvalues per Jacobian.")
+@click.option("--which", type=click.Choice(WHICH), default="LM", help="Run: which eigenvalues (ARPACK's which).")
+@click.option("--log-norms", is_flag=True, help="Run: also the logarithmic norm of every block (slower).")
+@common_options
+def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which, log_norms,
+              seed, device, out, no_progress) -> None:
+    """Stiffness of a trained model's blocks (RUN_DIR) or of a classic problem (--problem)."""
+    if (run_dir is None) == (problem is None):
+        raise click.UsageError("give either RUN_DIR or --problem, not both and not neither")
+    if problem is not None:
+        _problem_stiffness(problem, mu, eigenvalues, points, grid, seed, out)
+        return
+    seed_everything(seed)
+    run = open_run(run_dir, device)
+    x, _ = run.test_batch(samples, resolve_device(device))
+    result = block_spectra(run.model, x, k=k, which=which, samples=samples, log_norms=log_norms)
+    rows = [r for r in result["blocks"] if not r["skipped"]]
+    stages = sorted({r["stage"] for r in rows})
+    summary = {"model": run.config.model, "samples": samples, "k": k, "which": which, "stages": [
+        {"stage": s, "blocks": len({r["block"] for r in rows if r["stage"] == s}),
+         "mean_spectral_radius": float(np.mean([r["spectral_radius"] for r in rows if r["stage"] == s])),
+         "mean_step_spectral_radius": float(np.mean([r["step_spectral_radius"] for r in rows if r["stage"] == s])),
+         "max_step_index_euler": float(np.max([r["step_index_euler"] for r in rows if r["stage"] == s])),
+         "fraction_euler_stable": float(np.mean([r["euler_amplification"] <= 1.0 for r in rows if r["stage"] == s]))}
+        for s in stages]}
+    out_dir = start_analysis("stiffness", run, out, {"samples": samples, "k": k, "which": which, "seed": seed})
+    write_json(out_dir / "stiffness.json", result)
+    write_json(out_dir / "summary.json", summary)
+    for s in stages:
+        stage_rows = [r for r in rows if r["stage"] == s and r["sample"] == 0]
+        fig = plot_eigenvalues([r["step_eigenvalues"] for r in stage_rows], [f"block {r['block']}" for r in stage_rows])
+        save_figure(fig, out_dir / "figures", f"step_eigenvalues_stage{s + 1}")
+    for st in summary["stages"]:
+        click.echo(f"stage {st['stage'] + 1}: mean rho(J) = {st['mean_spectral_radius']:.3g}, "
+                   f"mean rho(hJ) = {st['mean_step_spectral_radius']:.3g}, max step index (Euler) = "
+                   f"{st['max_step_index_euler']:.3g}, Euler-stable blocks {st['fraction_euler_stable']:.0%}")
+    click.echo(f"-> {out_dir}")
+
+
+def _problem_stiffness(name: str, mu, eigenvalues, points: int, grid: str, seed: int, out: Path) -> None:
+    params = {}
+    if mu is not None:
+        params["mu"] = mu
+    if eigenvalues is not None:
+        try:
+            params["eigenvalues"] = [float(v) for v in eigenvalues.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"not a comma-separated list of numbers: {eigenvalues!r}",
+                                     param_hint="--eigenvalues") from None
+    try:
+        problem = get_problem(name, **params)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    t0, t1 = problem.t_span
+    if grid == "log":  # t0 first, then log-spaced from 1e-9 of the span (robertson's fast transient)
+        t_eval = np.concatenate([[t0], t0 + np.geomspace((t1 - t0) * 1e-9, t1 - t0, points - 1)])
+    else:
+        t_eval = np.linspace(t0, t1, points)
+    indices = problem_indices(problem, t_eval)
+    out_dir = start_run(out, f"stiffness-{name}", {"command": "stiffness", "problem": name, "params": problem.params,
+                                                  "points": points, "grid": grid, "seed": seed})
+    write_json(out_dir / "stiffness.json", indices)
+    summary = {"problem": name, "params": problem.params, "t_span": problem.t_span,
+               **{f"max_{key}": float(np.nanmax(indices[key]))
+                  for key in ("spectral_radius", "stiffness_ratio", "log_norm", "local_stiffness")}}
+    write_json(out_dir / "summary.json", summary)
+    fig = plot_indices_over_time(indices["t"], {key: indices[key] for key in
+                                                ("spectral_radius", "stiffness_ratio", "log_norm", "local_stiffness")},
+                                 title=f"{name} {problem.params or ''}")
+    save_figure(fig, out_dir / "figures", "indices_over_time")
+    click.echo(f"{name} {problem.params}: max spectral radius {summary['max_spectral_radius']:.4g}, "
+               f"max stiffness ratio {summary['max_stiffness_ratio']:.4g}, "
+               f"max local estimate {summary['max_local_stiffness']:.4g}")
+    click.echo(f"-> {out_dir}")

@@ -1,0 +1,112 @@
+"""The analysis commands (correlate, stepsize, stiffness) on tiny trained runs."""
+
+import json
+from dataclasses import asdict
+
+import pytest
+from click.testing import CliRunner
+
+from dia_ode.cli import main
+from dia_ode.runs import start_run
+from dia_ode.train import TrainConfig, run_training
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _train(out, model):
+    cfg = TrainConfig(model=model, epochs=1, batch_size=128, device="cpu", model_options={"base_width": 4})
+    run_dir = start_run(out, f"train-{model}", {"command": "train", **asdict(cfg)}, argv=["test"])
+    run_training(cfg, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    return {name: _train(out, name) for name in ("dia_resnet20", "resnet20")}
+
+
+def _output_dir(out):
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_correlate_writes_matrices_per_stage(runs, tmp_path):
+    result = invoke("correlate", runs["dia_resnet20"], "--samples", 16, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = _output_dir(tmp_path)
+    stages = json.loads((out / "correlation.json").read_text())
+    assert len(stages) == 3
+    for s in stages:
+        matrix = s["per_sample"]["matrix"]
+        assert len(matrix) == len(matrix[0]) == 3 and matrix[0][0] == 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["mean_r"]["per_sample"]) == 3
+    for name in ("config.json", "cmd.txt", "figures/correlation_per_sample.png", "figures/correlation_batch_mean.pdf"):
+        assert (out / name).is_file(), name
+    assert "stage 3: mean r =" in result.output
+
+
+def test_correlate_on_a_plain_model_is_a_usage_error(runs, tmp_path):
+    result = invoke("correlate", runs["resnet20"], "--out", tmp_path)
+    assert result.exit_code == 2 and "has no attention" in result.output
+
+
+def test_stepsize_pairs_steps_with_stiffness(runs, tmp_path):
+    result = invoke("stepsize", runs["dia_resnet20"], "--samples", 8, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = _output_dir(tmp_path)
+    stages = json.loads((out / "stepsize.json").read_text())
+    assert len(stages) == 3
+    for s in stages:
+        assert len(s["steps"]["block_mean"]) == 3 and all(0 < h < 1 for h in s["steps"]["block_mean"])
+        assert len(s["stiffness_block"]) == 2  # one difference quotient per pair of consecutive blocks
+        assert set(s["spearman_block"]) >= {"rho", "pvalue", "n"}
+    assert (out / "figures" / "stepsize_vs_stiffness.png").is_file()
+
+
+def test_stiffness_of_a_run_writes_spectra_per_block(runs, tmp_path):
+    result = invoke("stiffness", runs["dia_resnet20"], "--samples", 1, "--k", 3, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = _output_dir(tmp_path)
+    rows = [r for r in json.loads((out / "stiffness.json").read_text())["blocks"] if not r["skipped"]]
+    assert len(rows) == 7  # 9 blocks, the first blocks of stages 2 and 3 change shape
+    assert all(len(r["eigenvalues"]) == 3 and r["spectral_radius"] > 0 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == [0, 1, 2]
+    assert (out / "figures" / "step_eigenvalues_stage1.png").is_file()
+
+
+def test_stiffness_of_van_der_pol(tmp_path):
+    result = invoke("stiffness", "--problem", "vdp", "--mu", 1000, "--points", 5, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = _output_dir(tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["max_spectral_radius"] == pytest.approx(3000, rel=1e-3)  # at (2, 0): -3 mu
+    indices = json.loads((out / "stiffness.json").read_text())
+    assert len(indices["t"]) == 5 and (out / "figures" / "indices_over_time.png").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["stiffness"], "either RUN_DIR or --problem"),
+    (["stiffness", "--problem", "brusselator"], "--problem"),
+    (["stiffness", "--problem", "robertson", "--mu", "3"], "mu"),
+    (["stiffness", "--problem", "linear", "--eigenvalues", "-1,abc"], "--eigenvalues"),
+    (["stepsize", "/nonexistent/run"], "RUN_DIR"),
+])
+def test_bad_analysis_input_is_a_one_line_usage_error(tmp_path, args, needle):
+    result = invoke(*args, "--out", tmp_path)
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert needle in error
+
+
+def test_a_run_dir_without_checkpoint_is_refused(runs, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((runs["dia_resnet20"] / "config.json").read_text())
+    for command in ("correlate", "stepsize", "stiffness"):
+        result = invoke(command, broken, "--out", tmp_path / "out")
+        assert result.exit_code == 2 and "has no checkpoint" in result.output, command
