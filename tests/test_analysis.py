@@ -17,15 +17,6 @@ from dia_ode.attention.dia_cell import zero_
 MODES = ("per_sample", "batch_mean")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions: a second intra-op thread only adds spinning, seconds per forward on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def traced(name, n=6):
     model = dia_ode.create_model(name, in_channels=1, num_classes=10, base_width=4).eval()
     return model, dia_ode.trace(model, torch.randn(n, 1, 8, 8))

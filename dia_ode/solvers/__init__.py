@@ -3,10 +3,24 @@
 from dia_ode.solvers.controllers import (
     AbstractController, ConstantStep, DIAController, PerBlockAttention, SharedAttention, create_controller,
 )
+from dia_ode.solvers.continuous import (
+    ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, AbstractDynamics, ContinuousBlock, PlainDynamics,
+    StepBudgetExceeded, StepLog,
+)
+from dia_ode.solvers.continuous_attention import (
+    CONTINUOUS_ATTENTIONS, DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
+)
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
+from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, continuous_trace, dynamics_stats
+from dia_ode.solvers.tied import FieldBlock, euler_stage
 from dia_ode.solvers.trace import StageTrace, recording, stages_of, trace
 
 __all__ = [
     "AbstractBlock", "AbstractController", "ConstantStep", "DIAController", "PerBlockAttention",
     "ResidualStage", "SharedAttention", "StageTrace", "create_controller", "recording", "stages_of", "trace",
+    # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
+    "ADAPTIVE_METHODS", "AbstractDynamics", "CONTINUOUS_ATTENTIONS", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
+    "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
+    "StepBudgetExceeded", "StepLog", "continuous_blocks", "continuous_trace", "dynamics_stats", "euler_stage",
+    "make_dynamics",
 ]

@@ -1,0 +1,258 @@
+"""The continuous block: dy/dt = F(t, y) over [0, T] solved by torchdiffeq, with solver statistics.
+
+The continuous-depth twin of a residual stage ("Neural Ordinary Differential Equations", Chen et al.,
+arXiv 1806.07366): instead of L Euler steps x_{k+1} = x_k + h_k f(x_k), an adaptive or fixed-grid
+solver from torchdiffeq integrates the dynamics from t = 0 to t = T (`odeint`, or `odeint_adjoint`
+for O(1) memory). The solver is instrumented without editing it: evaluations are counted in the
+vector field's forward, steps through torchdiffeq's callbacks. See theory/continuous_dia.md.
+
+Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forward):
+    nfe_forward         evaluations of F made by the forward solve
+    nfe_backward        evaluations of F made while backpropagating this forward's output: with the
+                        adjoint, the adjoint solve's evaluations (each with one vector-Jacobian
+                        product); with direct backprop 0, since autograd replays the recorded graph
+                        and never calls F again
+    num_steps           steps attempted by the forward solve (= num_accepted + num_rejected)
+    num_accepted        accepted steps (every step of a fixed-grid method)
+    num_rejected        rejected steps (always 0 for fixed-grid methods)
+    num_steps_backward  steps attempted by the adjoint solve (0 with direct backprop)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+from dia_ode.solvers.controllers import AbstractController, ConstantStep
+
+STAT_KEYS = ("nfe_forward", "nfe_backward", "num_steps", "num_accepted", "num_rejected", "num_steps_backward")
+
+# torchdiffeq 0.2.5's methods by kind (its own table is private); tests check this split against it.
+ADAPTIVE_METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8")
+FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
+
+
+class StepBudgetExceeded(RuntimeError):
+    """A solve attempted more than max_num_steps steps (the dynamics blew up or became too stiff)."""
+
+
+class AbstractDynamics(nn.Module):
+    """The right-hand side F(t, y) of a continuous block, built around a vector field f(t, x).
+
+    The state y is the feature map x itself or a tuple that starts with x (DIA adds its memory).
+    Each dynamics also knows its explicit Euler discretisation as a stage controller, so a
+    weight-tied residual stage (solvers.tied.euler_stage) is its discrete twin. Never instantiated.
+    """
+
+    f: nn.Module
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """y(0) for the block input x (B, C, H, W)."""
+        return x
+
+    def readout(self, y: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The feature map x inside a state y."""
+        return y
+
+    def attention(self, t: torch.Tensor, y: Any) -> torch.Tensor | None:
+        """The multiplier a(t) on f at state y (None when there is no attention)."""
+        return None
+
+    def euler_controller(self, dt: float) -> AbstractController:
+        """The stage controller that makes a residual stage the explicit Euler method with step dt."""
+        raise NotImplementedError
+
+    def forward(self, t: torch.Tensor, y: Any) -> Any:
+        raise NotImplementedError
+
+
+class PlainDynamics(AbstractDynamics):
+    """dx/dt = f(t, x): the plain ODE-Net; its Euler twin is a stage with constant step dt."""
+
+    def __init__(self, f: nn.Module) -> None:
+        super().__init__()
+        self.f = f
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.f(t, x)
+
+    def euler_controller(self, dt: float) -> AbstractController:
+        return ConstantStep(dt)
+
+
+@dataclass
+class StepLog:
+    """Per-step record of the last forward solve of one block.
+
+    Attributes:
+        t: start time of every attempted step, float64 0-d tensors on the input's device.
+        dt: size of every attempted step, float64 0-d tensors.
+        accepted: whether each step was accepted.
+        attention: a(t) at the start of every accepted step, detached; filled only while the block
+            records attention (continuous_trace) and the dynamics has an attention.
+    """
+
+    t: list[torch.Tensor] = field(default_factory=list)
+    dt: list[torch.Tensor] = field(default_factory=list)
+    accepted: list[bool] = field(default_factory=list)
+    attention: list[torch.Tensor] = field(default_factory=list)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The record as 1-d CPU tensors: t and dt (float64), accepted (bool)."""
+        def stack(values):
+            return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
+        return {"t": stack(self.t), "dt": stack(self.dt), "accepted": torch.tensor(self.accepted, dtype=torch.bool)}
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+class _AbstractInstrumented(nn.Module):
+    """The function torchdiffeq sees during one solve: counts evaluations, logs steps, keeps the budget.
+
+    A fresh one is made per solve, so a later forward cannot mix its counts with the backward of an
+    earlier one. Fixed-grid solvers only call callback_step (every step is accepted); adaptive ones
+    also call the accept and reject callbacks, which only _AdaptiveInstrumented has (torchdiffeq
+    warns when a solver is given callbacks it does not call).
+    """
+
+    def __init__(self, block: "ContinuousBlock", stats: dict, log: StepLog) -> None:
+        super().__init__()
+        self.dynamics = block.dynamics
+        self.stats, self.log = stats, log
+        self.budget, self.T, self.method = block.max_num_steps, block.T, block.method
+        self.record_attention = block.record_attention
+        self.phase = "forward"  # the block switches it to "backward" once the forward solve returns
+
+    def forward(self, t: torch.Tensor, y: Any) -> Any:
+        self.stats[f"nfe_{self.phase}"] += 1
+        return self.dynamics(t, y)
+
+    def _count_step(self, key: str, t0: torch.Tensor, which: str) -> None:
+        self.stats[key] += 1
+        if self.budget is not None and self.stats[key] > self.budget:
+            raise StepBudgetExceeded(
+                f"{which} ODE solve ({self.method}) exceeded max_num_steps={self.budget} at t={float(t0):.6g} "
+                f"of [0, {self.T:g}]")
+
+    def _log(self, t0: torch.Tensor, dt: torch.Tensor, accepted: bool) -> None:
+        self.log.t.append(t0.detach().to(torch.float64))
+        self.log.dt.append(dt.detach().to(torch.float64))
+        self.log.accepted.append(accepted)
+
+    def _accept(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self.stats["num_accepted"] += 1
+        self._log(t0, dt, True)
+        if self.record_attention:
+            with torch.no_grad():
+                a = self.dynamics.attention(t0, y0)
+            if a is not None:
+                self.log.attention.append(a.detach())
+
+    def callback_step_adjoint(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self._count_step("num_steps_backward", t0, "adjoint")
+
+
+class _FixedGridInstrumented(_AbstractInstrumented):
+
+    def callback_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self._count_step("num_steps", t0, "forward")
+        self._accept(t0, y0, dt)
+
+
+class _AdaptiveInstrumented(_AbstractInstrumented):
+
+    def callback_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self._count_step("num_steps", t0, "forward")
+
+    def callback_accept_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self._accept(t0, y0, dt)
+
+    def callback_reject_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
+        self.stats["num_rejected"] += 1
+        self._log(t0, dt, False)
+
+
+def uniform_grid(step_size: float):
+    """torchdiffeq grid_constructor: n = ceil(|T| / step_size) equal steps, end point exact.
+
+    Replaces torchdiffeq's own step_size grid, whose ceil((t1 - t0) / step_size + 1) can add a
+    spurious tiny last step when T / step_size is an integer only up to rounding (T = 1, step 1/49: 50 steps).
+    Works in either direction (the adjoint solve runs from T back to 0).
+    """
+    def grid(func, y0: Any, t: torch.Tensor) -> torch.Tensor:
+        span = float(t[-1] - t[0])
+        n = max(1, math.ceil(abs(span) / step_size - 1e-9))  # 1e-9: T / step_size integral up to rounding
+        ts = t[0] + (t[-1] - t[0]) * torch.arange(n + 1, dtype=t.dtype, device=t.device) / n  # float64
+        ts[-1] = t[-1]
+        return ts
+    return grid
+
+
+class ContinuousBlock(nn.Module):
+    """x(T) from x(0) = x by integrating the dynamics over [0, T] with torchdiffeq.
+
+    Args:
+        dynamics: the right-hand side (PlainDynamics, GatedDynamics, DIADynamics, ...).
+        T: the end time (the "depth" of the block).
+        method: a torchdiffeq method, one of ADAPTIVE_METHODS or FIXED_GRID_METHODS.
+        rtol: relative tolerance (adaptive methods).
+        atol: absolute tolerance (adaptive methods).
+        step_size: step of a fixed-grid method (required there; the grid has ceil(T / step_size)
+            equal steps).
+        adjoint: backpropagate with the adjoint method (odeint_adjoint) instead of through the solver.
+        max_num_steps: budget of attempted steps per solve (forward and adjoint separately); past it
+            StepBudgetExceeded is raised. None: no budget.
+
+    After a forward, `stats` holds the counts of that forward (see STAT_KEYS in the module docstring)
+    and `log` its per-step record; backward adds nfe_backward and num_steps_backward to the same dict.
+    """
+
+    def __init__(self, dynamics: AbstractDynamics, T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3,
+                 atol: float = 1e-3, step_size: float | None = None, adjoint: bool = False,
+                 max_num_steps: int | None = 1000) -> None:
+        super().__init__()
+        if method not in ADAPTIVE_METHODS + FIXED_GRID_METHODS:
+            raise ValueError(f"unknown method '{method}'; valid: {', '.join(ADAPTIVE_METHODS + FIXED_GRID_METHODS)}")
+        if method in FIXED_GRID_METHODS and step_size is None:
+            raise ValueError(f"fixed-grid method '{method}' needs step_size")
+        if method in ADAPTIVE_METHODS and step_size is not None:
+            raise ValueError(f"step_size applies to fixed-grid methods, not to adaptive '{method}' (use rtol, atol)")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        if not T > 0:
+            raise ValueError(f"T must be > 0, got {T}")
+        if max_num_steps is not None and max_num_steps < 1:
+            raise ValueError(f"max_num_steps must be >= 1 or None, got {max_num_steps}")
+        self.dynamics = dynamics
+        self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
+        self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
+        self.record_attention = False  # set by continuous_trace while it records
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.log = StepLog()
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE_METHODS
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.stats, self.log = dict.fromkeys(STAT_KEYS, 0), StepLog()
+        func = (_AdaptiveInstrumented if self.adaptive else _FixedGridInstrumented)(self, self.stats, self.log)
+        t = torch.tensor([0.0, self.T], dtype=torch.float64, device=x.device)  # float64: solvers accumulate time
+        options = None if self.adaptive else {"grid_constructor": uniform_grid(self.step_size)}
+        solve = odeint_adjoint if self.adjoint else odeint
+        ys = solve(func, self.dynamics.initial_state(x), t, rtol=self.rtol, atol=self.atol, method=self.method,
+                   options=options)
+        func.phase = "backward"
+        y_T = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
+        return self.dynamics.readout(y_T)
+
+    def extra_repr(self) -> str:
+        solver = f"rtol={self.rtol}, atol={self.atol}" if self.adaptive else f"step_size={self.step_size}"
+        return (f"T={self.T}, method={self.method}, {solver}, adjoint={self.adjoint}, "
+                f"max_num_steps={self.max_num_steps}")
