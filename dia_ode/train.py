@@ -24,8 +24,9 @@ from tqdm import tqdm
 from dia_ode.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dia_ode.data import Dataset, iterate_batches, load_dataset
 from dia_ode.models import create_model
-from dia_ode.runs import (append_jsonl, read_jsonl, resolve_device, save_figure, seed_everything,
+from dia_ode.runs import (append_jsonl, resolve_device, save_figure, seed_everything,
                           write_json, write_jsonl)
+from dia_ode.solvers.statistics import DynamicsMeter
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
@@ -171,11 +172,14 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
         write_jsonl(run_dir / "metrics.jsonl", history)  # drop lines written after the checkpoint
     num_params = sum(p.numel() for p in model.parameters())
     seconds = sum(row["seconds"] for row in history)
+    meter = DynamicsMeter(model)  # NFE of every forward/backward, for discrete and continuous models alike
     for epoch in range(len(history), cfg.epochs):
         start = time.perf_counter()
+        meter.reset()
         row = {"epoch": epoch + 1, **train_one_epoch(model, optimizer, dataset, cfg, epoch, device, progress)}
         row.update(evaluate(model, dataset, "val", device))
         row["seconds"] = time.perf_counter() - start
+        row.update(nfe_means(meter))
         seconds += row["seconds"]
         history.append(row)
         save_checkpoint(run_dir / CHECKPOINT, epoch=epoch + 1, model=model.state_dict(),
@@ -183,13 +187,36 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
         append_jsonl(run_dir / "metrics.jsonl", row)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-    summary = {"model": cfg.model, "dataset": cfg.dataset, "params": num_params, "epochs": cfg.epochs,
-               **evaluate(model, dataset, "test", device),
+    meter.reset()
+    test = evaluate(model, dataset, "test", device)
+    meter.close()
+    summary = {"model": cfg.model, "dataset": cfg.dataset, "params": num_params, "epochs": cfg.epochs, **test,
                "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-               "train_seconds": seconds, "seconds_per_epoch": seconds / len(history), "device": str(device)}
+               "nfe_forward": nfe_means(meter)["nfe_eval"], "nfe_backward": history[-1]["nfe_backward"],
+               "train_seconds": seconds, "seconds_per_epoch": seconds / len(history),
+               "peak_memory_mb": peak_memory_mb(device), "device": str(device)}
     write_json(run_dir / "summary.json", summary)
     _plot_history(history, run_dir / "figures")
     return summary
+
+
+def nfe_means(meter: DynamicsMeter) -> dict[str, float]:
+    """Mean vector-field evaluations per batch: forward and backward in training, forward in eval."""
+    totals = meter.read()
+    train, evals = totals["train"], totals["eval"]
+    return {"nfe_forward": train["nfe_forward"] / max(train["passes"], 1),
+            "nfe_backward": train["nfe_backward"] / max(train["passes"], 1),
+            "nfe_eval": evals["nfe_forward"] / max(evals["passes"], 1)}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory: torch's allocator on CUDA; on CPU, where torch has no such counter, the process's
+    peak resident set (interpreter, libraries and data included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _restore(path: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,

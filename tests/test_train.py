@@ -128,9 +128,24 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
 
 def test_training_learns_digits(tmp_path):
     cfg = TrainConfig(model="resnet20", epochs=4, device="cpu", model_options={"base_width": 8})
-    summary = run_training(cfg, _start(tmp_path, "runs", cfg), progress=False)
+    run_dir = _start(tmp_path, "runs", cfg)
+    summary = run_training(cfg, run_dir, progress=False)
     assert summary["test_acc"] > 0.8  # chance is 0.1
     assert math.isfinite(summary["test_loss"])
+    # a discrete model evaluates its 3 x 3 residual branches once per forward and none in backward
+    assert summary["nfe_forward"] == 9 and summary["nfe_backward"] == 0
+    assert all(r["nfe_forward"] == 9 and r["nfe_eval"] == 9 for r in read_jsonl(run_dir / "metrics.jsonl"))
+    assert summary["peak_memory_mb"] > 0
+
+
+def test_training_records_the_adaptive_solvers_nfe(tmp_path):
+    cfg = TrainConfig(model="odenet", epochs=1, device="cpu", batch_size=256, model_options={"width": 8})
+    run_dir = _start(tmp_path, "runs", cfg)
+    summary = run_training(cfg, run_dir, progress=False)
+    (row,) = read_jsonl(run_dir / "metrics.jsonl")
+    for value in (row["nfe_forward"], row["nfe_eval"], summary["nfe_forward"]):
+        assert value >= 8  # dopri5: 2 + 6 x (attempted steps) per solve, at least one step
+    assert row["nfe_backward"] == 0  # direct backprop replays the graph, it does not evaluate f
 
 
 def test_json_output_is_strict_and_plain(tmp_path):
