@@ -11,6 +11,7 @@ import click
 from dia_ode.cli.analyze import correlate, stepsize, stiffness
 from dia_ode.cli.bench import bench
 from dia_ode.cli.catalog import ls
+from dia_ode.cli.compare import compare
 from dia_ode.cli.options import CONTEXT
 from dia_ode.cli.train import train
 
@@ -21,5 +22,5 @@ def main() -> None:
     """Residual networks as ODE solvers, attention as their step-size controller."""
 
 
-for command in (train, ls, bench, correlate, stepsize, stiffness):
+for command in (train, ls, bench, correlate, stepsize, stiffness, compare):
     main.add_command(command)

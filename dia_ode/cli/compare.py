@@ -1,0 +1,73 @@
+"""`dia-ode compare`: train (or load) discrete and continuous-depth models and tabulate them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dia_ode.checkpoint import CheckpointError
+from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
+from dia_ode.compare import DEFAULT_MODELS, CompareError, compare_figures, compare_runs, markdown_table, train_models
+from dia_ode.data import DataError, list_datasets, load_dataset
+from dia_ode.runs import resolve_device, save_figure, start_run, write_json
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--models", default=",".join(DEFAULT_MODELS), help="Comma-separated model names to train.")
+@click.option("--dataset", type=click.Choice(list_datasets()), default="digits", help="Dataset.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder of the dataset files.")
+@click.option("--epochs", type=click.IntRange(min=1), default=15, help="Epochs per model (the shared budget).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, help="Peak learning rate.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, help="torch threads of each training process.")
+@click.option("--samples", type=click.IntRange(min=1), default=32, help="Test samples for the step-size profile.")
+@click.option("--from", "from_runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Evaluate these trained run directories instead of training (repeat the option).")
+@common_options
+def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples, from_runs,
+            seed, device, out, no_progress) -> None:
+    """Accuracy, parameters, NFE, time and memory of discrete and continuous-depth models in one table."""
+    check_device(device)
+    if from_runs:
+        for run_dir in from_runs:  # fail before making an output directory
+            if not (run_dir / "config.json").is_file():
+                raise click.BadParameter(f"{run_dir} is not a training run directory (no config.json)",
+                                         param_hint="--from")
+        desc, config = "compare-from", {"command": "compare", "from": [str(p) for p in from_runs]}
+    else:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        for name in names:
+            check_model(name, {})
+        try:
+            load_dataset(dataset, data_dir)
+        except DataError as err:
+            raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
+        train_args = ["--dataset", dataset, "--epochs", str(epochs), "--batch-size", str(batch_size),
+                      "--lr", str(lr), "--seed", str(seed), "--device", device,
+                      *(["--data-dir", str(data_dir)] if data_dir else [])]
+        desc = f"compare-{dataset}"
+        config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
+                  "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads}
+    out_dir = start_run(out, desc, config)
+    click.echo(f"run directory: {out_dir}")
+    if from_runs:
+        run_dirs = list(from_runs)
+    else:
+        try:
+            run_dirs = train_models(names, out_dir / "runs", train_args, threads=threads)
+        except CompareError as err:
+            raise click.ClickException(str(err)) from None
+    try:
+        rows = compare_runs(run_dirs, resolve_device(device), samples=samples)
+    except (CheckpointError, DataError) as err:
+        raise click.BadParameter(str(err), param_hint="--from") from None
+    write_json(out_dir / "compare.json", rows)
+    table = markdown_table(rows)
+    (out_dir / "compare.md").write_text(table)
+    write_json(out_dir / "summary.json", {"rows": [{k: r[k] for k in r if k not in ("steps", "nfe_history")}
+                                                   for r in rows]})
+    for name, fig in compare_figures(rows):
+        save_figure(fig, out_dir / "figures", name)
+    click.echo(table, nl=False)
+    click.echo(f"-> {out_dir}")

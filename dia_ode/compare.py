@@ -1,0 +1,160 @@
+"""Discrete vs continuous-depth models side by side: accuracy, parameters, NFE, time and memory.
+
+`train_models` trains each model in its own process (`dia-ode train`) with one shared budget and
+seed, so every model gets a clean peak-memory reading and a model that blows its step budget cannot
+take the others down. `compare_runs` then loads each run directory, evaluates it on the test split
+with the NFE meter, and reads its step sizes over depth (discrete: the traced h_k) or time
+(continuous: the solver's accepted dt). The same function serves `dia-ode compare --from RUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dia_ode.runs import read_jsonl
+from dia_ode.solvers import continuous_blocks, continuous_trace, trace
+from dia_ode.solvers.statistics import DynamicsMeter
+from dia_ode.train import evaluate
+from dia_ode.trained import TrainedRun, load_run
+
+DEFAULT_MODELS = ("odenet", "dia_odenet", "rknet", "dia_rknet", "untiednet", "dia_untiednet")
+COLUMNS = ("model", "kind", "params", "test_acc", "nfe_forward", "nfe_backward", "seconds_per_epoch",
+           "peak_memory_mb")
+
+
+class CompareError(RuntimeError):
+    """A model's training process failed; the message names the model and its last error line."""
+
+
+def train_models(models: list[str], out: Path, train_args: list[str], threads: int | None = 1) -> list[Path]:
+    """Train every model with `dia-ode train <train_args>` in a child process; return the run dirs.
+
+    Args:
+        models: model names.
+        out: parent folder of the run directories.
+        train_args: options shared by every model (dataset, epochs, lr, seed, ...).
+        threads: OMP threads per child (1 suits the small models here: a second thread on 2 cores
+            only adds synchronisation); None keeps the environment's setting.
+    """
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    run_dirs = []
+    for model in models:
+        cmd = [sys.executable, "-m", "dia_ode", "train", "--model", model, "--out", str(out), "--no-progress",
+               *train_args]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = done.stdout.splitlines()
+        run_dir = next((line.split(": ", 1)[1] for line in lines if line.startswith("run directory: ")), None)
+        if done.returncode != 0 or run_dir is None:
+            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            raise CompareError(f"training {model} failed: {last}")
+        run_dirs.append(Path(run_dir))
+    return run_dirs
+
+
+def model_kind(model: torch.nn.Module) -> str:
+    """"continuous" when the model integrates an ODE with a solver, else "discrete"."""
+    return "continuous" if continuous_blocks(model) else "discrete"
+
+
+def step_profile(run: TrainedRun, samples: int = 32) -> dict[str, list[float]]:
+    """Step sizes over normalised depth/time s in [0, 1] on the first test samples.
+
+    Continuous: the accepted steps of every continuous block (s = t / T, dt). Discrete: every block of
+    every stage (s = k / L within its stage, the mean step h_k over samples and channels).
+    """
+    x, _ = run.test_batch(samples, next(run.model.parameters()).device)
+    s, h = [], []
+    with torch.no_grad():
+        if model_kind(run.model) == "continuous":
+            for block, log in zip(continuous_blocks(run.model), continuous_trace(run.model, x)):
+                rec = log.tensors()
+                keep = rec["accepted"]
+                s += (rec["t"][keep] / block.T).tolist()
+                h += rec["dt"][keep].tolist()
+        else:
+            for stage in trace(run.model, x):
+                L = len(stage.steps)
+                s += [k / L for k in range(L)]
+                h += [float(step.float().mean()) for step in stage.steps]
+    return {"s": s, "h": h}
+
+
+def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", samples: int = 32) -> list[dict]:
+    """One row per run (keys COLUMNS, plus run_dir, test_loss, nfe_history, steps)."""
+    rows = []
+    for run_dir in run_dirs:
+        run = load_run(run_dir, device)
+        summary = _read_summary(run_dir)
+        history = read_jsonl(run_dir / "metrics.jsonl")
+        with DynamicsMeter(run.model) as meter:
+            test = evaluate(run.model, run.dataset, "test", torch.device(device))
+            totals = meter.read()["eval"]
+        rows.append({
+            "model": run.config.model, "kind": model_kind(run.model),
+            "params": sum(p.numel() for p in run.model.parameters()),
+            "test_acc": test["test_acc"], "test_loss": test["test_loss"],
+            "nfe_forward": totals["nfe_forward"] / max(totals["passes"], 1),
+            "nfe_backward": history[-1].get("nfe_backward", float("nan")) if history else float("nan"),
+            "seconds_per_epoch": summary.get("seconds_per_epoch", float("nan")),
+            "peak_memory_mb": summary.get("peak_memory_mb", float("nan")),
+            "run_dir": str(run_dir),
+            "nfe_history": [r.get("nfe_forward", float("nan")) for r in history],
+            "steps": step_profile(run, samples),
+        })
+    return rows
+
+
+def _read_summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The COLUMNS of the rows as a markdown table."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "n/a" if not np.isfinite(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def compare_figures(rows: list[dict]):
+    """(name, figure) pairs: accuracy vs NFE, NFE over training, step sizes over depth/time."""
+    from matplotlib.figure import Figure
+
+    acc = Figure(figsize=(5, 4))
+    ax = acc.subplots()
+    for row in rows:
+        ax.scatter(row["nfe_forward"], row["test_acc"], marker="o" if row["kind"] == "continuous" else "s",
+                   label=row["model"])
+    ax.set(xlabel="NFE per forward (test)", ylabel="test accuracy", xscale="log", title="accuracy vs NFE")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+    nfe = Figure(figsize=(5, 4))
+    ax = nfe.subplots()
+    for row in rows:
+        ax.plot(range(1, len(row["nfe_history"]) + 1), row["nfe_history"], marker=".", label=row["model"])
+    ax.set(xlabel="epoch", ylabel="NFE per training forward", yscale="log", title="NFE over training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+    steps = Figure(figsize=(5, 4))
+    ax = steps.subplots()
+    for row in rows:
+        ax.plot(row["steps"]["s"], row["steps"]["h"], ".", label=row["model"])
+    ax.set(xlabel="depth / time, normalised (k / L or t / T)", ylabel="step size (h_k or accepted dt)",
+           yscale="log", title="step sizes over depth / time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return [("accuracy_vs_nfe", acc), ("nfe_over_training", nfe), ("step_sizes", steps)]
