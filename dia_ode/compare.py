@@ -132,29 +132,26 @@ def compare_figures(rows: list[dict]):
     """(name, figure) pairs: accuracy vs NFE, NFE over training, step sizes over depth/time."""
     from matplotlib.figure import Figure
 
-    acc = Figure(figsize=(5, 4))
-    ax = acc.subplots()
-    for row in rows:
-        ax.scatter(row["nfe_forward"], row["test_acc"], marker="o" if row["kind"] == "continuous" else "s",
-                   label=row["model"])
-    ax.set(xlabel="NFE per forward (test)", ylabel="test accuracy", xscale="log", title="accuracy vs NFE")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    def panel(draw, **settings):
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
+        for row in rows:
+            draw(ax, row)
+        ax.set(**settings)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return fig
 
-    nfe = Figure(figsize=(5, 4))
-    ax = nfe.subplots()
-    for row in rows:
-        ax.plot(range(1, len(row["nfe_history"]) + 1), row["nfe_history"], marker=".", label=row["model"])
-    ax.set(xlabel="epoch", ylabel="NFE per training forward", yscale="log", title="NFE over training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-
-    steps = Figure(figsize=(5, 4))
-    ax = steps.subplots()
-    for row in rows:
-        ax.plot(row["steps"]["s"], row["steps"]["h"], ".", label=row["model"])
-    ax.set(xlabel="depth / time, normalised (k / L or t / T)", ylabel="step size (h_k or accepted dt)",
-           yscale="log", title="step sizes over depth / time")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return [("accuracy_vs_nfe", acc), ("nfe_over_training", nfe), ("step_sizes", steps)]
+    return [
+        ("accuracy_vs_nfe", panel(
+            lambda ax, r: ax.scatter(r["nfe_forward"], r["test_acc"], label=r["model"],
+                                     marker="o" if r["kind"] == "continuous" else "s"),
+            xlabel="NFE per forward (test)", ylabel="test accuracy", xscale="log", title="accuracy vs NFE")),
+        ("nfe_over_training", panel(
+            lambda ax, r: ax.plot(range(1, len(r["nfe_history"]) + 1), r["nfe_history"], marker=".", label=r["model"]),
+            xlabel="epoch", ylabel="NFE per training forward", yscale="log", title="NFE over training")),
+        ("step_sizes", panel(
+            lambda ax, r: ax.plot(r["steps"]["s"], r["steps"]["h"], ".", label=r["model"]),
+            xlabel="depth / time, normalised (k / L or t / T)", ylabel="step size (h_k or accepted dt)",
+            yscale="log", title="step sizes over depth / time")),
+    ]

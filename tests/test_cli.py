@@ -153,3 +153,17 @@ def test_load_run_gives_the_trained_model_and_rejects_a_run_without_checkpoint(t
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     with pytest.raises(CheckpointError, match="has no checkpoint"):
         load_run(tmp_path)
+
+
+def test_model_option_reaches_the_constructor(tmp_path):
+    result = invoke("train", "--model", "resnet20", "--model-option", "base_width=4", "--epochs", 1,
+                    "--no-progress", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = only_run_dir(tmp_path)
+    assert json.loads((run_dir / "config.json").read_text())["model_options"] == {"base_width": 4}
+    assert json.loads((run_dir / "summary.json").read_text())["params"] == 17_462  # 272,186 at the default width 16
+
+
+@pytest.mark.parametrize("pair,needle", [("base_width", "KEY=VALUE"), ("rtol=1e-5", "rtol")])
+def test_bad_model_option_is_a_usage_error(tmp_path, pair, needle):
+    _assert_usage_error(invoke("train", "--model", "resnet20", "--model-option", pair, "--out", tmp_path), needle)

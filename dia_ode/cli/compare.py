@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from dia_ode.checkpoint import CheckpointError
-from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
+from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.compare import DEFAULT_MODELS, CompareError, compare_figures, compare_runs, markdown_table, train_models
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.runs import resolve_device, save_figure, start_run, write_json
@@ -22,10 +22,11 @@ from dia_ode.runs import resolve_device, save_figure, start_run, write_json
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, help="Peak learning rate.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, help="torch threads of each training process.")
 @click.option("--samples", type=click.IntRange(min=1), default=32, help="Test samples for the step-size profile.")
+@model_option
 @click.option("--from", "from_runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Evaluate these trained run directories instead of training (repeat the option).")
 @common_options
-def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples, from_runs,
+def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples, model_option_pairs, from_runs,
             seed, device, out, no_progress) -> None:
     """Accuracy, parameters, NFE, time and memory of discrete and continuous-depth models in one table."""
     check_device(device)
@@ -38,17 +39,19 @@ def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
     else:
         names = [m.strip() for m in models.split(",") if m.strip()]
         for name in names:
-            check_model(name, {})
+            check_model(name, parse_model_options(model_option_pairs))
         try:
             load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
         train_args = ["--dataset", dataset, "--epochs", str(epochs), "--batch-size", str(batch_size),
                       "--lr", str(lr), "--seed", str(seed), "--device", device,
-                      *(["--data-dir", str(data_dir)] if data_dir else [])]
+                      *(["--data-dir", str(data_dir)] if data_dir else []),
+                      *[arg for pair in model_option_pairs for arg in ("--model-option", pair)]]
         desc = f"compare-{dataset}"
         config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
-                  "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads}
+                  "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
+                  "model_options": parse_model_options(model_option_pairs)}
     out_dir = start_run(out, desc, config)
     click.echo(f"run directory: {out_dir}")
     if from_runs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import click
@@ -44,3 +45,22 @@ def check_model(model: str, options: dict) -> None:
             create_model(model, **options)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--model") from None
+
+
+def parse_model_options(pairs: tuple[str, ...]) -> dict:
+    """--model-option KEY=VALUE pairs -> dict; VALUE is a Python literal (1e-5, 8, True) or else a string."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-option")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
+model_option = click.option(
+    "--model-option", "model_option_pairs", multiple=True, metavar="KEY=VALUE",
+    help="Any constructor option of the model, e.g. rtol=1e-5, width=16, num_steps=8, method=rk4 (repeatable).")

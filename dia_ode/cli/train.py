@@ -10,7 +10,7 @@ import click
 
 from dia_ode.attention import DIA_SAMS
 from dia_ode.checkpoint import CheckpointError
-from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
+from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.runs import start_run
 from dia_ode.train import TrainConfig, TrainingDiverged, resume_training, run_training
@@ -37,13 +37,14 @@ from dia_ode.train import TrainConfig, TrainingDiverged, resume_training, run_tr
               help="For shared/dia models: which module's squeeze is shared [default: se].")
 @click.option("--no-cell-state", is_flag=True, help="DIA ablation: drop the cell state c.")
 @click.option("--no-output-gate", is_flag=True, help="DIA ablation: drop the output gate o.")
+@model_option
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (its saved options are used; "
                    "--epochs extends it).")
 @common_options
 @click.pass_context
 def train(ctx: click.Context, model, dataset, data_dir, epochs, batch_size, lr, momentum, nesterov, weight_decay,
-          schedule, no_augment, reduction, sam, no_cell_state, no_output_gate, resume_dir,
+          schedule, no_augment, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, resume_dir,
           seed, device, out, no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data."""
     check_device(device)
@@ -57,6 +58,7 @@ def train(ctx: click.Context, model, dataset, data_dir, epochs, batch_size, lr, 
     model_options = {k: v for k, v in (("reduction", reduction), ("sam", sam)) if v is not None}
     model_options.update({k: False for k, flag in (("cell_state", no_cell_state), ("output_gate", no_output_gate))
                           if flag})
+    model_options.update(parse_model_options(model_option_pairs))
     check_model(model, model_options)
     try:
         data = load_dataset(dataset, data_dir)
