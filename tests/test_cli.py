@@ -161,7 +161,10 @@ def test_model_option_reaches_the_constructor(tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = only_run_dir(tmp_path)
     assert json.loads((run_dir / "config.json").read_text())["model_options"] == {"base_width": 4}
-    assert json.loads((run_dir / "summary.json").read_text())["params"] == 17_462  # 272,186 at the default width 16
+    from dia_ode import create_model
+
+    expected = sum(p.numel() for p in create_model("resnet20", in_channels=1, base_width=4).parameters())
+    assert json.loads((run_dir / "summary.json").read_text())["params"] == expected
 
 
 @pytest.mark.parametrize("pair,needle", [("base_width", "KEY=VALUE"), ("rtol=1e-5", "rtol")])
