@@ -154,11 +154,8 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
 
 
 def save_figure(fig: Any, figures_dir: str | os.PathLike, name: str) -> list[Path]:
-    """Save a matplotlib figure as PNG and PDF under figures_dir, then close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib Figure (built without pyplot, so nothing needs closing) as PNG and PDF."""
     paths = [Path(figures_dir) / f"{name}.{ext}" for ext in ("png", "pdf")]
     for p in paths:
         fig.savefig(p, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return paths

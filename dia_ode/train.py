@@ -192,7 +192,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
     meter.close()
     summary = {"model": cfg.model, "dataset": cfg.dataset, "params": num_params, "epochs": cfg.epochs, **test,
                "final_val_acc": history[-1]["val_acc"], "best_val_acc": max(r["val_acc"] for r in history),
-               "nfe_forward": nfe_means(meter)["nfe_eval"], "nfe_backward": history[-1]["nfe_backward"],
+               "nfe_test": nfe_means(meter)["nfe_eval"], "nfe_backward_train": history[-1]["nfe_backward"],
                "train_seconds": seconds, "seconds_per_epoch": seconds / len(history),
                "peak_memory_mb": peak_memory_mb(device), "device": str(device)}
     write_json(run_dir / "summary.json", summary)
@@ -236,13 +236,11 @@ def _restore(path: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.op
 
 
 def _plot_history(history: list[dict], figures_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend or figure state in a library
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for split in ("train", "val"):
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
         ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], marker="o", label=split)
@@ -255,7 +253,8 @@ def _plot_history(history: list[dict], figures_dir: Path) -> None:
 
 
 def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: str | None = None,
-                    progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
+                    progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None,
+                    command: str | None = None) -> dict:
     """Continue the run in `run_dir` from its last checkpoint, with its saved config.
 
     Args:
@@ -264,6 +263,7 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         device: override the saved device ("auto", "cpu", "cuda").
         progress: show tqdm progress bars.
         on_epoch_end: as in run_training.
+        command: the command line that resumes, appended to cmd.txt once the resume is validated.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -273,6 +273,11 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
     cfg = TrainConfig.from_dict(saved)
     cfg.epochs = epochs or cfg.epochs
     cfg.device = device or cfg.device
-    load_checkpoint(run_dir / CHECKPOINT)  # fail early, before loading data, on a bad checkpoint
+    done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
+    if cfg.epochs < done:
+        raise ValueError(f"epochs={cfg.epochs} is fewer than the {done} epochs the checkpoint has done")
     write_json(config_path, {**saved, **asdict(cfg)})
+    if command is not None:
+        with open(run_dir / "cmd.txt", "a") as f:
+            f.write(command + "\n")
     return run_training(cfg, run_dir, progress=progress, resume=True, on_epoch_end=on_epoch_end)

@@ -55,7 +55,8 @@ def test_resume_from_the_cli_continues_the_same_directory(tmp_path):
 
 def _assert_usage_error(result, *needles):
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error_lines) == 1, result.output
     for needle in needles:
@@ -170,3 +171,37 @@ def test_model_option_reaches_the_constructor(tmp_path):
 @pytest.mark.parametrize("pair,needle", [("base_width", "KEY=VALUE"), ("rtol=1e-5", "rtol")])
 def test_bad_model_option_is_a_usage_error(tmp_path, pair, needle):
     _assert_usage_error(invoke("train", "--model", "resnet20", "--model-option", pair, "--out", tmp_path), needle)
+
+
+def test_resume_with_fewer_epochs_is_refused_and_leaves_the_run_usable(tmp_path):
+    assert invoke("train", "--model", "resnet20", "--model-option", "base_width=4", "--epochs", 2, "--no-progress",
+                  "--out", tmp_path).exit_code == 0
+    run_dir = only_run_dir(tmp_path)
+    config_before = (run_dir / "config.json").read_text()
+    _assert_usage_error(invoke("train", "--resume", run_dir, "--epochs", 1, "--no-progress"), "--epochs", "2 epochs")
+    assert (run_dir / "config.json").read_text() == config_before
+    assert len((run_dir / "cmd.txt").read_text().splitlines()) == 1  # a refused resume is not recorded
+    result = invoke("train", "--resume", run_dir, "--no-progress")  # saved device and epochs: nothing to do
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "config.json").read_text())["device"] == "auto"
+
+
+def test_step_budget_exhaustion_is_one_line_not_a_traceback(tmp_path):
+    result = invoke("train", "--model", "odenet", "--model-option", "max_num_steps=1", "--model-option", "width=4",
+                    "--epochs", 1, "--no-progress", "--out", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1].startswith("Error: the ODE solver gave up: ")
+    assert "max_num_steps=1" in result.output
+
+
+@pytest.mark.parametrize("pair", ["in_channels=3", "num_classes=4"])
+def test_dataset_driven_model_options_are_refused(tmp_path, pair):
+    _assert_usage_error(invoke("train", "--model-option", pair, "--out", tmp_path), "--model-option",
+                        pair.split("=")[0])
+
+
+@pytest.mark.parametrize("pair", ["reduction=0", "kernel_size=0", "base_width=0"])
+def test_out_of_range_attention_and_width_options_are_usage_errors(tmp_path, pair):
+    model = "eca_resnet20" if pair.startswith("kernel") else "se_resnet20"
+    _assert_usage_error(invoke("train", "--model", model, "--model-option", pair, "--out", tmp_path),
+                        pair.split("=")[0])

@@ -110,3 +110,13 @@ def test_a_run_dir_without_checkpoint_is_refused(runs, tmp_path):
     for command in ("correlate", "stepsize", "stiffness"):
         result = invoke(command, broken, "--out", tmp_path / "out")
         assert result.exit_code == 2 and "has no checkpoint" in result.output, command
+
+
+def test_analysis_of_a_continuous_model_points_to_compare(tmp_path):
+    cfg = TrainConfig(model="odenet", epochs=1, batch_size=256, device="cpu", model_options={"width": 4})
+    run_dir = start_run(tmp_path / "trained", "train-odenet", {"command": "train", **asdict(cfg)}, argv=["test"])
+    run_training(cfg, run_dir, progress=False)
+    for command in ("correlate", "stepsize", "stiffness"):
+        result = invoke(command, run_dir, "--out", tmp_path / "out")
+        assert result.exit_code == 2 and "dia-ode compare" in result.output, command
+    assert not (tmp_path / "out").exists()

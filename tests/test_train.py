@@ -133,7 +133,7 @@ def test_training_learns_digits(tmp_path):
     assert summary["test_acc"] > 0.8  # chance is 0.1
     assert math.isfinite(summary["test_loss"])
     # a discrete model evaluates its 3 x 3 residual branches once per forward and none in backward
-    assert summary["nfe_forward"] == 9 and summary["nfe_backward"] == 0
+    assert summary["nfe_test"] == 9 and summary["nfe_backward_train"] == 0
     assert all(r["nfe_forward"] == 9 and r["nfe_eval"] == 9 for r in read_jsonl(run_dir / "metrics.jsonl"))
     assert summary["peak_memory_mb"] > 0
 
@@ -143,7 +143,7 @@ def test_training_records_the_adaptive_solvers_nfe(tmp_path):
     run_dir = _start(tmp_path, "runs", cfg)
     summary = run_training(cfg, run_dir, progress=False)
     (row,) = read_jsonl(run_dir / "metrics.jsonl")
-    for value in (row["nfe_forward"], row["nfe_eval"], summary["nfe_forward"]):
+    for value in (row["nfe_forward"], row["nfe_eval"], summary["nfe_test"]):
         assert value >= 8  # dopri5: 2 + 6 x (attempted steps) per solve, at least one step
     assert row["nfe_backward"] == 0  # direct backprop replays the graph, it does not evaluate f
 

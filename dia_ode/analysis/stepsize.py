@@ -57,7 +57,7 @@ def step_sizes(stage_trace: StageTrace) -> dict:
          "num_samples": N,
          "constant": True when every step is a 0-d constant (a plain ResNet)}.
     """
-    h = channel_steps(stage_trace, dtype=torch.float64)  # (N, L, C); float64 for the means
+    h = channel_steps(stage_trace, dtype=torch.float64).cpu()  # (N, L, C); float64 for the means
     per_sample = h.mean(dim=2)  # (N, L)
     return {
         "block_mean": per_sample.mean(dim=0).numpy(),  # (L,)

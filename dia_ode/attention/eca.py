@@ -27,9 +27,9 @@ class ChannelConv(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int | None = None) -> None:
         super().__init__()
-        k = kernel_size or eca_kernel_size(channels)
-        if k % 2 == 0:
-            raise ValueError(f"ECA kernel size must be odd, got {k}")
+        k = eca_kernel_size(channels) if kernel_size is None else kernel_size
+        if k < 1 or k % 2 == 0:
+            raise ValueError(f"ECA kernel_size must be odd and >= 1, got {k}")
         self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

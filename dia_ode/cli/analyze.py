@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 
 from dia_ode.analysis import (per_channel_rank_correlation, plot_correlation_heatmaps, plot_depth_profiles,
                               plot_eigenvalues, plot_indices_over_time, rank_correlation, stage_correlations,
@@ -19,7 +20,7 @@ from dia_ode.checkpoint import CheckpointError
 from dia_ode.cli.options import CONTEXT, check_device, common_options
 from dia_ode.data import DataError
 from dia_ode.runs import resolve_device, save_figure, seed_everything, start_run, write_json
-from dia_ode.solvers import trace
+from dia_ode.solvers import stages_of, trace
 from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
 from dia_ode.trained import TrainedRun, load_run
 
@@ -32,12 +33,23 @@ def samples_option(default: int, minimum: int = 2):
 
 
 def open_run(run_dir: Path, device: str) -> TrainedRun:
-    """load_run with its errors turned into one-line usage errors naming RUN_DIR."""
+    """load_run with its errors turned into one-line usage errors naming RUN_DIR; the model must be
+    built from residual stages (the analysis reads their traces)."""
     check_device(device)
     try:
-        return load_run(run_dir, resolve_device(device))
+        run = load_run(run_dir, resolve_device(device))
     except (CheckpointError, DataError) as err:
         raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
+    if not stages_of(run.model):
+        raise click.BadParameter(f"model '{run.config.model}' has no residual stages to trace "
+                                 f"(continuous models: use `dia-ode compare --from`)", param_hint="RUN_DIR")
+    return run
+
+
+@torch.no_grad()
+def traced(run: TrainedRun, x: torch.Tensor):
+    """The run's per-stage traces on x, without building an autograd graph."""
+    return trace(run.model, x)
 
 
 def start_analysis(command: str, run: TrainedRun, out: Path, options: dict) -> Path:
@@ -54,7 +66,7 @@ def correlate(run_dir, samples, seed, device, out, no_progress) -> None:
     """Cross-layer attention correlation per stage (the DIA paper reports mean r up to 0.85)."""
     run = open_run(run_dir, device)
     x, _ = run.test_batch(samples, resolve_device(device))
-    traces = trace(run.model, x)
+    traces = traced(run, x)
     try:
         stages = stage_correlations(traces)
     except ValueError as err:  # a plain model: constant step, nothing to correlate
@@ -87,7 +99,7 @@ def stepsize(run_dir, samples, seed, device, out, no_progress) -> None:
     run = open_run(run_dir, device)
     x, _ = run.test_batch(samples, resolve_device(device))
     stages = []
-    for s, t in enumerate(trace(run.model, x)):
+    for s, t in enumerate(traced(run, x)):
         steps = step_sizes(t)
         with warnings.catch_warnings():  # shape-changing blocks give all-NaN columns: NaN is the answer
             warnings.simplefilter("ignore", RuntimeWarning)

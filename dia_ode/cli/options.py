@@ -47,6 +47,9 @@ def check_model(model: str, options: dict) -> None:
         raise click.BadParameter(str(err), param_hint="--model") from None
 
 
+RESERVED_MODEL_OPTIONS = ("num_classes", "in_channels")  # the training loop sets these from the dataset
+
+
 def parse_model_options(pairs: tuple[str, ...]) -> dict:
     """--model-option KEY=VALUE pairs -> dict; VALUE is a Python literal (1e-5, 8, True) or else a string."""
     options = {}
@@ -54,6 +57,9 @@ def parse_model_options(pairs: tuple[str, ...]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip().isidentifier():
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-option")
+        if key.strip() in RESERVED_MODEL_OPTIONS:
+            raise click.BadParameter(f"{key.strip()} comes from the dataset and cannot be set",
+                                     param_hint="--model-option")
         try:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

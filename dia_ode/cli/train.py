@@ -13,6 +13,7 @@ from dia_ode.checkpoint import CheckpointError
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.runs import start_run
+from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.train import TrainConfig, TrainingDiverged, resume_training, run_training
 
 
@@ -78,15 +79,17 @@ _RESUME_OPTIONS = ("resume_dir", "epochs", "device", "no_progress")
 
 
 def _resume(ctx: click.Context, run_dir: Path, epochs: int, device: str, no_progress: bool) -> None:
-    explicit = ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE
-    if (run_dir / "cmd.txt").is_file():  # a run's history of commands, the resumes included
-        with open(run_dir / "cmd.txt", "a") as f:
-            f.write(" ".join(sys.argv) + "\n")
+    def given(name: str) -> bool:  # only options typed on this command line override the saved run
+        return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
     try:
-        summary = _guarded(lambda: resume_training(run_dir, epochs=epochs if explicit else None, device=device,
-                                                   progress=not no_progress), run_dir)
+        summary = _guarded(lambda: resume_training(run_dir, epochs=epochs if given("epochs") else None,
+                                                   device=device if given("device") else None,
+                                                   progress=not no_progress, command=" ".join(sys.argv)), run_dir)
     except CheckpointError as err:
         raise click.BadParameter(str(err), param_hint="--resume") from None
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--epochs") from None
     _report(summary, run_dir)
 
 
@@ -94,9 +97,10 @@ def _guarded(job, run_dir: Path):
     """Run a training job; turn divergence and Ctrl-C into one-line messages."""
     try:
         return job()
-    except TrainingDiverged as err:
-        raise click.ClickException(f"training diverged: {err}; the last good checkpoint is kept in {run_dir}") \
-            from None
+    except (TrainingDiverged, StepBudgetExceeded) as err:
+        what = "training diverged" if isinstance(err, TrainingDiverged) else "the ODE solver gave up"
+        raise click.ClickException(f"{what}: {err}; the last good checkpoint (if any) is kept in {run_dir}; "
+                                   f"continue with: dia-ode train --resume {run_dir}") from None
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; continue with: dia-ode train --resume {run_dir}", err=True)
         sys.exit(130)

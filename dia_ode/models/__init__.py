@@ -2,6 +2,6 @@
 
 from dia_ode.models.registry import create_model, list_models, register_model
 from dia_ode.models.resnet import CifarResNet
-from dia_ode.models import odenet as _odenet  # noqa: F401  (registers the ODE-Net family)
+from dia_ode.models.odenet import ODENet  # importing odenet registers the ODE-Net family
 
-__all__ = ["CifarResNet", "create_model", "list_models", "register_model"]
+__all__ = ["CifarResNet", "ODENet", "create_model", "list_models", "register_model"]

@@ -105,6 +105,8 @@ class ODENet(nn.Module):
 
     def __init__(self, block: nn.Module, num_classes: int, in_channels: int, width: int, downsample: int) -> None:
         super().__init__()
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, kernel_size=3, padding=1)]
         for _ in range(downsample):
             layers += [group_norm(width), nn.ReLU(inplace=True),

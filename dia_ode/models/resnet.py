@@ -50,6 +50,8 @@ class CifarResNet(nn.Module):
                  **attention_options) -> None:
         super().__init__()
         n, bottleneck = blocks_per_stage(depth)
+        if base_width < 1:
+            raise ValueError(f"base_width must be >= 1, got {base_width}")
         if pre_activation:
             block = PreActBottleneck if bottleneck else PreActBasicBlock
         else:

@@ -223,6 +223,8 @@ class ContinuousBlock(nn.Module):
             raise ValueError(f"fixed-grid method '{method}' needs step_size")
         if method in ADAPTIVE_METHODS and step_size is not None:
             raise ValueError(f"step_size applies to fixed-grid methods, not to adaptive '{method}' (use rtol, atol)")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
         if step_size is not None and not step_size > 0:
             raise ValueError(f"step_size must be > 0, got {step_size}")
         if not T > 0:

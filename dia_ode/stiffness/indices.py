@@ -139,4 +139,4 @@ def local_stiffness(states: Sequence | np.ndarray | torch.Tensor,
     if x.shape != fx.shape:
         raise ValueError(f"states {tuple(x.shape)} and values {tuple(fx.shape)} must have the same shape")
     x, fx = x.reshape(len(x), -1), fx.reshape(len(fx), -1)  # (K, m)
-    return difference_quotient(x[:-1], x[1:], fx[:-1], fx[1:], dims=(1,)).numpy()
+    return difference_quotient(x[:-1], x[1:], fx[:-1], fx[1:], dims=(1,)).cpu().numpy()
