@@ -205,3 +205,13 @@ def test_out_of_range_attention_and_width_options_are_usage_errors(tmp_path, pai
     model = "eca_resnet20" if pair.startswith("kernel") else "se_resnet20"
     _assert_usage_error(invoke("train", "--model", model, "--model-option", pair, "--out", tmp_path),
                         pair.split("=")[0])
+
+
+def test_unwritable_out_is_a_usage_error():
+    _assert_usage_error(invoke("train", "--out", "/proc/not-a-place-for-runs"), "--out")
+
+
+def test_run_files_get_the_usual_permissions(trained):
+    _, run_dir, _ = trained
+    modes = {name: (run_dir / name).stat().st_mode & 0o777 for name in ("config.json", "summary.json", "cmd.txt")}
+    assert len(set(modes.values())) == 1, modes  # atomic writes match files written with open()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import click
@@ -14,14 +15,24 @@ from dia_ode.runs import resolve_device
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 
 
+def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise click.BadParameter(f"cannot create {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise click.BadParameter(f"{out} is not writable")
+    return out
+
+
 def common_options(command):
     """--seed, --device, --out and --no-progress, defined once for every command."""
     options = [
-        click.option("--seed", type=click.IntRange(min=0), default=0, help="Random seed."),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random seed."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      help="Where to compute; auto picks cuda when available."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
-                     help="Parent folder of the run directories."),
+                     callback=_writable_dir, help="Parent folder of the run directories."),
         click.option("--no-progress", is_flag=True, help="Hide progress bars."),
     ]
     for option in reversed(options):

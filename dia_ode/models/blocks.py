@@ -22,8 +22,9 @@ def conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False)
 
 
-class _SequentialBlock(AbstractBlock):
-    """A block whose branch is the layer sequence `f` and whose shortcut is x or `projection(x)`."""
+class AbstractSequentialBlock(AbstractBlock):
+    """Base of the blocks below: branch is the layer sequence `f`, shortcut is x or `projection(x)`;
+    never instantiated itself."""
 
     def __init__(self, f: nn.Sequential, projection: nn.Module | None) -> None:
         super().__init__()
@@ -45,7 +46,7 @@ def _projection(c_in: int, c_out: int, stride: int, with_bn: bool) -> nn.Module 
     return conv1x1(c_in, c_out, stride)
 
 
-class BasicBlock(_SequentialBlock):
+class BasicBlock(AbstractSequentialBlock):
     """f(x) = BN(conv3x3(relu(BN(conv3x3(x))))), post-activation."""
 
     expansion = 1
@@ -57,7 +58,7 @@ class BasicBlock(_SequentialBlock):
         ), _projection(c_in, planes, stride, with_bn=True))
 
 
-class Bottleneck(_SequentialBlock):
+class Bottleneck(AbstractSequentialBlock):
     """f(x) = 1x1 -> 3x3 (stride) -> 1x1 (4 x planes), BN after each, ReLU between, post-activation."""
 
     expansion = 4
@@ -71,7 +72,7 @@ class Bottleneck(_SequentialBlock):
         ), _projection(c_in, c_out, stride, with_bn=True))
 
 
-class PreActBasicBlock(_SequentialBlock):
+class PreActBasicBlock(AbstractSequentialBlock):
     """f(x) = conv3x3(relu(BN(conv3x3(relu(BN(x)))))), pre-activation."""
 
     expansion = 1
@@ -83,7 +84,7 @@ class PreActBasicBlock(_SequentialBlock):
         ), _projection(c_in, planes, stride, with_bn=False))
 
 
-class PreActBottleneck(_SequentialBlock):
+class PreActBottleneck(AbstractSequentialBlock):
     """f(x) = BN-ReLU-1x1 -> BN-ReLU-3x3 (stride) -> BN-ReLU-1x1 (4 x planes), pre-activation."""
 
     expansion = 4
