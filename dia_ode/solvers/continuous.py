@@ -20,6 +20,7 @@ Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forwa
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ class StepBudgetExceeded(RuntimeError):
     """A solve attempted more than max_num_steps steps (the dynamics blew up or became too stiff)."""
 
 
-class AbstractDynamics(nn.Module):
+class AbstractDynamics(nn.Module, abc.ABC):
     """The right-hand side F(t, y) of a continuous block, built around a vector field f(t, x).
 
     The state y is the feature map x itself or a tuple that starts with x (DIA adds its memory).
@@ -63,12 +64,13 @@ class AbstractDynamics(nn.Module):
         """The multiplier a(t) on f at state y (None when there is no attention)."""
         return None
 
+    @abc.abstractmethod
     def euler_controller(self, dt: float) -> AbstractController:
         """The stage controller that makes a residual stage the explicit Euler method with step dt."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, t: torch.Tensor, y: Any) -> Any:
-        raise NotImplementedError
+        """The time derivative dy/dt at (t, y)."""
 
 
 class PlainDynamics(AbstractDynamics):

@@ -9,6 +9,7 @@ is one module with memory for the whole stage. The stage loop (stage.py) never a
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -18,18 +19,18 @@ from dia_ode.attention.dia import DIAUnit
 from dia_ode.attention.registry import ATTENTIONS, check_options, create_sam
 
 
-class AbstractController(nn.Module):
+class AbstractController(nn.Module, abc.ABC):
     """Interface of a step-size controller; never instantiated."""
 
     def init(self, x0: torch.Tensor) -> Any:
         """Controller state before the first block, created like the stage input x0."""
         return None
 
+    @abc.abstractmethod
     def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor | float, Any]:
         """Step size h_k for block k given its update f_k(x_k) (B, C, H, W), and the new state.
 
         h_k is a tensor broadcastable to f_k, or a number for a constant step."""
-        raise NotImplementedError
 
 
 class ConstantStep(AbstractController):

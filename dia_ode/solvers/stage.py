@@ -10,6 +10,7 @@ block of a stage may change shape, so its skip is a projection instead of the id
 
 from __future__ import annotations
 
+import abc
 import torch
 from torch import nn
 
@@ -23,16 +24,16 @@ def euler_update(skip: torch.Tensor, h: torch.Tensor | float, f: torch.Tensor) -
     return torch.addcmul(skip, h, f)
 
 
-class AbstractBlock(nn.Module):
+class AbstractBlock(nn.Module, abc.ABC):
     """A residual block split into its branch f_k and its shortcut; never instantiated."""
 
+    @abc.abstractmethod
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The update f_k(x_k)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The skip path: x itself, or a projection when the block changes shape."""
-        raise NotImplementedError
 
 
 class ResidualStage(nn.Module):
