@@ -215,3 +215,13 @@ def test_run_files_get_the_usual_permissions(trained):
     _, run_dir, _ = trained
     modes = {name: (run_dir / name).stat().st_mode & 0o777 for name in ("config.json", "summary.json", "cmd.txt")}
     assert len(set(modes.values())) == 1, modes  # atomic writes match files written with open()
+
+
+def test_bench_stiffness_reports_speedup_and_error(tmp_path):
+    result = invoke("bench", "stiffness", "--channels", 2, "--size", 6, "--compare-size", 5, "--k", 3,
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["n"] == 2 * 6 * 6 and summary["compare_n"] == 2 * 5 * 5
+    assert summary["relative_error"] < 1e-4 and summary["speedup"] > 0
+    assert "speed-up" in result.output

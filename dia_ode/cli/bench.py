@@ -83,7 +83,7 @@ def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, 
     from dia_ode.stiffness.benchmark import bench_spectrum
 
     config = {"command": "bench stiffness", "channels": channels, "size": size, "compare_size": compare_size,
-              "k": k, "seed": seed}
+              "k": k, "seed": seed, "device": "cpu"}  # ARPACK and numpy run on the CPU whatever --device says
     run_dir = start_run(out, "bench-stiffness", config)
     result = bench_spectrum(channels=channels, size=size, k=k, compare_size=compare_size, seed=seed)
     write_json(run_dir / "summary.json", result)
