@@ -32,6 +32,15 @@ def save_checkpoint(path: str | os.PathLike, *, epoch: int, model: dict, optimiz
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
+def load_state(target: Any, state: dict, path: str | os.PathLike) -> None:
+    """target.load_state_dict(state) for a model or optimizer; a mismatch becomes a one-line CheckpointError."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit the {type(target).__name__} "
+                              f"({str(err).splitlines()[0][:120]})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load and validate a checkpoint written by save_checkpoint.
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from dia_ode.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dia_ode.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from dia_ode.data import Dataset, iterate_batches, load_dataset
 from dia_ode.models import create_model
 from dia_ode.runs import (append_jsonl, resolve_device, save_figure, seed_everything,
@@ -90,11 +90,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # 1_000_003: a prime, no overlap
 
 
+def build_model(cfg: TrainConfig, dataset: Dataset, device: torch.device | str) -> nn.Module:
+    """The config's model, sized for the dataset (classes, input channels), on `device`."""
+    return create_model(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                        **cfg.model_options).to(device)
+
+
 def build(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     """Seeded model and optimizer for a config."""
     seed_everything(cfg.seed)
-    model = create_model(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
-                         **cfg.model_options).to(device)
+    model = build_model(cfg, dataset, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     return model, optimizer
@@ -225,11 +230,8 @@ def _restore(path: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.op
     if ckpt["config"].get("model") != cfg.model:
         raise CheckpointError(f"checkpoint {path} is for model '{ckpt['config'].get('model')}', "
                               f"the run is '{cfg.model}'")
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {path} does not fit the model ({str(err).splitlines()[0][:120]})") from None
+    load_state(model, ckpt["model"], path)
+    load_state(optimizer, ckpt["optimizer"], path)
     if ckpt["epoch"] > cfg.epochs:
         raise ValueError(f"the checkpoint has {ckpt['epoch']} epochs done, more than epochs={cfg.epochs}")
     return list(ckpt["history"])

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dia_ode.checkpoint import CheckpointError, load_checkpoint
+from dia_ode.checkpoint import CheckpointError, load_checkpoint, load_state
 from dia_ode.data import Dataset, iterate_batches, load_dataset
-from dia_ode.models import create_model
-from dia_ode.train import CHECKPOINT, TrainConfig
+from dia_ode.train import CHECKPOINT, TrainConfig, build_model
 
 
 @dataclass
@@ -51,11 +50,6 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Trained
     cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     dataset = load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed)
-    model = create_model(cfg.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
-                         **cfg.model_options)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint of {run_dir} does not fit model '{cfg.model}' "
-                              f"({str(err).splitlines()[0][:120]})") from None
-    return TrainedRun(run_dir, cfg, dataset, model.to(device).eval(), ckpt["epoch"])
+    model = build_model(cfg, dataset, device)
+    load_state(model, ckpt["model"], run_dir / CHECKPOINT)
+    return TrainedRun(run_dir, cfg, dataset, model.eval(), ckpt["epoch"])

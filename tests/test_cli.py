@@ -225,3 +225,18 @@ def test_bench_stiffness_reports_speedup_and_error(tmp_path):
     assert summary["n"] == 2 * 6 * 6 and summary["compare_n"] == 2 * 5 * 5
     assert summary["relative_error"] < 1e-4 and summary["speedup"] > 0
     assert "speed-up" in result.output
+
+
+def test_load_run_refuses_weights_that_do_not_fit_the_configured_model(trained, tmp_path):
+    import shutil
+
+    from dia_ode.checkpoint import CheckpointError
+    from dia_ode.trained import load_run
+
+    _, run_dir, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "model": "se_resnet20"}))
+    with pytest.raises(CheckpointError, match="does not fit the CifarResNet"):
+        load_run(copy)
