@@ -8,7 +8,7 @@ from torchdiffeq import odeint
 
 import dia_ode
 from dia_ode.attention import DIAUnit, SqueezeExcite
-from dia_ode.attention.squeeze import global_avg_pool
+from dia_ode.attention.layout import IMAGES
 from dia_ode.models.odenet import ConvField, TimeConv2d, matched_width, num_params
 from dia_ode.solvers import (
     ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, ContinuousBlock, DIAController, DIADynamics, DynamicsMeter,
@@ -148,9 +148,9 @@ def test_continuous_dia_with_euler_step_one_is_the_discrete_dia_loop():
         x, h, c = x0, torch.zeros(2, 3), torch.zeros(2, 3)
         for k in range(L):
             f_k = f(float(k), x)
-            h, c = unit.cell(global_avg_pool(f_k), (h, c))
+            h, c = unit.cell(IMAGES.squeeze(f_k), (h, c))
             x = x + h[:, :, None, None] * f_k
-        stage = ResidualStage([FieldBlock(f, float(k)) for k in range(L)], DIAController(unit), post_activation=False)
+        stage = ResidualStage([FieldBlock(f, float(k)) for k in range(L)], DIAController(unit))
         ts = torch.tensor([0.0, float(L)], dtype=torch.float64)
         joint = odeint(dyn, dyn.initial_state(x0), ts, method="euler", options={"step_size": 1.0})
         block = ContinuousBlock(dyn, T=float(L), method="euler", step_size=1.0)(x0)
@@ -167,8 +167,7 @@ def test_continuous_se_with_euler_step_one_is_the_shared_se_stage():
     dyn = dynamics("se")
     x0 = torch.randn(2, 3, 4, 4)
     with torch.no_grad():
-        stage = ResidualStage([FieldBlock(dyn.f, float(k)) for k in range(4)], SharedAttention(dyn.sam),
-                              post_activation=False)
+        stage = ResidualStage([FieldBlock(dyn.f, float(k)) for k in range(4)], SharedAttention(dyn.sam))
         block = ContinuousBlock(dyn, T=4.0, method="euler", step_size=1.0)
         torch.testing.assert_close(block(x0), stage(x0), rtol=0, atol=1e-6)
 

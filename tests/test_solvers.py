@@ -47,7 +47,7 @@ def test_constant_step_stage_reproduces_the_plain_resnet():
 
 def test_constant_step_h_scales_the_update():
     blocks = [BasicBlock(4, 4) for _ in range(2)]
-    stage = ResidualStage(blocks, ConstantStep(0.5), post_activation=False).eval()
+    stage = ResidualStage(blocks, ConstantStep(0.5)).eval()
     x = torch.randn(2, 4, 5, 5)
     expected = x
     for b in blocks:

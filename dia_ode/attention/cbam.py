@@ -13,19 +13,20 @@ import torch
 from torch import nn
 
 from dia_ode.attention.excite import bottleneck_mlp
-from dia_ode.attention.squeeze import global_avg_pool, global_max_pool
+from dia_ode.attention.layout import IMAGES, Layout
 
 
 class CBAMChannelGate(nn.Module):
-    """CBAM's channel gate: sigmoid(MLP(GAP f) + MLP(GMP f)), (B, C, H, W) -> (B, C, 1, 1)."""
+    """CBAM's channel gate: sigmoid(MLP(GAP f) + MLP(GMP f)), (B, C, H, W) -> (B, C, 1, 1) (tokens: (B, 1, C))."""
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         self.mlp = bottleneck_mlp(channels, reduction)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        z = torch.stack((global_avg_pool(f), global_max_pool(f)), dim=1)  # (B, 2, C)
-        return torch.sigmoid(self.mlp(z).sum(dim=1))[:, :, None, None]  # (B, C, 1, 1)
+        layout = Layout.of(f)
+        z = torch.stack((layout.squeeze(f), layout.squeeze_max(f)), dim=1)  # (B, 2, C)
+        return layout.expand(torch.sigmoid(self.mlp(z).sum(dim=1)))  # (B, C, 1, 1) or (B, 1, C)
 
 
 class SpatialGate(nn.Module):
@@ -37,6 +38,9 @@ class SpatialGate(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if Layout.of(f) is not IMAGES:
+            raise ValueError("CBAM's spatial gate needs images (B, C, H, W); tokens have no 2-D grid "
+                             "(use se or eca attention on a Transformer)")
         maps = torch.cat((f.mean(dim=1, keepdim=True), f.amax(dim=1, keepdim=True)), dim=1)  # (B, 2, H, W)
         return torch.sigmoid(self.bn(self.conv(maps)))  # (B, 1, H, W)
 

@@ -19,13 +19,13 @@ from torch import nn
 from dia_ode.attention.cbam import SpatialGate
 from dia_ode.attention.dia_cell import DIALSTMCell, State
 from dia_ode.attention.eca import ChannelConv
-from dia_ode.attention.squeeze import global_avg_pool, global_max_pool
+from dia_ode.attention.layout import Layout
 
 DIA_SAMS = ("se", "eca", "cbam")
 
 
 class DIAUnit(nn.Module):
-    """Shared DIA attention: (f_k, state) -> (a_k, state'), a_k broadcastable to f_k.
+    """Shared DIA attention: (f_k, state) -> (a_k, state'), a_k broadcastable to f_k (images or tokens).
 
     Args:
         channels: C of the stage.
@@ -51,17 +51,18 @@ class DIAUnit(nn.Module):
         return self.cell.init_state(like)
 
     def squeeze(self, f: torch.Tensor) -> torch.Tensor:
-        """The cell input z for a branch output f (B, C, H, W)."""
-        z = global_avg_pool(f)  # (B, C)
+        """The cell input z for a branch output f, images (B, C, H, W) or tokens (B, N, C)."""
+        layout = Layout.of(f)
+        z = layout.squeeze(f)  # (B, C)
         if self.channel_conv is not None:
             z = self.channel_conv(z)  # (B, C)
         if self.sam == "cbam":
-            z = torch.stack((z, global_max_pool(f)), dim=1)  # (B, 2, C)
+            z = torch.stack((z, layout.squeeze_max(f)), dim=1)  # (B, 2, C)
         return z
 
     def forward(self, f: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         h, c = self.cell(self.squeeze(f), state)  # (B, C) each
-        a = h[:, :, None, None]  # (B, C, 1, 1)
+        a = Layout.of(f).expand(h)  # (B, C, 1, 1) or (B, 1, C)
         if self.spatial is not None:
             a = a * self.spatial(a * f)  # (B, C, H, W)
         return a, (h, c)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from dia_ode.attention.squeeze import global_avg_pool
+from dia_ode.attention.layout import Layout
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -37,7 +37,7 @@ class ChannelConv(nn.Module):
 
 
 class EfficientChannelAttention(nn.Module):
-    """ECA gate: (B, C, H, W) -> (B, C, 1, 1) in (0, 1).
+    """ECA gate: (B, C, H, W) -> (B, C, 1, 1) or tokens (B, N, C) -> (B, 1, C), in (0, 1).
 
     Args:
         channels: number of channels C.
@@ -49,5 +49,6 @@ class EfficientChannelAttention(nn.Module):
         self.channel_conv = ChannelConv(channels, kernel_size)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        z = self.channel_conv(global_avg_pool(f))  # (B, C)
-        return torch.sigmoid(z)[:, :, None, None]  # (B, C, 1, 1)
+        layout = Layout.of(f)
+        z = self.channel_conv(layout.squeeze(f))  # (B, C)
+        return layout.expand(torch.sigmoid(z))  # (B, C, 1, 1) or (B, 1, C)

@@ -1,48 +1,114 @@
-"""Name -> self-attention module registry (timm's create_attn, for the modules of this package).
+"""The attention table: one row per attention name, read by the discrete controllers and the
+continuous dynamics alike (timm's create_attn, with the scope that the ODE reading needs).
 
-A SAM maps a branch output f (B, C, H, W) to a multiplier broadcastable to f. Unknown names and
-options raise ValueError listing the valid ones, so a typo never silently trains the wrong model.
+A row says what the name means as a step-size controller: `constant` (h = 1, the plain network),
+`per_block` (one module per block: SE-ResNet), `shared` (one memoryless module per stage) or
+`recurrent` (one module with memory per stage: DIA). solvers/ maps each scope to a controller
+(discrete) and to a right-hand side (continuous); a new attention is one module file plus one row.
+Unknown names and options raise ValueError listing the valid ones, so a typo never silently
+trains the wrong model.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 
 from torch import nn
 
 from dia_ode.attention.cbam import CBAM
+from dia_ode.attention.dia import DIA_SAMS, DIAUnit
 from dia_ode.attention.eca import EfficientChannelAttention
 from dia_ode.attention.se import SqueezeExcite
 
+# A SAM maps a branch output f (images or tokens) to a multiplier broadcastable to f.
 SAMS: dict[str, type[nn.Module]] = {
     "se": SqueezeExcite,
     "eca": EfficientChannelAttention,
     "cbam": CBAM,
 }
 
-# Attention names a model can be built with; see solvers.controllers.create_controller.
-ATTENTIONS: dict[str, str] = {
-    "none": "constant step h = 1 (plain ResNet)",
-    "se": "one Squeeze-and-Excitation module per block",
-    "eca": "one ECA module per block",
-    "cbam": "one CBAM module per block",
-    "shared": "one SAM (sam=se|eca|cbam) shared by all blocks of a stage, no memory",
-    "dia": "one SAM squeeze + DIA-LSTM cell shared by all blocks of a stage (DIANet)",
-}
+SCOPES = ("constant", "per_block", "shared", "recurrent")
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """One attention name.
+
+    Attributes:
+        name: the name (also the model-name prefix, except "none").
+        description: one line for `dia-ode ls`.
+        scope: one of SCOPES: who chooses h_k and whether it remembers.
+        continuous: whether a continuous-depth right-hand side exists (CBAM's spatial gate has a
+            BatchNorm, which must not sit inside a vector field that solvers evaluate many times).
+    """
+
+    name: str
+    description: str
+    scope: str
+    continuous: bool = True
+
+    def options(self, sam: str | None = None) -> list[str]:
+        """The keyword options this attention takes (besides channels)."""
+        if self.scope == "constant":
+            return ["h"]  # the constant step itself (solvers.ConstantStep)
+        if self.scope == "recurrent":
+            return _init_options(DIAUnit)
+        if self.scope == "shared":
+            return ["sam", *_init_options(SAMS[sam or "se"])]
+        return _init_options(SAMS[self.name])
+
+    def check(self, options: dict) -> None:
+        """Raise ValueError naming an option this attention does not take."""
+        if "sam" in options and self.scope not in ("shared", "recurrent"):
+            raise ValueError(f"option 'sam' applies to shared and dia attention, not '{self.name}'")
+        sam = options.get("sam")
+        if sam is not None and sam not in (DIA_SAMS if self.scope == "recurrent" else SAMS):
+            raise ValueError(f"unknown sam '{sam}' for attention '{self.name}'; valid: {', '.join(SAMS)}")
+        accepted = self.options(sam)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"attention '{self.name}' takes no option {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(accepted) or 'none'}")
+
+    def module(self, channels: int, **options) -> nn.Module:
+        """The attention module of one block (per_block) or of a whole stage (shared, recurrent)."""
+        self.check(options)
+        if self.scope == "constant":
+            raise ValueError(f"attention '{self.name}' has no module: its step is a constant")
+        if self.scope == "recurrent":
+            return DIAUnit(channels, **options)
+        if self.scope == "shared":
+            options = dict(options)
+            return SAMS[options.pop("sam", None) or "se"](channels, **options)
+        return SAMS[self.name](channels, **options)
+
+
+ATTENTIONS: dict[str, AttentionSpec] = {spec.name: spec for spec in (
+    AttentionSpec("none", "constant step h = 1 (plain network)", "constant"),
+    AttentionSpec("se", "one Squeeze-and-Excitation module per block", "per_block"),
+    AttentionSpec("eca", "one ECA module per block", "per_block"),
+    AttentionSpec("cbam", "one CBAM module per block", "per_block", continuous=False),
+    AttentionSpec("shared", "one SAM (sam=se|eca|cbam) shared by all blocks of a stage, no memory", "shared",
+                  continuous=False),
+    AttentionSpec("dia", "one SAM squeeze + DIA-LSTM cell shared by all blocks of a stage (DIANet)", "recurrent"),
+)}
+
+
+def _init_options(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "channels")]
+
+
+def get_attention(name: str) -> AttentionSpec:
+    """The table row of an attention name; ValueError lists the valid names."""
+    if name not in ATTENTIONS:
+        raise ValueError(f"unknown attention '{name}'; valid: {', '.join(ATTENTIONS)}")
+    return ATTENTIONS[name]
 
 
 def list_attention() -> list[str]:
     """Names accepted by create_model's attention part ("none" is the plain model)."""
     return list(ATTENTIONS)
-
-
-def check_options(cls: type, options: dict, what: str) -> None:
-    """Raise ValueError if `options` has a keyword that `cls.__init__` does not take."""
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "channels")]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ValueError(f"{what} takes no option {', '.join(map(repr, unknown))}; "
-                         f"valid: {', '.join(accepted) or 'none'}")
 
 
 def create_sam(name: str, channels: int, **options) -> nn.Module:
@@ -55,5 +121,4 @@ def create_sam(name: str, channels: int, **options) -> nn.Module:
     """
     if name not in SAMS:
         raise ValueError(f"unknown attention module '{name}'; valid: {', '.join(SAMS)}")
-    check_options(SAMS[name], options, f"attention '{name}'")
-    return SAMS[name](channels, **options)
+    return ATTENTIONS[name].module(channels, **options)

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from dia_ode.attention.excite import bottleneck_mlp
-from dia_ode.attention.squeeze import global_avg_pool
+from dia_ode.attention.layout import Layout
 
 
 class SqueezeExcite(nn.Module):
-    """SE gate: (B, C, H, W) -> (B, C, 1, 1) in (0, 1).
+    """SE gate: (B, C, H, W) -> (B, C, 1, 1) or tokens (B, N, C) -> (B, 1, C), in (0, 1).
 
     Args:
         channels: number of channels C of the gated feature map.
@@ -28,5 +28,6 @@ class SqueezeExcite(nn.Module):
         self.excite = bottleneck_mlp(channels, reduction)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        z = global_avg_pool(f)  # (B, C)
-        return torch.sigmoid(self.excite(z))[:, :, None, None]  # (B, C, 1, 1)
+        layout = Layout.of(f)
+        z = layout.squeeze(f)  # (B, C)
+        return layout.expand(torch.sigmoid(self.excite(z)))  # (B, C, 1, 1) or (B, 1, C)

@@ -22,8 +22,8 @@ def ls(what: str, pattern: str) -> None:
             click.echo(f"  {name}")
     if what in ("all", "attention"):
         click.echo("attention (model name prefix):")
-        for name, text in ATTENTIONS.items():
-            click.echo(f"  {name:<7} {text}")
+        for name, spec in ATTENTIONS.items():
+            click.echo(f"  {name:<7} {spec.description}")
     if what in ("all", "datasets"):
         click.echo("datasets:")
         for name in list_datasets():

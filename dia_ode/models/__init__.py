@@ -1,7 +1,10 @@
-"""Backbones assembled from residual stages, and the name -> model registry."""
+"""Backbones assembled from residual stages, and the name -> model registry with metadata."""
 
-from dia_ode.models.registry import create_model, list_models, register_model
+from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
+from dia_ode.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
+# Importing a backbone module registers its names.
 from dia_ode.models.resnet import CifarResNet
-from dia_ode.models.odenet import ODENet  # importing odenet registers the ODE-Net family
+from dia_ode.models.odenet import ODENet
 
-__all__ = ["CifarResNet", "ODENet", "create_model", "list_models", "register_model"]
+__all__ = ["AbstractBackbone", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet", "create_model", "list_models",
+           "model_entry", "register_model"]

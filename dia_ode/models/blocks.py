@@ -31,8 +31,8 @@ class AbstractSequentialBlock(AbstractBlock):
         self.f = f
         self.projection = projection
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(x)
+    def branch(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.f(x)  # unconditioned: a CIFAR block ignores cond
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.projection is None else self.projection(x)

@@ -31,11 +31,10 @@ Integer widths leave the untied models within 2.5% of the tied budget (widths 18
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
+from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.continuous import ContinuousBlock
 from dia_ode.solvers.continuous_attention import make_dynamics
@@ -92,7 +91,7 @@ class ConvField(nn.Module):
         return self.norm3(out)  # (B, C, H, W)
 
 
-class ODENet(nn.Module):
+class ODENet(AbstractBackbone):
     """Stem (conv3x3, then `downsample` x [GN-ReLU-conv4x4 stride 2]) -> block -> GN-ReLU-GAP-linear.
 
     Args:
@@ -115,13 +114,16 @@ class ODENet(nn.Module):
         self.block = block
         self.final_act = nn.Sequential(group_norm(width), nn.ReLU(inplace=True))
         self.head = nn.Linear(width, num_classes)
+        self.feature_info = [FeatureInfo("block", width, 2 ** downsample)]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the head: (B, C_in, H, W) -> (B, width)."""
-        return self.final_act(self.block(self.stem(x))).mean(dim=(2, 3))
+    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return [self.block(self.stem(x))]  # (B, width, H / 2^downsample, W / 2^downsample)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, num_classes)
+    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.final_act(self.block(self.stem(x)))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)
 
 
 def odenet(attention: str = "none", num_classes: int = 10, in_channels: int = 3, width: int = 32,
@@ -167,7 +169,7 @@ def untiednet(attention: str = "none", num_classes: int = 10, in_channels: int =
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     blocks = [FieldBlock(ConvField(width), float(k)) for k in range(num_steps)]
     controller = create_controller(attention, width, num_steps, **attention_options)
-    return ODENet(ResidualStage(blocks, controller, post_activation=False), num_classes, in_channels, width,
+    return ODENet(ResidualStage(blocks, controller), num_classes, in_channels, width,
                   downsample)
 
 
@@ -193,11 +195,7 @@ def matched_width(attention: str, num_classes: int, in_channels: int, num_steps:
     return min((lo, hi), key=lambda w: abs(count(w) - target))
 
 
-def _register() -> None:
-    for attention in ("none", "se", "dia"):
-        prefix = "" if attention == "none" else f"{attention}_"
-        for backbone, constructor in (("odenet", odenet), ("rknet", rknet), ("untiednet", untiednet)):
-            register_model(f"{prefix}{backbone}", partial(constructor, attention))
-
-
-_register()
+_ODE_ATTENTIONS = ("none", "se", "dia")
+register_model(family="odenet", kind="continuous", attentions=_ODE_ATTENTIONS)(odenet)
+register_model(family="odenet", kind="discrete", attentions=_ODE_ATTENTIONS)(rknet)
+register_model(family="odenet", kind="discrete", attentions=_ODE_ATTENTIONS)(untiednet)

@@ -1,61 +1,159 @@
-"""Model registry: names `{attention}_{backbone}{depth}` -> constructors.
+"""Model registry with metadata: base names plus an attention, `{attention}_{base}` as short names.
 
-The plain model has no prefix (`resnet20`); attention prefixes are the names of
-dia_ode.attention.ATTENTIONS except "none" (`se_resnet20`, `dia_preresnet164`, ...).
+A backbone file registers each of its base names once (timm's `@register_model`, with the metadata
+that code here needs instead of scanning modules):
+
+    @register_model(family="resnet", kind="discrete", task="classification")
+    def resnet56(attention="none", **kw): ...
+
+Every registered base name is buildable with each attention it lists, as `create_model("resnet56",
+attention="dia", sam="eca")` or by the short name `create_model("dia_resnet56", sam="eca")` (the
+plain model has no prefix). Options are checked against the constructor's signature and the
+attention's own options before anything is built, so a typo is a ValueError listing the valid keys.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from functools import partial
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from dia_ode.attention.registry import ATTENTIONS
-from dia_ode.models.resnet import BASIC_DEPTHS, BOTTLENECK_DEPTHS, CifarResNet
+from dia_ode.attention.registry import ATTENTIONS, get_attention
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str, constructor: Callable[..., nn.Module]) -> None:
-    """Add a constructor under `name` (used by backbone modules; names must be unique)."""
-    if name in _MODELS:
-        raise ValueError(f"model '{name}' is already registered")
-    _MODELS[name] = constructor
+KINDS = ("discrete", "continuous")
 
 
-def _register_cifar_resnets() -> None:
-    for backbone, pre_activation in (("resnet", False), ("preresnet", True)):
-        for depth in BASIC_DEPTHS + BOTTLENECK_DEPTHS:
-            for attention in ATTENTIONS:
-                prefix = "" if attention == "none" else f"{attention}_"
-                register_model(f"{prefix}{backbone}{depth}", partial(
-                    CifarResNet, depth, attention=attention, pre_activation=pre_activation))
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered base model.
+
+    Attributes:
+        name: the base name ("resnet56", "vit_tiny", "odenet").
+        constructor: builds the model; takes `attention` plus its own keyword options.
+        family: backbone family ("resnet", "preresnet", "vit", "odenet", ...).
+        kind: "discrete" (residual stages) or "continuous" (an ODE solve inside).
+        tasks: the tasks the model serves ("classification", ...).
+        attentions: the attention names it can be built with.
+    """
+
+    name: str
+    constructor: Callable[..., nn.Module]
+    family: str
+    kind: str
+    tasks: tuple[str, ...]
+    attentions: tuple[str, ...]
+
+    def full_name(self, attention: str) -> str:
+        return self.name if attention == "none" else f"{attention}_{self.name}"
+
+    def options(self, attention: str = "none", sam: str | None = None) -> list[str]:
+        """Every keyword option create_model accepts for this model and attention."""
+        params = inspect.signature(self.constructor).parameters
+        named = [p for p, v in params.items() if p != "attention"
+                 and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+        forwards = any(v.kind == v.VAR_KEYWORD for v in params.values())  # **attention_options
+        return named + ([o for o in get_attention(attention).options(sam) if o not in named] if forwards else [])
+
+    def check(self, attention: str, options: dict) -> None:
+        if attention not in self.attentions:
+            raise ValueError(f"model '{self.name}' has no attention '{attention}'; "
+                             f"valid: {', '.join(self.attentions)}")
+        if "sam" in options:  # the attention's own message says which attentions take it
+            get_attention(attention).check({"sam": options["sam"]})
+        accepted = self.options(attention, options.get("sam"))
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"model '{self.full_name(attention)}' takes no option {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(accepted)}")
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Sorted registered model names matching an fnmatch pattern (e.g. "dia_*", "*resnet56")."""
-    return sorted(fnmatch.filter(_MODELS, pattern))
+_ENTRIES: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, family: str, kind: str = "discrete",
+                   tasks: tuple[str, ...] = ("classification",),
+                   attentions: tuple[str, ...] = tuple(ATTENTIONS)):
+    """Decorator registering a constructor under `name` (default: the function's name).
+
+    Usable on a function (`@register_model(family=...)`) or called on one
+    (`register_model("resnet20", family="resnet")(partial(CifarResNet, 20))`).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+
+    def add(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        base = name or constructor.__name__
+        if base in _ENTRIES:
+            raise ValueError(f"model '{base}' is already registered")
+        _ENTRIES[base] = ModelEntry(base, constructor, family, kind, tuple(tasks), tuple(attentions))
+        return constructor
+
+    return add
+
+
+def resolve(name: str) -> tuple[ModelEntry, str]:
+    """(entry, attention) of a base or short name ("dia_resnet56" -> resnet56, "dia").
+
+    Raises:
+        ValueError: unknown name; the message lists close matches.
+    """
+    if name in _ENTRIES:
+        return _ENTRIES[name], "none"
+    prefix, _, base = name.partition("_")
+    if base in _ENTRIES and prefix in _ENTRIES[base].attentions and prefix != "none":
+        return _ENTRIES[base], prefix
+    close = [m for m in list_models() if name.split("_")[-1] in m][:8] or list_models("*resnet20")
+    raise ValueError(f"unknown model '{name}'; e.g. {', '.join(close)} (see `dia-ode ls`)")
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry (metadata) behind a base or short name."""
+    return resolve(name)[0]
+
+
+def list_models(pattern: str = "*", **metadata) -> list[str]:
+    """Sorted short names matching an fnmatch pattern and metadata filters.
+
+    Args:
+        pattern: e.g. "dia_*", "*resnet56".
+        **metadata: equality filters on family, kind, attention, or membership of task
+            (e.g. `list_models(kind="continuous")`, `list_models("*vit*", attention="dia")`).
+    """
+    unknown = sorted(set(metadata) - {"family", "kind", "task", "attention"})
+    if unknown:
+        raise ValueError(f"list_models filters on family, kind, task, attention; not {', '.join(unknown)}")
+    names = []
+    for entry in _ENTRIES.values():
+        if any(metadata.get(k, getattr(entry, k)) != getattr(entry, k) for k in ("family", "kind")):
+            continue
+        if "task" in metadata and metadata["task"] not in entry.tasks:
+            continue
+        for attention in entry.attentions:
+            if metadata.get("attention", attention) == attention:
+                names.append(entry.full_name(attention))
+    return sorted(fnmatch.filter(names, pattern))
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model.
 
     Args:
-        name: a name from list_models(), e.g. "dia_resnet20".
-        **kwargs: num_classes, in_channels, base_width and attention options (reduction, sam, ...).
+        name: a base name ("resnet56") or short name ("dia_resnet56") from list_models().
+        **kwargs: attention (with a base name), num_classes, in_channels, the backbone's options
+            and the attention's options (reduction, sam, ...).
 
     Raises:
-        ValueError: unknown name (the message lists close matches) or unknown option.
+        ValueError: unknown name (the message lists close matches), attention or option.
     """
-    if name not in _MODELS:
-        close = [m for m in _MODELS if name.split("_")[-1] in m][:8] or list_models("*resnet20")
-        raise ValueError(f"unknown model '{name}'; e.g. {', '.join(close)} (see `dia-ode ls`)")
-    try:
-        return _MODELS[name](**kwargs)
-    except TypeError as err:  # an option the constructor does not take
-        raise ValueError(f"model '{name}': {err}") from None
-
-
-_register_cifar_resnets()
+    entry, attention = resolve(name)
+    if "attention" in kwargs:
+        asked = kwargs.pop("attention")
+        if attention != "none" and asked != attention:
+            raise ValueError(f"model '{name}' already has attention '{attention}'; got attention='{asked}'")
+        attention = asked
+    get_attention(attention)
+    entry.check(attention, kwargs)
+    return entry.constructor(attention=attention, **kwargs)

@@ -15,7 +15,9 @@ import math
 import torch
 from torch import nn
 
+from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
 from dia_ode.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from dia_ode.models.registry import register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
 
@@ -32,7 +34,7 @@ def blocks_per_stage(depth: int) -> tuple[int, bool]:
     raise ValueError(f"unsupported depth {depth}; valid: {', '.join(map(str, BASIC_DEPTHS + BOTTLENECK_DEPTHS))}")
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(AbstractBackbone):
     """Stem -> three residual stages -> (pre-activation: BN-ReLU) -> GAP -> linear.
 
     Args:
@@ -60,14 +62,15 @@ class CifarResNet(nn.Module):
             nn.Conv2d(in_channels, base_width, kernel_size=3, padding=1, bias=False),
             *([] if pre_activation else [nn.BatchNorm2d(base_width), nn.ReLU(inplace=True)]),
         )
-        stages, c_in = [], base_width
+        stages, c_in, self.feature_info = [], base_width, []
         for i, stride in enumerate((1, 2, 2)):
             planes = base_width * 2 ** i
             blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1)
                       for k in range(n)]
             c_in = planes * block.expansion
             stages.append(ResidualStage(blocks, create_controller(attention, c_in, n, **attention_options),
-                                        post_activation=not pre_activation))
+                                        post=None if pre_activation else nn.ReLU(inplace=True)))
+            self.feature_info.append(FeatureInfo(f"stages.{i}", c_in, 2 ** i))
         self.stages = nn.Sequential(*stages)
         self.final_act = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)) if pre_activation \
             else nn.Identity()
@@ -84,10 +87,31 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features before the head: (B, C_in, H, W) -> (B, C_last)."""
-        x = self.final_act(self.stages(self.stem(x)))
-        return x.mean(dim=(2, 3))
+    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+        maps, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)  # (B, C_i, H / 2^i, W / 2^i)
+        return maps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, num_classes)
+    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.final_act(self.stages(self.stem(x)))  # (B, C_last, H / 4, W / 4)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)
+
+
+def _register(depth: int, pre_activation: bool) -> None:
+    family = "preresnet" if pre_activation else "resnet"
+
+    def build(attention: str = "none", num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
+              **attention_options) -> CifarResNet:
+        return CifarResNet(depth, attention, pre_activation, num_classes, in_channels, base_width,
+                           **attention_options)
+
+    register_model(f"{family}{depth}", family=family, kind="discrete")(build)
+
+
+for _depth in BASIC_DEPTHS + BOTTLENECK_DEPTHS:
+    for _pre in (False, True):
+        _register(_depth, _pre)

@@ -8,7 +8,7 @@ from dia_ode.solvers.continuous import (
     StepBudgetExceeded, StepLog,
 )
 from dia_ode.solvers.continuous_attention import (
-    CONTINUOUS_ATTENTIONS, DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
+    DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
 )
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
 from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, continuous_trace, dynamics_stats
@@ -19,7 +19,7 @@ __all__ = [
     "AbstractBlock", "AbstractController", "ConstantStep", "DIAController", "PerBlockAttention",
     "ResidualStage", "SharedAttention", "StageTrace", "create_controller", "recording", "stages_of", "trace",
     # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
-    "ADAPTIVE_METHODS", "AbstractDynamics", "CONTINUOUS_ATTENTIONS", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
+    "ADAPTIVE_METHODS", "AbstractDynamics", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
     "StepBudgetExceeded", "StepLog", "continuous_blocks", "continuous_trace", "dynamics_stats", "euler_stage",
     "make_dynamics",

@@ -20,18 +20,10 @@ from torch import nn
 
 from dia_ode.attention.dia import DIAUnit
 from dia_ode.attention.dia_cell import State
-from dia_ode.attention.registry import check_options, create_sam
+from dia_ode.attention.registry import ATTENTIONS, get_attention
 from dia_ode.solvers.continuous import AbstractDynamics, PlainDynamics
 from dia_ode.solvers.controllers import AbstractController
 
-# Attention names of continuous dynamics; CBAM is left out because its spatial gate has a
-# BatchNorm, which must not sit inside a vector field that adaptive solvers evaluate at many points.
-CONTINUOUS_ATTENTIONS: dict[str, str] = {
-    "none": "dx/dt = f(t, x)",
-    "se": "dx/dt = SE(f) * f, one SE module, no memory",
-    "eca": "dx/dt = ECA(f) * f, one ECA module, no memory",
-    "dia": "joint (x, m): dm/dt = Cell(GAP f, m) - m, dx/dt = Cell_h(GAP f, m) * f",
-}
 
 
 class GatedDynamics(AbstractDynamics):
@@ -125,25 +117,29 @@ class EulerDIA(AbstractController):
 
 
 def make_dynamics(attention: str, f: nn.Module, channels: int, **options) -> AbstractDynamics:
-    """Build continuous dynamics around the vector field f by attention name.
+    """Build continuous dynamics around the vector field f by attention name (attention.ATTENTIONS).
 
     Args:
-        attention: one of CONTINUOUS_ATTENTIONS ("none", "se", "eca", "dia").
+        attention: a row of the attention table with a continuous form ("none", "se", "eca", "dia").
         f: the vector field f(t, x) with `channels` output channels.
         channels: C of f's output.
-        **options: the attention module's options (reduction for se; reduction, sam ("se" or
-            "eca"), cell_state, output_gate, eca_kernel for dia).
+        **options: the attention's options (reduction for se; reduction, sam ("se" or "eca"),
+            cell_state, output_gate, eca_kernel for dia).
     """
-    if attention not in CONTINUOUS_ATTENTIONS:
-        raise ValueError(f"unknown continuous attention '{attention}'; valid: {', '.join(CONTINUOUS_ATTENTIONS)}")
-    if attention == "none":
+    spec = get_attention(attention)
+    if not spec.continuous:
+        valid = [name for name, row in ATTENTIONS.items() if row.continuous]
+        raise ValueError(f"attention '{attention}' has no continuous form; valid: {', '.join(valid)}")
+    if spec.scope == "recurrent" and options.get("sam", "se") not in ("se", "eca"):
+        raise ValueError(f"continuous DIA takes sam 'se' or 'eca', not '{options['sam']}' "
+                         "(CBAM's spatial gate has a BatchNorm)")
+    if spec.scope == "constant":
+        spec.check(options)
         if options:
             raise ValueError(f"attention 'none' takes no option {', '.join(map(repr, sorted(options)))}")
         return PlainDynamics(f)
-    if attention == "dia":
-        check_options(DIAUnit, options, "attention 'dia'")
-        if options.get("sam", "se") not in ("se", "eca"):
-            raise ValueError(f"continuous DIA takes sam 'se' or 'eca', not '{options['sam']}' "
-                             "(CBAM's spatial gate has a BatchNorm)")
-        return DIADynamics(f, DIAUnit(channels, **options))
-    return GatedDynamics(f, create_sam(attention, channels, **options))
+    return _BY_SCOPE[spec.scope](f, spec.module(channels, **options))
+
+
+# scope -> right-hand side: memoryless attentions re-scale time, a recurrent one adds its memory to the state.
+_BY_SCOPE = {"per_block": GatedDynamics, "shared": GatedDynamics, "recurrent": DIADynamics}

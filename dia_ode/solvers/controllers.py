@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dia_ode.attention.dia import DIAUnit
-from dia_ode.attention.registry import ATTENTIONS, check_options, create_sam
+from dia_ode.attention.registry import get_attention
 
 
 class AbstractController(nn.Module, abc.ABC):
@@ -28,7 +28,7 @@ class AbstractController(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor | float, Any]:
-        """Step size h_k for block k given its update f_k(x_k) (B, C, H, W), and the new state.
+        """Step size h_k for block k given its update f_k(x_k) (images or tokens), and the new state.
 
         h_k is a tensor broadcastable to f_k, or a number for a constant step."""
 
@@ -80,32 +80,25 @@ class DIAController(AbstractController):
         return self.unit(f_k, state)
 
 
-def create_controller(attention: str, channels: int, num_blocks: int, sam: str | None = None,
-                      **options) -> AbstractController:
-    """Build the controller of one stage by attention name.
+def create_controller(attention: str, channels: int, num_blocks: int, **options) -> AbstractController:
+    """Build the controller of one stage by attention name (a row of attention.ATTENTIONS).
 
     Args:
-        attention: one of dia_ode.attention.ATTENTIONS ("none", "se", "eca", "cbam", "shared", "dia").
+        attention: "none", "se", "eca", "cbam", "shared" or "dia".
         channels: C of the stage's updates f_k.
         num_blocks: L, the number of blocks of the stage (per-block attention builds L modules).
-        sam: for "shared" and "dia" only: which SAM is shared ("se", "eca" or "cbam"; default "se").
-        **options: options of the attention module (e.g. reduction) or of the DIA unit.
+        **options: options of the attention (e.g. reduction; sam for "shared" and "dia" picks
+            whose squeeze is shared, default "se"; h for "none").
     """
-    if attention not in ATTENTIONS:
-        raise ValueError(f"unknown attention '{attention}'; valid: {', '.join(ATTENTIONS)}")
-    if sam is not None and attention not in ("shared", "dia"):
-        raise ValueError(f"option 'sam' applies to shared and dia attention, not '{attention}'")
-    sam = sam or "se"
-    if attention == "none":
-        check_options(ConstantStep, options, "attention 'none'")
-        return ConstantStep(**options)
-    if attention == "dia":
-        return DIAController(DIAUnit(channels, sam=sam, **_checked(DIAUnit, options, "dia")))
-    if attention == "shared":
-        return SharedAttention(create_sam(sam, channels, **options))
-    return PerBlockAttention([create_sam(attention, channels, **options) for _ in range(num_blocks)])
+    spec = get_attention(attention)
+    spec.check(options)
+    return _BY_SCOPE[spec.scope](spec, channels, num_blocks, options)
 
 
-def _checked(cls: type, options: dict, what: str) -> dict:
-    check_options(cls, options, f"attention '{what}'")
-    return options
+# scope -> controller; the table row decides, so no code path asks for an attention by name.
+_BY_SCOPE = {
+    "constant": lambda spec, C, L, options: ConstantStep(**options),
+    "per_block": lambda spec, C, L, options: PerBlockAttention([spec.module(C, **options) for _ in range(L)]),
+    "shared": lambda spec, C, L, options: SharedAttention(spec.module(C, **options)),
+    "recurrent": lambda spec, C, L, options: DIAController(spec.module(C, **options)),
+}

@@ -3,9 +3,10 @@
     x_{k+1} = x_k + h_k * f_k(x_k)          k = 0 .. L-1
 
 f_k is block k's residual branch (the vector field) and h_k the step chosen by the stage's
-controller. The loop is written once for every controller. Post-activation ResNets apply a ReLU
-after the add (x_{k+1} = relu(skip(x_k) + h_k f_k(x_k))), pre-activation ones do not; the first
-block of a stage may change shape, so its skip is a projection instead of the identity.
+controller. The loop is written once for every controller and every backbone (CNN, ViT, UNet):
+a post-op module follows each skip-add (ReLU for post-activation ResNets, identity otherwise), an
+optional conditioning input `cond` (a UNet's timestep embedding) reaches every branch, and the
+first block of a stage may change shape, so its skip is a projection instead of the identity.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class AbstractBlock(nn.Module, abc.ABC):
     """A residual block split into its branch f_k and its shortcut; never instantiated."""
 
     @abc.abstractmethod
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The update f_k(x_k)."""
+    def branch(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The update f_k(x_k), optionally conditioned (e.g. on a diffusion timestep embedding)."""
 
     @abc.abstractmethod
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,25 +43,24 @@ class ResidualStage(nn.Module):
     Args:
         blocks: the L blocks; each exposes branch() and shortcut().
         controller: chooses h_k; one object for the whole stage.
-        post_activation: apply ReLU after each skip-add (original ResNet) or not (pre-activation).
+        post: applied after each skip-add: nn.ReLU (original ResNet) or None for the identity
+            (pre-activation ResNet, Transformer, continuous twins).
     """
 
     def __init__(self, blocks: list[AbstractBlock], controller: AbstractController,
-                 post_activation: bool) -> None:
+                 post: nn.Module | None = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.controller = controller
-        self.post_activation = post_activation
+        self.post = post if post is not None else nn.Identity()
         self.recorder = None  # set by solvers.trace while it records; never saved
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         state = self.controller.init(x)
         for k, block in enumerate(self.blocks):
-            f_k = block.branch(x)  # (B, C, H, W)
+            f_k = block.branch(x, cond)  # (B, C, H, W) or (B, N, C)
             h_k, state = self.controller(k, f_k, state)
-            x_next = euler_update(block.shortcut(x), h_k, f_k)
-            if self.post_activation:
-                x_next = torch.relu_(x_next)
+            x_next = self.post(euler_update(block.shortcut(x), h_k, f_k))
             if self.recorder is not None:
                 self.recorder.record(x, f_k, h_k)
             x = x_next

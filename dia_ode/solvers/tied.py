@@ -30,8 +30,8 @@ class FieldBlock(AbstractBlock):
         self.f = f
         self.t = t
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f(self.t, x)
+    def branch(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.f(self.t, x)  # the time t_k is the field's only condition
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -50,4 +50,4 @@ def euler_stage(dynamics: AbstractDynamics, T: float, num_steps: int) -> Residua
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     dt = T / num_steps
     blocks = [FieldBlock(dynamics.f, k * dt) for k in range(num_steps)]  # t_k = k dt in float64
-    return ResidualStage(blocks, dynamics.euler_controller(dt), post_activation=False)
+    return ResidualStage(blocks, dynamics.euler_controller(dt))
