@@ -37,6 +37,8 @@ class ModelEntry:
         kind: "discrete" (residual stages) or "continuous" (an ODE solve inside).
         tasks: the tasks the model serves ("classification", ...).
         attentions: the attention names it can be built with.
+        recipe: training defaults the model is known to want (e.g. {"optimizer": "adamw",
+            "lr": 1e-3, "warmup_epochs": 2}); `dia-ode train` uses them where the user gave none.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ModelEntry:
     kind: str
     tasks: tuple[str, ...]
     attentions: tuple[str, ...]
+    recipe: tuple[tuple[str, object], ...] = ()
 
     def full_name(self, attention: str) -> str:
         return self.name if attention == "none" else f"{attention}_{self.name}"
@@ -75,7 +78,7 @@ _ENTRIES: dict[str, ModelEntry] = {}
 
 def register_model(name: str | None = None, *, family: str, kind: str = "discrete",
                    tasks: tuple[str, ...] = ("classification",),
-                   attentions: tuple[str, ...] = tuple(ATTENTIONS)):
+                   attentions: tuple[str, ...] = tuple(ATTENTIONS), recipe: dict | None = None):
     """Decorator registering a constructor under `name` (default: the function's name).
 
     Usable on a function (`@register_model(family=...)`) or called on one
@@ -88,7 +91,8 @@ def register_model(name: str | None = None, *, family: str, kind: str = "discret
         base = name or constructor.__name__
         if base in _ENTRIES:
             raise ValueError(f"model '{base}' is already registered")
-        _ENTRIES[base] = ModelEntry(base, constructor, family, kind, tuple(tasks), tuple(attentions))
+        _ENTRIES[base] = ModelEntry(base, constructor, family, kind, tuple(tasks), tuple(attentions),
+                                    tuple(sorted((recipe or {}).items())))
         return constructor
 
     return add
