@@ -99,7 +99,7 @@ def test_resume_refuses_options_it_would_ignore(trained):
 
 
 def test_divergence_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    from dia_ode import train as train_module
+    from dia_ode.tasks import classification as train_module
 
     real = train_module.F.cross_entropy
     monkeypatch.setattr(train_module.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("inf"))
@@ -140,8 +140,8 @@ def test_python_dash_m_runs_the_cli():
 
 
 def test_load_run_gives_the_trained_model_and_rejects_a_run_without_checkpoint(trained, tmp_path):
-    from dia_ode.checkpoint import CheckpointError
-    from dia_ode.trained import load_run
+    from dia_ode.rundir import CheckpointError
+    from dia_ode.rundir import load_run
 
     _, run_dir, _ = trained
     run = load_run(run_dir)
@@ -230,13 +230,13 @@ def test_bench_stiffness_reports_speedup_and_error(tmp_path):
 def test_load_run_refuses_weights_that_do_not_fit_the_configured_model(trained, tmp_path):
     import shutil
 
-    from dia_ode.checkpoint import CheckpointError
-    from dia_ode.trained import load_run
+    from dia_ode.rundir import CheckpointError
+    from dia_ode.rundir import load_run
 
     _, run_dir, _ = trained
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**config, "model": "se_resnet20"}))
-    with pytest.raises(CheckpointError, match="does not fit the CifarResNet"):
+    with pytest.raises(CheckpointError, match="holds model 'dia_resnet20', but config.json names 'se_resnet20'"):
         load_run(copy)

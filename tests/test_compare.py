@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from dia_ode.cli import main
-from dia_ode.compare import COLUMNS, markdown_table
-from dia_ode.runs import start_run
-from dia_ode.train import TrainConfig, run_training
+from dia_ode.studies.compare import COLUMNS, markdown_table
+from dia_ode.rundir import start_run
+from dia_ode.engine import TrainConfig, run_training
 
 
 def invoke(*args):

@@ -428,8 +428,8 @@ def test_dynamics_meter_sums_every_pass_by_mode_including_the_last_backward():
 def test_models_train_and_resume_with_the_project_training_loop(tmp_path):
     from dataclasses import asdict
 
-    from dia_ode.runs import start_run
-    from dia_ode.train import TrainConfig, resume_training, run_training
+    from dia_ode.rundir import start_run
+    from dia_ode.engine import TrainConfig, resume_training, run_training
 
     for name in ("dia_odenet", "dia_rknet"):  # rknet's state dict names the tied f once per block
         cfg = TrainConfig(model=name, epochs=1, batch_size=256, device="cpu", model_options={"width": 4})

@@ -16,7 +16,7 @@ from scipy.optimize import brentq
 
 import dia_ode
 from dia_ode.models.blocks import BasicBlock, PreActBasicBlock
-from dia_ode.runs import to_jsonable
+from dia_ode.rundir import to_jsonable
 from dia_ode.solvers import ConstantStep, stages_of
 from dia_ode.stiffness import (
     STABILITY_LIMITS, block_spectra, choose_method, dense_jacobian, jacobian_operator, list_problems,

@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-from dia_ode import train as train_module
-from dia_ode.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dia_ode.runs import atomic_write_bytes, read_jsonl, start_run
-from dia_ode.train import CHECKPOINT, TrainConfig, TrainingDiverged, learning_rate, resume_training, run_training
+from dia_ode.tasks import classification as train_module
+from dia_ode.rundir import CheckpointError, load_checkpoint, save_checkpoint
+from dia_ode.rundir import atomic_write_bytes, read_jsonl, start_run
+from dia_ode.engine import TrainConfig, TrainingDiverged, learning_rate, resume_training, run_training
+from dia_ode.rundir import CHECKPOINT
 
 TINY = dict(model="dia_resnet20", epochs=3, batch_size=128, device="cpu", model_options={"base_width": 4})
 
@@ -151,7 +152,7 @@ def test_training_records_the_adaptive_solvers_nfe(tmp_path):
 def test_json_output_is_strict_and_plain(tmp_path):
     import numpy as np
 
-    from dia_ode.runs import write_json
+    from dia_ode.rundir import write_json
 
     write_json(tmp_path / "x.json", {"nan": float("nan"), "inf": np.float32("inf"), "arr": np.arange(3),
                                      "t": torch.tensor([0.5]), "z": complex(1, -2), "path": tmp_path})

@@ -2,7 +2,7 @@
 
 Every function builds a matplotlib Figure object directly (no pyplot state, no GUI backend, so it
 is safe under Agg and in threads) and returns it; none shows or saves. The caller saves and
-closes with dia_ode.runs.save_figure(fig, figures_dir, name). Inputs are plain arrays or nested
+closes with dia_ode.rundir.save_figure(fig, figures_dir, name). Inputs are plain arrays or nested
 lists, e.g. the matrices of correlation.stage_correlations or the arrays of stepsize.step_sizes.
 """
 

@@ -16,13 +16,12 @@ import torch
 from dia_ode.analysis import (per_channel_rank_correlation, plot_correlation_heatmaps, plot_depth_profiles,
                               plot_eigenvalues, plot_indices_over_time, rank_correlation, stage_correlations,
                               step_sizes)
-from dia_ode.checkpoint import CheckpointError
 from dia_ode.cli.options import CONTEXT, check_device, common_options
 from dia_ode.data import DataError
-from dia_ode.runs import resolve_device, save_figure, seed_everything, start_run, write_json
+from dia_ode.engine import resolve_device, seed_everything
+from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import stages_of, trace
 from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
-from dia_ode.trained import TrainedRun, load_run
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -32,7 +31,7 @@ def samples_option(default: int, minimum: int = 2):
                         help="Test samples to trace (the first ones of the test split).")
 
 
-def open_run(run_dir: Path, device: str) -> TrainedRun:
+def open_run(run_dir: Path, device: str) -> LoadedRun:
     """load_run with its errors turned into one-line usage errors naming RUN_DIR; the model must be
     built from residual stages (the analysis reads their traces)."""
     check_device(device)
@@ -41,21 +40,21 @@ def open_run(run_dir: Path, device: str) -> TrainedRun:
     except (CheckpointError, DataError) as err:
         raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
     if not stages_of(run.model):
-        raise click.BadParameter(f"model '{run.config.model}' has no residual stages to trace "
+        raise click.BadParameter(f"model '{run.model_name}' has no residual stages to trace "
                                  f"(continuous models: use `dia-ode compare --from`)", param_hint="RUN_DIR")
     return run
 
 
 @torch.no_grad()
-def traced(run: TrainedRun, x: torch.Tensor):
+def traced(run: LoadedRun, x: torch.Tensor):
     """The run's per-stage traces on x, without building an autograd graph."""
     return trace(run.model, x)
 
 
-def start_analysis(command: str, run: TrainedRun, out: Path, options: dict) -> Path:
+def start_analysis(command: str, run: LoadedRun, out: Path, options: dict) -> Path:
     return start_run(out, f"{command}-{run.run_dir.name}",
-                     {"command": command, "source_run": str(run.run_dir), "model": run.config.model,
-                      "dataset": run.config.dataset, "epoch": run.epoch, **options})
+                     {"command": command, "source_run": str(run.run_dir), "model": run.model_name,
+                      "dataset": run.dataset_name, "epoch": run.epoch, **options})
 
 
 @click.command(context_settings=CONTEXT)
@@ -70,11 +69,11 @@ def correlate(run_dir, samples, seed, device, out, no_progress) -> None:
     try:
         stages = stage_correlations(traces)
     except ValueError as err:  # a plain model: constant step, nothing to correlate
-        raise click.BadParameter(f"model '{run.config.model}' has no attention to correlate ({err})",
+        raise click.BadParameter(f"model '{run.model_name}' has no attention to correlate ({err})",
                                  param_hint="RUN_DIR") from None
     out_dir = start_analysis("correlate", run, out, {"samples": len(x), "seed": seed})
     write_json(out_dir / "correlation.json", stages)
-    summary = {"model": run.config.model, "samples": len(x),
+    summary = {"model": run.model_name, "samples": len(x),
                "mean_r": {mode: [s[mode]["mean_r"] for s in stages] for mode in ("per_sample", "batch_mean")},
                "mean_r_consecutive": {mode: [s[mode]["mean_r_consecutive"] for s in stages]
                                       for mode in ("per_sample", "batch_mean")}}
@@ -114,7 +113,7 @@ def stepsize(run_dir, samples, seed, device, out, no_progress) -> None:
     out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "seed": seed})
     write_json(out_dir / "stepsize.json", stages)
     write_json(out_dir / "summary.json", {
-        "model": run.config.model, "samples": len(x),
+        "model": run.model_name, "samples": len(x),
         "mean_step": [float(np.mean(st["steps"]["block_mean"])) for st in stages],
         "spearman_block": [st["spearman_block"]["rho"] for st in stages],
         "spearman_channel_mean": [st["spearman_channel"] and st["spearman_channel"]["mean"] for st in stages]})
@@ -159,7 +158,7 @@ def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which
     result = block_spectra(run.model, x, k=k, which=which, samples=samples, log_norms=log_norms)
     rows = [r for r in result["blocks"] if not r["skipped"]]
     stages = sorted({r["stage"] for r in rows})
-    summary = {"model": run.config.model, "samples": samples, "k": k, "which": which, "stages": [
+    summary = {"model": run.model_name, "samples": samples, "k": k, "which": which, "stages": [
         {"stage": s, "blocks": len({r["block"] for r in rows if r["stage"] == s}),
          "mean_spectral_radius": float(np.mean([r["spectral_radius"] for r in rows if r["stage"] == s])),
          "mean_step_spectral_radius": float(np.mean([r["step_spectral_radius"] for r in rows if r["stage"] == s])),

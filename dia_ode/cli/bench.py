@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 import torch
 
-from dia_ode.bench import bench_train_step
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
-from dia_ode.runs import resolve_device, start_run, write_json
+from dia_ode.engine import resolve_device
+from dia_ode.rundir import start_run, write_json
+from dia_ode.studies.bench_train_step import bench_train_step
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -80,7 +81,7 @@ def _named_ratios(rows: list[dict]) -> dict[str, float]:
 @common_options
 def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, no_progress) -> None:
     """Matrix-free top-k Jacobian eigenvalues of one residual block vs dense Jacobian + eig."""
-    from dia_ode.stiffness.benchmark import bench_spectrum
+    from dia_ode.studies.bench_spectrum import bench_spectrum
 
     config = {"command": "bench stiffness", "channels": channels, "size": size, "compare_size": compare_size,
               "k": k, "seed": seed, "device": "cpu"}  # ARPACK and numpy run on the CPU whatever --device says

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from dia_ode.checkpoint import CheckpointError
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
-from dia_ode.compare import DEFAULT_MODELS, CompareError, compare_figures, compare_runs, markdown_table, train_models
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.runs import resolve_device, save_figure, start_run, write_json
+from dia_ode.engine import TrainConfig, resolve_device
+from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
+from dia_ode.studies.compare import (DEFAULT_MODELS, CompareError, compare_figures, compare_runs, markdown_table,
+                                    train_models)
 
 
 @click.command(context_settings=CONTEXT)
@@ -44,10 +45,9 @@ def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
             load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
-        train_args = ["--dataset", dataset, "--epochs", str(epochs), "--batch-size", str(batch_size),
-                      "--lr", str(lr), "--seed", str(seed), "--device", device,
-                      *(["--data-dir", str(data_dir)] if data_dir else []),
-                      *[arg for pair in model_option_pairs for arg in ("--model-option", pair)]]
+        base = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
+                           batch_size=batch_size, lr=lr, seed=seed, device=device,
+                           model_options=parse_model_options(model_option_pairs))
         desc = f"compare-{dataset}"
         config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
@@ -58,7 +58,7 @@ def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
         run_dirs = list(from_runs)
     else:
         try:
-            run_dirs = train_models(names, out_dir / "runs", train_args, threads=threads)
+            run_dirs = train_models(base, names, out_dir / "runs", threads=threads)
         except CompareError as err:
             raise click.ClickException(str(err)) from None
     try:

@@ -10,7 +10,7 @@ import click
 import torch
 
 from dia_ode.models import create_model, list_models
-from dia_ode.runs import resolve_device
+from dia_ode.engine import resolve_device
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 

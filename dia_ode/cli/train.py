@@ -1,37 +1,52 @@
-"""`dia-ode train`: train a model, or resume a run from its last checkpoint."""
+"""`dia-ode train`: train a model for a task, or resume a run; data-parallel under torchrun."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
+import torch
 
-from dia_ode.attention import DIA_SAMS
-from dia_ode.checkpoint import CheckpointError
+from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.runs import start_run
+from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, TrainConfig, TrainingDiverged, apply_recipe,
+                            from_environment, model_spec, resume_training, run_training)
+from dia_ode.models import create_model, model_entry
+from dia_ode.rundir import CheckpointError, start_run
 from dia_ode.solvers import StepBudgetExceeded
-from dia_ode.train import TrainConfig, TrainingDiverged, resume_training, run_training
+from dia_ode.tasks import get_task, list_tasks
+
+DEFAULTS = TrainConfig()
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--model", default=TrainConfig.model, help="Model name, see `dia-ode ls models`.")
-@click.option("--dataset", type=click.Choice(list_datasets()), default=TrainConfig.dataset, help="Dataset.")
+@click.option("--model", default=DEFAULTS.model, help="Model name, see `dia-ode ls models`.")
+@click.option("--task", type=click.Choice(list_tasks()), default=DEFAULTS.task, help="What is learned.")
+@click.option("--dataset", type=click.Choice(list_datasets()), default=DEFAULTS.dataset, help="Dataset.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with IDX files or CIFAR batches (fashion-mnist is found automatically).")
-@click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, help="Epochs in total.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, help="Batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, help="Peak learning rate.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=TrainConfig.momentum,
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, help="Epochs in total.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size,
+              help="Global batch size (split over the processes under torchrun).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, help="Optimizer.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr, help="Peak learning rate.")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum,
               help="SGD momentum.")
-@click.option("--nesterov/--no-nesterov", default=TrainConfig.nesterov, help="Nesterov momentum.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, help="L2 weight decay.")
-@click.option("--schedule", type=click.Choice(["cosine", "step"]), default=TrainConfig.schedule,
-              help="lr schedule; step divides by 10 at 50% and 75% of the epochs.")
+@click.option("--nesterov/--no-nesterov", default=DEFAULTS.nesterov, help="Nesterov momentum (SGD).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay, help="Weight decay.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule,
+              help="lr schedule; step divides by 10 at 50% and 75% of the epochs; warmup_cosine ramps up "
+                   "linearly for --warmup-epochs, then decays by a cosine, per step.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=DEFAULTS.warmup_epochs,
+              help="Linear warm-up length (schedule warmup_cosine).")
+@click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Clip the global gradient norm to this value.")
 @click.option("--no-augment", is_flag=True, help="Train without random crop / flip.")
+@click.option("--sync-bn", is_flag=True, help="Under torchrun: convert BatchNorm to SyncBatchNorm.")
 @click.option("--reduction", type=click.IntRange(min=1), default=None,
               help="Attention bottleneck ratio r (default: 4 for dia, 16 for se/cbam/shared).")
 @click.option("--sam", type=click.Choice(DIA_SAMS), default=None,
@@ -44,53 +59,105 @@ from dia_ode.train import TrainConfig, TrainingDiverged, resume_training, run_tr
                    "--epochs extends it).")
 @common_options
 @click.pass_context
-def train(ctx: click.Context, model, dataset, data_dir, epochs, batch_size, lr, momentum, nesterov, weight_decay,
-          schedule, no_augment, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, resume_dir,
-          seed, device, out, no_progress) -> None:
-    """Train a model; by default dia_resnet20 on the embedded digits data."""
+def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, optimizer, lr, momentum, nesterov,
+          weight_decay, schedule, warmup_epochs, clip_grad, no_augment, sync_bn, reduction, sam, no_cell_state,
+          no_output_gate, model_option_pairs, resume_dir, seed, device, out, no_progress) -> None:
+    """Train a model; by default dia_resnet20 on the embedded digits data.
+
+    Models carry a training recipe (`dia-ode ls models --pattern NAME` shows it; the ViTs use AdamW with
+    warm-up and cosine); options given here override it.
+    """
     check_device(device)
-    if resume_dir is not None:
-        ignored = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_OPTIONS
-                   and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-        if ignored:
-            raise click.UsageError(f"--resume continues with the run's saved options; drop {', '.join(ignored)}")
-        _resume(ctx, resume_dir, epochs, device, no_progress)
-        return
-    model_options = {k: v for k, v in (("reduction", reduction), ("sam", sam)) if v is not None}
-    model_options.update({k: False for k, flag in (("cell_state", no_cell_state), ("output_gate", no_output_gate))
-                          if flag})
-    model_options.update(parse_model_options(model_option_pairs))
-    check_model(model, model_options)
-    try:
-        data = load_dataset(dataset, data_dir)
-    except DataError as err:
-        raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
-    cfg = TrainConfig(model=model, dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
-                      batch_size=batch_size, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                      schedule=schedule, augment=not no_augment, seed=seed, device=device,
-                      model_options=model_options)
-    run_dir = start_run(out, f"train-{model}-{dataset}", {"command": "train", **asdict(cfg)})
-    click.echo(f"run directory: {run_dir}")
-    summary = _guarded(lambda: run_training(cfg, run_dir, progress=not no_progress, dataset=data), run_dir)
-    _report(summary, run_dir)
 
-
-_RESUME_OPTIONS = ("resume_dir", "epochs", "device", "no_progress")
-
-
-def _resume(ctx: click.Context, run_dir: Path, epochs: int, device: str, no_progress: bool) -> None:
-    def given(name: str) -> bool:  # only options typed on this command line override the saved run
+    def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
+    dist = _join(device)
     try:
-        summary = _guarded(lambda: resume_training(run_dir, epochs=epochs if given("epochs") else None,
-                                                   device=device if given("device") else None,
-                                                   progress=not no_progress, command=" ".join(sys.argv)), run_dir)
+        if resume_dir is not None:
+            ignored = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_OPTIONS and given(p.name)]
+            if ignored:
+                raise click.UsageError(f"--resume continues with the run's saved options; drop {', '.join(ignored)}")
+            _resume(resume_dir, epochs if given("epochs") else None, device if given("device") else None,
+                    task if given("task") else None, dist, no_progress)
+            return
+        model_options = {k: v for k, v in (("reduction", reduction), ("sam", sam)) if v is not None}
+        model_options.update({k: False for k, flag in (("cell_state", no_cell_state),
+                                                        ("output_gate", no_output_gate)) if flag})
+        model_options.update(parse_model_options(model_option_pairs))
+        check_model(model, model_options)
+        values = dict(model=model, task=task, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
+                      epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+                      nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+                      clip_grad=clip_grad, augment=not no_augment, sync_bn=sync_bn, seed=seed, device=device,
+                      model_options=model_options)
+        recipe = dict(model_entry(model).recipe)
+        cfg = TrainConfig(**apply_recipe(values, recipe, {k for k in values if given(k)}))
+        if cfg.batch_size % dist.world_size:
+            raise click.BadParameter(f"{cfg.batch_size} is not divisible by the {dist.world_size} processes "
+                                     f"torchrun started", param_hint="--batch-size")
+        try:
+            cfg.validate()
+        except ValueError as err:
+            raise click.UsageError(str(err)) from None
+        try:
+            data = load_dataset(dataset, data_dir)
+        except DataError as err:
+            raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
+        _check_spec(cfg, data)
+        run_dir = None
+        if dist.is_main:
+            run_dir = start_run(out, f"train-{model}-{dataset}", {"command": "train", **asdict(cfg)})
+            click.echo(f"run directory: {run_dir}")
+        run_dir = dist.broadcast(run_dir)
+        summary = _guarded(lambda: run_training(cfg, run_dir, progress=not no_progress, dataset=data, dist=dist),
+                           run_dir)
+        if dist.is_main:
+            _report(summary, run_dir)
+    finally:
+        dist.close()
+
+
+_RESUME_OPTIONS = ("resume_dir", "epochs", "device", "no_progress", "task")
+
+
+def _join(device: str) -> DistContext:
+    """This process's data-parallel context (one process unless started by torchrun)."""
+    try:
+        return from_environment(device)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
+
+
+def _check_spec(cfg: TrainConfig, data) -> None:
+    """Build the model with its data-derived options on the meta device: bad combinations (a task the
+    model does not serve, a ViT patch that does not divide the image) fail before a run directory exists."""
+    try:
+        spec = model_spec(cfg, get_task(cfg.task), data)
+        with torch.device("meta"):
+            create_model(spec["name"], **spec["options"])
+    except ValueError as err:
+        hint = "--task" if "does not support task" in str(err) else "--model/--model-option"
+        raise click.BadParameter(str(err), param_hint=hint) from None
+
+
+def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | None, dist: DistContext,
+            no_progress: bool) -> None:
+    config_path = run_dir / "config.json"
+    if task is not None and config_path.is_file():
+        saved_task = json.loads(config_path.read_text()).get("task", "classification")
+        if saved_task != task:
+            raise click.BadParameter(f"the run in {run_dir} trains task '{saved_task}', not '{task}'",
+                                     param_hint="--task")
+    try:
+        summary = _guarded(lambda: resume_training(run_dir, epochs=epochs, device=device, progress=not no_progress,
+                                                   command=" ".join(sys.argv), dist=dist), run_dir)
     except CheckpointError as err:
         raise click.BadParameter(str(err), param_hint="--resume") from None
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--epochs") from None
-    _report(summary, run_dir)
+    if dist.is_main:
+        _report(summary, run_dir)
 
 
 def _guarded(job, run_dir: Path):

@@ -131,7 +131,7 @@ def block_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str = "L
     Returns:
         {"k", "which", "samples", "stages", "method", "stability_method": "euler", "blocks": rows},
         one row per (stage, block, sample) in forward order; see theory/stiffness.md for the row keys.
-        Eigenvalues are complex numpy arrays: pass the result through `dia_ode.runs.to_jsonable` (or write_json).
+        Eigenvalues are complex numpy arrays: pass the result through `dia_ode.rundir.to_jsonable` (or write_json).
     """
     check_which(which)
     x = x[:samples]

@@ -1,8 +1,10 @@
-"""Atomic, validated training checkpoints.
+"""The checkpoint file of a run directory: atomic, validated, and enough to rebuild the model.
 
 A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
 torch.load(weights_only=True): a checkpoint from elsewhere cannot run code on load. It carries a
 format tag so a foreign .pt file is refused with a clear message instead of a KeyError later.
+Since version 2 it also holds `model_spec` (registry name + every constructor option) and the data
+normalisation, so a run can be loaded for analysis or sampling without the trainer or the training set.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from typing import Any
 
 import torch
 
-from dia_ode.runs import atomic_write_bytes
+from dia_ode.rundir.jsonio import atomic_write_bytes
 
 FORMAT = "dia_ode.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 lacks model_spec and normalisation: rundir rebuilds them from the config
 REQUIRED_KEYS = ("format", "version", "epoch", "model", "optimizer", "history", "config")
+CHECKPOINT = Path("checkpoints") / "last.pt"  # relative to the run directory
 
 
 class CheckpointError(ValueError):
@@ -25,10 +29,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | os.PathLike, *, epoch: int, model: dict, optimizer: dict,
-                    history: list[dict], config: dict) -> None:
-    """Write a checkpoint atomically (temp file + rename): a crash keeps the previous one."""
+                    history: list[dict], config: dict, **extra: Any) -> None:
+    """Write a checkpoint atomically (temp file + rename): a crash keeps the previous one.
+
+    Args:
+        extra: further entries, e.g. model_spec {"name", "options"} and normalisation {"mean", "std"}.
+    """
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "epoch": epoch, "model": model,
-               "optimizer": optimizer, "history": history, "config": config}
+               "optimizer": optimizer, "history": history, "config": config, **extra}
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
@@ -58,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dia_ode checkpoint")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
-    if missing or payload["version"] != FORMAT_VERSION:
+    if missing or payload["version"] not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path} has an unsupported layout (missing {missing or 'nothing'}, "
                               f"version {payload.get('version')})")
     return payload

@@ -1,28 +1,31 @@
 """Discrete vs continuous-depth models side by side: accuracy, parameters, NFE, time and memory.
 
-`train_models` trains each model in its own process (`dia-ode train`) with one shared budget and
-seed, so every model gets a clean peak-memory reading and a model that blows its step budget cannot
-take the others down. `compare_runs` then loads each run directory, evaluates it on the test split
-with the NFE meter, and reads its step sizes over depth (discrete: the traced h_k) or time
-(continuous: the solver's accepted dt). The same function serves `dia-ode compare --from RUN_DIR`.
+`train_models` trains each model through the library (engine.run_training) in a fresh child process
+with one shared budget and seed, so every model gets a clean peak-memory reading and a model that
+blows its step budget cannot take the others down; the child returns its run directory as a value
+(pickled by concurrent.futures), never as printed text. `compare_runs` then loads each run directory,
+evaluates it on the test split with the NFE meter, and reads its step sizes over depth (discrete: the
+traced h_k) or time (continuous: the solver's accepted dt). The same function serves
+`dia-ode compare --from RUN_DIR`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dia_ode.runs import read_jsonl
-from dia_ode.solvers import continuous_blocks, continuous_trace, trace
+from dia_ode.engine import TrainConfig, TrainingDiverged, run_training
+from dia_ode.models import model_entry
+from dia_ode.rundir import LoadedRun, load_run, read_jsonl, start_run
+from dia_ode.solvers import StepBudgetExceeded, continuous_blocks, continuous_trace, trace
 from dia_ode.solvers.statistics import DynamicsMeter
-from dia_ode.train import evaluate
-from dia_ode.trained import TrainedRun, load_run
+from dia_ode.tasks import get_task
 
 DEFAULT_MODELS = ("odenet", "dia_odenet", "rknet", "dia_rknet", "untiednet", "dia_untiednet")
 COLUMNS = ("model", "kind", "params", "test_acc", "nfe_forward", "nfe_backward", "seconds_per_epoch",
@@ -30,40 +33,51 @@ COLUMNS = ("model", "kind", "params", "test_acc", "nfe_forward", "nfe_backward",
 
 
 class CompareError(RuntimeError):
-    """A model's training process failed; the message names the model and its last error line."""
+    """A model's training failed; the message names the model and its error."""
 
 
-def train_models(models: list[str], out: Path, train_args: list[str], threads: int | None = 1) -> list[Path]:
-    """Train every model with `dia-ode train <train_args>` in a child process; return the run dirs.
+def _train_in_child(cfg: TrainConfig, out: str, threads: int | None) -> str:
+    """Body of the child process: start a run directory, train, return the directory."""
+    if threads:
+        torch.set_num_threads(threads)
+    run_dir = start_run(out, f"train-{cfg.model}-{cfg.dataset}", {"command": "train", **asdict(cfg)},
+                        argv=["dia-ode compare (training " + cfg.model + ")"])
+    run_training(cfg, run_dir, progress=False)
+    return str(run_dir)
+
+
+def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1) -> list[Path]:
+    """Train every model with the shared config `base` (its model field replaced); return the run dirs.
 
     Args:
+        base: the shared budget (dataset, epochs, batch size, lr, seed, model options, ...).
         models: model names.
         out: parent folder of the run directories.
-        train_args: options shared by every model (dataset, epochs, lr, seed, ...).
-        threads: OMP threads per child (1 suits the small models here: a second thread on 2 cores
-            only adds synchronisation); None keeps the environment's setting.
+        threads: torch threads per child (1 suits the small models here: a second thread on 2 cores
+            only adds synchronisation); None keeps torch's default.
+
+    Raises:
+        CompareError: a model failed to train (diverged, ran out of ODE steps, bad option).
     """
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    # spawn, not fork: a forked child would inherit this process's torch threads and memory peak.
+    context = multiprocessing.get_context("spawn")
     run_dirs = []
     for model in models:
-        cmd = [sys.executable, "-m", "dia_ode", "train", "--model", model, "--out", str(out), "--no-progress",
-               *train_args]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        lines = done.stdout.splitlines()
-        run_dir = next((line.split(": ", 1)[1] for line in lines if line.startswith("run directory: ")), None)
-        if done.returncode != 0 or run_dir is None:
-            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            raise CompareError(f"training {model} failed: {last}")
-        run_dirs.append(Path(run_dir))
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            try:
+                run_dirs.append(Path(pool.submit(_train_in_child, replace(base, model=model), str(out), threads)
+                                     .result()))
+            except (TrainingDiverged, StepBudgetExceeded, ValueError) as err:
+                raise CompareError(f"training {model} failed: {err}") from None
     return run_dirs
 
 
-def model_kind(model: torch.nn.Module) -> str:
-    """"continuous" when the model integrates an ODE with a solver, else "discrete"."""
-    return "continuous" if continuous_blocks(model) else "discrete"
+def model_kind(name: str) -> str:
+    """"continuous" when the model integrates an ODE with a solver, else "discrete" (registry metadata)."""
+    return model_entry(name).kind
 
 
-def step_profile(run: TrainedRun, samples: int = 32) -> dict[str, list[float]]:
+def step_profile(run: LoadedRun, samples: int = 32) -> dict[str, list[float]]:
     """Step sizes over normalised depth/time s in [0, 1] on the first test samples.
 
     Continuous: the accepted steps of every continuous block (s = t / T, dt). Discrete: every block of
@@ -72,7 +86,7 @@ def step_profile(run: TrainedRun, samples: int = 32) -> dict[str, list[float]]:
     x, _ = run.test_batch(samples, next(run.model.parameters()).device)
     s, h = [], []
     with torch.no_grad():
-        if model_kind(run.model) == "continuous":
+        if model_kind(run.model_name) == "continuous":
             for block, log in zip(continuous_blocks(run.model), continuous_trace(run.model, x)):
                 rec = log.tensors()
                 keep = rec["accepted"]
@@ -94,12 +108,12 @@ def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", sampl
         summary = _read_summary(run_dir)
         history = read_jsonl(run_dir / "metrics.jsonl")
         with DynamicsMeter(run.model) as meter:
-            test = evaluate(run.model, run.dataset, "test", torch.device(device))
+            test = get_task(run.task).evaluate(run.model, run.test_batches(device=device))
             totals = meter.read()["eval"]
         rows.append({
-            "model": run.config.model, "kind": model_kind(run.model),
+            "model": run.model_name, "kind": model_kind(run.model_name),
             "params": sum(p.numel() for p in run.model.parameters()),
-            "test_acc": test["test_acc"], "test_loss": test["test_loss"],
+            "test_acc": test["acc"], "test_loss": test["loss"],
             "nfe_forward": totals["nfe_forward"] / max(totals["passes"], 1),
             "nfe_backward": history[-1].get("nfe_backward", float("nan")) if history else float("nan"),
             "seconds_per_epoch": summary.get("seconds_per_epoch", float("nan")),

@@ -14,7 +14,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from dia_ode.models import create_model
+from dia_ode.models import create_model, model_entry
 
 
 def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -47,7 +47,8 @@ def bench_train_step(models: list[str], *, batch_size: int = 64, image_size: int
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(num_classes, (batch_size,), device=device)
-    built = {name: create_model(name, num_classes=num_classes, in_channels=in_channels)
+    built = {name: create_model(name, num_classes=num_classes, in_channels=in_channels,
+                                **({"image_size": image_size} if "image_size" in model_entry(name).options() else {}))
              .to(device, memory_format=memory_format) for name in models}
     for model in built.values():
         time_train_steps(model, x, y, 1)  # warm-up: allocator, kernels, lazy init

@@ -1,0 +1,13 @@
+"""Datasets held in memory as raw uint8 tensors, torch-only augmentations and batching.
+
+There is no CPU torchvision here, hence the hand-written IDX/CIFAR readers and vectorised crop/flip.
+"""
+
+from dia_ode.data.augment import Augment
+from dia_ode.data.batching import global_batches, iterate_batches, normalise, shard_split, to_float
+from dia_ode.data.dataset import DataError, Dataset, Split
+from dia_ode.data.idx import FASHION_MNIST_DIR, read_idx
+from dia_ode.data.registry import list_datasets, load_dataset, load_test_split
+
+__all__ = ["Augment", "DataError", "Dataset", "FASHION_MNIST_DIR", "Split", "global_batches", "iterate_batches", "list_datasets",
+           "load_dataset", "load_test_split", "normalise", "read_idx", "shard_split", "to_float"]

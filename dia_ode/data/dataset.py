@@ -1,0 +1,115 @@
+"""The in-memory dataset: three splits of raw uint8 images and what a model needs to know about them.
+
+The datasets are small, so whole splits live in memory as uint8 (Fashion-MNIST train is 47 MB) and
+batches are converted, augmented and normalised on the target device (batching.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dia_ode.data.augment import Augment
+
+
+class DataError(ValueError):
+    """Bad data input: unknown dataset, missing folder or file, malformed file, bad split sizes."""
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Split:
+    """One split held in memory.
+
+    Attributes:
+        images: Raw pixels, (N, C, H, W) uint8.
+        labels: Class indices, (N,) int64.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        x, y = self.images, self.labels
+        if x.dtype != torch.uint8 or x.dim() != 4 or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+            raise DataError(f"a split needs (N, C, H, W) uint8 images and (N,) int64 labels, got "
+                            f"{tuple(x.shape)} {x.dtype} and {tuple(y.shape)} {y.dtype}")
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __repr__(self) -> str:  # the dataclass repr would print every pixel
+        return f"Split(images={tuple(self.images.shape)} uint8, labels={tuple(self.labels.shape)} int64)"
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A dataset's three splits and what a model and the train loop need to know about it.
+
+    Attributes:
+        name: Canonical dataset name (see :func:`list_datasets`).
+        train: Training split.
+        val: Validation split, carved from the training data with a fixed seed.
+        test: Official test split, or a seeded hold-out where the dataset has none.
+        num_classes: Number of classes.
+        in_channels: Image channels C.
+        image_size: Image height H (= width W).
+        mean: Per-channel mean of the train split in [0, 1] units.
+        std: Per-channel (population) standard deviation of the train split in [0, 1] units.
+        augment: The dataset's default training augmentation.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment
+
+
+def one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: " + " ".join(str(err).split())
+
+
+
+def checked_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, source: Path) -> Split:
+    labels = labels.to(torch.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels in {source} outside 0..{num_classes - 1}")
+    return Split(images.contiguous(), labels)
+
+
+
+def held_out(n: int, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(n)`` into (kept, held out) index sets, each sorted, held out = round(fraction * n)."""
+    perm = torch.randperm(n, generator=generator)
+    n_out = int(round(fraction * n))
+    return perm[n_out:].sort().values, perm[:n_out].sort().values
+
+
+def subset(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.images[index], split.labels[index])
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std in [0, 1] units of (N, C, H, W) uint8 images."""
+    # A 256-bin histogram per channel is exact in float64 and never makes a float copy of the images.
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).double()  # (256,)
+        m = float((counts * values).sum() / counts.sum())
+        var = float((counts * (values - m) ** 2).sum() / counts.sum())
+        mean.append(m)
+        std.append(var ** 0.5 if var > 0 else 1.0)  # a constant channel: std 1 keeps to_float finite
+    return tuple(mean), tuple(std)
+
+
+
+
+Official = tuple[Split | None, Split | None]  # (train or None when not asked for, official test or None)

@@ -1,0 +1,121 @@
+"""Dataset names -> loaders, and the seeded train / val / test split of every dataset.
+
+Datasets: ``digits`` (scikit-learn's embedded 8x8 digits, the default), ``mnist`` and ``fashion-mnist``
+(IDX files) and ``cifar10``/``cifar100`` (local python pickle batches). A new dataset is a loader
+file plus one row of DATASETS.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from dia_ode.data.augment import Augment
+from dia_ode.data.cifar import cifar_loader
+from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_stats, held_out, subset
+from dia_ode.data.digits import load_digits_official
+from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
+
+
+class _Spec(NamedTuple):
+    loader: Callable[[Path | None, bool], Official]  # (root, with_train) -> (train, official test)
+    num_classes: int
+    augment: Augment
+    needs_dir: bool
+    default_dir: Path | None = None
+
+
+DATASETS: dict[str, _Spec] = {
+    "digits": _Spec(load_digits_official, 10, Augment(pad=1, flip=False), needs_dir=False),  # never flip digits
+    "mnist": _Spec(idx_loader("mnist"), 10, Augment(pad=2, flip=False), needs_dir=True),
+    "fashion-mnist": _Spec(idx_loader("fashion-mnist"), 10, Augment(pad=2, flip=True), needs_dir=True,
+                           default_dir=FASHION_MNIST_DIR),
+    "cifar10": _Spec(cifar_loader("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                                   "test_batch", b"labels", 10),
+                     10, Augment(pad=4, flip=True), needs_dir=True),
+    "cifar100": _Spec(cifar_loader("cifar-100-python", ["train"], "test", b"fine_labels", 100),
+                      100, Augment(pad=4, flip=True), needs_dir=True),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`, sorted."""
+    return sorted(DATASETS)
+
+
+
+def _locate(name: str, data_dir: str | os.PathLike | None, val_fraction: float,
+            test_fraction: float) -> tuple[str, _Spec, Path | None]:
+    """(canonical name, spec, folder) of a dataset; DataError for a bad name, fraction or folder."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
+    spec = DATASETS[key]
+    for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise DataError(f"{label} must be in [0, 1), got {fraction}")
+    root: Path | None = None
+    if spec.needs_dir:
+        if data_dir is None and spec.default_dir is None:
+            raise DataError(f"dataset {key!r} needs --data-dir (a folder with its files)")
+        root = Path(data_dir if data_dir is not None else spec.default_dir).expanduser()
+        if not root.is_dir():
+            problem = "is not a directory" if root.exists() else "does not exist"
+            hint = "" if data_dir is not None else " (the default; pass --data-dir)"
+            raise DataError(f"data dir {root} {problem}{hint}")
+    return key, spec, root
+
+
+def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
+                    split_seed: int = 0) -> Split:
+    """The test split exactly as load_dataset makes it, without reading a training set that has its
+    own files (IDX, CIFAR); digits, which has no official test split, is read whole (it is embedded)."""
+    key, spec, root = _locate(name, data_dir, 0.0, test_fraction)
+    train, test = spec.loader(root, False)
+    if test is None:  # held out first with the same generator as load_dataset
+        _, out = held_out(len(train), test_fraction, torch.Generator().manual_seed(split_seed))
+        test = subset(train, out)
+    return test
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """Load a dataset into memory and split it into train / val / test.
+
+    Splits come from ``torch.randperm`` under ``torch.Generator().manual_seed(split_seed)``. An official
+    test split is the test split; otherwise (digits) round(test_fraction * N) samples are held out
+    first. Val is then round(val_fraction * n) of the n remaining training samples.
+
+    Args:
+        name: One of :func:`list_datasets`.
+        data_dir: Folder with the dataset's files. Ignored for digits; required for mnist and cifar;
+            for fashion-mnist None means /usr/share/datasets/fashion-mnist (Debian's package).
+        val_fraction: Fraction of the training data held out for validation, in [0, 1).
+        test_fraction: Fraction held out for testing where there is no official test split, in [0, 1).
+        split_seed: Seed of the split permutation.
+
+    Raises:
+        DataError: Unknown name, missing or malformed data, or fractions that leave no training data.
+    """
+    key, spec, root = _locate(name, data_dir, val_fraction, test_fraction)
+    train, test = spec.loader(root, True)
+    generator = torch.Generator().manual_seed(split_seed)
+    if test is None:
+        keep, out = held_out(len(train), test_fraction, generator)
+        train, test = subset(train, keep), subset(train, out)
+    keep, out = held_out(len(train), val_fraction, generator)
+    train, val = subset(train, keep), subset(train, out)
+    if len(train) == 0:
+        raise DataError(f"{key}: val_fraction={val_fraction} and test_fraction={test_fraction} "
+                        f"leave no training samples")
+
+    _, C, H, W = train.images.shape
+    if H != W:  # models and Dataset.image_size assume square images
+        raise DataError(f"{key}: images are {H}x{W}, expected square images")
+    mean, std = channel_stats(train.images)
+    return Dataset(name=key, train=train, val=val, test=test, num_classes=spec.num_classes, in_channels=C,
+                   image_size=H, mean=mean, std=std, augment=spec.augment)
+

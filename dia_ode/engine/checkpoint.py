@@ -1,0 +1,46 @@
+"""The training state in a checkpoint: what resume needs, and what rebuilds the model without the trainer.
+
+The file format (atomic write, validation) is rundir/checkpoints.py; this file decides the content:
+weights, optimizer, history and config for an exact resume, plus `model_spec` (registry name and
+every constructor option) and the data normalisation for loading the run elsewhere (rundir.load_run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dia_ode.engine.config import TrainConfig
+from dia_ode.rundir.checkpoints import CheckpointError, load_checkpoint, load_state, save_checkpoint
+
+
+def save_training_state(path: Path, *, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        history: list[dict], cfg: TrainConfig, model_spec: dict, normalisation: dict) -> None:
+    """Write the state after `epoch` epochs atomically (the previous checkpoint survives a crash)."""
+    save_checkpoint(path, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    history=history, config=asdict(cfg), task=cfg.task, model_spec=model_spec,
+                    normalisation=normalisation)
+
+
+def restore_training_state(path: Path, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           device: torch.device) -> list[dict]:
+    """Load weights and optimizer state into `model` and `optimizer`; return the history so far.
+
+    Raises:
+        CheckpointError: missing, corrupt or foreign checkpoint, or one of another model or task.
+        ValueError: the checkpoint has more epochs done than cfg.epochs.
+    """
+    ckpt = load_checkpoint(path, map_location=device)
+    saved = ckpt["config"]
+    if saved.get("model") != cfg.model:
+        raise CheckpointError(f"checkpoint {path} is for model '{saved.get('model')}', the run is '{cfg.model}'")
+    if saved.get("task", "classification") != cfg.task:
+        raise CheckpointError(f"checkpoint {path} is for task '{saved.get('task')}', the run is '{cfg.task}'")
+    load_state(model, ckpt["model"], path)
+    load_state(optimizer, ckpt["optimizer"], path)
+    if ckpt["epoch"] > cfg.epochs:
+        raise ValueError(f"the checkpoint has {ckpt['epoch']} epochs done, more than epochs={cfg.epochs}")
+    return list(ckpt["history"])

@@ -1,0 +1,80 @@
+"""Everything that decides a training run, saved as config.json and checked before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "warmup_cosine")
+
+
+@dataclass
+class TrainConfig:
+    """A training run's configuration; defaults are the quick start's (dia_resnet20 on digits, SGD)."""
+
+    model: str = "dia_resnet20"
+    task: str = "classification"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 64  # the global batch: with torchrun each of N ranks computes batch_size / N
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD
+    nesterov: bool = False  # SGD
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine and step set the lr per epoch, warmup_cosine per step
+    warmup_epochs: float = 0.0  # warmup_cosine: linear warm-up length
+    milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of the epochs
+    gamma: float = 0.1  # step schedule: lr factor at each milestone
+    clip_grad: float | None = None  # max global gradient norm; None: no clipping
+    augment: bool = True
+    sync_bn: bool = False  # data-parallel: convert BatchNorm to SyncBatchNorm
+    seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    device: str = "auto"
+    model_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from config.json (unknown keys such as versions are ignored; missing ones take
+        their defaults, so configs written before a field existed still load)."""
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.milestones = tuple(cfg.milestones)
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
+        if self.warmup_epochs and self.schedule != "warmup_cosine":
+            raise ValueError(f"warmup_epochs applies to schedule warmup_cosine, not '{self.schedule}'")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be > 0, got {self.clip_grad}")
+
+
+def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:
+    """Config values with a model's recipe filled in wherever the user gave no value.
+
+    Args:
+        values: field -> value as collected (defaults included).
+        recipe: the model registry's training defaults for the model (e.g. optimizer adamw).
+        given: the fields the user set explicitly; those always win.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ValueError(f"recipe names unknown config fields: {', '.join(unknown)}")
+    return {**values, **{k: v for k, v in recipe.items() if k not in given}}

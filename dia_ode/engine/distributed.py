@@ -1,0 +1,96 @@
+"""Data-parallel training under torchrun: the process group from torchrun's environment, in a few lines.
+
+`torchrun --nproc_per_node N -m dia_ode train ...` starts N processes with RANK, LOCAL_RANK and
+WORLD_SIZE set; each joins one process group (NCCL on CUDA, gloo on CPU), wraps the model in
+DistributedDataParallel, computes its part of every global batch, and only rank 0 writes the run
+directory. Without torchrun's environment everything here is a no-op for one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+from dia_ode.engine.device import resolve_device
+
+
+@dataclass
+class DistContext:
+    """Rank, world size and device of this process; methods that are identities for one process."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.rank, self.world_size
+
+    def all_reduce_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """Add a dict of numbers over all ranks (float64, so counts stay exact)."""
+        if not self.enabled:
+            return dict(sums)
+        keys = sorted(sums)
+        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (e.g. the run directory it created)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
+        """DistributedDataParallel around the model (SyncBatchNorm first with sync_bn); itself for one process."""
+        if not self.enabled:
+            return model
+        if sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def close(self) -> None:
+        if self.enabled and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def from_environment(device: str = "auto") -> DistContext:
+    """The context of this process: joins torchrun's process group when WORLD_SIZE > 1.
+
+    Args:
+        device: "auto", "cpu" or "cuda"; with CUDA each rank takes the GPU of its LOCAL_RANK.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    resolved = resolve_device(device)
+    if world == 1:
+        return DistContext(resolved)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", local_rank)
+        torch.cuda.set_device(resolved)
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return DistContext(resolved, rank, world, local_rank)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel (what checkpoints and analysis see)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,255 @@
+"""One trainer for every task: epochs, atomic checkpoints, exact resume, metrics, data parallelism.
+
+The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per
+epoch or step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the
+end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures. All randomness of an
+epoch (shuffling and augmentation) comes from a generator seeded by (seed, epoch), so a resumed run
+reproduces an uninterrupted one exactly on CPU. Under torchrun (engine/distributed.py) each rank
+trains on its part of every global batch, metric sums are all-reduced, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dia_ode.data import Dataset, global_batches, load_dataset, shard_split
+from dia_ode.engine.checkpoint import restore_training_state, save_training_state
+from dia_ode.engine.config import TrainConfig
+from dia_ode.engine.device import peak_memory_mb, resolve_device
+from dia_ode.engine.distributed import DistContext, unwrap
+from dia_ode.engine.optim import build_optimizer, learning_rate
+from dia_ode.engine.seeding import epoch_generator, seed_everything
+from dia_ode.models import create_model, model_entry
+from dia_ode.rundir import (CHECKPOINT, CheckpointError, append_jsonl, load_checkpoint, save_figure, write_json,
+                            write_jsonl)
+from dia_ode.solvers.statistics import DynamicsMeter
+from dia_ode.tasks import AbstractTask, get_task, means
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def model_spec(cfg: TrainConfig, task: AbstractTask, dataset: Dataset) -> dict:
+    """What rebuilds the model: its registry name and every constructor option (data-derived ones included).
+
+    Raises:
+        ValueError: the model does not serve the task.
+    """
+    entry = model_entry(cfg.model)
+    if cfg.task not in entry.tasks:
+        raise ValueError(f"model '{cfg.model}' does not support task '{cfg.task}' (it serves: {', '.join(entry.tasks)})")
+    return {"name": cfg.model, "options": {**task.model_options(dataset, entry.options()), **cfg.model_options}}
+
+
+def build_model(spec: dict, device: torch.device | str) -> nn.Module:
+    """The model of a spec (see model_spec), on `device`."""
+    return create_model(spec["name"], **spec["options"]).to(device)
+
+
+class Trainer:
+    """Trains one config into one run directory.
+
+    Args:
+        cfg: the run's configuration (for a resume: the saved one, possibly with more epochs).
+        run_dir: a directory made by rundir.start_run (rank 0's; other ranks write nothing).
+        dataset: the loaded dataset of cfg, when the caller has it already.
+        dist: the data-parallel context (engine.distributed.from_environment); None: one process on cfg.device.
+        progress: show tqdm progress bars (rank 0 only).
+        on_epoch_end: called as on_epoch_end(epoch, row) after each checkpoint is written.
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, dataset: Dataset | None = None,
+                 dist: DistContext | None = None, progress: bool = True,
+                 on_epoch_end: Callable[[int, dict], None] | None = None) -> None:
+        cfg.validate()
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.task = get_task(cfg.task)
+        dist = dist or DistContext(resolve_device(cfg.device))
+        self.dist, self.device = dist, dist.device
+        if cfg.batch_size % dist.world_size:
+            raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the world size {dist.world_size}")
+        self.dataset = dataset or load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction,
+                                               split_seed=cfg.split_seed)
+        self.progress = progress and dist.is_main
+        self.on_epoch_end = on_epoch_end
+        self.spec = model_spec(cfg, self.task, self.dataset)
+        seed_everything(cfg.seed)
+        self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.history: list[dict] = []
+
+    @property
+    def normalisation(self) -> dict:
+        return {"mean": list(self.dataset.mean), "std": list(self.dataset.std)}
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train the remaining epochs, test, write summary.json and figures; return the summary.
+
+        Raises:
+            CheckpointError: resume=True and the checkpoint is missing, corrupt or foreign.
+            TrainingDiverged: a non-finite loss; the last good checkpoint is left untouched.
+        """
+        cfg, dist = self.cfg, self.dist
+        if resume:
+            self.history = restore_training_state(self.run_dir / CHECKPOINT, cfg, self.model, self.optimizer,
+                                                  self.device)
+            if dist.is_main:
+                write_jsonl(self.run_dir / "metrics.jsonl", self.history)  # drop lines written after the checkpoint
+        net = dist.wrap(self.model, cfg.sync_bn)
+        meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
+        for epoch in range(len(self.history), cfg.epochs):
+            start = time.perf_counter()
+            meter.reset()
+            row = {"epoch": epoch + 1, **self._train_epoch(net, epoch)}
+            row.update(self._evaluate(net, "val"))
+            row["seconds"] = time.perf_counter() - start
+            row.update(nfe_means(meter))
+            self.history.append(row)
+            if dist.is_main:
+                save_training_state(self.run_dir / CHECKPOINT, epoch=epoch + 1, model=self.model,
+                                    optimizer=self.optimizer, history=self.history, cfg=cfg, model_spec=self.spec,
+                                    normalisation=self.normalisation)
+                append_jsonl(self.run_dir / "metrics.jsonl", row)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, row)
+        meter.reset()
+        test = self._evaluate(net, "test")
+        nfe_test = nfe_means(meter)["nfe_eval"]
+        meter.close()
+        summary = self._summary(test, nfe_test)
+        if dist.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+            plot_history(self.history, self.task.metric_names, self.run_dir / "figures")
+        return summary
+
+    def _train_epoch(self, net: nn.Module, epoch: int) -> dict[str, float]:
+        cfg, dist = self.cfg, self.dist
+        net.train()
+        n = len(self.dataset.train)
+        sizes = [size for _, size in global_batches(n, cfg.batch_size, dist.world_size)]
+        batches = self.task.batches(self.dataset.train, cfg.batch_size,
+                                    dataset=self.dataset, device=self.device, shuffle=True,
+                                    generator=epoch_generator(cfg.seed, epoch), augment=cfg.augment, shard=dist.shard)
+        bar = tqdm(batches, total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not self.progress)
+        totals: dict[str, float] = {}
+        for step, batch in enumerate(bar):
+            lr = learning_rate(cfg, epoch, step, len(sizes))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, sums = self.task.loss(net, batch)
+            if dist.enabled:
+                # DDP averages gradients over ranks; weight each rank's mean by its share of the global
+                # batch so an uneven last batch gives exactly the single-process gradient.
+                loss = loss * (sums["count"] * dist.world_size / sizes[step])
+            self._check_finite(sums, epoch, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value
+            if self.progress:
+                bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.4f}")
+        row = {f"train_{k}": v for k, v in means(dist.all_reduce_sums(totals)).items()}
+        row["lr"] = learning_rate(cfg, epoch)
+        return row
+
+    def _check_finite(self, sums: dict[str, float], epoch: int, step: int) -> None:
+        loss_sum = sums["loss"]
+        if self.dist.enabled:  # every rank must stop together, or the others wait forever in all-reduce
+            loss_sum = self.dist.all_reduce_sums({"loss": loss_sum})["loss"]
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"loss is {loss_sum} at epoch {epoch + 1}, step {step + 1}")
+
+    def _evaluate(self, net: nn.Module, split: str) -> dict[str, float]:
+        data = shard_split(getattr(self.dataset, split), *self.dist.shard)
+        batches = self.task.batches(data, 256, dataset=self.dataset, device=self.device)
+        return {f"{split}_{k}": v for k, v in self.task.evaluate(unwrap(net), batches, self.dist).items()}
+
+    def _summary(self, test: dict[str, float], nfe_test: float) -> dict:
+        cfg, history, best = self.cfg, self.history, max if self.task.higher_is_better else min
+        key = f"val_{self.task.selection_metric}"
+        seconds = sum(row["seconds"] for row in history)
+        return {"model": cfg.model, "task": cfg.task, "dataset": cfg.dataset,
+                "params": sum(p.numel() for p in self.model.parameters()), "epochs": cfg.epochs, **test,
+                f"final_{key}": history[-1][key], f"best_{key}": best(row[key] for row in history),
+                "nfe_test": nfe_test, "nfe_backward_train": history[-1]["nfe_backward"],
+                "train_seconds": seconds, "seconds_per_epoch": seconds / len(history),
+                "peak_memory_mb": peak_memory_mb(self.device), "device": str(self.device),
+                "world_size": self.dist.world_size}
+
+
+def nfe_means(meter: DynamicsMeter) -> dict[str, float]:
+    """Mean vector-field evaluations per batch: forward and backward in training, forward in eval."""
+    totals = meter.read()
+    train, evals = totals["train"], totals["eval"]
+    return {"nfe_forward": train["nfe_forward"] / max(train["passes"], 1),
+            "nfe_backward": train["nfe_backward"] / max(train["passes"], 1),
+            "nfe_eval": evals["nfe_forward"] / max(evals["passes"], 1)}
+
+
+def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir: Path) -> None:
+    """One panel per metric, train and val over the epochs, as figures/training.png|pdf."""
+    from matplotlib.figure import Figure  # not pyplot: no global backend or figure state in a library
+
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(4.5 * len(metric_names), 3.5))
+    for ax, name in zip(fig.subplots(1, len(metric_names), squeeze=False)[0], metric_names):
+        for split in ("train", "val"):
+            ax.plot(epochs, [r.get(f"{split}_{name}", math.nan) for r in history], marker="o", label=split)
+        ax.set(xlabel="epoch", ylabel=name, title=name, yscale="log" if name == "loss" else "linear")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save_figure(fig, figures_dir, "training")
+
+
+def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = False,
+                 on_epoch_end: Callable[[int, dict], None] | None = None, dataset: Dataset | None = None,
+                 dist: DistContext | None = None) -> dict:
+    """Train `cfg` into `run_dir` (fresh, or continuing its checkpoint) and return the summary (see Trainer)."""
+    return Trainer(cfg, run_dir, dataset=dataset, dist=dist, progress=progress, on_epoch_end=on_epoch_end).fit(resume)
+
+
+def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: str | None = None,
+                    progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None,
+                    command: str | None = None, dist: DistContext | None = None) -> dict:
+    """Continue the run in `run_dir` from its last checkpoint, with its saved config.
+
+    Args:
+        run_dir: a directory written by a previous `dia-ode train`.
+        epochs: a new total number of epochs (to extend a finished run); None keeps the saved one.
+        device: override the saved device ("auto", "cpu", "cuda").
+        progress: show tqdm progress bars.
+        on_epoch_end: as in Trainer.
+        command: the command line that resumes, appended to cmd.txt once the resume is validated.
+        dist: the data-parallel context, as in Trainer.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
+    saved = json.loads(config_path.read_text())
+    cfg = TrainConfig.from_dict(saved)
+    cfg.epochs = epochs or cfg.epochs
+    cfg.device = device or cfg.device
+    done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
+    if cfg.epochs < done:
+        raise ValueError(f"epochs={cfg.epochs} is fewer than the {done} epochs the checkpoint has done")
+    if dist is None or dist.is_main:
+        write_json(config_path, {**saved, **asdict(cfg)})
+        if command is not None:
+            with open(run_dir / "cmd.txt", "a") as f:
+                f.write(command + "\n")
+    return run_training(cfg, run_dir, progress=progress, resume=True, on_epoch_end=on_epoch_end, dist=dist)

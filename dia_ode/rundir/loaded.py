@@ -1,0 +1,109 @@
+"""A run directory loaded back: its config, its model with the last weights, and its test split.
+
+Analysis, sampling and `compare --from` start from a run directory; this is the one place that turns
+one into objects. It rebuilds the model from the checkpoint's model_spec and normalises with the
+checkpoint's statistics, so it imports neither the trainer nor the training set (IDX and CIFAR read
+only their test files; the embedded digits are read whole, having no official test split).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dia_ode.data import Split, iterate_batches, load_dataset, load_test_split
+from dia_ode.models import create_model, model_entry
+from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_state
+
+
+@dataclass
+class LoadedRun:
+    """A run directory's model (eval mode, last checkpoint), config and test data.
+
+    Attributes:
+        run_dir: the directory.
+        config: config.json as written by the run (model, task, dataset, options, ...).
+        model: the model with the checkpoint's weights, in eval mode.
+        model_spec: {"name", "options"}: what rebuilt the model.
+        epoch: epochs done.
+        mean: per-channel normalisation mean of the training data.
+        std: per-channel normalisation std.
+        test: the raw test split.
+    """
+
+    run_dir: Path
+    config: dict
+    model: nn.Module
+    model_spec: dict
+    epoch: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test: Split
+
+    @property
+    def model_name(self) -> str:
+        return self.model_spec["name"]
+
+    @property
+    def dataset_name(self) -> str:
+        return self.config["dataset"]
+
+    @property
+    def task(self) -> str:
+        return self.config.get("task", "classification")
+
+    def test_batch(self, n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The first n test samples, normalised like in training: (n, C, H, W) and (n,)."""
+        return next(iterate_batches(self.test, n, mean=self.mean, std=self.std, device=device))
+
+    def test_batches(self, batch_size: int = 256, device: torch.device | str = "cpu"):
+        """The whole test split in order, normalised like in training."""
+        return iterate_batches(self.test, batch_size, mean=self.mean, std=self.std, device=device)
+
+
+def _spec_from_config(config: dict) -> tuple[dict, dict]:
+    """model_spec and normalisation of a checkpoint written before they were saved (format version 1):
+    rebuilt from the config and the dataset, as the training code did then."""
+    dataset = load_dataset(config["dataset"], config.get("data_dir"), val_fraction=config.get("val_fraction", 0.1),
+                           split_seed=config.get("split_seed", 0))
+    options = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
+    if "image_size" in model_entry(config["model"]).options():
+        options["image_size"] = dataset.image_size
+    return ({"name": config["model"], "options": {**options, **config.get("model_options", {})}},
+            {"mean": dataset.mean, "std": dataset.std})
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """Load a training run directory.
+
+    Raises:
+        CheckpointError: not a run directory, no checkpoint, or a checkpoint that does not fit.
+        DataError: the run's test data can no longer be loaded.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise CheckpointError(f"run directory {run_dir} has no checkpoint ({CHECKPOINT})")
+    config = json.loads((run_dir / "config.json").read_text())
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
+    if "model_spec" in ckpt:
+        spec, normalisation = ckpt["model_spec"], ckpt["normalisation"]
+    else:
+        spec, normalisation = _spec_from_config(ckpt["config"])
+    if config.get("model") != spec["name"]:
+        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} holds model '{spec['name']}', "
+                              f"but config.json names '{config.get('model')}'")
+    try:
+        model = create_model(spec["name"], **spec["options"]).to(device)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} names a model this version cannot build ({err})") \
+            from None
+    load_state(model, ckpt["model"], run_dir / CHECKPOINT)
+    test = load_test_split(config["dataset"], config.get("data_dir"), split_seed=config.get("split_seed", 0))
+    return LoadedRun(run_dir, config, model.eval(), spec, ckpt["epoch"], tuple(normalisation["mean"]),
+                     tuple(normalisation["std"]), test)

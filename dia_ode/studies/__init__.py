@@ -1,0 +1,1 @@
+"""Studies built on the library: discrete vs continuous comparison and the benchmarks."""

@@ -1,0 +1,26 @@
+"""Tasks say what is learned: loss, evaluation and metric names; one trainer serves them all.
+
+A new task is a file with an AbstractTask subclass plus one line in TASKS.
+"""
+
+from dia_ode.tasks.base import AbstractTask, means
+from dia_ode.tasks.classification import ClassificationTask
+
+TASKS: dict[str, type[AbstractTask]] = {
+    ClassificationTask.name: ClassificationTask,
+}
+
+
+def list_tasks() -> list[str]:
+    """Names accepted by get_task (and `dia-ode train --task`)."""
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> AbstractTask:
+    """A task by name; ValueError lists the valid ones."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; valid: {', '.join(list_tasks())}")
+    return TASKS[name]()
+
+
+__all__ = ["AbstractTask", "ClassificationTask", "TASKS", "get_task", "list_tasks", "means"]

@@ -1,0 +1,70 @@
+"""What a task is: its data batches, its loss, its evaluation and the names of its metrics.
+
+One trainer (engine/trainer.py) serves every task because a task owns everything that differs
+between classification, diffusion and detection. Metrics travel as *sums* with a "count", so the
+trainer can add them over batches and over data-parallel ranks before dividing once.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from dia_ode.data import Dataset, Split
+
+
+class AbstractTask(abc.ABC):
+    """A learning task; never instantiated.
+
+    Class attributes:
+        name: the task's name (`dia-ode train --task NAME`).
+        metric_names: the per-sample means a split reports, e.g. ("loss", "acc") -> val_loss, val_acc.
+        selection_metric: the metric whose best validation value the summary reports.
+        higher_is_better: the direction of selection_metric.
+    """
+
+    name: ClassVar[str]
+    metric_names: ClassVar[tuple[str, ...]]
+    selection_metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def model_options(self, dataset: Dataset, accepted: Iterable[str]) -> dict[str, Any]:
+        """The constructor options a model needs from the data (e.g. num_classes, in_channels);
+        `accepted` lists the options the model takes, so optional ones (image_size) are passed only there."""
+
+    @abc.abstractmethod
+    def batches(self, split: Split, batch_size: int, *, dataset: Dataset, device: torch.device,
+                shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[Any]:
+        """One epoch of batches of a split on `device`; with shard=(rank, world) this rank's part of each
+        global batch (the global batch is drawn and augmented exactly as one process would)."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to backpropagate (a mean over the batch) and the batch's metric sums with "count"."""
+
+    @abc.abstractmethod
+    def eval_sums(self, model: nn.Module, batch: Any) -> dict[str, float]:
+        """Metric sums of one evaluation batch, with "count"."""
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Any], dist: Any = None) -> dict[str, float]:
+        """Per-sample means of metric_names over all batches (and all ranks when `dist` is given)."""
+        model.eval()
+        totals: dict[str, float] = dict.fromkeys((*self.metric_names, "count"), 0.0)
+        for batch in batches:
+            for key, value in self.eval_sums(model, batch).items():
+                totals[key] += value
+        if dist is not None:
+            totals = dist.all_reduce_sums(totals)
+        return means(totals)
+
+
+def means(sums: dict[str, float]) -> dict[str, float]:
+    """{metric: sum / count} for every key but "count" (0 where nothing was counted)."""
+    count = sums.get("count", 0.0)
+    return {key: value / count if count else float("nan") for key, value in sums.items() if key != "count"}
