@@ -12,7 +12,7 @@ from dia_ode.attention.layout import IMAGES
 from dia_ode.models.odenet import ConvField, TimeConv2d, matched_width, num_params
 from dia_ode.solvers import (
     ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, ContinuousBlock, DIAController, DIADynamics, DynamicsMeter,
-    FieldBlock, GatedDynamics, PlainDynamics, ResidualStage, SharedAttention, StepBudgetExceeded, continuous_trace,
+    FieldBlock, GatedDynamics, PlainDynamics, ResidualStage, SharedAttention, StepBudgetExceeded,
     dynamics_stats, euler_stage, make_dynamics, trace,
 )
 
@@ -320,18 +320,26 @@ def test_bad_solver_options_raise_value_error():
 # --- recording -------------------------------------------------------------------------------------
 
 
-def test_continuous_trace_records_attention_at_accepted_steps_without_changing_anything():
+def test_trace_records_a_continuous_block_at_accepted_steps_without_changing_anything():
     model = dia_ode.create_model("dia_odenet", in_channels=1, num_classes=4, width=8)
     randomise(model.block.dynamics.f.norm3)  # leave the zero-initialised identity
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
         expected, stats = model(x), dynamics_stats(model)
-        (log,), out = continuous_trace(model, x, return_output=True)
+        (tr,), out = trace(model, x, return_output=True)
     assert torch.equal(out, expected) and dynamics_stats(model) == stats
-    steps = log.tensors()
-    assert len(log.attention) == int(steps["accepted"].sum()) == stats["num_accepted"]
-    assert all(a.shape == (2, 8, 1, 1) and ((a > 0) & (a < 1)).all() for a in log.attention)
+    steps = model.block.log.tensors()
+    assert tr.kind == "continuous"
+    assert len(tr.steps) == len(tr.updates) == len(tr.times) == int(steps["accepted"].sum()) == stats["num_accepted"]
+    assert len(tr.states) == len(tr.steps) + 1
     t, dt = steps["t"][steps["accepted"]], steps["dt"][steps["accepted"]]
+    assert torch.equal(torch.stack(tr.times), t)
+    with torch.no_grad():  # h_k = dt_k * a(t_k): the attention at the state where the accepted step starts
+        for k in (0, len(tr.steps) - 1):
+            a = tr.steps[k] / dt[k].float()
+            assert a.shape == (2, 8, 1, 1) and ((a > 0) & (a < 1)).all()
+            torch.testing.assert_close(tr.updates[k], model.block.dynamics.f(t[k], tr.states[k]))
+    torch.testing.assert_close(tr.states[0], model.stem(x))  # x_0 is the block input
     assert t[0].item() == 0.0
     torch.testing.assert_close(t[1:], (t + dt)[:-1], rtol=0, atol=1e-12)  # accepted steps chain
     assert t[-1].item() < 1.0 <= (t[-1] + dt[-1]).item()  # the last one reaches T (x(T) is interpolated)

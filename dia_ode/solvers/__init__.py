@@ -10,17 +10,19 @@ from dia_ode.solvers.continuous import (
 from dia_ode.solvers.continuous_attention import (
     DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
 )
+from dia_ode.solvers.interleaved import AlternatingController
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
-from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, continuous_trace, dynamics_stats
+from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, dynamics_stats
 from dia_ode.solvers.tied import FieldBlock, euler_stage
-from dia_ode.solvers.trace import StageTrace, recording, stages_of, trace
+from dia_ode.solvers.trace import StageTrace, recorded_modules, recording, stages_of, trace
 
 __all__ = [
-    "AbstractBlock", "AbstractController", "ConstantStep", "DIAController", "PerBlockAttention",
-    "ResidualStage", "SharedAttention", "StageTrace", "create_controller", "recording", "stages_of", "trace",
+    "AbstractBlock", "AbstractController", "AlternatingController", "ConstantStep", "DIAController",
+    "PerBlockAttention", "ResidualStage", "SharedAttention", "StageTrace", "create_controller", "recorded_modules", "recording",
+    "stages_of", "trace",
     # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
     "ADAPTIVE_METHODS", "AbstractDynamics", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
-    "StepBudgetExceeded", "StepLog", "continuous_blocks", "continuous_trace", "dynamics_stats", "euler_stage",
+    "StepBudgetExceeded", "StepLog", "continuous_blocks", "dynamics_stats", "euler_stage",
     "make_dynamics",
 ]

@@ -95,14 +95,13 @@ class StepLog:
         t: start time of every attempted step, float64 0-d tensors on the input's device.
         dt: size of every attempted step, float64 0-d tensors.
         accepted: whether each step was accepted.
-        attention: a(t) at the start of every accepted step, detached; filled only while the block
-            records attention (continuous_trace) and the dynamics has an attention.
+
+    The states, fields and attention at the accepted steps are what solvers.trace records.
     """
 
     t: list[torch.Tensor] = field(default_factory=list)
     dt: list[torch.Tensor] = field(default_factory=list)
     accepted: list[bool] = field(default_factory=list)
-    attention: list[torch.Tensor] = field(default_factory=list)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The record as 1-d CPU tensors: t and dt (float64), accepted (bool)."""
@@ -128,7 +127,7 @@ class _AbstractInstrumented(nn.Module):
         self.dynamics = block.dynamics
         self.stats, self.log = stats, log
         self.budget, self.T, self.method = block.max_num_steps, block.T, block.method
-        self.record_attention = block.record_attention
+        self.recorder = block.recorder
         self.phase = "forward"  # the block switches it to "backward" once the forward solve returns
 
     def forward(self, t: torch.Tensor, y: Any) -> Any:
@@ -150,11 +149,13 @@ class _AbstractInstrumented(nn.Module):
     def _accept(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self.stats["num_accepted"] += 1
         self._log(t0, dt, True)
-        if self.record_attention:
+        if self.recorder is not None:  # evaluations outside the solve: not counted in the stats
             with torch.no_grad():
+                x = self.dynamics.readout(y0)
                 a = self.dynamics.attention(t0, y0)
-            if a is not None:
-                self.log.attention.append(a.detach())
+                f = self.dynamics.f(t0, x)
+            dt = dt.to(x.dtype)
+            self.recorder.record(x, f, dt if a is None else dt * a, t0)
 
     def callback_step_adjoint(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self._count_step("num_steps_backward", t0, "adjoint")
@@ -236,7 +237,7 @@ class ContinuousBlock(nn.Module):
         self.dynamics = dynamics
         self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
         self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
-        self.record_attention = False  # set by continuous_trace while it records
+        self.recorder = None  # set by solvers.trace while it records; never saved
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.log = StepLog()
 
@@ -254,7 +255,10 @@ class ContinuousBlock(nn.Module):
                    options=options)
         func.phase = "backward"
         y_T = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
-        return self.dynamics.readout(y_T)
+        x_T = self.dynamics.readout(y_T)
+        if self.recorder is not None:
+            self.recorder.finish(x_T)
+        return x_T
 
     def extra_repr(self) -> str:
         solver = f"rtol={self.rtol}, atol={self.atol}" if self.adaptive else f"step_size={self.step_size}"

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
-from dia_ode.solvers.continuous import STAT_KEYS, ContinuousBlock, StepLog
+from dia_ode.solvers.continuous import STAT_KEYS, ContinuousBlock
 from dia_ode.solvers.stage import ResidualStage
 
 MODES = ("train", "eval")
@@ -98,24 +97,3 @@ class DynamicsMeter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def continuous_trace(model: nn.Module, x: torch.Tensor, return_output: bool = False):
-    """Run `model(x)` once recording, per continuous block, its steps and its attention a(t).
-
-    The attention is evaluated at the start of every accepted step with extra evaluations of f
-    that are not counted in the stats and do not change the output.
-
-    Returns:
-        A list of StepLog, one per continuous block (or (logs, output)).
-    """
-    blocks = continuous_blocks(model)
-    for block in blocks:
-        block.record_attention = True
-    try:
-        out = model(x)
-    finally:
-        for block in blocks:
-            block.record_attention = False
-    logs: list[StepLog] = [block.log for block in blocks]
-    return (logs, out) if return_output else logs

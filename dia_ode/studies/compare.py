@@ -23,7 +23,7 @@ import torch
 from dia_ode.engine import TrainConfig, TrainingDiverged, run_training
 from dia_ode.models import model_entry
 from dia_ode.rundir import LoadedRun, load_run, read_jsonl, start_run
-from dia_ode.solvers import StepBudgetExceeded, continuous_blocks, continuous_trace, trace
+from dia_ode.solvers import StepBudgetExceeded, recorded_modules, trace
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task
 
@@ -80,23 +80,18 @@ def model_kind(name: str) -> str:
 def step_profile(run: LoadedRun, samples: int = 32) -> dict[str, list[float]]:
     """Step sizes over normalised depth/time s in [0, 1] on the first test samples.
 
-    Continuous: the accepted steps of every continuous block (s = t / T, dt). Discrete: every block of
-    every stage (s = k / L within its stage, the mean step h_k over samples and channels).
+    One reading for both kinds (solvers.trace): every step k of every stage or continuous block, at
+    s = t_k / T (continuous: the accepted steps, T the block's end time) or k / L (a stage of L blocks),
+    with the mean over samples and channels of its step h_k (continuous: dt_k * a(t_k), or dt_k).
     """
     x, _ = run.test_batch(samples, next(run.model.parameters()).device)
     s, h = [], []
     with torch.no_grad():
-        if model_kind(run.model_name) == "continuous":
-            for block, log in zip(continuous_blocks(run.model), continuous_trace(run.model, x)):
-                rec = log.tensors()
-                keep = rec["accepted"]
-                s += (rec["t"][keep] / block.T).tolist()
-                h += rec["dt"][keep].tolist()
-        else:
-            for stage in trace(run.model, x):
-                L = len(stage.steps)
-                s += [k / L for k in range(L)]
-                h += [float(step.float().mean()) for step in stage.steps]
+        traces = trace(run.model, x)
+    for module, tr in zip(recorded_modules(run.model), traces):
+        length = module.T if tr.kind == "continuous" else len(tr.steps)
+        s += [float(t) / length for t in tr.times]
+        h += [float(step.float().mean()) for step in tr.steps]
     return {"s": s, "h": h}
 
 
@@ -166,6 +161,6 @@ def compare_figures(rows: list[dict]):
             xlabel="epoch", ylabel="NFE per training forward", yscale="log", title="NFE over training")),
         ("step_sizes", panel(
             lambda ax, r: ax.plot(r["steps"]["s"], r["steps"]["h"], ".", label=r["model"]),
-            xlabel="depth / time, normalised (k / L or t / T)", ylabel="step size (h_k or accepted dt)",
+            xlabel="depth / time, normalised (k / L or t / T)", ylabel="mean step h_k (continuous: dt * a(t))",
             yscale="log", title="step sizes over depth / time")),
     ]
