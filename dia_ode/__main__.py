@@ -1,5 +1,5 @@
 """`python -m dia_ode` is the `dia-ode` command."""
 
-from dia_ode.cli import main
+from dia_ode.cli import run
 
-main()
+run()

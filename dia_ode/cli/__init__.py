@@ -6,6 +6,9 @@ input becomes a one-line usage error (exit code 2) naming the option, never a tr
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from dia_ode.cli.analyze import correlate, stepsize, stiffness
@@ -24,3 +27,20 @@ def main() -> None:
 
 for command in (train, ls, bench, correlate, stepsize, stiffness, compare):
     main.add_command(command)
+
+
+def run() -> None:
+    """The console script: `main`, with usage errors printed by torchrun's rank 0 only.
+
+    Every rank validates the same command line; without this a bad option would be reported once
+    per process.
+    """
+    if int(os.environ.get("RANK", "0")) == 0:
+        main()
+        return
+    try:
+        main(standalone_mode=False)
+    except click.ClickException as err:
+        sys.exit(err.exit_code)
+    except click.Abort:
+        sys.exit(1)

@@ -68,6 +68,9 @@ class TrainConfig:
 def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:
     """Config values with a model's recipe filled in wherever the user gave no value.
 
+    A recipe is one coherent setting: choosing another optimizer drops the recipe's optimizer-bound
+    values (lr, weight decay, schedule, warm-up), and choosing a schedule without warm-up drops its warm-up.
+
     Args:
         values: field -> value as collected (defaults included).
         recipe: the model registry's training defaults for the model (e.g. optimizer adamw).
@@ -77,4 +80,10 @@ def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise ValueError(f"recipe names unknown config fields: {', '.join(unknown)}")
-    return {**values, **{k: v for k, v in recipe.items() if k not in given}}
+    applied = {k: v for k, v in recipe.items() if k not in given}
+    if "optimizer" in given and values["optimizer"] != recipe.get("optimizer", values["optimizer"]):
+        for key in ("lr", "weight_decay", "schedule", "warmup_epochs", "momentum", "nesterov"):
+            applied.pop(key, None)
+    if "schedule" in given and values["schedule"] != "warmup_cosine":
+        applied.pop("warmup_epochs", None)
+    return {**values, **applied}

@@ -1,0 +1,73 @@
+"""Data-parallel training under torchrun: 2 gloo processes on CPU train the same model as one process.
+
+vit_tiny (no BatchNorm) at a toy size, augmentation off: the global batch is split over the ranks
+and DDP averages the gradients, so the weights after an epoch must equal the single-process ones up
+to float rounding; resume under torchrun continues exactly; a batch the world size does not divide
+is a usage error. Each torchrun start costs a few seconds, hence the markers.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dia_ode.rundir import CHECKPOINT, load_checkpoint, read_jsonl
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+
+ARGS = ["--model", "vit_tiny", "--model-option", "dim=16", "--model-option", "depth=1", "--model-option", "heads=2",
+        "--batch-size", "32", "--no-augment", "--optimizer", "sgd", "--lr", "0.05", "--schedule", "cosine",
+        "--device", "cpu", "--no-progress"]
+
+
+def _torchrun(*args, nproc=2):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dia_ode", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **_env()}, timeout=300)
+
+
+def _single(*args):
+    cmd = [sys.executable, "-m", "dia_ode", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **_env()}, timeout=300)
+
+
+def _env():
+    import os
+    return {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+
+
+def _weights(out):
+    (run_dir,) = out.iterdir()
+    return run_dir, load_checkpoint(run_dir / CHECKPOINT)["model"]
+
+
+def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
+    done = _torchrun(*ARGS, "--epochs", "1", "--out", str(tmp_path / "ddp"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run directory:") == 1  # only rank 0 speaks and writes
+    resumed = _torchrun("--resume", str(next((tmp_path / "ddp").iterdir())), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    single = _single(*ARGS, "--epochs", "2", "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr[-2000:]
+
+    ddp_dir, ddp = _weights(tmp_path / "ddp")
+    one_dir, one = _weights(tmp_path / "one")
+    assert ddp.keys() == one.keys()
+    for key in ddp:
+        torch.testing.assert_close(ddp[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+    rows_ddp, rows_one = read_jsonl(ddp_dir / "metrics.jsonl"), read_jsonl(one_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in rows_ddp] == [1, 2]
+    for a, b in zip(rows_ddp, rows_one):  # all-reduced metrics are those of the whole data
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    summary = __import__("json").loads((ddp_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2
+
+
+def test_a_batch_the_world_size_does_not_divide_is_a_usage_error(tmp_path):
+    done = _torchrun(*ARGS, "--epochs", "1", "--batch-size", "33", "--out", str(tmp_path))
+    assert done.returncode != 0
+    assert done.stderr.count("Error: Invalid value for --batch-size: 33 is not divisible by the 2 processes") == 1
+    assert "exitcode: 2" in done.stderr  # torchrun reports the usage error's exit code
+    assert not any(tmp_path.iterdir())  # no run directory was made
