@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -72,6 +73,11 @@ def _assert_usage_error(result, *needles):
     (["--dataset", "cifar10"], ["--data-dir"]),
     (["--model", "eca_resnet20", "--reduction", "4"], ["--model", "reduction"]),
     (["--resume", "/nonexistent/run"], ["--resume", "/nonexistent/run"]),
+    (["--task", "segmentation"], ["--task", "segmentation"]),
+    (["--model", "vit_tiny", "--model-option", "patch_size=3"], ["--model", "patch_size=3", "8"]),
+    (["--model", "cbam_vit_tiny"], ["--model", "cbam_vit_tiny"]),
+    (["--schedule", "cosine", "--warmup-epochs", "2"], ["warmup_epochs", "warmup_cosine"]),
+    (["--optimizer", "lamb"], ["--optimizer", "lamb"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
@@ -98,6 +104,29 @@ def test_resume_refuses_options_it_would_ignore(trained):
     _assert_usage_error(invoke("train", "--resume", run_dir, "--model", "resnet20", "--lr", 0.5), "--model", "--lr")
 
 
+def test_resume_with_another_task_is_a_usage_error_naming_task(trained):
+    _, run_dir, _ = trained
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["task"] == "classification"
+    with pytest.MonkeyPatch.context() as mp:  # a second task, as the diffusion and detection issues will add
+        from dia_ode import tasks
+        mp.setitem(tasks.TASKS, "denoise", tasks.ClassificationTask)
+        task_option = next(p for p in main.commands["train"].params if p.name == "task")
+        mp.setattr(task_option.type, "choices", ["classification", "denoise"])
+        _assert_usage_error(invoke("train", "--resume", run_dir, "--task", "denoise", "--no-progress"),
+                            "--task", "denoise", "classification")
+
+
+def test_a_model_that_does_not_serve_the_task_is_a_usage_error(tmp_path, monkeypatch):
+    from dia_ode.models import registry
+
+    entry = registry.model_entry("resnet20")
+    monkeypatch.setitem(registry._ENTRIES, "detnet20", replace(entry, name="detnet20", tasks=("detection",)))
+    result = invoke("train", "--model", "detnet20", "--out", tmp_path, "--no-progress")
+    _assert_usage_error(result, "--task", "detnet20", "classification")
+    assert not any(tmp_path.iterdir())
+
+
 def test_divergence_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     from dia_ode.tasks import classification as train_module
 
@@ -116,6 +145,10 @@ def test_ls_lists_models_attention_and_datasets():
         assert needle in result.output
     only_dia = invoke("ls", "models", "--pattern", "dia_*").output.splitlines()[1:]
     assert only_dia and all(line.strip().startswith("dia_") for line in only_dia)
+    continuous = invoke("ls", "models", "--kind", "continuous").output.splitlines()
+    assert continuous[0] == "models (3):" and all("odenet" in line and "continuous" in line for line in continuous[1:])
+    vit = invoke("ls", "models", "--family", "vit", "--attention", "dia").output
+    assert "dia_vit_tiny" in vit and "optimizer=adamw" in vit and "dia_resnet20" not in vit
 
 
 def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):

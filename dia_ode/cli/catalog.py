@@ -7,19 +7,29 @@ import click
 from dia_ode.attention import ATTENTIONS
 from dia_ode.cli.options import CONTEXT
 from dia_ode.data import list_datasets
-from dia_ode.models import list_models
+from dia_ode.models import list_models, model_entry
+from dia_ode.models.registry import KINDS
+from dia_ode.tasks import list_tasks
 
 
 @click.command(name="ls", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["all", "models", "attention", "datasets"]), default="all")
+@click.argument("what", type=click.Choice(["all", "models", "attention", "datasets", "tasks"]), default="all")
 @click.option("--pattern", default="*", help="fnmatch pattern for model names, e.g. 'dia_*'.")
-def ls(what: str, pattern: str) -> None:
-    """List models, attention modules and datasets (prints only; writes no run directory)."""
+@click.option("--family", default=None, help="Only models of this family (resnet, preresnet, wrn, resnext, vit, odenet).")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only discrete or continuous-depth models.")
+@click.option("--attention", type=click.Choice(list(ATTENTIONS)), default=None, help="Only models with this attention.")
+@click.option("--task", type=click.Choice(list_tasks()), default=None, help="Only models that serve this task.")
+def ls(what: str, pattern: str, family, kind, attention, task) -> None:
+    """List models (with family, kind and recipe), attention modules, datasets and tasks (prints only)."""
     if what in ("all", "models"):
-        names = list_models(pattern)
+        filters = {k: v for k, v in (("family", family), ("kind", kind), ("attention", attention), ("task", task))
+                   if v is not None}
+        names = list_models(pattern, **filters)
         click.echo(f"models ({len(names)}):")
         for name in names:
-            click.echo(f"  {name}")
+            entry = model_entry(name)
+            recipe = ", ".join(f"{k}={v}" for k, v in entry.recipe)
+            click.echo(f"  {name:<26} {entry.family:<10} {entry.kind:<11} {'recipe: ' + recipe if recipe else ''}".rstrip())
     if what in ("all", "attention"):
         click.echo("attention (model name prefix):")
         for name, spec in ATTENTIONS.items():
@@ -27,4 +37,8 @@ def ls(what: str, pattern: str) -> None:
     if what in ("all", "datasets"):
         click.echo("datasets:")
         for name in list_datasets():
+            click.echo(f"  {name}")
+    if what in ("all", "tasks"):
+        click.echo("tasks:")
+        for name in list_tasks():
             click.echo(f"  {name}")

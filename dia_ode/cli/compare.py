@@ -42,9 +42,11 @@ def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
         for name in names:
             check_model(name, parse_model_options(model_option_pairs))
         try:
-            load_dataset(dataset, data_dir)
+            data = load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
+        for name in names:
+            check_model(name, parse_model_options(model_option_pairs), data)
         base = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
                            batch_size=batch_size, lr=lr, seed=seed, device=device,
                            model_options=parse_model_options(model_option_pairs))

@@ -9,7 +9,11 @@ from pathlib import Path
 import click
 import torch
 
+from dia_ode.data import Dataset
+from dia_ode.engine import model_spec
 from dia_ode.models import create_model, list_models
+from dia_ode.models.registry import resolve
+from dia_ode.tasks import get_task
 from dia_ode.engine import resolve_device
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
@@ -47,15 +51,25 @@ def check_device(device: str) -> None:
         raise click.BadParameter(str(err), param_hint="--device") from None
 
 
-def check_model(model: str, options: dict) -> None:
-    """Build the model on the meta device (no memory) so bad names and options fail before any work."""
+def check_model(model: str, options: dict, data: Dataset | None = None, task: str = "classification") -> None:
+    """Fail before any work on a bad model name or option.
+
+    Without data only the name and the option keys are checked; with the loaded dataset the model is
+    built on the meta device (no memory) with its data-derived options too, so combinations such as a
+    ViT patch that does not divide the image, or a model that does not serve the task, fail here.
+    """
     if model not in list_models():
         raise click.BadParameter(f"unknown model '{model}' (see `dia-ode ls models`)", param_hint="--model")
     try:
-        with torch.device("meta"):
-            create_model(model, **options)
+        entry, attention = resolve(model)
+        entry.check(attention, options)
+        if data is not None:
+            spec = model_spec(model, options, get_task(task), data)
+            with torch.device("meta"):
+                create_model(spec["name"], **spec["options"])
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--model") from None
+        hint = "--task" if "does not support task" in str(err) else "--model"
+        raise click.BadParameter(str(err), param_hint=hint) from None
 
 
 RESERVED_MODEL_OPTIONS = ("num_classes", "in_channels")  # the training loop sets these from the dataset

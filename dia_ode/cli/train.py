@@ -8,17 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
-import torch
 
 from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, TrainConfig, TrainingDiverged, apply_recipe,
-                            from_environment, model_spec, resume_training, run_training)
-from dia_ode.models import create_model, model_entry
+                            from_environment, resume_training, run_training)
+from dia_ode.models import model_entry
 from dia_ode.rundir import CheckpointError, start_run
 from dia_ode.solvers import StepBudgetExceeded
-from dia_ode.tasks import get_task, list_tasks
+from dia_ode.tasks import list_tasks
 
 DEFAULTS = TrainConfig()
 
@@ -104,7 +103,7 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
             data = load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
-        _check_spec(cfg, data)
+        check_model(model, model_options, data, cfg.task)
         run_dir = None
         if dist.is_main:
             run_dir = start_run(out, f"train-{model}-{dataset}", {"command": "train", **asdict(cfg)})
@@ -127,18 +126,6 @@ def _join(device: str) -> DistContext:
         return from_environment(device)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
-
-
-def _check_spec(cfg: TrainConfig, data) -> None:
-    """Build the model with its data-derived options on the meta device: bad combinations (a task the
-    model does not serve, a ViT patch that does not divide the image) fail before a run directory exists."""
-    try:
-        spec = model_spec(cfg, get_task(cfg.task), data)
-        with torch.device("meta"):
-            create_model(spec["name"], **spec["options"])
-    except ValueError as err:
-        hint = "--task" if "does not support task" in str(err) else "--model/--model-option"
-        raise click.BadParameter(str(err), param_hint=hint) from None
 
 
 def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | None, dist: DistContext,

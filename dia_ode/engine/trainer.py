@@ -39,16 +39,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
-def model_spec(cfg: TrainConfig, task: AbstractTask, dataset: Dataset) -> dict:
-    """What rebuilds the model: its registry name and every constructor option (data-derived ones included).
+def model_spec(model: str, options: dict, task: AbstractTask, dataset: Dataset) -> dict:
+    """What rebuilds a model: its registry name and every constructor option (data-derived ones included).
 
     Raises:
         ValueError: the model does not serve the task.
     """
-    entry = model_entry(cfg.model)
-    if cfg.task not in entry.tasks:
-        raise ValueError(f"model '{cfg.model}' does not support task '{cfg.task}' (it serves: {', '.join(entry.tasks)})")
-    return {"name": cfg.model, "options": {**task.model_options(dataset, entry.options()), **cfg.model_options}}
+    entry = model_entry(model)
+    if task.name not in entry.tasks:
+        raise ValueError(f"model '{model}' does not support task '{task.name}' (it serves: {', '.join(entry.tasks)})")
+    return {"name": model, "options": {**task.model_options(dataset, entry.options()), **options}}
 
 
 def build_model(spec: dict, device: torch.device | str) -> nn.Module:
@@ -82,7 +82,7 @@ class Trainer:
                                                split_seed=cfg.split_seed)
         self.progress = progress and dist.is_main
         self.on_epoch_end = on_epoch_end
-        self.spec = model_spec(cfg, self.task, self.dataset)
+        self.spec = model_spec(cfg.model, cfg.model_options, self.task, self.dataset)
         seed_everything(cfg.seed)
         self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
         self.optimizer = build_optimizer(cfg, self.model)

@@ -5,6 +5,9 @@ from dia_ode.models.registry import ModelEntry, create_model, list_models, model
 # Importing a backbone module registers its names.
 from dia_ode.models.resnet import CifarResNet
 from dia_ode.models.odenet import ODENet
+from dia_ode.models.resnext import CifarResNeXt
+from dia_ode.models.wrn import WideResNet
+from dia_ode.models.vit import VisionTransformer
 
-__all__ = ["AbstractBackbone", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet", "create_model", "list_models",
-           "model_entry", "register_model"]
+__all__ = ["AbstractBackbone", "CifarResNeXt", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet",
+           "VisionTransformer", "WideResNet", "create_model", "list_models", "model_entry", "register_model"]

@@ -2,13 +2,17 @@
 
 Post-activation blocks follow "Deep Residual Learning for Image Recognition" (He et al., arXiv
 1512.03385); pre-activation blocks follow "Identity Mappings in Deep Residual Networks" (He et al.,
-arXiv 1603.05027). Layouts match the CIFAR code that DIANet builds on: projection shortcuts are a
-1x1 convolution (+ BN for post-activation) whenever a block changes shape.
+arXiv 1603.05027); the wide block follows "Wide Residual Networks" (Zagoruyko and Komodakis, arXiv
+1605.07146) and the grouped bottleneck "Aggregated Residual Transformations for Deep Neural
+Networks" (ResNeXt, Xie et al., arXiv 1611.05431). Layouts match the CIFAR code that DIANet builds
+on: projection shortcuts are a 1x1 convolution (+ BN for post-activation) whenever a block changes
+shape.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dia_ode.solvers.stage import AbstractBlock
@@ -96,3 +100,83 @@ class PreActBottleneck(AbstractSequentialBlock):
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes, stride),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv1x1(planes, c_out),
         ), _projection(c_in, c_out, stride, with_bn=False))
+
+
+class WideBasicBlock(AbstractBlock):
+    """The pre-activation block of a wide ResNet, as in the official WRN and DIANet CIFAR code.
+
+    f(x) = conv3x3(dropout(relu(BN(conv3x3_s(relu(BN_1(x))))))) [-> BN if branch_bn]
+
+    When the block changes shape, the shortcut is a strided 1x1 convolution of the *pre-activated*
+    input relu(BN_1(x)) (BN_1 shared with the branch), not of x: that is what the official WRN code
+    does, and it keeps the parameter count of the paper. Otherwise the shortcut is x itself.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels (16k, 32k or 64k in a WRN-d-k).
+        stride: stride of the first convolution and of the projection.
+        dropout: dropout probability between the two convolutions (WRN paper: 0.3).
+        branch_bn: end the branch with a BatchNorm, as the official DIA-WRN does (bn_additional).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, dropout: float = 0.0,
+                 branch_bn: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.f = nn.Sequential(
+            nn.BatchNorm2d(c_in), nn.ReLU(), conv3x3(c_in, c_out, stride),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            *([nn.Dropout(dropout)] if dropout > 0 else []),
+            conv3x3(c_out, c_out),
+            *([nn.BatchNorm2d(c_out)] if branch_bn else []),
+        )
+        self.projection = None if stride == 1 and c_in == c_out else conv1x1(c_in, c_out, stride)
+
+    def branch(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.f(x)  # (B, c_out, H / stride, W / stride)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.projection is None:
+            return x
+        return self.projection(F.relu(_batch_norm_without_update(self.f[0], x)))  # (B, c_out, H/s, W/s)
+
+
+def _batch_norm_without_update(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """bn(x) with the same statistics and affine parameters as the module, but without touching its
+    running statistics.
+
+    Why: the branch already ran bn(x) on this batch; a second module call would advance the running
+    mean and variance twice per step, which the official code (one call, output reused) does not.
+    Values and gradients equal those of reusing the branch's output.
+    """
+    batch_stats = bn.training or not bn.track_running_stats
+    return F.batch_norm(x, None if batch_stats else bn.running_mean, None if batch_stats else bn.running_var,
+                        bn.weight, bn.bias, batch_stats, 0.0, bn.eps)
+
+
+class ResNeXtBottleneck(AbstractSequentialBlock):
+    """ResNeXt's bottleneck (type C), post-activation:
+
+    f(x) = BN(conv1x1(relu(BN(gconv3x3_s(relu(BN(conv1x1(x)))))))), c_in -> D -> D -> c_out
+
+    The 3x3 convolution has `cardinality` groups of D / cardinality channels each. The shortcut is a
+    strided 1x1 convolution + BN when the block changes shape.
+
+    Args:
+        c_in: input channels.
+        c_out: output channels.
+        width: D, the channels of the grouped convolution (cardinality x group width).
+        cardinality: number of groups.
+        stride: stride of the grouped convolution and of the projection.
+    """
+
+    def __init__(self, c_in: int, c_out: int, width: int, cardinality: int, stride: int = 1) -> None:
+        if width % cardinality:
+            raise ValueError(f"width {width} is not a multiple of cardinality {cardinality}")
+        super().__init__(nn.Sequential(
+            conv1x1(c_in, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, groups=cardinality, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            conv1x1(width, c_out), nn.BatchNorm2d(c_out),
+        ), _projection(c_in, c_out, stride, with_bn=True))
