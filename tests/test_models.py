@@ -79,3 +79,16 @@ def test_unknown_model_and_option_raise_value_error():
         dia_ode.create_model("resnet20", reduction=4)
     with pytest.raises(ValueError, match="'sam' applies to shared and dia"):
         dia_ode.create_model("se_resnet20", sam="eca")
+
+
+def test_preresnet_branch_bn_adds_one_batchnorm_per_block():
+    with torch.device("meta"):
+        plain = dia_ode.create_model("dia_preresnet164", num_classes=100)
+        official = dia_ode.create_model("dia_preresnet164", num_classes=100, branch_bn=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # 18 bottlenecks per stage ending on 64, 128, 256 channels, each BN with a scale and a shift
+    assert count(official) - count(plain) == 2 * 18 * (64 + 128 + 256) == 16_128
+    last = [stage.blocks[0].f[-1] for stage in official.stages]
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for m in last)
+    with pytest.raises(ValueError, match="branch_bn"):
+        dia_ode.create_model("dia_resnet20", branch_bn=True)

@@ -77,28 +77,33 @@ class Bottleneck(AbstractSequentialBlock):
 
 
 class PreActBasicBlock(AbstractSequentialBlock):
-    """f(x) = conv3x3(relu(BN(conv3x3(relu(BN(x)))))), pre-activation."""
+    """f(x) = conv3x3(relu(BN(conv3x3(relu(BN(x)))))) [-> BN if branch_bn], pre-activation.
+
+    branch_bn ends the branch with a BatchNorm, as the official DIA-PreResNet does (theory/dia.md)."""
 
     expansion = 1
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False) -> None:
         super().__init__(nn.Sequential(
             nn.BatchNorm2d(c_in), nn.ReLU(), conv3x3(c_in, planes, stride),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes),
+            *([nn.BatchNorm2d(planes)] if branch_bn else []),
         ), _projection(c_in, planes, stride, with_bn=False))
 
 
 class PreActBottleneck(AbstractSequentialBlock):
-    """f(x) = BN-ReLU-1x1 -> BN-ReLU-3x3 (stride) -> BN-ReLU-1x1 (4 x planes), pre-activation."""
+    """f(x) = BN-ReLU-1x1 -> BN-ReLU-3x3 (stride) -> BN-ReLU-1x1 (4 x planes) [-> BN if branch_bn],
+    pre-activation."""
 
     expansion = 4
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False) -> None:
         c_out = planes * self.expansion
         super().__init__(nn.Sequential(
             nn.BatchNorm2d(c_in), nn.ReLU(), conv1x1(c_in, planes),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes, stride),
             nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv1x1(planes, c_out),
+            *([nn.BatchNorm2d(c_out)] if branch_bn else []),
         ), _projection(c_in, c_out, stride, with_bn=False))
 
 

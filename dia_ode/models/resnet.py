@@ -44,14 +44,18 @@ class CifarResNet(AbstractBackbone):
         num_classes: size of the head.
         in_channels: input channels (1 for grey images, 3 for RGB).
         base_width: channels of the stem and first stage (16 in the paper).
+        branch_bn: pre-activation only: end every branch with a BatchNorm, as the official DIA-PreResNet
+            does (theory/dia.md); post-activation branches already end in one.
         **attention_options: passed to solvers.create_controller (e.g. reduction, sam).
     """
 
     def __init__(self, depth: int, attention: str = "none", pre_activation: bool = False,
-                 num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
+                 num_classes: int = 10, in_channels: int = 3, base_width: int = 16, branch_bn: bool = False,
                  **attention_options) -> None:
         super().__init__()
         n, bottleneck = blocks_per_stage(depth)
+        if branch_bn and not pre_activation:
+            raise ValueError("branch_bn applies to pre-activation blocks; post-activation branches end in BatchNorm")
         if base_width < 1:
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         if pre_activation:
@@ -65,7 +69,8 @@ class CifarResNet(AbstractBackbone):
         stages, c_in, self.feature_info = [], base_width, []
         for i, stride in enumerate((1, 2, 2)):
             planes = base_width * 2 ** i
-            blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1)
+            extra = {"branch_bn": True} if branch_bn else {}
+            blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1, **extra)
                       for k in range(n)]
             c_in = planes * block.expansion
             stages.append(ResidualStage(blocks, create_controller(attention, c_in, n, **attention_options),
@@ -109,6 +114,12 @@ def _register(depth: int, pre_activation: bool) -> None:
         return CifarResNet(depth, attention, pre_activation, num_classes, in_channels, base_width,
                            **attention_options)
 
+    def build_pre(attention: str = "none", num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
+                  branch_bn: bool = False, **attention_options) -> CifarResNet:
+        return CifarResNet(depth, attention, pre_activation, num_classes, in_channels, base_width, branch_bn,
+                           **attention_options)
+
+    build = build_pre if pre_activation else build
     register_model(f"{family}{depth}", family=family, kind="discrete")(build)
 
 
