@@ -23,7 +23,7 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
 
 
 @bench.command(name="train-step", context_settings=CONTEXT)
-@click.option("--models", default="resnet56,se_resnet56,dia_resnet56",
+@click.option("--models", default="resnet56,se_resnet56,dia_resnet56,vit_tiny,dia_vit_tiny",
               help="Comma-separated model names; ratios are relative to the first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
 @click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
@@ -35,7 +35,7 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
 @common_options
 def bench_train_step_command(models, batch_size, image_size, steps, rounds, channels_last, threads,
                              seed, device, out, no_progress) -> None:
-    """Train-step time of models (b=64, 32x32x3) and their ratios, measured in one process."""
+    """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one process."""
     check_device(device)
     names = [m.strip() for m in models.split(",") if m.strip()]
     for name in names:
