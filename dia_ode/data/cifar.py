@@ -29,7 +29,7 @@ def _unpickle(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]
 def cifar_loader(subfolder: str, train_files: Sequence[str], test_file: str, label_key: bytes,
                   num_classes: int) -> Callable[[Path], Official]:
     def load(root: Path, with_train: bool = True) -> Official:
-        needed = (*train_files, test_file)
+        needed = (*train_files, test_file) if with_train else (test_file,)
         folder = next((d for d in (root, root / subfolder) if all((d / n).is_file() for n in needed)), None)
         if folder is None:
             raise DataError(f"no CIFAR-{num_classes} batches ({', '.join(needed)}) in {root}[/{subfolder}]")

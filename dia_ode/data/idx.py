@@ -68,12 +68,12 @@ def idx_loader(name: str) -> Callable[[Path], Official]:
 
     def load(root: Path, with_train: bool = True) -> Official:
         # Files in <dir>, <dir>/<name> or torchvision's <dir>/<Class>/raw; each plain or gzipped.
+        stems = _IDX_STEMS if with_train else _IDX_STEMS[2:]  # the test split alone needs only t10k-*
         for folder in (root, root / name, root / torchvision_folder / "raw"):
-            paths = [next((p for p in (folder / s, folder / f"{s}.gz") if p.is_file()), None)
-                     for s in _IDX_STEMS]
+            paths = [next((p for p in (folder / s, folder / f"{s}.gz") if p.is_file()), None) for s in stems]
             if all(paths):
-                return (_idx_split(*paths[:2]) if with_train else None), _idx_split(*paths[2:])
-        raise DataError(f"no {name} IDX files ({', '.join(s + '[.gz]' for s in _IDX_STEMS)}) in {root}")
+                return (_idx_split(*paths[:2]) if with_train else None), _idx_split(*paths[-2:])
+        raise DataError(f"no {name} IDX files ({', '.join(s + '[.gz]' for s in stems)}) in {root}")
 
     return load
 

@@ -42,7 +42,7 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int = 0, steps_per_epoch: 
         passed = sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
         return cfg.lr * cfg.gamma ** passed
     t = epoch + step / steps_per_epoch  # progress in epochs
-    if t < cfg.warmup_epochs:
-        return cfg.lr * (t + 1.0 / steps_per_epoch) / cfg.warmup_epochs  # step 0 starts above 0
+    if t < cfg.warmup_epochs:  # step 0 starts above 0; min: a warm-up of W*S steps not whole must not overshoot
+        return min(cfg.lr, cfg.lr * (t + 1.0 / steps_per_epoch) / cfg.warmup_epochs)
     progress = (t - cfg.warmup_epochs) / (cfg.epochs - cfg.warmup_epochs)
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))

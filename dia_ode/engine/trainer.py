@@ -163,7 +163,7 @@ class Trainer:
             if self.progress:
                 bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.4f}")
         row = {f"train_{k}": v for k, v in means(dist.all_reduce_sums(totals)).items()}
-        row["lr"] = learning_rate(cfg, epoch)
+        row["lr"] = learning_rate(cfg, epoch, 0, len(sizes))  # at the epoch's first step
         return row
 
     def _check_finite(self, sums: dict[str, float], epoch: int, step: int) -> None:
