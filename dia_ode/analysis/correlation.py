@@ -130,10 +130,10 @@ def mean_off_diagonal(r: torch.Tensor | np.ndarray, offset: int | None = None) -
 def attention_vectors(stage_trace: StageTrace) -> torch.Tensor:
     """The channel attention of every block of a traced stage, stacked as (N, L, C).
 
-    Steps of shape (N, C, 1, 1) (SE, ECA, shared SAM, DIA) give their C values; a step with
-    spatial extent, CBAM's (N, C, H, W) = Mc * Ms, is averaged over H and W, so each channel's
-    value is its mean step over the positions (the channel gate times the mean spatial gate
-    when the spatial gate is per position).
+    Steps of shape (N, C, 1, 1), or (N, 1, C) for tokens (SE, ECA, shared SAM, DIA), give their C
+    values; a step with spatial extent, CBAM's (N, C, H, W) = Mc * Ms, is averaged over H and W, so
+    each channel's value is its mean step over the positions (the channel gate times the mean
+    spatial gate when the spatial gate is per position).
 
     Args:
         stage_trace: one StageTrace from dia_ode.solvers.trace.

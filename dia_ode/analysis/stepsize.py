@@ -16,15 +16,17 @@ import numpy as np
 import torch
 from scipy import stats
 
+from dia_ode.attention.layout import Layout
 from dia_ode.solvers.trace import StageTrace
 
 
 def channel_steps(stage_trace: StageTrace, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The step of every block of a traced stage per sample and channel, stacked as (N, L, C).
 
-    Each h_k is broadcast to the shape of its update f_k (N, C, H, W) and averaged over H and W:
-    a (N, C, 1, 1) step keeps its values, CBAM's (N, C, H, W) step becomes its spatial mean, and
-    a constant 0-d step (plain ResNet) becomes that constant in every entry.
+    Each h_k is broadcast to the shape of its update f_k, images (N, C, H, W) or tokens (N, T, C)
+    (attention.Layout), and averaged over every axis but samples and channels: a (N, C, 1, 1) or
+    (N, 1, C) step keeps its values, CBAM's (N, C, H, W) step becomes its spatial mean, and a
+    constant 0-d step (plain ResNet) becomes that constant in every entry.
 
     Args:
         stage_trace: one StageTrace from dia_ode.solvers.trace.
@@ -35,15 +37,22 @@ def channel_steps(stage_trace: StageTrace, dtype: torch.dtype | None = None) -> 
     """
     if len(stage_trace) == 0:
         raise ValueError("the stage trace has no blocks (was it recorded during a forward?)")
-    per_block = [h_k.to(dtype).expand(f_k.shape).mean(dim=(2, 3))  # (N, C)
+    per_block = [h_k.to(dtype).expand(f_k.shape).mean(dim=not_channels(f_k))  # (N, C)
                  for h_k, f_k in zip(stage_trace.steps, stage_trace.updates)]
     return torch.stack(per_block, dim=1)  # (N, L, C)
+
+
+def not_channels(f: torch.Tensor) -> tuple[int, ...]:
+    """The axes of a feature tensor other than samples and channels: (2, 3) for images (N, C, H, W),
+    (1,) for tokens (N, T, C)."""
+    channel = Layout.of(f).channel_dim % f.dim()
+    return tuple(d for d in range(1, f.dim()) if d != channel)
 
 
 def step_sizes(stage_trace: StageTrace) -> dict:
     """Summary of the steps h_k of one stage, in float64 numpy arrays.
 
-    Spatial positions are averaged first (see channel_steps). Standard deviations are over
+    Spatial positions (or tokens) are averaged first (see channel_steps). Standard deviations are over
     samples and use ddof = 0, so one sample gives 0.
 
     Args:
@@ -132,4 +141,4 @@ def per_channel_rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     }
 
 
-__all__ = ["channel_steps", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]
+__all__ = ["channel_steps", "not_channels", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]

@@ -22,7 +22,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from dia_ode.attention.layout import Layout
 from dia_ode.solvers import StageTrace, stages_of, trace
 from dia_ode.stiffness.indices import (
     difference_quotient, log_norm, spectral_radius, step_index, stiffness_ratio, zero_tolerance,
@@ -37,9 +39,9 @@ def trace_stiffness(stage_trace: StageTrace, per_channel: bool = False) -> np.nd
     """ρ_k = ||f_{k+1}(x_{k+1}) - f_k(x_k)|| / ||x_{k+1} - x_k|| for k = 0 .. L-2, per sample.
 
     Norms are 2-norms over (C, H, W), or over (H, W) only with per_channel (then the quotient is taken
-    channel by channel), computed in float64. A pair (k, k+1) is NaN unless x_k, x_{k+1}, f_k(x_k)
-    and f_{k+1}(x_{k+1}) all have the same shape: block 0 of a stage that changes shape (projection
-    shortcut) makes ρ_0 NaN; so does x_{k+1} = x_k.
+    channel by channel), computed in float64; for tokens (N, T, C) over (T, C), or over T only. A pair
+    (k, k+1) is NaN unless x_k, x_{k+1}, f_k(x_k) and f_{k+1}(x_{k+1}) all have the same shape: block 0
+    of a stage that changes shape (projection shortcut) makes ρ_0 NaN; so does x_{k+1} = x_k.
 
     Args:
         stage_trace: one stage's trace from dia_ode.solvers.trace (L blocks, batch N).
@@ -49,15 +51,23 @@ def trace_stiffness(stage_trace: StageTrace, per_channel: bool = False) -> np.nd
         float64 array (N, L-1), or (N, L-1, C) with per_channel, C the channels of the stage's output.
     """
     states, updates = stage_trace.states, stage_trace.updates
-    batch, channels = states[-1].shape[0], states[-1].shape[1]
+    channel = _channel_axis(states[-1])
+    batch, channels = states[-1].shape[0], states[-1].shape[channel]
     rho = np.full((batch, len(updates) - 1) + ((channels,) if per_channel else ()), np.nan)
     for k in range(len(updates) - 1):
         x_a, x_b, f_a, f_b = states[k], states[k + 1], updates[k], updates[k + 1]
         if not x_a.shape == x_b.shape == f_a.shape == f_b.shape:
             continue
-        dims = range(2 if per_channel else 1, x_a.dim())  # (H, W) or (C, H, W)
+        # every axis but the sample's, and but the channel's with per_channel: (C, H, W) or (H, W), (T, C) or T
+        dims = [d for d in range(1, x_a.dim()) if not (per_channel and d == channel)]
         rho[:, k] = difference_quotient(x_a, x_b, f_a, f_b, dims).cpu().numpy()
     return rho
+
+
+def _channel_axis(x: torch.Tensor) -> int:
+    """The channel axis of a state: 1 for images (N, C, H, W) and other batch-first layouts, 2 for
+    tokens (N, T, C) (attention.Layout)."""
+    return Layout.of(x).channel_dim % x.dim() if x.dim() in (3, 4) else 1
 
 
 @contextmanager
@@ -92,18 +102,21 @@ def _spectral_indices(prefix: str, f: VectorField, x: torch.Tensor, k: int, whic
 def block_row(block: nn.Module, stage_trace: StageTrace, stage: int, index: int, sample: int, k: int = 6,
               which: str = "LM", method: str = "auto", with_log_norm: bool = False) -> dict:
     """The spectra and indices of one block at one sample of a trace (one row of block_spectra)."""
-    x_k = stage_trace.states[index][sample:sample + 1]  # (1, C, H, W)
+    x_k = stage_trace.states[index][sample:sample + 1]  # (1, C, H, W) or tokens (1, T, C)
     row = {"stage": stage, "block": index, "sample": sample, "n": x_k.numel(), "skipped": None}
     if stage_trace.updates[index].shape != stage_trace.states[index].shape:
         return {**row, "skipped": SKIPPED_SHAPE}
-    h = _sample_step(stage_trace.steps[index], sample)  # 0-d, (1, C, 1, 1), ...: frozen, no gradient
+    h = _sample_step(stage_trace.steps[index], sample)  # 0-d, (1, C, 1, 1), (1, 1, C): frozen, no gradient
 
     def scaled(v: torch.Tensor) -> torch.Tensor:
         return h * block.branch(v)  # v -> h_k ⊙ f_k(v)
 
     row.update(h_min=float(h.min()), h_mean=float(h.mean()), h_max=float(h.max()))
-    row.update(_spectral_indices("", block.branch, x_k, k, which, method, with_log_norm))
-    row.update(_spectral_indices("step_", scaled, x_k, k, which, method, with_log_norm))
+    # The fused scaled_dot_product_attention kernels (a ViT's branch) have no forward-mode AD, which
+    # J v needs; the math backend is composite ops with the same values. No effect on other blocks.
+    with sdpa_kernel(SDPBackend.MATH):
+        row.update(_spectral_indices("", block.branch, x_k, k, which, method, with_log_norm))
+        row.update(_spectral_indices("step_", scaled, x_k, k, which, method, with_log_norm))
     z = row["step_eigenvalues"]  # h λ for a scalar h: the points explicit Euler's stability sees
     row["step_index_euler"] = step_index(1.0, row["step_spectral_radius"], "euler")
     row["euler_amplification"] = float(np.max(np.abs(1.0 + z)))
