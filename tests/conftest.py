@@ -1,4 +1,8 @@
+import gzip
+from pathlib import Path
+
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -19,3 +23,43 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+
+
+def _write_idx_file(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    data = header + array.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def _fake_mnist_files(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for stem, n in zip(IDX_STEMS, (n_train, n_train, n_test, n_test)):
+        if "images" in stem:
+            arrays[stem] = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
+            arrays[stem][:, 0, 0] = np.arange(n)  # a sample id in the first pixel
+        else:
+            arrays[stem] = rng.integers(0, 10, size=n, dtype=np.uint8)
+        _write_idx_file(folder / (stem + (".gz" if gz else "")), arrays[stem])
+    return arrays
+
+
+@pytest.fixture
+def write_idx():
+    """write_idx(path, array): an IDX file (gzipped when the name ends in .gz)."""
+    return _write_idx_file
+
+
+@pytest.fixture
+def fake_mnist():
+    """fake_mnist(folder, gz, n_train=12, n_test=5) -> arrays: the four MNIST IDX files of random 6x6
+    images whose first pixel is the sample id."""
+    return _fake_mnist_files

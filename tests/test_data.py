@@ -4,7 +4,6 @@ File-format tests write tiny fake files into tmp_path; only the digits and (when
 Fashion-MNIST tests read real data.
 """
 
-import gzip
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -79,40 +78,17 @@ def test_mean_std_are_of_the_train_split(digits: Dataset) -> None:
     assert abs(digits.mean[0] - every.mean()) > 1e-6  # not the statistics of all the data
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def _fake_mnist(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for stem, n in zip(IDX_STEMS, (n_train, n_train, n_test, n_test)):
-        if "images" in stem:
-            arrays[stem] = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
-            arrays[stem][:, 0, 0] = np.arange(n)  # a sample id in the first pixel
-        else:
-            arrays[stem] = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(folder / (stem + (".gz" if gz else "")), arrays[stem])
-    return arrays
-
-
 @pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_read_idx_round_trip(tmp_path: Path, suffix: str) -> None:
+def test_read_idx_round_trip(tmp_path: Path, suffix: str, write_idx) -> None:
     array = np.random.default_rng(1).integers(0, 256, size=(3, 4, 5), dtype=np.uint8)
-    _write_idx(tmp_path / f"x{suffix}", array)
+    write_idx(tmp_path / f"x{suffix}", array)
     back = read_idx(tmp_path / f"x{suffix}")
     assert back.dtype == np.uint8 and back.shape == (3, 4, 5) and np.array_equal(back, array)
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_mnist_from_idx_files(tmp_path: Path, gz: bool) -> None:
-    arrays = _fake_mnist(tmp_path, gz)
+def test_mnist_from_idx_files(tmp_path: Path, gz: bool, fake_mnist) -> None:
+    arrays = fake_mnist(tmp_path, gz)
     data = load_dataset("mnist", tmp_path, val_fraction=0.25, test_fraction=0.9)  # test_fraction ignored
     assert torch.equal(data.test.images[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]))
     assert torch.equal(data.test.labels, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
@@ -141,8 +117,8 @@ def test_malformed_idx_raises(tmp_path: Path, header: bytes, body: bytes) -> Non
     _assert_one_line(err, "malformed IDX file", str(path))
 
 
-def test_malformed_idx_in_dataset_raises(tmp_path: Path) -> None:
-    _fake_mnist(tmp_path, gz=False)
+def test_malformed_idx_in_dataset_raises(tmp_path: Path, fake_mnist) -> None:
+    fake_mnist(tmp_path, gz=False)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01\0\0\0\x0c" + b"\0" * 3)  # 12 said, 3 given
     with pytest.raises(DataError) as err:
         load_dataset("mnist", tmp_path)

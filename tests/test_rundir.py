@@ -4,7 +4,6 @@ or the training set (checkpoint versions 1 and 2), strict JSON and atomic writes
 One tiny run (dia_resnet20 at base_width 4, one epoch of digits, no figures) is trained once for the module.
 """
 
-import gzip
 import json
 import os
 import shutil
@@ -73,31 +72,9 @@ def test_load_test_split_is_load_datasets_test_split_for_digits(split_seed, test
     _assert_same_split(test, whole.test)
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
-    data = header + array.astype(np.uint8).tobytes()
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def _fake_mnist(folder: Path, gz: bool, n_train: int = 12, n_test: int = 5) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for stem, n in zip(IDX_STEMS, (n_train, n_train, n_test, n_test)):
-        if "images" in stem:
-            arrays[stem] = rng.integers(0, 256, size=(n, 6, 6), dtype=np.uint8)
-        else:
-            arrays[stem] = rng.integers(0, 10, size=n, dtype=np.uint8)
-        _write_idx(folder / (stem + (".gz" if gz else "")), arrays[stem])
-    return arrays
-
-
 @pytest.mark.parametrize("gz", [False, True])
-def test_load_test_split_of_idx_files_never_reads_the_training_files(tmp_path, monkeypatch, gz):
-    arrays = _fake_mnist(tmp_path, gz)
+def test_load_test_split_of_idx_files_never_reads_the_training_files(tmp_path, monkeypatch, gz, fake_mnist):
+    arrays = fake_mnist(tmp_path, gz)
     expected = load_dataset("mnist", tmp_path).test
     test = load_test_split("mnist", tmp_path)
     _assert_same_split(test, expected)
@@ -117,8 +94,8 @@ def test_load_test_split_of_idx_files_never_reads_the_training_files(tmp_path, m
         load_dataset("mnist", tmp_path)
 
 
-def test_load_test_split_of_idx_files_needs_no_training_files(tmp_path):
-    _fake_mnist(tmp_path, gz=False)
+def test_load_test_split_of_idx_files_needs_no_training_files(tmp_path, fake_mnist):
+    fake_mnist(tmp_path, gz=False)
     expected = load_dataset("mnist", tmp_path).test
     for stem in IDX_STEMS[:2]:
         (tmp_path / stem).unlink()

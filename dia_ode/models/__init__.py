@@ -1,6 +1,6 @@
 """Backbones assembled from residual stages, and the name -> model registry with metadata."""
 
-from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
+from dia_ode.models.backbone import AbstractBackbone, AbstractStagedCNN, FeatureInfo
 from dia_ode.models.registry import ModelEntry, create_model, list_models, model_entry, register_model
 # Importing a backbone module registers its names.
 from dia_ode.models.resnet import CifarResNet
@@ -9,5 +9,5 @@ from dia_ode.models.resnext import CifarResNeXt
 from dia_ode.models.wrn import WideResNet
 from dia_ode.models.vit import VisionTransformer
 
-__all__ = ["AbstractBackbone", "CifarResNeXt", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet",
+__all__ = ["AbstractBackbone", "AbstractStagedCNN", "CifarResNeXt", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet",
            "VisionTransformer", "WideResNet", "create_model", "list_models", "model_entry", "register_model"]

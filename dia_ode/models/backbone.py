@@ -48,3 +48,32 @@ class AbstractBackbone(nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class AbstractStagedCNN(AbstractBackbone):
+    """stem -> stages (one ResidualStage per resolution) -> final_act -> GAP -> linear head: the CIFAR
+    ResNet, WRN and ResNeXt share this plan and differ in their blocks and initialisation; never
+    instantiated. Subclasses set `stem`, `stages` (nn.Sequential), `final_act` (nn.Identity when the
+    blocks end activated), `head`, `feature_info`, and initialise their weights in `_init_weights`."""
+
+    stem: nn.Module
+    stages: nn.Sequential
+    final_act: nn.Module
+    head: nn.Linear
+
+    @abc.abstractmethod
+    def _init_weights(self) -> None:
+        """The initialisation of the code the family follows."""
+
+    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+        maps, x = [], self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)  # (B, C_i, H / 2^i, W / 2^i)
+        return maps
+
+    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.final_act(self.stages(self.stem(x)))  # (B, C_last, H / 4, W / 4)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)

@@ -11,11 +11,28 @@ shape.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dia_ode.solvers.stage import AbstractBlock
+
+
+def he_init(model: nn.Module, zero_linear_bias: bool = False) -> None:
+    """He-normal convolutions (fan-out, as in the CIFAR ResNet code DIANet builds on) and BatchNorm at
+    the identity; zero_linear_bias also zeroes every Linear bias, the attention MLPs' and the DIA
+    cell's included (the official WRN and ResNeXt code)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif zero_linear_bias and isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

@@ -10,13 +10,11 @@ size and channel count works (8x8 digits, 28x28 IDX, 32x32 CIFAR).
 
 from __future__ import annotations
 
-import math
 
-import torch
 from torch import nn
 
-from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
-from dia_ode.models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
+from dia_ode.models.blocks import he_init, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
@@ -34,7 +32,7 @@ def blocks_per_stage(depth: int) -> tuple[int, bool]:
     raise ValueError(f"unsupported depth {depth}; valid: {', '.join(map(str, BASIC_DEPTHS + BOTTLENECK_DEPTHS))}")
 
 
-class CifarResNet(AbstractBackbone):
+class CifarResNet(AbstractStagedCNN):
     """Stem -> three residual stages -> (pre-activation: BN-ReLU) -> GAP -> linear.
 
     Args:
@@ -83,27 +81,7 @@ class CifarResNet(AbstractBackbone):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # He-normal with fan-out, BN at identity: the initialisation of the CIFAR code DIANet uses.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
-        maps, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)  # (B, C_i, H / 2^i, W / 2^i)
-        return maps
-
-    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.final_act(self.stages(self.stem(x)))  # (B, C_last, H / 4, W / 4)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)
+        he_init(self)  # the initialisation of the CIFAR code DIANet uses
 
 
 def _register(depth: int, pre_activation: bool) -> None:

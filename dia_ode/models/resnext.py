@@ -9,11 +9,10 @@ Pooling is adaptive, so any input size and channel count works.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
-from dia_ode.models.blocks import ResNeXtBottleneck, conv3x3
+from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
+from dia_ode.models.blocks import he_init, ResNeXtBottleneck, conv3x3
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
@@ -24,7 +23,7 @@ from dia_ode.solvers.stage import ResidualStage
 CONFIGS = {"resnext29_8x64d": (29, 8, 64), "resnext29_16x64d": (29, 16, 64), "resnext101_8x32d": (101, 8, 32)}
 
 
-class CifarResNeXt(AbstractBackbone):
+class CifarResNeXt(AbstractStagedCNN):
     """Stem (conv-BN-ReLU) -> three stages of grouped bottlenecks -> GAP -> linear.
 
     One base width d sets every width, as in the official CIFAR code (prlz77's ResNeXt.pytorch,
@@ -67,35 +66,15 @@ class CifarResNeXt(AbstractBackbone):
             self.feature_info.append(FeatureInfo(f"stages.{i}", c_out, 2 ** i))
             c_in = c_out
         self.stages = nn.Sequential(*stages)
+        self.final_act = nn.Identity()  # post-activation blocks end with their ReLU
         self.head = nn.Linear(c_in, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # The official CIFAR ResNeXt initialisation (the one DIANet's copy keeps): He-normal with
-        # fan-out for every conv, BN at identity, every bias at zero (head and attention MLPs, the
-        # DIA cell's included), He-normal with fan-in for the head's weight.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+        # The official CIFAR ResNeXt initialisation (the one DIANet's copy keeps): He-normal convs,
+        # BN at identity, every Linear bias at zero, He-normal (fan-in) for the head's weight.
+        he_init(self, zero_linear_bias=True)
         nn.init.kaiming_normal_(self.head.weight)
-
-    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
-        maps, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)  # (B, C_i, H / 2^i, W / 2^i)
-        return maps
-
-    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.stages(self.stem(x))  # (B, 4 * 4d, H / 4, W / 4)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)
 
 
 def _register(name: str, depth: int, cardinality: int, base_width: int) -> None:

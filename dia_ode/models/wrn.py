@@ -9,13 +9,11 @@ theory/dia.md). Pooling is adaptive, so any input size and channel count works.
 
 from __future__ import annotations
 
-import math
 
-import torch
 from torch import nn
 
-from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
-from dia_ode.models.blocks import WideBasicBlock, conv3x3
+from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
+from dia_ode.models.blocks import he_init, WideBasicBlock, conv3x3
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
@@ -25,7 +23,7 @@ from dia_ode.solvers.stage import ResidualStage
 CONFIGS = ((16, 2), (16, 4), (16, 8), (22, 8), (28, 10), (40, 2), (40, 4), (52, 4))
 
 
-class WideResNet(AbstractBackbone):
+class WideResNet(AbstractStagedCNN):
     """Stem -> three stages of wide pre-activation blocks -> BN-ReLU -> GAP -> linear.
 
     The step h_k of a stage multiplies the whole branch (after its last conv, or after the extra BN
@@ -71,31 +69,8 @@ class WideResNet(AbstractBackbone):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # The official WRN / DIA-WRN initialisation: He-normal with fan-out for every conv, BN at
-        # identity, and every Linear bias at zero -- the head's and, through the same loop over all
-        # modules, the attention MLPs' (the DIA cell's included).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-    def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
-        maps, x = [], self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)  # (B, C_i, H / 2^i, W / 2^i)
-        return maps
-
-    def forward_features(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return self.final_act(self.stages(self.stem(x)))  # (B, 64k, H / 4, W / 4)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.mean(dim=(2, 3)))  # (B, num_classes)
+        # The official WRN / DIA-WRN initialisation: every Linear bias at zero too.
+        he_init(self, zero_linear_bias=True)
 
 
 def _register(depth: int, widen_factor: int) -> None:
