@@ -65,9 +65,13 @@ def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
     assert summary["world_size"] == 2
 
 
-def test_a_batch_the_world_size_does_not_divide_is_a_usage_error(tmp_path):
-    done = _torchrun(*ARGS, "--epochs", "1", "--batch-size", "33", "--out", str(tmp_path))
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "33"], "Error: Invalid value for --batch-size: 33 is not divisible by the 2 processes"),
+    (["--sync-bn"], "Error: Invalid value for --sync-bn: SyncBatchNorm runs on CUDA devices only"),
+])
+def test_bad_data_parallel_options_are_usage_errors_printed_once(tmp_path, args, message):
+    done = _torchrun(*ARGS, "--epochs", "1", *args, "--out", str(tmp_path))
     assert done.returncode != 0
-    assert done.stderr.count("Error: Invalid value for --batch-size: 33 is not divisible by the 2 processes") == 1
+    assert done.stderr.count(message) == 1, done.stderr[-2000:]  # rank 0 only
     assert "exitcode: 2" in done.stderr  # torchrun reports the usage error's exit code
     assert not any(tmp_path.iterdir())  # no run directory was made

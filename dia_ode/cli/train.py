@@ -92,6 +92,9 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                       model_options=model_options)
         recipe = dict(model_entry(model).recipe)
         cfg = TrainConfig(**apply_recipe(values, recipe, {k for k in values if given(k)}))
+        if cfg.sync_bn and dist.enabled and dist.device.type != "cuda":
+            raise click.BadParameter("SyncBatchNorm runs on CUDA devices only (torch's rule); on CPU leave it off",
+                                     param_hint="--sync-bn")
         if cfg.batch_size % dist.world_size:
             raise click.BadParameter(f"{cfg.batch_size} is not divisible by the {dist.world_size} processes "
                                      f"torchrun started", param_hint="--batch-size")

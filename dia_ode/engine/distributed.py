@@ -59,11 +59,14 @@ class DistContext:
         return box[0]
 
     def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
-        """DistributedDataParallel around the model (SyncBatchNorm first with sync_bn); itself for one process."""
+        """DistributedDataParallel around the model (SyncBatchNorm first with sync_bn, CUDA only); itself for
+        one process, where sync_bn changes nothing."""
         if not self.enabled:
             return model
         if sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type != "cuda":
+                raise ValueError("SyncBatchNorm runs on CUDA devices only (torch's rule)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the optimizer's parameters stay
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
