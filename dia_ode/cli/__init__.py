@@ -1,6 +1,6 @@
 """The `dia-ode` command line: thin Click layers over library functions.
 
-Every command that computes something writes a run directory under --out (see runs.py). Wrong
+Every command that computes something writes a run directory under --out (see dia_ode/rundir). Wrong
 input becomes a one-line usage error (exit code 2) naming the option, never a traceback.
 """
 
