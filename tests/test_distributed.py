@@ -32,6 +32,13 @@ def _single(*args):
     return subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **_env()}, timeout=300)
 
 
+def _why(done) -> str:
+    """The lines of a failed torchrun that say why: the ranks' own errors first, then the tail."""
+    lines = [line for line in done.stderr.splitlines()
+             if any(word in line for word in ("Error", "terminate", "what()", "Exception", "abort"))]
+    return "\n".join(lines[:20]) + "\n...\n" + done.stderr[-1500:]
+
+
 def _env():
     import os
     return {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -44,10 +51,10 @@ def _weights(out):
 
 def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
     done = _torchrun(*ARGS, "--epochs", "1", "--out", str(tmp_path / "ddp"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _why(done)
     assert done.stdout.count("run directory:") == 1  # only rank 0 speaks and writes
     resumed = _torchrun("--resume", str(next((tmp_path / "ddp").iterdir())), "--epochs", "2")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, _why(resumed)
     single = _single(*ARGS, "--epochs", "2", "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr[-2000:]
 

@@ -71,7 +71,10 @@ class DistContext:
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def close(self) -> None:
+        """Leave the process group together: a rank that tore down its connections while rank 0 was
+        still writing the run directory could make gloo abort the other process."""
         if self.enabled and torch_dist.is_initialized():
+            torch_dist.barrier()
             torch_dist.destroy_process_group()
 
 
