@@ -78,6 +78,7 @@ def _assert_usage_error(result, *needles):
     (["--model", "cbam_vit_tiny"], ["--model", "cbam_vit_tiny"]),
     (["--schedule", "cosine", "--warmup-epochs", "2"], ["warmup_epochs", "warmup_cosine"]),
     (["--optimizer", "lamb"], ["--optimizer", "lamb"]),
+    (["--model", "vit_tiny", "--model-option", "heads=abc"], ["--model", "wrong type"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
@@ -115,6 +116,18 @@ def test_resume_with_another_task_is_a_usage_error_naming_task(trained):
         mp.setattr(task_option.type, "choices", ["classification", "denoise"])
         _assert_usage_error(invoke("train", "--resume", run_dir, "--task", "denoise", "--no-progress"),
                             "--task", "denoise", "classification")
+
+
+def test_a_short_vit_run_scales_the_recipe_warm_up_and_a_broken_config_is_named_on_resume(tmp_path):
+    result = invoke("train", "--model", "vit_tiny", "--epochs", 1, "--model-option", "dim=8", "--model-option",
+                    "depth=1", "--model-option", "heads=2", "--out", tmp_path, "--no-progress")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["optimizer"], config["schedule"], config["batch_size"]) == ("adamw", "warmup_cosine", 128)
+    assert config["warmup_epochs"] == pytest.approx(5 / 150)  # the recipe's 5 of 150 epochs, for 1 epoch
+    (run_dir / "config.json").write_text("[1, 2]")
+    _assert_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "not a run configuration")
 
 
 def test_a_model_that_does_not_serve_the_task_is_a_usage_error(tmp_path, monkeypatch):

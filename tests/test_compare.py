@@ -77,3 +77,17 @@ def test_bad_compare_input_is_a_usage_error(tmp_path, args, needle):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing half-made is left behind
     (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert needle in error
+
+
+def test_compare_shares_its_budget_and_leaves_the_rest_to_each_recipe():
+    from dia_ode.engine import recipe_config
+    from dia_ode.studies.compare import SHARED
+
+    base = asdict(TrainConfig(epochs=3, batch_size=32, lr=0.1))
+    vit = recipe_config({**base, "model": "dia_vit_tiny"}, set(SHARED))
+    assert (vit.epochs, vit.batch_size) == (3, 32)  # the shared budget
+    assert (vit.optimizer, vit.lr, vit.schedule) == ("adamw", 5e-3, "warmup_cosine")  # the ViT recipe
+    assert vit.warmup_epochs == pytest.approx(5 * 3 / 150)
+    assert recipe_config({**base, "model": "dia_vit_tiny"}, set(SHARED) | {"lr"}).lr == 0.1  # --lr given
+    resnet = recipe_config({**base, "model": "dia_resnet20"}, set(SHARED))
+    assert (resnet.optimizer, resnet.lr) == ("sgd", 0.1)  # no recipe: compare's options

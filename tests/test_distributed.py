@@ -72,6 +72,21 @@ def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
     assert summary["world_size"] == 2
 
 
+def test_evaluation_under_torchrun_uses_the_saved_models_batchnorm_statistics(tmp_path):
+    from dia_ode.rundir import load_run
+    from dia_ode.tasks import get_task
+
+    done = _torchrun("--model", "resnet20", "--model-option", "base_width=4", "--epochs", "1", "--batch-size", "64",
+                     "--no-augment", "--device", "cpu", "--no-progress", "--out", str(tmp_path))
+    assert done.returncode == 0, _why(done)
+    (run_dir,) = tmp_path.iterdir()
+    summary = __import__("json").loads((run_dir / "summary.json").read_text())
+    run = load_run(run_dir)  # rank 0's checkpoint, evaluated in this process on the whole test split
+    again = get_task("classification").evaluate(run.model, run.test_batches())
+    assert summary["test_acc"] == pytest.approx(again["acc"], abs=1e-12)
+    assert summary["test_loss"] == pytest.approx(again["loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--batch-size", "33"], "Error: Invalid value for --batch-size: 33 is not divisible by the 2 processes"),
     (["--sync-bn"], "Error: Invalid value for --sync-bn: SyncBatchNorm runs on CUDA devices only"),

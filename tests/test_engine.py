@@ -247,7 +247,7 @@ def test_user_given_fields_win_over_the_recipe():
     out = apply_recipe(_values(lr=0.01, epochs=3), RECIPE, {"lr", "epochs"})
     assert (out["lr"], out["epochs"]) == (0.01, 3)
     assert (out["optimizer"], out["weight_decay"], out["schedule"], out["warmup_epochs"]) == \
-        ("adamw", 0.05, "warmup_cosine", 2)
+        ("adamw", 0.05, "warmup_cosine", 2 * 3 / 40)  # the warm-up keeps its fraction of the run
 
 
 def test_another_optimizer_drops_the_recipes_optimizer_bound_values():

@@ -44,7 +44,10 @@ def test_family_filter():
     assert set(resnets) == {n for n in OLD_NAMES if "preresnet" not in n}
     assert set(list_models(family="preresnet")) == {n for n in OLD_NAMES if "preresnet" in n}
     assert list_models(family="odenet", attention="none") == ["odenet", "rknet", "untiednet"]
-    assert list_models(family="no_such_family") == []
+    with pytest.raises(ValueError, match="no model has family 'no_such_family'; valid: odenet, preresnet"):
+        list_models(family="no_such_family")  # a typo is an error, not an empty list
+    with pytest.raises(ValueError, match="no model has attention 'nope'"):
+        list_models(attention="nope")
 
 
 def test_attention_filter():
@@ -60,7 +63,8 @@ def test_attention_filter():
 def test_task_filter_and_combined_filters():
     classifiers = list_models(task="classification")
     assert "resnet20" in classifiers and "dia_odenet" in classifiers
-    assert list_models(task="no_such_task") == []
+    with pytest.raises(ValueError, match="no model has task .no_such_task.; valid: classification"):
+        list_models(task="no_such_task")
     assert list_models("*20", family="preresnet", attention="se") == ["se_preresnet20"]
     assert list_models("dia_*resnet56", kind="discrete", task="classification") == ["dia_preresnet56", "dia_resnet56"]
 

@@ -24,7 +24,10 @@ def ls(what: str, pattern: str, family, kind, attention, task) -> None:
     if what in ("all", "models"):
         filters = {k: v for k, v in (("family", family), ("kind", kind), ("attention", attention), ("task", task))
                    if v is not None}
-        names = list_models(pattern, **filters)
+        try:
+            names = list_models(pattern, **filters)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--family") from None
         click.echo(f"models ({len(names)}):")
         for name in names:
             entry = model_entry(name)

@@ -10,8 +10,8 @@ from dia_ode.cli.options import CONTEXT, check_device, check_model, common_optio
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import TrainConfig, resolve_device
 from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
-from dia_ode.studies.compare import (DEFAULT_MODELS, CompareError, compare_figures, compare_runs, markdown_table,
-                                    train_models)
+from dia_ode.studies.compare import (DEFAULT_MODELS, SHARED, CompareError, compare_figures, compare_runs,
+                                    markdown_table, train_models)
 
 
 @click.command(context_settings=CONTEXT)
@@ -27,9 +27,14 @@ from dia_ode.studies.compare import (DEFAULT_MODELS, CompareError, compare_figur
 @click.option("--from", "from_runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Evaluate these trained run directories instead of training (repeat the option).")
 @common_options
-def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples, model_option_pairs, from_runs,
-            seed, device, out, no_progress) -> None:
-    """Accuracy, parameters, NFE, time and memory of discrete and continuous-depth models in one table."""
+@click.pass_context
+def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
+            model_option_pairs, from_runs, seed, device, out, no_progress) -> None:
+    """Accuracy, parameters, NFE, time and memory of discrete and continuous-depth models in one table.
+
+    Every model trains with the shared budget (dataset, epochs, batch size, seed, --model-option); the
+    rest follows its recipe where it has one (the ViTs: AdamW, warm-up + cosine) unless --lr is given.
+    """
     check_device(device)
     if from_runs:
         for run_dir in from_runs:  # fail before making an output directory
@@ -60,7 +65,9 @@ def compare(models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
         run_dirs = list(from_runs)
     else:
         try:
-            run_dirs = train_models(base, names, out_dir / "runs", threads=threads)
+            lr_given = ctx.get_parameter_source("lr") == click.core.ParameterSource.COMMANDLINE
+            run_dirs = train_models(base, names, out_dir / "runs", threads=threads,
+                                    given=SHARED | ({"lr"} if lr_given else set()))
         except CompareError as err:
             raise click.ClickException(str(err)) from None
     try:

@@ -10,11 +10,10 @@ import click
 import torch
 
 from dia_ode.data import Dataset
-from dia_ode.engine import model_spec
+from dia_ode.engine import model_spec, resolve_device
 from dia_ode.models import create_model, list_models
 from dia_ode.models.registry import resolve
 from dia_ode.tasks import get_task
-from dia_ode.engine import resolve_device
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 

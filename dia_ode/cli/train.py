@@ -12,9 +12,8 @@ import click
 from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, TrainConfig, TrainingDiverged, apply_recipe,
-                            from_environment, resume_training, run_training)
-from dia_ode.models import model_entry
+from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, TrainConfig, TrainingDiverged, from_environment,
+                            recipe_config, resume_training, run_training)
 from dia_ode.rundir import CheckpointError, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.tasks import list_tasks
@@ -90,8 +89,8 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                       nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
                       clip_grad=clip_grad, augment=not no_augment, sync_bn=sync_bn, seed=seed, device=device,
                       model_options=model_options)
-        recipe = dict(model_entry(model).recipe)
-        cfg = TrainConfig(**apply_recipe(values, recipe, {k for k in values if given(k)}))
+        chosen = {k for k in values if given("no_augment" if k == "augment" else k)}
+        cfg = recipe_config(values, chosen | ({"model_options"} if model_options else set()))
         if cfg.sync_bn and dist.enabled and dist.device.type != "cuda":
             raise click.BadParameter("SyncBatchNorm runs on CUDA devices only (torch's rule); on CPU leave it off",
                                      param_hint="--sync-bn")
@@ -145,7 +144,8 @@ def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | N
     except CheckpointError as err:
         raise click.BadParameter(str(err), param_hint="--resume") from None
     except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--epochs") from None
+        hint = "--epochs" if "epochs" in str(err) else "--resume"
+        raise click.BadParameter(str(err), param_hint=hint) from None
     if dist.is_main:
         _report(summary, run_dir)
 
@@ -155,9 +155,14 @@ def _guarded(job, run_dir: Path):
     try:
         return job()
     except (TrainingDiverged, StepBudgetExceeded) as err:
-        what = "training diverged" if isinstance(err, TrainingDiverged) else "the ODE solver gave up"
+        if isinstance(err, TrainingDiverged):  # a resume would replay the same batches into the same NaN
+            advice = "start a new run with a lower --lr or with --clip-grad"
+            what = "training diverged"
+        else:
+            advice = f"continue with: dia-ode train --resume {run_dir} (or loosen the solver: --model-option)"
+            what = "the ODE solver gave up"
         raise click.ClickException(f"{what}: {err}; the last good checkpoint (if any) is kept in {run_dir}; "
-                                   f"continue with: dia-ode train --resume {run_dir}") from None
+                                   f"{advice}") from None
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; continue with: dia-ode train --resume {run_dir}", err=True)
         sys.exit(130)
@@ -166,6 +171,6 @@ def _guarded(job, run_dir: Path):
 
 
 def _report(summary: dict, run_dir: Path) -> None:
-    click.echo(f"{summary['model']} on {summary['dataset']}: test_acc={summary['test_acc']:.4f} "
-               f"test_loss={summary['test_loss']:.4f} params={summary['params']:,} "
+    tests = " ".join(f"{k}={v:.4f}" for k, v in summary.items() if k.startswith("test_"))  # the task's metrics
+    click.echo(f"{summary['model']} on {summary['dataset']}: {tests} params={summary['params']:,} "
                f"train_time={summary['train_seconds']:.1f}s -> {run_dir}")

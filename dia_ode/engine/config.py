@@ -69,7 +69,8 @@ def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:
     """Config values with a model's recipe filled in wherever the user gave no value.
 
     A recipe is one coherent setting: choosing another optimizer drops the recipe's optimizer-bound
-    values (lr, weight decay, schedule, warm-up), and choosing a schedule without warm-up drops its warm-up.
+    values (lr, weight decay, schedule, warm-up), choosing a schedule without warm-up drops its warm-up,
+    and choosing the number of epochs scales the recipe's warm-up to the same fraction of the run.
 
     Args:
         values: field -> value as collected (defaults included).
@@ -81,9 +82,24 @@ def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:
     if unknown:
         raise ValueError(f"recipe names unknown config fields: {', '.join(unknown)}")
     applied = {k: v for k, v in recipe.items() if k not in given}
+    if "warmup_epochs" in applied and "epochs" in given and recipe.get("epochs"):
+        # the recipe's warm-up is a fraction of its own length: keep the fraction for the user's epochs
+        applied["warmup_epochs"] = recipe["warmup_epochs"] * values["epochs"] / recipe["epochs"]
     if "optimizer" in given and values["optimizer"] != recipe.get("optimizer", values["optimizer"]):
         for key in ("lr", "weight_decay", "schedule", "warmup_epochs", "momentum", "nesterov"):
             applied.pop(key, None)
     if "schedule" in given and values["schedule"] != "warmup_cosine":
         applied.pop("warmup_epochs", None)
     return {**values, **applied}
+
+
+def recipe_config(values: dict, given: set[str]) -> TrainConfig:
+    """The TrainConfig of `values` with the model's registry recipe filled in where `given` has no field.
+
+    Args:
+        values: TrainConfig fields, "model" included (defaults may be among them).
+        given: the fields the user chose; the recipe never overrides those.
+    """
+    from dia_ode.models import model_entry  # the registry is data here: engine builds no model family
+
+    return TrainConfig(**apply_recipe(values, dict(model_entry(values["model"]).recipe), given))

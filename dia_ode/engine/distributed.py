@@ -58,6 +58,12 @@ class DistContext:
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+        if self.enabled:
+            for buffer in model.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
     def wrap(self, model: nn.Module, sync_bn: bool = False) -> nn.Module:
         """DistributedDataParallel around the model (SyncBatchNorm first with sync_bn, CUDA only); itself for
         one process, where sync_bn changes nothing."""

@@ -5,7 +5,8 @@ epoch or step, optional gradient clipping, the NaN/Inf stop, validation every ep
 end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures. All randomness of an
 epoch (shuffling and augmentation) comes from a generator seeded by (seed, epoch), so a resumed run
 reproduces an uninterrupted one exactly on CPU. Under torchrun (engine/distributed.py) each rank
-trains on its part of every global batch, metric sums are all-reduced, and only rank 0 writes.
+trains on its part of every global batch, metric sums are all-reduced (the nfe_* columns are rank 0's
+own), evaluation uses rank 0's BatchNorm statistics, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class Trainer:
         self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
         self.optimizer = build_optimizer(cfg, self.model)
         self.history: list[dict] = []
+        self._failure: Exception | None = None  # a forward error held back for the other ranks
 
     @property
     def normalisation(self) -> dict:
@@ -147,7 +149,7 @@ class Trainer:
             lr = learning_rate(cfg, epoch, step, len(sizes))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss, sums = self.task.loss(net, batch)
+            loss, sums = self._loss(net, batch)
             if dist.enabled:
                 # DDP averages gradients over ranks; weight each rank's mean by its share of the global
                 # batch so an uneven last batch gives exactly the single-process gradient.
@@ -166,14 +168,35 @@ class Trainer:
         row["lr"] = learning_rate(cfg, epoch, 0, len(sizes))  # at the epoch's first step
         return row
 
+    def _loss(self, net: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The task's loss; under torchrun an error of this rank's forward (an ODE step budget blown
+        on its data, say) is held back until every rank has heard of it in _check_finite."""
+        if not self.dist.enabled:
+            return self.task.loss(net, batch)
+        try:
+            return self.task.loss(net, batch)
+        except Exception as err:  # noqa: BLE001 -- re-raised on this rank right after the all-reduce
+            self._failure = err
+            return torch.zeros((), device=self.device), {"loss": 0.0, "count": 0}
+
     def _check_finite(self, sums: dict[str, float], epoch: int, step: int) -> None:
-        loss_sum = sums["loss"]
+        loss_sum, failed = sums["loss"], 0.0
         if self.dist.enabled:  # every rank must stop together, or the others wait forever in all-reduce
-            loss_sum = self.dist.all_reduce_sums({"loss": loss_sum})["loss"]
+            failure = self._failure
+            reduced = self.dist.all_reduce_sums({"loss": loss_sum, "failed": float(failure is not None)})
+            loss_sum, failed = reduced["loss"], reduced["failed"]
+            if failure is not None:
+                raise failure
+        if failed:
+            raise TrainingDiverged(f"another process failed at epoch {epoch + 1}, step {step + 1} "
+                                   f"(its error is in rank 0's or that rank's output)")
         if not math.isfinite(loss_sum):
             raise TrainingDiverged(f"loss is {loss_sum} at epoch {epoch + 1}, step {step + 1}")
 
     def _evaluate(self, net: nn.Module, split: str) -> dict[str, float]:
+        # Each rank's BatchNorm statistics moved with its own part of the batches: evaluate, like the
+        # checkpoint rank 0 writes, with rank 0's.
+        self.dist.broadcast_buffers(self.model)
         data = shard_split(getattr(self.dataset, split), *self.dist.shard)
         batches = self.task.batches(data, 256, dataset=self.dataset, device=self.device)
         return {f"{split}_{k}": v for k, v in self.task.evaluate(unwrap(net), batches, self.dist).items()}
@@ -240,8 +263,12 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
-    saved = json.loads(config_path.read_text())
-    cfg = TrainConfig.from_dict(saved)
+    try:
+        saved = json.loads(config_path.read_text())
+        cfg = TrainConfig.from_dict(saved)
+    except (json.JSONDecodeError, AttributeError, TypeError) as err:  # not JSON, or not a dict of our fields
+        raise CheckpointError(f"{config_path} is not a run configuration ({type(err).__name__}: "
+                              f"{str(err)[:100]})") from None
     cfg.epochs = epochs or cfg.epochs
     cfg.device = device or cfg.device
     done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data

@@ -37,8 +37,9 @@ class ModelEntry:
         kind: "discrete" (residual stages) or "continuous" (an ODE solve inside).
         tasks: the tasks the model serves ("classification", ...).
         attentions: the attention names it can be built with.
-        recipe: training defaults the model is known to want (e.g. {"optimizer": "adamw",
-            "lr": 1e-3, "warmup_epochs": 2}); `dia-ode train` uses them where the user gave none.
+        recipe: training defaults the model is known to want (e.g. {"optimizer": "adamw", "lr": 1e-3,
+            "schedule": "warmup_cosine", "warmup_epochs": 2}); engine.recipe_config applies them
+            wherever the user gave no value.
     """
 
     name: str
@@ -129,6 +130,12 @@ def list_models(pattern: str = "*", **metadata) -> list[str]:
     unknown = sorted(set(metadata) - {"family", "kind", "task", "attention"})
     if unknown:
         raise ValueError(f"list_models filters on family, kind, task, attention; not {', '.join(unknown)}")
+    for key, value in metadata.items():
+        valid = sorted({v for e in _ENTRIES.values()
+                        for v in ((getattr(e, key),) if key in ("family", "kind") else
+                                  e.tasks if key == "task" else e.attentions)})
+        if value not in valid:
+            raise ValueError(f"no model has {key} '{value}'; valid: {', '.join(valid)}")
     names = []
     for entry in _ENTRIES.values():
         if any(metadata.get(k, getattr(entry, k)) != getattr(entry, k) for k in ("family", "kind")):
@@ -159,5 +166,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
             raise ValueError(f"model '{name}' already has attention '{attention}'; got attention='{asked}'")
         attention = asked
     get_attention(attention)
-    entry.check(attention, kwargs)
-    return entry.constructor(attention=attention, **kwargs)
+    entry.check(attention, kwargs)  # the keys, against the signature, before anything is built
+    try:
+        return entry.constructor(attention=attention, **kwargs)
+    except TypeError as err:  # a value of the wrong type (heads="abc"): the keys were checked above
+        raise ValueError(f"model '{name}': an option has a value of the wrong type ({err})") from None

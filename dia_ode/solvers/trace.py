@@ -85,18 +85,21 @@ def recording(model: nn.Module, detach: bool = True) -> Iterator[list[StageTrace
             stage.recorder = None
 
 
-def trace(model: nn.Module, x: torch.Tensor, detach: bool = True, return_output: bool = False):
-    """Run `model(x)` once and return the per-stage traces.
+def trace(model: nn.Module, x: torch.Tensor, cond: torch.Tensor | None = None, detach: bool = True,
+          return_output: bool = False):
+    """Run `model(x)` (or `model(x, cond)`) once and return the per-stage traces.
 
     Args:
         model: any model built from ResidualStage or ContinuousBlock modules.
         x: an input batch.
-        detach: store detached tensors (True) or keep them in the autograd graph.
+        cond: a conditioning input passed on to the model (e.g. a diffusion timestep); None: model(x).
+        detach: store detached tensors (True) or keep a stage's tensors in the autograd graph (a
+            continuous block's records are always computed without a graph, outside the solve).
         return_output: also return the model's output, as (traces, output).
 
     Returns:
         A list of StageTrace, one per stage or continuous block (or (traces, output)).
     """
     with recording(model, detach=detach) as traces:
-        out = model(x)
+        out = model(x) if cond is None else model(x, cond)
     return (traces, out) if return_output else traces

@@ -154,7 +154,7 @@ def block_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str = "L
         raise ValueError(f"stages {list(chosen)} out of range; the model has {len(all_stages)} stages")
     with eval_mode(model):
         with torch.no_grad():
-            traces = trace(model, x)
+            traces = [t for t in trace(model, x) if t.kind == "discrete"]  # one per stages_of entry, same order
         rows = [block_row(block, traces[s], s, j, i, k, which, method, log_norms)
                 for s in chosen
                 for j, block in enumerate(all_stages[s].blocks)

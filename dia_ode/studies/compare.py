@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dia_ode.engine import TrainConfig, TrainingDiverged, run_training
+from dia_ode.engine import TrainConfig, recipe_config, run_training
 from dia_ode.models import model_entry
 from dia_ode.rundir import LoadedRun, load_run, read_jsonl, start_run
-from dia_ode.solvers import StepBudgetExceeded, recorded_modules, trace
+from dia_ode.solvers import recorded_modules, trace
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task
 
@@ -36,39 +37,52 @@ class CompareError(RuntimeError):
     """A model's training failed; the message names the model and its error."""
 
 
-def _train_in_child(cfg: TrainConfig, out: str, threads: int | None) -> str:
-    """Body of the child process: start a run directory, train, return the directory."""
+# What compare always shares between models (its budget); the rest follows each model's recipe
+# unless the user chose it (e.g. --lr).
+SHARED = frozenset({"dataset", "data_dir", "epochs", "batch_size", "seed", "device", "model_options"})
+
+
+def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int | None, argv: list[str]) -> str:
+    """Body of the child process: the model's config (recipe applied), a run directory, training."""
     if threads:
         torch.set_num_threads(threads)
+    cfg = recipe_config(values, set(given))
     run_dir = start_run(out, f"train-{cfg.model}-{cfg.dataset}", {"command": "train", **asdict(cfg)},
-                        argv=["dia-ode compare (training " + cfg.model + ")"])
+                        argv=[*argv, f"# trained {cfg.model} for this comparison; its options: config.json"])
     run_training(cfg, run_dir, progress=False)
     return str(run_dir)
 
 
-def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1) -> list[Path]:
+def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1,
+                 given: frozenset[str] = SHARED, argv: list[str] | None = None) -> list[Path]:
     """Train every model with the shared config `base` (its model field replaced); return the run dirs.
 
     Args:
-        base: the shared budget (dataset, epochs, batch size, lr, seed, model options, ...).
+        base: the shared budget (dataset, epochs, batch size, seed, model options, ...).
         models: model names.
         out: parent folder of the run directories.
         threads: torch threads per child (1 suits the small models here: a second thread on 2 cores
             only adds synchronisation); None keeps torch's default.
+        given: the fields of base every model must use; the others follow each model's recipe
+            (the ViTs train with AdamW) where it has one.
+        argv: the command line that asked for the comparison, for each run's cmd.txt.
 
     Raises:
-        CompareError: a model failed to train (diverged, ran out of ODE steps, bad option).
+        CompareError: a model failed to train (diverged, ran out of ODE steps, bad option, crashed).
     """
     # spawn, not fork: a forked child would inherit this process's torch threads and memory peak.
     context = multiprocessing.get_context("spawn")
+    argv = sys.argv if argv is None else argv
     run_dirs = []
     for model in models:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            job = pool.submit(_train_in_child, {**asdict(base), "model": model}, frozenset(given), str(out), threads,
+                              list(argv))
             try:
-                run_dirs.append(Path(pool.submit(_train_in_child, replace(base, model=model), str(out), threads)
-                                     .result()))
-            except (TrainingDiverged, StepBudgetExceeded, ValueError) as err:
-                raise CompareError(f"training {model} failed: {err}") from None
+                run_dirs.append(Path(job.result()))
+            except Exception as err:  # noqa: BLE001 -- any failure of one model, a crashed child included
+                message = " ".join(str(err).split()) or type(err).__name__
+                raise CompareError(f"training {model} failed: {message}") from None
     return run_dirs
 
 
