@@ -78,7 +78,8 @@ def _assert_usage_error(result, *needles):
     (["--model", "cbam_vit_tiny"], ["--model", "cbam_vit_tiny"]),
     (["--schedule", "cosine", "--warmup-epochs", "2"], ["warmup_epochs", "warmup_cosine"]),
     (["--optimizer", "lamb"], ["--optimizer", "lamb"]),
-    (["--model", "vit_tiny", "--model-option", "heads=abc"], ["--model", "wrong type"]),
+    (["--model", "vit_tiny", "--model-option", "heads=abc"], ["--model", "option 'heads' takes int, got 'abc'"]),
+    (["--model", "odenet", "--model-option", "rtol=abc"], ["--model", "option 'rtol' takes float, got 'abc'"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed

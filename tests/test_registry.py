@@ -393,3 +393,21 @@ def test_dia_unit_refuses_a_2d_tensor():
     f = torch.randn(2, 8)
     with pytest.raises(ValueError, match=r"images \(B, C, H, W\) or tokens \(B, N, C\)"):
         unit(f, unit.init_state(f))
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("vit_tiny", {"heads": "abc"}, "option 'heads' takes int, got 'abc'"),
+    ("vit_tiny", {"dropout": True}, "option 'dropout' takes float, got True"),  # a bool is no number here
+    ("dia_resnet20", {"reduction": 2.5}, "option 'reduction' takes int, got 2.5"),  # the attention's own option
+    ("dia_resnet20", {"cell_state": "no"}, "option 'cell_state' takes bool, got 'no'"),
+    ("odenet", {"step_size": "x", "method": "euler"}, "option 'step_size' takes float or None, got 'x'"),
+])
+def test_option_values_are_checked_against_the_annotations_before_building(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        create_model(name, **options)
+
+
+def test_option_values_that_fit_their_annotations_pass():
+    # an int where a float is annotated, None where the annotation allows it
+    model = create_model("vit_tiny", image_size=8, in_channels=1, mlp_ratio=2, patch_size=None)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -12,6 +12,7 @@ trains the wrong model.
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
 
 from torch import nn
@@ -57,6 +58,11 @@ class AttentionSpec:
         if self.scope == "shared":
             return ["sam", *_init_options(SAMS[sam or "se"])]
         return _init_options(SAMS[self.name])
+
+    def option_types(self, sam: str | None = None) -> dict[str, object]:
+        """Type annotations of the options this attention takes (for value checks before building)."""
+        cls = {"recurrent": DIAUnit, "shared": SAMS.get(sam or "se"), "per_block": SAMS.get(self.name)}.get(self.scope)
+        return {} if cls is None else typing.get_type_hints(cls.__init__)
 
     def check(self, options: dict) -> None:
         """Raise ValueError naming an option this attention does not take."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import types
+import typing
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,6 +74,35 @@ class ModelEntry:
         if unknown:
             raise ValueError(f"model '{self.full_name(attention)}' takes no option {', '.join(map(repr, unknown))}; "
                              f"valid: {', '.join(accepted)}")
+        hints = {**get_attention(attention).option_types(options.get("sam")), **typing.get_type_hints(self.constructor)}
+        for key, value in options.items():
+            if key in hints and not _fits(hints[key], value):
+                raise ValueError(f"model '{self.full_name(attention)}': option '{key}' takes "
+                                 f"{_type_name(hints[key])}, got {value!r}")
+
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _fits(hint: object, value: object) -> bool:
+    """Whether value fits a simple annotation (int, float, bool, str, None and their unions); other
+    annotations are not judged here. An int fits float; a bool fits neither int nor float."""
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if any(kind not in _SIMPLE for kind in kinds):
+        return True
+    for kind in kinds:
+        if kind is type(None) and value is None:
+            return True
+        if kind in (int, float) and isinstance(value, bool):
+            continue
+        if isinstance(value, kind) or (kind is float and isinstance(value, int)):
+            return True
+    return False
+
+
+def _type_name(hint: object) -> str:
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return " or ".join("None" if kind is type(None) else getattr(kind, "__name__", str(kind)) for kind in kinds)
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
