@@ -80,6 +80,8 @@ def _assert_usage_error(result, *needles):
     (["--optimizer", "lamb"], ["--optimizer", "lamb"]),
     (["--model", "vit_tiny", "--model-option", "heads=abc"], ["--model", "option 'heads' takes int, got 'abc'"]),
     (["--model", "odenet", "--model-option", "rtol=abc"], ["--model", "option 'rtol' takes float, got 'abc'"]),
+    (["--model", "rknet", "--model-option", "odenet:rtol=1e-5"], ["--model-option", "target odenet", "rknet"]),
+    (["--model-option", "nope:width=3"], ["--model-option", "unknown model 'nope'"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
@@ -163,6 +165,15 @@ def test_ls_lists_models_attention_and_datasets():
     assert continuous[0] == "models (3):" and all("odenet" in line and "continuous" in line for line in continuous[1:])
     vit = invoke("ls", "models", "--family", "vit", "--attention", "dia").output
     assert "dia_vit_tiny" in vit and "optimizer=adamw" in vit and "dia_resnet20" not in vit
+
+
+def test_ls_options_lists_a_models_options_with_types_and_defaults():
+    out = invoke("ls", "--options", "dia_vit_tiny").output.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:]}
+    assert rows["heads"] == ["int", "4"] and rows["patch_size"] == ["int", "or", "None", "None"]
+    assert rows["reduction"] == ["int", "4"] and rows["split_controller"] == ["bool", "False"]  # DIA's and ViT's
+    assert "spatial_kernel" not in invoke("ls", "--options", "se_resnet20").output  # SE takes reduction only
+    _assert_usage_error(invoke("ls", "--options", "nope"), "--options", "nope")
 
 
 def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):

@@ -70,6 +70,9 @@ def test_markdown_table_formats_numbers():
     (["--models", "odenet,nope"], "nope"),
     (["--from", "/nonexistent/run"], "/nonexistent/run"),
     (["--dataset", "mnist"], "--data-dir"),
+    (["--models", "rknet,odenet", "--model-option", "rtol=1e-5"], "model 'rknet' takes no option 'rtol'"),
+    (["--models", "rknet,odenet", "--model-option", "dia_odenet:rtol=1e-5"], "target dia_odenet, which --models"),
+    (["--models", "rknet,odenet", "--model-option", "odenet:rtol=abc"], "option 'rtol' takes float, got 'abc'"),
 ])
 def test_bad_compare_input_is_a_usage_error(tmp_path, args, needle):
     result = invoke("compare", *args, "--out", tmp_path)
@@ -91,3 +94,12 @@ def test_compare_shares_its_budget_and_leaves_the_rest_to_each_recipe():
     assert recipe_config({**base, "model": "dia_vit_tiny"}, set(SHARED) | {"lr"}).lr == 0.1  # --lr given
     resnet = recipe_config({**base, "model": "dia_resnet20"}, set(SHARED))
     assert (resnet.optimizer, resnet.lr) == ("sgd", 0.1)  # no recipe: compare's options
+
+
+def test_model_options_can_target_one_model():
+    from dia_ode.cli.options import parse_model_options
+
+    pairs = ("width=8", "odenet:rtol=1e-5", "dia_odenet: atol = 1e-6")
+    assert parse_model_options(pairs, "odenet") == {"width": 8, "rtol": 1e-5}
+    assert parse_model_options(pairs, "dia_odenet") == {"width": 8, "atol": 1e-6}
+    assert parse_model_options(pairs, "rknet") == parse_model_options(pairs) == {"width": 8}

@@ -59,9 +59,13 @@ class AttentionSpec:
             return ["sam", *_init_options(SAMS[sam or "se"])]
         return _init_options(SAMS[self.name])
 
+    def option_class(self, sam: str | None = None) -> type | None:
+        """The module class whose constructor takes this attention's options (None for a constant step)."""
+        return {"recurrent": DIAUnit, "shared": SAMS.get(sam or "se"), "per_block": SAMS.get(self.name)}.get(self.scope)
+
     def option_types(self, sam: str | None = None) -> dict[str, object]:
         """Type annotations of the options this attention takes (for value checks before building)."""
-        cls = {"recurrent": DIAUnit, "shared": SAMS.get(sam or "se"), "per_block": SAMS.get(self.name)}.get(self.scope)
+        cls = self.option_class(sam)
         return {} if cls is None else typing.get_type_hints(cls.__init__)
 
     def check(self, options: dict) -> None:

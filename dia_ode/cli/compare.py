@@ -44,21 +44,26 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
         desc, config = "compare-from", {"command": "compare", "from": [str(p) for p in from_runs]}
     else:
         names = [m.strip() for m in models.split(",") if m.strip()]
+        targets = {pair.partition("=")[0].rpartition(":")[0].strip() for pair in model_option_pairs} - {""}
+        if targets - set(names):
+            raise click.BadParameter(f"options target {', '.join(sorted(targets - set(names)))}, which --models "
+                                     f"does not list", param_hint="--model-option")
         for name in names:
-            check_model(name, parse_model_options(model_option_pairs))
+            check_model(name, parse_model_options(model_option_pairs, name))
         try:
             data = load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
         for name in names:
-            check_model(name, parse_model_options(model_option_pairs), data)
+            check_model(name, parse_model_options(model_option_pairs, name), data)
         base = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
                            batch_size=batch_size, lr=lr, seed=seed, device=device,
                            model_options=parse_model_options(model_option_pairs))
+        per_model = {name: parse_model_options(model_option_pairs, name) for name in names}
         desc = f"compare-{dataset}"
         config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
-                  "model_options": parse_model_options(model_option_pairs)}
+                  "model_options": per_model}
     out_dir = start_run(out, desc, config)
     click.echo(f"run directory: {out_dir}")
     if from_runs:
@@ -67,7 +72,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
         try:
             lr_given = ctx.get_parameter_source("lr") == click.core.ParameterSource.COMMANDLINE
             run_dirs = train_models(base, names, out_dir / "runs", threads=threads,
-                                    given=SHARED | ({"lr"} if lr_given else set()))
+                                    given=SHARED | ({"lr"} if lr_given else set()), model_options=per_model)
         except CompareError as err:
             raise click.ClickException(str(err)) from None
     try:

@@ -74,23 +74,32 @@ def check_model(model: str, options: dict, data: Dataset | None = None, task: st
 RESERVED_MODEL_OPTIONS = ("num_classes", "in_channels")  # the training loop sets these from the dataset
 
 
-def parse_model_options(pairs: tuple[str, ...]) -> dict:
-    """--model-option KEY=VALUE pairs -> dict; VALUE is a Python literal (1e-5, 8, True) or else a string."""
+def parse_model_options(pairs: tuple[str, ...], model: str | None = None) -> dict:
+    """--model-option [MODEL:]KEY=VALUE pairs -> the options of `model`; VALUE is a Python literal
+    (1e-5, 8, True) or else a string. A pair with a MODEL: prefix applies to that model only (so one
+    compare can give dia_odenet:rtol=1e-5 without giving rtol to the discrete models); model=None
+    keeps only the pairs without a prefix."""
     options = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--model-option")
-        if key.strip() in RESERVED_MODEL_OPTIONS:
-            raise click.BadParameter(f"{key.strip()} comes from the dataset and cannot be set",
-                                     param_hint="--model-option")
+        head, sep, value = pair.partition("=")
+        target, colon, key = head.rpartition(":")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"expected [MODEL:]KEY=VALUE, got {pair!r}", param_hint="--model-option")
+        if colon and target.strip() not in list_models():
+            raise click.BadParameter(f"{pair!r} targets unknown model '{target.strip()}'", param_hint="--model-option")
+        if key in RESERVED_MODEL_OPTIONS:
+            raise click.BadParameter(f"{key} comes from the dataset and cannot be set", param_hint="--model-option")
+        if colon and target.strip() != model:
+            continue
         try:
-            options[key.strip()] = ast.literal_eval(value.strip())
+            options[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            options[key.strip()] = value.strip()
+            options[key] = value.strip()
     return options
 
 
 model_option = click.option(
     "--model-option", "model_option_pairs", multiple=True, metavar="KEY=VALUE",
-    help="Any constructor option of the model, e.g. rtol=1e-5, width=16, num_steps=8, method=rk4 (repeatable).")
+    help="Any constructor option of the model, e.g. rtol=1e-5, width=16, num_steps=8, method=rk4 (repeatable); "
+         "MODEL:KEY=VALUE gives it to one model only (`dia-ode ls models --options MODEL` lists them).")

@@ -82,7 +82,11 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         model_options = {k: v for k, v in (("reduction", reduction), ("sam", sam)) if v is not None}
         model_options.update({k: False for k, flag in (("cell_state", no_cell_state),
                                                         ("output_gate", no_output_gate)) if flag})
-        model_options.update(parse_model_options(model_option_pairs))
+        model_options.update(parse_model_options(model_option_pairs, model))
+        others = {pair.partition("=")[0].rpartition(":")[0].strip() for pair in model_option_pairs} - {"", model}
+        if others:
+            raise click.BadParameter(f"options target {', '.join(sorted(others))}, but --model is {model}",
+                                     param_hint="--model-option")
         check_model(model, model_options)
         values = dict(model=model, task=task, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
                       epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,

@@ -63,6 +63,21 @@ class ModelEntry:
         forwards = any(v.kind == v.VAR_KEYWORD for v in params.values())  # **attention_options
         return named + ([o for o in get_attention(attention).options(sam) if o not in named] if forwards else [])
 
+    def describe_options(self, attention: str = "none", sam: str | None = None) -> list[tuple[str, str, object]]:
+        """(name, type, default) of every option create_model accepts for this model and attention."""
+        spec = get_attention(attention)
+        hints = {**spec.option_types(sam), **typing.get_type_hints(self.constructor)}
+        defaults = {name: p.default for name, p in inspect.signature(self.constructor).parameters.items()}
+        cls = spec.option_class(sam)
+        if cls is not None:
+            defaults = {**{n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}, **defaults}
+        rows = []
+        for name in self.options(attention, sam):
+            default = defaults.get(name, inspect.Parameter.empty)
+            rows.append((name, _type_name(hints[name]) if name in hints else "any",
+                         "required" if default is inspect.Parameter.empty else default))
+        return rows
+
     def check(self, attention: str, options: dict) -> None:
         if attention not in self.attentions:
             raise ValueError(f"model '{self.name}' has no attention '{attention}'; "

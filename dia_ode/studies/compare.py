@@ -54,7 +54,8 @@ def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int 
 
 
 def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1,
-                 given: frozenset[str] = SHARED, argv: list[str] | None = None) -> list[Path]:
+                 given: frozenset[str] = SHARED, argv: list[str] | None = None,
+                 model_options: dict[str, dict] | None = None) -> list[Path]:
     """Train every model with the shared config `base` (its model field replaced); return the run dirs.
 
     Args:
@@ -66,6 +67,7 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
         given: the fields of base every model must use; the others follow each model's recipe
             (the ViTs train with AdamW) where it has one.
         argv: the command line that asked for the comparison, for each run's cmd.txt.
+        model_options: per model name, its own constructor options (replacing base.model_options).
 
     Raises:
         CompareError: a model failed to train (diverged, ran out of ODE steps, bad option, crashed).
@@ -76,8 +78,10 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
     run_dirs = []
     for model in models:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            job = pool.submit(_train_in_child, {**asdict(base), "model": model}, frozenset(given), str(out), threads,
-                              list(argv))
+            values = {**asdict(base), "model": model}
+            if model_options is not None and model in model_options:
+                values["model_options"] = model_options[model]
+            job = pool.submit(_train_in_child, values, frozenset(given), str(out), threads, list(argv))
             try:
                 run_dirs.append(Path(job.result()))
             except Exception as err:  # noqa: BLE001 -- any failure of one model, a crashed child included
