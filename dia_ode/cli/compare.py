@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
+from dia_ode.cli.options import (CONTEXT, check_device, check_model, common_options, model_option, option_targets,
+                                parse_model_options)
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import TrainConfig, resolve_device
 from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
@@ -44,7 +45,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
         desc, config = "compare-from", {"command": "compare", "from": [str(p) for p in from_runs]}
     else:
         names = [m.strip() for m in models.split(",") if m.strip()]
-        targets = {pair.partition("=")[0].rpartition(":")[0].strip() for pair in model_option_pairs} - {""}
+        targets = option_targets(model_option_pairs)
         if targets - set(names):
             raise click.BadParameter(f"options target {', '.join(sorted(targets - set(names)))}, which --models "
                                      f"does not list", param_hint="--model-option")

@@ -10,10 +10,10 @@ import click
 import torch
 
 from dia_ode.data import Dataset
-from dia_ode.engine import model_spec, resolve_device
+from dia_ode.engine import resolve_device
 from dia_ode.models import create_model, list_models
 from dia_ode.models.registry import resolve
-from dia_ode.tasks import get_task
+from dia_ode.tasks import get_task, model_spec
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 
@@ -97,6 +97,11 @@ def parse_model_options(pairs: tuple[str, ...], model: str | None = None) -> dic
         except (ValueError, SyntaxError):
             options[key] = value.strip()
     return options
+
+
+def option_targets(pairs: tuple[str, ...]) -> set[str]:
+    """The models that --model-option MODEL:KEY=VALUE pairs name."""
+    return {pair.partition("=")[0].rpartition(":")[0].strip() for pair in pairs} - {""}
 
 
 model_option = click.option(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -10,11 +9,12 @@ from pathlib import Path
 import click
 
 from dia_ode.attention.dia import DIA_SAMS
-from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options, model_option, parse_model_options
+from dia_ode.cli.options import (CONTEXT, check_device, check_model, common_options, model_option, option_targets,
+                                parse_model_options)
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, TrainConfig, TrainingDiverged, from_environment,
-                            recipe_config, resume_training, run_training)
-from dia_ode.rundir import CheckpointError, start_run
+from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, ResumeMismatch, TrainConfig, TrainingDiverged,
+                            from_environment, recipe_config, resume_training, run_training)
+from dia_ode.rundir import start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.tasks import list_tasks
 
@@ -83,7 +83,7 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         model_options.update({k: False for k, flag in (("cell_state", no_cell_state),
                                                         ("output_gate", no_output_gate)) if flag})
         model_options.update(parse_model_options(model_option_pairs, model))
-        others = {pair.partition("=")[0].rpartition(":")[0].strip() for pair in model_option_pairs} - {"", model}
+        others = option_targets(model_option_pairs) - {model}
         if others:
             raise click.BadParameter(f"options target {', '.join(sorted(others))}, but --model is {model}",
                                      param_hint="--model-option")
@@ -136,20 +136,13 @@ def _join(device: str) -> DistContext:
 
 def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | None, dist: DistContext,
             no_progress: bool) -> None:
-    config_path = run_dir / "config.json"
-    if task is not None and config_path.is_file():
-        saved_task = json.loads(config_path.read_text()).get("task", "classification")
-        if saved_task != task:
-            raise click.BadParameter(f"the run in {run_dir} trains task '{saved_task}', not '{task}'",
-                                     param_hint="--task")
     try:
         summary = _guarded(lambda: resume_training(run_dir, epochs=epochs, device=device, progress=not no_progress,
-                                                   command=" ".join(sys.argv), dist=dist), run_dir)
-    except CheckpointError as err:
+                                                   command=" ".join(sys.argv), dist=dist, task=task), run_dir)
+    except ResumeMismatch as err:
+        raise click.BadParameter(str(err), param_hint=f"--{err.option}") from None
+    except ValueError as err:  # CheckpointError, or a saved config that no longer builds
         raise click.BadParameter(str(err), param_hint="--resume") from None
-    except ValueError as err:
-        hint = "--epochs" if "epochs" in str(err) else "--resume"
-        raise click.BadParameter(str(err), param_hint=hint) from None
     if dist.is_main:
         _report(summary, run_dir)
 

@@ -65,13 +65,12 @@ def iterate_batches(split: Split, batch_size: int, *, mean: Sequence[float], std
     rank, world = shard
     for start, size in global_batches(n, batch_size, world, drop_last):
         index = order[start:start + size]
-        if augment is not None:
-            # Move uint8 (4x fewer bytes than float) and convert on the device.
-            x = augment(split.images[index].to(device).float() / 255.0, gen)  # (B, C, H, W) in [0, 1]
-            x, index = x.tensor_split(world)[rank], index.tensor_split(world)[rank]
-        else:  # nothing random per batch: convert only this rank's part
+        if augment is None:  # nothing random per batch: convert only this rank's part
             index = index.tensor_split(world)[rank]
-            x = split.images[index].to(device).float() / 255.0
+        # Move uint8 (4x fewer bytes than float) and convert on the device.
+        x = split.images[index].to(device).float() / 255.0  # (B, C, H, W) in [0, 1]
+        if augment is not None:  # the whole global batch draws its augmentation, then this rank keeps its part
+            x, index = augment(x, gen).tensor_split(world)[rank], index.tensor_split(world)[rank]
         yield normalise(x, mean, std), split.labels[index].to(device)
 
 

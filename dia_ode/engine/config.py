@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from dia_ode.models import model_entry  # a recipe is registry data: engine builds no model family
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "warmup_cosine")
 
@@ -100,6 +102,4 @@ def recipe_config(values: dict, given: set[str]) -> TrainConfig:
         values: TrainConfig fields, "model" included (defaults may be among them).
         given: the fields the user chose; the recipe never overrides those.
     """
-    from dia_ode.models import model_entry  # the registry is data here: engine builds no model family
-
     return TrainConfig(**apply_recipe(values, dict(model_entry(values["model"]).recipe), given))

@@ -29,27 +29,23 @@ from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
 from dia_ode.engine.seeding import epoch_generator, seed_everything
-from dia_ode.models import create_model, model_entry
+from dia_ode.models import create_model
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, append_jsonl, load_checkpoint, save_figure, write_json,
                             write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
-from dia_ode.tasks import AbstractTask, get_task, means
+from dia_ode.tasks import get_task, means, model_spec
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
-def model_spec(model: str, options: dict, task: AbstractTask, dataset: Dataset) -> dict:
-    """What rebuilds a model: its registry name and every constructor option (data-derived ones included).
+class ResumeMismatch(ValueError):
+    """What a resume was asked for does not fit the saved run; `option` names the config field."""
 
-    Raises:
-        ValueError: the model does not serve the task.
-    """
-    entry = model_entry(model)
-    if task.name not in entry.tasks:
-        raise ValueError(f"model '{model}' does not support task '{task.name}' (it serves: {', '.join(entry.tasks)})")
-    return {"name": model, "options": {**task.model_options(dataset, entry.options()), **options}}
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def build_model(spec: dict, device: torch.device | str) -> nn.Module:
@@ -247,7 +243,7 @@ def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
 
 def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: str | None = None,
                     progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None,
-                    command: str | None = None, dist: DistContext | None = None) -> dict:
+                    command: str | None = None, dist: DistContext | None = None, task: str | None = None) -> dict:
     """Continue the run in `run_dir` from its last checkpoint, with its saved config.
 
     Args:
@@ -258,6 +254,11 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         on_epoch_end: as in Trainer.
         command: the command line that resumes, appended to cmd.txt once the resume is validated.
         dist: the data-parallel context, as in Trainer.
+        task: the task the caller expects the run to train; None accepts the saved one.
+
+    Raises:
+        CheckpointError: not a run directory, or a config or checkpoint that cannot be read.
+        ResumeMismatch: fewer epochs than done, or another task than the saved one.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -269,11 +270,13 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
     except (json.JSONDecodeError, AttributeError, TypeError) as err:  # not JSON, or not a dict of our fields
         raise CheckpointError(f"{config_path} is not a run configuration ({type(err).__name__}: "
                               f"{str(err)[:100]})") from None
+    if task is not None and task != cfg.task:
+        raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
     cfg.epochs = epochs or cfg.epochs
     cfg.device = device or cfg.device
     done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
     if cfg.epochs < done:
-        raise ValueError(f"epochs={cfg.epochs} is fewer than the {done} epochs the checkpoint has done")
+        raise ResumeMismatch("epochs", f"epochs={cfg.epochs} is fewer than the {done} epochs the checkpoint has done")
     if dist is None or dist.is_main:
         write_json(config_path, {**saved, **asdict(cfg)})
         if command is not None:

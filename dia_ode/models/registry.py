@@ -3,8 +3,8 @@
 A backbone file registers each of its base names once (timm's `@register_model`, with the metadata
 that code here needs instead of scanning modules):
 
-    @register_model(family="resnet", kind="discrete", task="classification")
-    def resnet56(attention="none", **kw): ...
+    @register_model(family="resnet", kind="discrete", tasks=("classification",))
+    def resnet56(attention="none", num_classes=10, in_channels=3, **attention_options): ...
 
 Every registered base name is buildable with each attention it lists, as `create_model("resnet56",
 attention="dia", sam="eca")` or by the short name `create_model("dia_resnet56", sam="eca")` (the
@@ -66,7 +66,7 @@ class ModelEntry:
     def describe_options(self, attention: str = "none", sam: str | None = None) -> list[tuple[str, str, object]]:
         """(name, type, default) of every option create_model accepts for this model and attention."""
         spec = get_attention(attention)
-        hints = {**spec.option_types(sam), **typing.get_type_hints(self.constructor)}
+        hints = self._option_types(attention, sam)
         defaults = {name: p.default for name, p in inspect.signature(self.constructor).parameters.items()}
         cls = spec.option_class(sam)
         if cls is not None:
@@ -77,6 +77,10 @@ class ModelEntry:
             rows.append((name, _type_name(hints[name]) if name in hints else "any",
                          "required" if default is inspect.Parameter.empty else default))
         return rows
+
+    def _option_types(self, attention: str, sam: str | None) -> dict[str, object]:
+        """Annotations of the constructor's options and of the attention's (the constructor's win)."""
+        return {**get_attention(attention).option_types(sam), **typing.get_type_hints(self.constructor)}
 
     def check(self, attention: str, options: dict) -> None:
         if attention not in self.attentions:
@@ -89,7 +93,7 @@ class ModelEntry:
         if unknown:
             raise ValueError(f"model '{self.full_name(attention)}' takes no option {', '.join(map(repr, unknown))}; "
                              f"valid: {', '.join(accepted)}")
-        hints = {**get_attention(attention).option_types(options.get("sam")), **typing.get_type_hints(self.constructor)}
+        hints = self._option_types(attention, options.get("sam"))
         for key, value in options.items():
             if key in hints and not _fits(hints[key], value):
                 raise ValueError(f"model '{self.full_name(attention)}': option '{key}' takes "
@@ -128,8 +132,9 @@ def register_model(name: str | None = None, *, family: str, kind: str = "discret
                    attentions: tuple[str, ...] = tuple(ATTENTIONS), recipe: dict | None = None):
     """Decorator registering a constructor under `name` (default: the function's name).
 
-    Usable on a function (`@register_model(family=...)`) or called on one
-    (`register_model("resnet20", family="resnet")(partial(CifarResNet, 20))`).
+    Usable on a function (`@register_model(family=...)`) or called on one built in a loop
+    (`register_model(f"resnet{depth}", family="resnet")(build)`); the constructor's named parameters are
+    the model's options, and a **kwargs parameter forwards the attention's.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from dia_ode.data import Split, iterate_batches, load_dataset, load_test_split
-from dia_ode.models import create_model, model_entry
+from dia_ode.models import create_model
+from dia_ode.tasks import get_task, model_spec
 from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_state
 
 
@@ -58,7 +59,7 @@ class LoadedRun:
 
     def test_batch(self, n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """The first n test samples, normalised like in training: (n, C, H, W) and (n,)."""
-        return next(iterate_batches(self.test, n, mean=self.mean, std=self.std, device=device))
+        return next(self.test_batches(n, device))
 
     def test_batches(self, batch_size: int = 256, device: torch.device | str = "cpu"):
         """The whole test split in order, normalised like in training."""
@@ -70,10 +71,8 @@ def _spec_from_config(config: dict) -> tuple[dict, dict]:
     rebuilt from the config and the dataset, as the training code did then."""
     dataset = load_dataset(config["dataset"], config.get("data_dir"), val_fraction=config.get("val_fraction", 0.1),
                            split_seed=config.get("split_seed", 0))
-    options = {"num_classes": dataset.num_classes, "in_channels": dataset.in_channels}
-    if "image_size" in model_entry(config["model"]).options():
-        options["image_size"] = dataset.image_size
-    return ({"name": config["model"], "options": {**options, **config.get("model_options", {})}},
+    task = get_task(config.get("task", "classification"))
+    return (model_spec(config["model"], config.get("model_options", {}), task, dataset),
             {"mean": dataset.mean, "std": dataset.std})
 
 

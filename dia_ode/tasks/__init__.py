@@ -3,7 +3,7 @@
 A new task is a file with an AbstractTask subclass plus one line in TASKS.
 """
 
-from dia_ode.tasks.base import AbstractTask, means
+from dia_ode.tasks.base import AbstractTask, means, model_spec
 from dia_ode.tasks.classification import ClassificationTask
 
 TASKS: dict[str, type[AbstractTask]] = {
@@ -23,4 +23,4 @@ def get_task(name: str) -> AbstractTask:
     return TASKS[name]()
 
 
-__all__ = ["AbstractTask", "ClassificationTask", "TASKS", "get_task", "list_tasks", "means"]
+__all__ = ["AbstractTask", "ClassificationTask", "TASKS", "get_task", "list_tasks", "means", "model_spec"]

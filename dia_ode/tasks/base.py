@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dia_ode.data import Dataset, Split
+from dia_ode.models import model_entry
 
 
 class AbstractTask(abc.ABC):
@@ -62,6 +63,18 @@ class AbstractTask(abc.ABC):
         if dist is not None:
             totals = dist.all_reduce_sums(totals)
         return means(totals)
+
+
+def model_spec(model: str, options: dict, task: AbstractTask, dataset: Dataset) -> dict:
+    """What rebuilds a model: its registry name and every constructor option (data-derived ones included).
+
+    Raises:
+        ValueError: the model does not serve the task.
+    """
+    entry = model_entry(model)
+    if task.name not in entry.tasks:
+        raise ValueError(f"model '{model}' does not support task '{task.name}' (it serves: {', '.join(entry.tasks)})")
+    return {"name": model, "options": {**task.model_options(dataset, entry.options()), **options}}
 
 
 def means(sums: dict[str, float]) -> dict[str, float]:
