@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from dia_ode.cli import main
-from dia_ode.studies.compare import COLUMNS, markdown_table
+from dia_ode.studies.compare import COLUMNS
+from dia_ode.studies.compare_stats import CI_COLUMN, TABLE_COLUMNS, aggregate_rows, markdown_table
 from dia_ode.rundir import start_run
 from dia_ode.engine import TrainConfig, run_training
 
@@ -22,15 +23,16 @@ def _only_dir(out):
 
 
 def _check_outputs(out_dir, models):
-    rows = json.loads((out_dir / "compare.json").read_text())
+    rows = json.loads((out_dir / "compare.json").read_text())["runs"]
     assert [r["model"] for r in rows] == models
     for row in rows:
         assert set(COLUMNS) <= set(row)
         assert row["kind"] == ("continuous" if "odenet" in row["model"] else "discrete")
         assert 0 <= row["test_acc"] <= 1 and row["params"] > 0 and row["nfe_forward"] > 0
         assert len(row["steps"]["s"]) == len(row["steps"]["h"]) > 0
-    table = (out_dir / "compare.md").read_text().splitlines()
-    assert table[0] == "| " + " | ".join(COLUMNS) + " |" and len(table) == 2 + len(models)
+    table = (out_dir / "compare.md").read_text().split("\n\n")[0].splitlines()  # the table, then a footnote
+    header = [c for c in TABLE_COLUMNS if c != CI_COLUMN]  # one seed: no interval column
+    assert table[0] == "| " + " | ".join(header) + " |" and len(table) == 2 + len(models)
     for name in ("accuracy_vs_nfe", "nfe_over_training", "step_sizes"):
         assert (out_dir / "figures" / f"{name}.png").is_file(), name
     return rows
@@ -62,8 +64,9 @@ def test_compare_from_trained_runs(tmp_path):
 
 def test_markdown_table_formats_numbers():
     row = {"model": "m", "kind": "discrete", "params": 12345, "test_acc": 0.98765, "nfe_forward": 6.0,
-           "nfe_backward": float("nan"), "seconds_per_epoch": 1.5, "peak_memory_mb": 123456.0}
-    assert markdown_table([row]).splitlines()[-1] == "| m | discrete | 12,345 | 0.9877 | 6 | n/a | 1.5 | 123,456 |"
+           "nfe_backward": float("nan"), "seconds_per_epoch": 1.5, "peak_memory_mb": 123456.0, "test_loss": 0.1}
+    line = markdown_table(aggregate_rows([row])).splitlines()[2]
+    assert line == "| m | discrete | 12,345 | 0.9877 | 1 | 6 | n/a | 1.5 | 123,456 |"
 
 
 @pytest.mark.parametrize("args,needle", [

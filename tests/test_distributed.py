@@ -55,7 +55,9 @@ def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
     assert done.stdout.count("run directory:") == 1  # only rank 0 speaks and writes
     resumed = _torchrun("--resume", str(next((tmp_path / "ddp").iterdir())), "--epochs", "2")
     assert resumed.returncode == 0, _why(resumed)
-    single = _single(*ARGS, "--epochs", "2", "--out", str(tmp_path / "one"))
+    single = _single(*ARGS, "--epochs", "1", "--out", str(tmp_path / "one"))
+    assert single.returncode == 0, single.stderr[-2000:]
+    single = _single("--resume", str(next((tmp_path / "one").iterdir())), "--epochs", "2")  # the same restart
     assert single.returncode == 0, single.stderr[-2000:]
 
     ddp_dir, ddp = _weights(tmp_path / "ddp")

@@ -4,16 +4,21 @@ Every function builds a matplotlib Figure object directly (no pyplot state, no G
 is safe under Agg and in threads) and returns it; none shows or saves. The caller saves and
 closes with dia_ode.rundir.save_figure(fig, figures_dir, name). Inputs are plain arrays or nested
 lists, e.g. the matrices of correlation.stage_correlations or the arrays of stepsize.step_sizes.
+
+Rules for figures that go into a paper: `title` (what was analysed: run, model, dataset) is the
+figure's suptitle; labels are words, never dict keys; an axis is logarithmic only when its positive
+values span more than a decade (axes.choose_scale); legends sit outside the data area; stages are
+numbered from 0 as in the JSON the commands write.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 
+from dia_ode.analysis.axes import choose_scale
 from dia_ode.analysis.correlation import mean_off_diagonal
 from dia_ode.analysis.stepsize import rank_correlation
 
@@ -29,29 +34,33 @@ def _names(n: int, given: Sequence[str] | None, what: str, prefix: str = "stage"
     return list(given)
 
 
-def _row(n: int, width: float = PANEL, height: float = PANEL, **kwargs) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n + 0.8, height), layout="constrained")
+def _row(n: int, width: float = PANEL, height: float = PANEL, title: str | None = None,
+         **kwargs) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width * n + 0.8, height + (0.4 if title else 0.0)), layout="constrained")
+    if title:
+        fig.suptitle(title)
     return fig, list(fig.subplots(1, n, squeeze=False, **kwargs)[0])
 
 
 def plot_correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[str] | None = None,
-                              annotate_up_to: int = 8) -> Figure:
+                              annotate_up_to: int = 8, title: str | None = None) -> Figure:
     """One heatmap of the (L, L) layer-correlation matrix per stage, on one colour scale [-1, 1].
 
     Args:
         matrices: one (L, L) matrix per stage (tensors, arrays or nested lists); NaN is blank.
         titles: one title per stage; the mean off-diagonal r is appended to each.
         annotate_up_to: write the value in each cell when L is at most this.
+        title: the figure's title (what was analysed).
 
     Returns:
         The figure: one axes per stage and one colour-bar axes.
     """
     titles = _names(len(matrices), titles, "matrices")
-    fig, axes = _row(len(matrices))
-    for ax, r, title in zip(axes, matrices, titles):
+    fig, axes = _row(len(matrices), title=title)
+    for ax, r, name in zip(axes, matrices, titles):
         r = np.asarray(r, dtype=np.float64)  # (L, L)
         image = ax.imshow(r, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
-        ax.set_title(f"{title}\nmean r = {mean_off_diagonal(r):.2f}")
+        ax.set_title(f"{name}\nmean r = {mean_off_diagonal(r):.2f}")
         ax.set_xlabel("block j")
         ax.set_ylabel("block i")
         ax.set_xticks(range(r.shape[1]))
@@ -63,19 +72,24 @@ def plot_correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[s
     return fig
 
 
+
+
 def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np.ndarray | None] | None = None,
                         titles: Sequence[str] | None = None, step_std: Sequence[np.ndarray] | None = None,
-                        stiffness_label: str = "stiffness estimate", log_stiffness: bool = False) -> Figure:
+                        stiffness_label: str = "stiffness estimate", log_stiffness: bool | None = None,
+                        title: str | None = None, spearman: Sequence[dict | None] | None = None) -> Figure:
     """Mean step size and a stiffness estimate over depth, one panel per stage (twin y-axes).
 
     Args:
         step_means: per stage the mean step of each block (L,).
         stiffness: per stage a stiffness estimate per block (L,), or None for a stage without one.
         titles: one title per stage; when a stage has a stiffness estimate, Spearman's rho between
-            the two curves is appended.
+            the two curves is appended, or "Spearman n/a" and the reason when it is undefined.
         step_std: per stage the spread of the step (L,), drawn as a band of +-1 std.
         stiffness_label: y label of the right axis.
-        log_stiffness: log scale on the stiffness axis.
+        log_stiffness: log scale on the stiffness axis; None: when its values span more than a decade.
+        title: the figure's title (what was analysed).
+        spearman: per stage the rank_correlation result to print (None: computed from the two curves).
 
     Returns:
         The figure: one axes per stage with the step line, plus one twin axes (one line) per stage
@@ -84,10 +98,11 @@ def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np
     n = len(step_means)
     titles = _names(n, titles, "stages")
     stiffness = [None] * n if stiffness is None else list(stiffness)
-    if len(stiffness) != n or (step_std is not None and len(step_std) != n):
-        raise ValueError("step_means, stiffness and step_std need one entry per stage")
-    fig, axes = _row(n, width=PANEL * 1.2)
-    for s, (ax, h, title) in enumerate(zip(axes, step_means, titles)):
+    spearman = [None] * n if spearman is None else list(spearman)
+    if len(stiffness) != n or len(spearman) != n or (step_std is not None and len(step_std) != n):
+        raise ValueError("step_means, stiffness, spearman and step_std need one entry per stage")
+    fig, axes = _row(n, width=PANEL * 1.2, height=PANEL + 0.3, title=title)
+    for s, (ax, h, name) in enumerate(zip(axes, step_means, titles)):
         h = np.asarray(h, dtype=np.float64)  # (L,)
         k = np.arange(h.size)
         ax.plot(k, h, "o-", color="C0")
@@ -102,61 +117,152 @@ def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np
             twin = ax.twinx()
             twin.plot(k, stiff, "s--", color="C3")
             twin.set_ylabel(stiffness_label, color="C3")
-            if log_stiffness:
+            if choose_scale(stiff) == "log" if log_stiffness is None else log_stiffness:
                 twin.set_yscale("log")
-            title = f"{title}\nSpearman rho = {rank_correlation(h, stiff)['rho']:.2f}"
-        ax.set_title(title)
+            result = spearman[s] or rank_correlation(h, stiff)
+            name = f"{name}\n{spearman_text(result)}"
+        ax.set_title(name, fontsize=9)
     return fig
 
 
-def plot_eigenvalues(eigs: Sequence[np.ndarray], labels: Sequence[str] | None = None, step: float | None = None,
-                     inset_beyond: float = 10.0) -> Figure:
-    """Eigenvalues z = h * lambda over the stability region of explicit Euler, |1 + z| <= 1.
+def spearman_text(result: dict) -> str:
+    """"Spearman rho = 0.42 (n = 5)", or "Spearman n/a: <reason>" when rho is undefined."""
+    if result.get("reason"):
+        return f"Spearman n/a: {result['reason']}"
+    return f"Spearman rho = {result['rho']:.2f} (n = {result['n']})"
 
-    The region (the disk of radius 1 centred at -1) is shaded; a residual step x + h f(x) is
-    linearly stable where every z of the Jacobian of f lies inside it. The axes autoscale to the
-    disk and every eigenvalue with equal aspect, so large ones stay visible; when some |1 + z|
-    exceeds `inset_beyond` an inset repeats the view around the disk.
+
+Region = Callable[[np.ndarray], np.ndarray]
+
+
+def _euler_region(z: np.ndarray) -> np.ndarray:
+    return np.abs(1.0 + z)
+
+
+def _draw_region(ax, region: Region, label: str | None, xlim: tuple[float, float],
+                 ylim: tuple[float, float]) -> None:
+    """Shade {z : region(z) <= 1} over the given window and draw its boundary."""
+    x, y = np.meshgrid(np.linspace(*xlim, 300), np.linspace(*ylim, 300))
+    amplitude = region(x + 1j * y)  # |R(z)| on the grid, (300, 300)
+    ax.contourf(x, y, amplitude, levels=[0.0, 1.0], colors=["0.6"], alpha=0.35)
+    ax.contour(x, y, amplitude, levels=[1.0], colors=["0.3"], linewidths=0.8)
+    if label:
+        ax.fill([], [], color="0.6", alpha=0.35, label=label)  # a legend entry for the shaded region
+
+
+def _window(z: np.ndarray, core: tuple[float, float, float, float]) -> tuple[tuple, tuple]:
+    """Equal-aspect limits that contain the region's core box and every finite z, with a margin."""
+    x0, x1, y0, y1 = core
+    if z.size:
+        x0, x1 = min(x0, z.real.min()), max(x1, z.real.max())
+        y0, y1 = min(y0, z.imag.min()), max(y1, z.imag.max())
+    half = 0.55 * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - half, cx + half), (cy - half, cy + half)
+
+
+def plot_eigenvalues(eigs: Sequence[np.ndarray], labels: Sequence[str] | None = None, step: float | None = None,
+                     inset_beyond: float = 10.0, region: Region | None = None,
+                     region_label: str = "|1 + z| <= 1 (explicit Euler)", title: str | None = None) -> Figure:
+    """Eigenvalues z = h * lambda over a stability region (explicit Euler's disk |1 + z| <= 1 by default).
+
+    A step is linearly stable where every z of the Jacobian lies inside the shaded region. When some z
+    lies farther than `inset_beyond` from the origin, a second panel beside the first repeats the view
+    around the region (side by side, so neither hides data). The legend sits below the panels.
 
     Args:
         eigs: one complex array per set (e.g. per block); non-finite values are dropped.
         labels: one legend label per set; the count inside the region is appended.
         step: multiply every eigenvalue by this step h; None when eigs already hold h * lambda.
-        inset_beyond: distance from -1 beyond which the inset is added.
+        inset_beyond: |z| beyond which the close-up panel is added.
+        region: z -> |R(z)| of the method (None: explicit Euler, |1 + z|).
+        region_label: legend label of the region.
+        title: the figure's title (what was analysed).
 
     Returns:
-        The figure: one axes (two with the inset), one marker line per set on each.
+        The figure: one axes (two with the close-up), one marker line per set on each.
     """
     labels = _names(len(eigs), labels, "eigenvalue sets", prefix="set")
+    region = _euler_region if region is None else region
     scale = 1.0 if step is None else step
     zs = []
     for e in eigs:
         z = np.asarray(e, dtype=np.complex128).ravel() * scale
         zs.append(z[np.isfinite(z)])
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
-    ax = fig.subplots()
-    far = max((np.abs(1 + z).max() for z in zs if z.size), default=0.0) > inset_beyond
-    inset = ax.inset_axes([0.6, 0.6, 0.38, 0.38]) if far else None
-    for target in (ax, inset) if far else (ax,):
-        target.add_patch(Circle((-1.0, 0.0), 1.0, color="0.6", alpha=0.35, lw=0,
-                                label="|1 + z| <= 1 (explicit Euler)" if target is ax else None))
-        for i, (z, label) in enumerate(zip(zs, labels)):
-            inside = int((np.abs(1 + z) <= 1).sum())
-            target.plot(z.real, z.imag, "o", ms=4, alpha=0.8, color=f"C{i % 10}",
-                        label=f"{label} ({inside}/{z.size} inside)" if target is ax else None)
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.autoscale_view()
+    every = np.concatenate(zs) if zs else np.zeros(0, complex)
+    far = every.size > 0 and np.abs(every).max() > inset_beyond
+    fig = Figure(figsize=(9.5 if far else 5.5, 5.6 + 0.25 * len(zs)), layout="constrained")
+    if title:
+        fig.suptitle(title)
+    axes = list(fig.subplots(1, 2 if far else 1, squeeze=False)[0])
+    core = (-3.5, 0.5, -3.0, 3.0)  # every region here fits in Re z in [-3.5, 0.5], |Im z| <= 3
     symbol = "z" if step is None else f"({step:g} λ)"
-    ax.set_xlabel(f"Re {symbol}")
-    ax.set_ylabel(f"Im {symbol}")
+    for n, ax in enumerate(axes):
+        near = n == 1
+        xlim, ylim = _window(np.zeros(0) if near else every, core)
+        _draw_region(ax, region, None if near else region_label, xlim, ylim)
+        for i, (z, label) in enumerate(zip(zs, labels)):
+            inside = int((region(z) <= 1.0 + 1e-12).sum())
+            ax.plot(z.real, z.imag, "o", ms=4, alpha=0.8, color=f"C{i % 10}",
+                    label=None if near else f"{label} ({inside}/{z.size} inside)")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"Re {symbol}")
+        ax.set_ylabel(f"Im {symbol}")
+        ax.grid(alpha=0.3)
+        if far:
+            ax.set_title("close-up of the region" if near else "every computed eigenvalue", fontsize=9)
+    fig.legend(loc="outside lower center", fontsize=8, ncols=min(3, len(zs) + 1))
+    return fig
+
+
+def plot_step_spectra(t: np.ndarray, z: Sequence[np.ndarray], radius: np.ndarray, dt: np.ndarray,
+                      real_axis_limit: float | None, region: Region | None, region_label: str,
+                      title: str | None = None) -> Figure:
+    """The spectra of a continuous block along its solver's steps, against the method's region.
+
+    Left: every h_k λ (colour: the step's time t_k) over the stability region {|R(z)| <= 1}. Right:
+    the spectral radius ρ(J_k) over t_k, and the largest |λ| a step dt_k can take on the negative real
+    axis, real_axis_limit / dt_k (both in 1 / time: where the first crosses the second the step is at
+    the edge of stability).
+
+    Args:
+        t: the time t_k of each row (R,) (one row per step and sample).
+        z: per row the computed h_k λ (complex arrays).
+        radius: per row ρ(J_k) (R,).
+        dt: per row the step dt_k (R,).
+        real_axis_limit: where the region meets the negative real axis (None: unknown, line left out).
+        region: z -> |R(z)| of the method (None: no region drawn).
+        region_label: legend label of the region.
+        title: the figure's title (what was analysed).
+
+    Returns:
+        The figure: the z-plane axes, its colour bar and the over-t axes.
+    """
+    t, radius, dt = (np.asarray(v, dtype=np.float64) for v in (t, radius, dt))
+    fig = Figure(figsize=(11.0, 5.0), layout="constrained")
+    if title:
+        fig.suptitle(title)
+    ax, over_t = fig.subplots(1, 2, gridspec_kw={"wspace": 0.1})
+    points = np.concatenate([np.asarray(v, dtype=np.complex128) for v in z]) if len(z) else np.zeros(0, complex)
+    times = np.concatenate([np.full(len(v), tk) for v, tk in zip(z, t)]) if len(z) else np.zeros(0)
+    xlim, ylim = _window(points, (-3.5, 0.5, -3.0, 3.0))
+    if region is not None:
+        _draw_region(ax, region, region_label, xlim, ylim)
+    marks = ax.scatter(points.real, points.imag, c=times, s=14, cmap="viridis", label="h_k λ")
+    fig.colorbar(marks, ax=ax, label="t_k (start of the step)", shrink=0.8, pad=0.03)
+    ax.set(xlim=xlim, ylim=ylim, aspect="equal", xlabel="Re h_k λ", ylabel="Im h_k λ")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    if far:
-        inset.set_xlim(-2.5, 0.5)
-        inset.set_ylim(-1.5, 1.5)
-        inset.set_aspect("equal")
-        inset.set_title("near the region", fontsize=8)
-        inset.tick_params(labelsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=8, ncols=2)
+    over_t.plot(t, radius, "o", ms=4, label="spectral radius ρ(J_k), every sample")
+    if real_axis_limit is not None:
+        order = np.argsort(t, kind="stable")
+        over_t.plot(t[order], real_axis_limit / dt[order], "--", label="stability limit on the real axis / dt_k")
+    over_t.set_yscale(choose_scale(np.concatenate([radius, real_axis_limit / dt if real_axis_limit else radius])))
+    over_t.set(xlabel="t", ylabel="1 / time")
+    over_t.grid(alpha=0.3, which="both")
+    over_t.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=8)
     return fig
 
 
@@ -165,12 +271,12 @@ def plot_indices_over_time(t: np.ndarray, indices: Mapping[str, np.ndarray], tit
 
     Args:
         t: times (T,).
-        indices: name -> values (T,), e.g. spectral radius, stiffness ratio, a local estimate.
+        indices: label -> values (T,), e.g. "spectral radius ρ(J)"; the label is the y-axis label.
         title: figure title.
 
     Returns:
-        The figure: one axes and one line per index, sharing t. An index whose finite values
-        are all positive gets a log y axis, any other a linear one.
+        The figure: one axes and one line per index, sharing t. An index whose finite values are
+        positive and span more than a decade gets a log y axis, any other a linear one.
     """
     if not indices:
         raise ValueError("no indices to plot")
@@ -182,10 +288,8 @@ def plot_indices_over_time(t: np.ndarray, indices: Mapping[str, np.ndarray], tit
         if values.shape != t.shape:
             raise ValueError(f"index '{name}' has shape {values.shape}, t has {t.shape}")
         ax.plot(t, values)
-        finite = values[np.isfinite(values)]
-        if finite.size and (finite > 0).all():
-            ax.set_yscale("log")
-        ax.set_ylabel(name)
+        ax.set_yscale(choose_scale(values))
+        ax.set_ylabel(name, fontsize=8)
         ax.grid(alpha=0.3, which="both")
     axes[-1].set_xlabel("t")
     if title:
@@ -193,4 +297,5 @@ def plot_indices_over_time(t: np.ndarray, indices: Mapping[str, np.ndarray], tit
     return fig
 
 
-__all__ = ["plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues", "plot_indices_over_time"]
+__all__ = ["plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues",
+           "plot_indices_over_time", "plot_step_spectra", "spearman_text"]

@@ -78,6 +78,11 @@ def step_sizes(stage_trace: StageTrace) -> dict:
     }
 
 
+# Why 4: with 3 pairs Spearman's rho takes only the values +-1 and +-0.5 and even rho = 1 has an exact
+# two-sided p-value of 1/3, so it says nothing; 4 pairs is the least that can rank a trend at all.
+MIN_PAIRS = 4
+
+
 def rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     """Spearman rank correlation between block step sizes and a stiffness estimate.
 
@@ -88,8 +93,8 @@ def rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
         s: a stiffness estimate per block (L,), e.g. a spectral radius of each f_k's Jacobian.
 
     Returns:
-        {"rho", "pvalue", "n": valid pairs used, "reason": None, or why rho is NaN
-        (fewer than 3 valid pairs, or a constant input that has no ranks to compare)}.
+        {"rho", "pvalue", "n": valid pairs used, "reason": None, or why rho and pvalue are NaN
+        (fewer than MIN_PAIRS valid pairs, or a constant input that has no ranks to compare)}.
     """
     h = np.asarray(h, dtype=np.float64)
     s = np.asarray(s, dtype=np.float64)
@@ -99,11 +104,10 @@ def rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     h, s = h[valid], s[valid]
     n = int(valid.sum())
     reason = None
-    if n < 3:
-        # Why 3: with two points any monotone pair has rho = +-1 and no p-value.
-        reason = f"fewer than 3 valid pairs ({n})"
+    if n < MIN_PAIRS:
+        reason = f"only {n} valid pair{'s' * (n != 1)}, need >= {MIN_PAIRS}"
     elif np.ptp(h) == 0 or np.ptp(s) == 0:
-        reason = "constant input: " + ("h" if np.ptp(h) == 0 else "s") + " has a single value"
+        reason = "constant " + ("step h" if np.ptp(h) == 0 else "stiffness estimate") + ": no ranks to compare"
     if reason is not None:
         return {"rho": math.nan, "pvalue": math.nan, "n": n, "reason": reason}
     result = stats.spearmanr(h, s)
@@ -141,4 +145,4 @@ def per_channel_rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     }
 
 
-__all__ = ["channel_steps", "not_channels", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]
+__all__ = ["MIN_PAIRS", "channel_steps", "not_channels", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]

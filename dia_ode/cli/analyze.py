@@ -1,7 +1,9 @@
 """`dia-ode correlate | stepsize | stiffness`: read a trained run's dynamics and write JSON + figures.
 
 Each command loads a run directory written by `dia-ode train` (config + last checkpoint), traces the
-model on the first test samples and writes its own run directory under --out.
+model on the first test samples and writes its own run directory under --out. Stages are numbered
+from 0 in the terminal, the JSON and the figures alike; every figure's title names the model, the
+dataset and the run it reads.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import click
 import numpy as np
 import torch
 
-from dia_ode.analysis import (per_channel_rank_correlation, plot_correlation_heatmaps, plot_depth_profiles,
-                              plot_eigenvalues, plot_indices_over_time, rank_correlation, stage_correlations,
-                              step_sizes)
-from dia_ode.cli.options import CONTEXT, check_device, common_options
+from dia_ode.analysis import (MIN_PAIRS, per_channel_rank_correlation, plot_correlation_heatmaps,
+                              plot_depth_profiles, plot_eigenvalues, plot_indices_over_time, rank_correlation,
+                              spearman_text, stage_correlations, step_sizes)
+from dia_ode.cli.analyze_continuous import continuous_stiffness
+from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, common_options
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device, seed_everything
 from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import stages_of, trace
-from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
+from dia_ode.stiffness import (WHICH, block_spectra, continuous_blocks_of, get_problem, list_problems,
+                               problem_indices, trace_stiffness)
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -31,18 +35,25 @@ def samples_option(default: int, minimum: int = 2):
                         help="Test samples to trace (the first ones of the test split).")
 
 
-def open_run(run_dir: Path, device: str) -> LoadedRun:
+def open_run(run_dir: Path, device: str, continuous: bool = False) -> LoadedRun:
     """load_run with its errors turned into one-line usage errors naming RUN_DIR; the model must be
-    built from residual stages (the analysis reads their traces)."""
+    built from residual stages (the analysis reads their traces), or with `continuous` may instead
+    have continuous blocks."""
     check_device(device)
     try:
         run = load_run(run_dir, resolve_device(device))
     except (CheckpointError, DataError) as err:
         raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
-    if not stages_of(run.model):
+    if not stages_of(run.model) and not (continuous and continuous_blocks_of(run.model)):
         raise click.BadParameter(f"model '{run.model_name}' has no residual stages to trace "
-                                 f"(continuous models: use `dia-ode compare --from`)", param_hint="RUN_DIR")
+                                 f"(continuous models: use `dia-ode stiffness` or `dia-ode compare --from`)",
+                                 param_hint="RUN_DIR")
     return run
+
+
+def figure_title(what: str, run: LoadedRun) -> str:
+    """"<what>: <model> on <dataset>, epoch <e> (run <dir name>)", the title of every run figure."""
+    return f"{what}: {run.model_name} on {run.dataset_name}, epoch {run.epoch} (run {run.run_dir.name})"
 
 
 @torch.no_grad()
@@ -78,64 +89,105 @@ def correlate(run_dir, samples, seed, device, out, no_progress) -> None:
                "mean_r_consecutive": {mode: [s[mode]["mean_r_consecutive"] for s in stages]
                                       for mode in ("per_sample", "batch_mean")}}
     write_json(out_dir / "summary.json", summary)
-    for mode in ("per_sample", "batch_mean"):
+    for mode, words in (("per_sample", "per sample"), ("batch_mean", "of the batch mean")):
         fig = plot_correlation_heatmaps([np.asarray(s[mode]["matrix"]) for s in stages],
-                                        [f"stage {s['stage'] + 1} ({mode})" for s in stages])
+                                        [f"stage {s['stage']}" for s in stages],
+                                        title=figure_title(f"Attention correlation across blocks, {words}", run))
         save_figure(fig, out_dir / "figures", f"correlation_{mode}")
     for s in stages:
-        click.echo(f"stage {s['stage'] + 1}: mean r = {s['per_sample']['mean_r']:.3f} per sample, "
+        click.echo(f"stage {s['stage']}: mean r = {s['per_sample']['mean_r']:.3f} per sample, "
                    f"{s['batch_mean']['mean_r']:.3f} of the batch mean ({s['num_blocks']} blocks)")
     click.echo(f"-> {out_dir}")
+
+
+AGAINST = {"quotient": "depth-wise difference quotient ρ_k", "radius": "block spectral radius ρ(J_k)"}
 
 
 @click.command(context_settings=CONTEXT)
 @RUN_DIR
 @samples_option(64)
+@click.option("--against", type=click.Choice(list(AGAINST)), default="quotient", show_default=True,
+              help="Stiffness estimate paired with h_k: the difference quotient between blocks k and k+1 "
+                   "(from the trace), or the spectral radius of block k's Jacobian (ARPACK, slower).")
+@click.option("--radius-samples", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --against radius: samples whose spectra are averaged per block.")
 @common_options
-def stepsize(run_dir, samples, seed, device, out, no_progress) -> None:
+def stepsize(run_dir, samples, against, radius_samples, seed, device, out, no_progress) -> None:
     """Step sizes h_k per block and channel, and their rank correlation with a stiffness estimate."""
     seed_everything(seed)
     run = open_run(run_dir, device)
     x, _ = run.test_batch(samples, resolve_device(device))
-    stages = []
-    for s, t in enumerate(traced(run, x)):
-        steps = step_sizes(t)
+    radii = _block_radii(run, x[:radius_samples]) if against == "radius" else None
+    stages = [_stage_steps(s, t, radii) for s, t in enumerate(traced(run, x))]
+    # every stage's pairs pooled: the one rho a small model (3 blocks per stage) can have
+    pooled = rank_correlation(*(np.concatenate([st[key] for st in stages]) for key in ("h_paired", "stiffness_block")))
+    out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "against": against, "seed": seed,
+                                                    **({"radius_samples": radius_samples} if radii else {})})
+    write_json(out_dir / "stepsize.json", stages)
+    write_json(out_dir / "summary.json", {
+        "model": run.model_name, "dataset": run.dataset_name, "samples": len(x), "against": against,
+        "mean_step": [float(np.mean(st["steps"]["block_mean"])) for st in stages],
+        "spearman_block": [st["spearman_block"]["rho"] for st in stages],
+        "spearman_block_reason": [st["spearman_block"]["reason"] for st in stages],
+        "spearman_all_stages": pooled,
+        "spearman_channel_mean": [st["spearman_channel"] and st["spearman_channel"]["mean"] for st in stages]})
+    fig = plot_depth_profiles([st["steps"]["block_mean"] for st in stages],
+                              [st["stiffness_block"] if radii else np.append(st["stiffness_block"], np.nan)
+                               for st in stages],  # the quotient has no value for the last block
+                              [f"stage {st['stage']}" for st in stages],
+                              step_std=[st["steps"]["block_std"] for st in stages],
+                              stiffness_label=AGAINST[against], spearman=[st["spearman_block"] for st in stages],
+                              title=figure_title("Step size vs stiffness over depth", run))
+    save_figure(fig, out_dir / "figures", "stepsize_vs_stiffness")
+    for st in stages:
+        sp, blocks = st["spearman_block"], len(st["steps"]["block_mean"])
+        said = (f"Spearman(h_k, rho_k) = {sp['rho']:.3f} over {sp['n']} pairs" if sp["reason"] is None else
+                f"Spearman n/a ({blocks} blocks: {sp['reason']})")
+        click.echo(f"stage {st['stage']}: mean h = {np.mean(st['steps']['block_mean']):.3f}, {said}")
+    click.echo(f"all stages pooled: {spearman_text(pooled)}")
+    click.echo(f"-> {out_dir}")
+
+
+def _block_radii(run: LoadedRun, x: torch.Tensor) -> dict[tuple[int, int], float]:
+    """(stage, block) -> spectral radius of J_k = ∂f_k/∂x at x_k, mean over the samples of x (NaN for
+    a shape-changing block)."""
+    rows = block_spectra(run.model, x, k=3, which="LM", samples=len(x))["blocks"]
+    keys = {(r["stage"], r["block"]) for r in rows}
+    return {key: float(np.mean([r["spectral_radius"] if not r["skipped"] else np.nan
+                                for r in rows if (r["stage"], r["block"]) == key])) for key in keys}
+
+
+def _stage_steps(s: int, t, radii: dict | None) -> dict:
+    """One stage's steps, its stiffness estimate per block and their rank correlations.
+
+    The quotient ρ_k is measured over the step x_k -> x_{k+1} = x_k + h_k f_k, so it pairs with h_k
+    for k < L - 1 (Hairer's h * rho); the spectral radius of block k pairs with h_k for every k.
+    """
+    steps = step_sizes(t)
+    length = len(steps["block_mean"])
+    if radii is None:
         with warnings.catch_warnings():  # shape-changing blocks give all-NaN columns: NaN is the answer
             warnings.simplefilter("ignore", RuntimeWarning)
             rho_block = np.nanmean(trace_stiffness(t), axis=0)  # (L - 1,) mean over samples
             rho_channel = np.nanmean(trace_stiffness(t, per_channel=True), axis=0)  # (L - 1, C)
-        # rho_k is measured over the step x_k -> x_{k+1} = x_k + h_k f_k: pair it with h_k (Hairer's h * rho)
         h_block, h_channel = steps["block_mean"][:-1], steps["channel_mean"][:-1]
-        stages.append({"stage": s, "steps": steps, "stiffness_block": rho_block, "stiffness_channel": rho_channel,
-                       "spearman_block": rank_correlation(h_block, rho_block),
-                       "spearman_channel": None if steps["constant"]
-                       else per_channel_rank_correlation(h_channel, rho_channel)})
-    out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "seed": seed})
-    write_json(out_dir / "stepsize.json", stages)
-    write_json(out_dir / "summary.json", {
-        "model": run.model_name, "samples": len(x),
-        "mean_step": [float(np.mean(st["steps"]["block_mean"])) for st in stages],
-        "spearman_block": [st["spearman_block"]["rho"] for st in stages],
-        "spearman_channel_mean": [st["spearman_channel"] and st["spearman_channel"]["mean"] for st in stages]})
-    fig = plot_depth_profiles([st["steps"]["block_mean"] for st in stages],
-                              [np.append(st["stiffness_block"], np.nan) for st in stages],
-                              [f"stage {st['stage'] + 1}" for st in stages],
-                              step_std=[st["steps"]["block_std"] for st in stages],
-                              stiffness_label="rho_k (difference quotient)", log_stiffness=True)
-    save_figure(fig, out_dir / "figures", "stepsize_vs_stiffness")
-    for st in stages:
-        sp = st["spearman_block"]
-        click.echo(f"stage {st['stage'] + 1}: mean h = {np.mean(st['steps']['block_mean']):.3f}, "
-                   f"Spearman(h_k, rho_k) = {sp['rho']:.3f} over {sp['n']} blocks")
-    click.echo(f"-> {out_dir}")
+    else:
+        rho_block = rho_channel = np.array([radii[(s, k)] for k in range(length)])  # (L,), shared by channels
+        h_block, h_channel = steps["block_mean"], steps["channel_mean"]
+    return {"stage": s, "steps": steps, "h_paired": h_block, "stiffness_block": rho_block,
+            "stiffness_channel": None if radii else rho_channel,
+            "spearman_block": rank_correlation(h_block, rho_block),
+            "spearman_channel": None if steps["constant"] else per_channel_rank_correlation(h_channel, rho_channel),
+            "min_pairs": MIN_PAIRS}
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--problem", type=click.Choice(list_problems()), default=None,
               help="A classic stiff problem instead of a trained run: indices along its reference solution.")
-@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=None, help="Van der Pol's mu (vdp).")
-@click.option("--eigenvalues", default=None, help="Comma-separated real eigenvalues (linear), e.g. -1,-1000.")
+@click.option("--mu", type=FiniteFloat(min=0, min_open=True), default=None, help="Van der Pol's mu (vdp).")
+@click.option("--eigenvalues", type=CommaList(FiniteFloat()), default=None,
+              help="Comma-separated real eigenvalues (linear), e.g. -1,-1000.")
 @click.option("--points", type=click.IntRange(min=2), default=41, help="Problem: times along the solution.")
 @click.option("--grid", type=click.Choice(["linear", "log"]), default="linear",
               help="Problem: spacing of the times (log suits robertson).")
@@ -153,33 +205,55 @@ def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which
         _problem_stiffness(problem, mu, eigenvalues, points, grid, seed, out)
         return
     seed_everything(seed)
-    run = open_run(run_dir, device)
+    run = open_run(run_dir, device, continuous=True)
     x, _ = run.test_batch(samples, resolve_device(device))
-    result = block_spectra(run.model, x, k=k, which=which, samples=samples, log_norms=log_norms)
-    rows = [r for r in result["blocks"] if not r["skipped"]]
-    stages = sorted({r["stage"] for r in rows})
-    summary = {"model": run.model_name, "samples": samples, "k": k, "which": which, "stages": [
-        {"stage": s, "blocks": len({r["block"] for r in rows if r["stage"] == s}),
-         "mean_spectral_radius": float(np.mean([r["spectral_radius"] for r in rows if r["stage"] == s])),
-         "mean_step_spectral_radius": float(np.mean([r["step_spectral_radius"] for r in rows if r["stage"] == s])),
-         "max_step_index_euler": float(np.max([r["step_index_euler"] for r in rows if r["stage"] == s])),
-         # over the k computed eigenvalues only: an unseen one may still lie outside the disk
-         "fraction_topk_in_euler_disk": float(np.mean([r["euler_amplification"] <= 1.0
-                                                       for r in rows if r["stage"] == s]))}
-        for s in stages]}
+    if stages_of(run.model):
+        result, summary, figures, lines = _stage_stiffness(run, x, k, which, samples, log_norms)
+    else:
+        result, summary, figures, lines = continuous_stiffness(run, x, k, which, samples,
+                                                               lambda what: figure_title(what, run))
     out_dir = start_analysis("stiffness", run, out, {"samples": samples, "k": k, "which": which, "seed": seed})
     write_json(out_dir / "stiffness.json", result)
     write_json(out_dir / "summary.json", summary)
+    for name, fig in figures:
+        save_figure(fig, out_dir / "figures", name)
+    for line in lines:
+        click.echo(line)
+    click.echo(f"-> {out_dir}")
+
+
+def _stage_stiffness(run: LoadedRun, x: torch.Tensor, k: int, which: str, samples: int, log_norms: bool):
+    """Block spectra of every residual stage: (result, summary, [(figure name, figure)], terminal lines)."""
+    result = block_spectra(run.model, x, k=k, which=which, samples=samples, log_norms=log_norms)
+    rows = [r for r in result["blocks"] if not r["skipped"]]
+    stages = sorted({r["stage"] for r in rows})
+    summary = {"model": run.model_name, "dataset": run.dataset_name, "samples": samples, "k": k, "which": which,
+               "stages": [_stage_summary([r for r in rows if r["stage"] == s], s) for s in stages]}
+    figures = []
     for s in stages:
         stage_rows = [r for r in rows if r["stage"] == s and r["sample"] == 0]
-        fig = plot_eigenvalues([r["step_eigenvalues"] for r in stage_rows], [f"block {r['block']}" for r in stage_rows])
-        save_figure(fig, out_dir / "figures", f"step_eigenvalues_stage{s + 1}")
-    for st in summary["stages"]:
-        click.echo(f"stage {st['stage'] + 1}: mean rho(J) = {st['mean_spectral_radius']:.3g}, "
-                   f"mean rho(hJ) = {st['mean_step_spectral_radius']:.3g}, max step index (Euler) = "
-                   f"{st['max_step_index_euler']:.3g}, blocks with all top-{k} h*lambda in Euler's disk "
-                   f"{st['fraction_topk_in_euler_disk']:.0%}")
-    click.echo(f"-> {out_dir}")
+        fig = plot_eigenvalues([r["step_eigenvalues"] for r in stage_rows], [f"block {r['block']}" for r in stage_rows],
+                               title=figure_title(f"Stage {s}: h_k λ of the top-{k} eigenvalues, sample 0", run))
+        figures.append((f"step_eigenvalues_stage{s}", fig))
+    lines = [f"stage {st['stage']}: mean rho(J) = {st['mean_spectral_radius']:.3g}, "
+             f"mean rho(hJ) = {st['mean_step_spectral_radius']:.3g}, max step index (Euler) = "
+             f"{st['max_step_index_euler']:.3g}, blocks with all top-{k} h*lambda in Euler's disk "
+             f"{st['fraction_topk_in_euler_disk']:.0%}" for st in summary["stages"]]
+    return result, summary, figures, lines
+
+
+def _stage_summary(rows: list[dict], stage: int) -> dict:
+    return {"stage": stage, "blocks": len({r["block"] for r in rows}),
+            "mean_spectral_radius": float(np.mean([r["spectral_radius"] for r in rows])),
+            "mean_step_spectral_radius": float(np.mean([r["step_spectral_radius"] for r in rows])),
+            "max_step_index_euler": float(np.max([r["step_index_euler"] for r in rows])),
+            # over the k computed eigenvalues only: an unseen one may still lie outside the disk
+            "fraction_topk_in_euler_disk": float(np.mean([r["euler_amplification"] <= 1.0 for r in rows]))}
+
+
+# problem_indices key -> the words on the figure
+INDEX_LABELS = {"spectral_radius": "spectral radius ρ(J)", "stiffness_ratio": "stiffness ratio",
+                "log_norm": "log. norm μ2(J)", "local_stiffness": "local estimate\n(difference quotient)"}
 
 
 def _problem_stiffness(name: str, mu, eigenvalues, points: int, grid: str, seed: int, out: Path) -> None:
@@ -187,11 +261,7 @@ def _problem_stiffness(name: str, mu, eigenvalues, points: int, grid: str, seed:
     if mu is not None:
         params["mu"] = mu
     if eigenvalues is not None:
-        try:
-            params["eigenvalues"] = [float(v) for v in eigenvalues.split(",")]
-        except ValueError:
-            raise click.BadParameter(f"not a comma-separated list of numbers: {eigenvalues!r}",
-                                     param_hint="--eigenvalues") from None
+        params["eigenvalues"] = eigenvalues  # already a list of finite floats (CommaList)
     try:
         problem = get_problem(name, **params)
     except ValueError as err:
@@ -206,14 +276,14 @@ def _problem_stiffness(name: str, mu, eigenvalues, points: int, grid: str, seed:
                                                   "points": points, "grid": grid, "seed": seed})
     write_json(out_dir / "stiffness.json", indices)
     summary = {"problem": name, "params": problem.params, "t_span": problem.t_span,
-               **{f"max_{key}": float(np.nanmax(indices[key]))
-                  for key in ("spectral_radius", "stiffness_ratio", "log_norm", "local_stiffness")}}
+               **{f"{stat}_{key}": float(fn(indices[key])) for key in INDEX_LABELS
+                  for stat, fn in (("max", np.nanmax), ("median", np.nanmedian))}}
     write_json(out_dir / "summary.json", summary)
-    fig = plot_indices_over_time(indices["t"], {key: indices[key] for key in
-                                                ("spectral_radius", "stiffness_ratio", "log_norm", "local_stiffness")},
-                                 title=f"{name} {problem.params or ''}")
+    fig = plot_indices_over_time(indices["t"], {label: indices[key] for key, label in INDEX_LABELS.items()},
+                                 title=f"Stiffness along the reference solution: {problem.title()}, {points} points")
     save_figure(fig, out_dir / "figures", "indices_over_time")
-    click.echo(f"{name} {problem.params}: max spectral radius {summary['max_spectral_radius']:.4g}, "
+    click.echo(f"{problem.title()}: max spectral radius {summary['max_spectral_radius']:.4g}, "
                f"max stiffness ratio {summary['max_stiffness_ratio']:.4g}, "
-               f"max local estimate {summary['max_local_stiffness']:.4g}")
+               f"median local estimate {summary['median_local_stiffness']:.4g} "
+               f"(median spectral radius {summary['median_spectral_radius']:.4g})")
     click.echo(f"-> {out_dir}")

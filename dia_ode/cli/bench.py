@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import torch
 
-from dia_ode.cli.options import CONTEXT, check_device, check_model, common_options
+from dia_ode.cli.options import CONTEXT, CommaList, check_device, check_model, common_options
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import start_run, write_json
 from dia_ode.studies.bench_train_step import bench_train_step
@@ -23,7 +23,7 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
 
 
 @bench.command(name="train-step", context_settings=CONTEXT)
-@click.option("--models", default="resnet56,se_resnet56,dia_resnet56,vit_tiny,dia_vit_tiny",
+@click.option("--models", type=CommaList(), default="resnet56,se_resnet56,dia_resnet56,vit_tiny,dia_vit_tiny",
               help="Comma-separated model names; ratios are relative to the first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
 @click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
@@ -37,7 +37,7 @@ def bench_train_step_command(models, batch_size, image_size, steps, rounds, chan
                              seed, device, out, no_progress) -> None:
     """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one process."""
     check_device(device)
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = models
     for name in names:
         check_model(name, {})
     if threads:
@@ -83,13 +83,18 @@ def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, 
     """Matrix-free top-k Jacobian eigenvalues of one residual block vs dense Jacobian + eig."""
     from dia_ode.studies.bench_spectrum import bench_spectrum
 
+    for option, side in (("--size", size), ("--compare-size", compare_size)):
+        if k >= channels * side * side - 1:  # ARPACK's eigs needs k < n - 1
+            raise click.BadParameter(f"n = channels * {option}^2 = {channels * side * side} must exceed k + 1 = "
+                                     f"{k + 1} (ARPACK needs k < n - 1)", param_hint=option)
     config = {"command": "bench stiffness", "channels": channels, "size": size, "compare_size": compare_size,
               "k": k, "seed": seed, "device": "cpu"}  # ARPACK and numpy run on the CPU whatever --device says
     run_dir = start_run(out, "bench-stiffness", config)
     result = bench_spectrum(channels=channels, size=size, k=k, compare_size=compare_size, seed=seed)
-    write_json(run_dir / "summary.json", result)
+    write_json(run_dir / "bench.json", result)
+    write_json(run_dir / "summary.json", {key: value for key, value in result.items() if key != "eigenvalues"})
     click.echo(f"n = {result['n']:,}: top-{k} eigenvalues in {result['seconds']:.2f} s ({result['matvecs']} products)")
     click.echo(f"n = {result['compare_n']:,}: dense {result['dense_seconds']:.1f} s, matrix-free "
-               f"{result['matrix_free_seconds']:.2f} s, speed-up {result['speedup']:.0f}x, "
+               f"{result['matrix_free_seconds']:.2f} s, speed-up {result['speedup']:.3g}x, "
                f"relative eigenvalue error {result['relative_error']:.1e}")
     click.echo(f"-> {run_dir}")

@@ -1,6 +1,8 @@
-"""`dia-ode ls`: what can be built and loaded."""
+"""`dia-ode ls`: what can be built and loaded, and the runs under a folder."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -9,11 +11,12 @@ from dia_ode.cli.options import CONTEXT
 from dia_ode.data import list_datasets
 from dia_ode.models import list_models, model_entry
 from dia_ode.models.registry import KINDS, resolve
+from dia_ode.rundir import RunInfo, list_runs
 from dia_ode.tasks import list_tasks
 
 
 @click.command(name="ls", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["all", "models", "attention", "datasets", "tasks"]), default="all")
+@click.argument("what", type=click.Choice(["all", "models", "attention", "datasets", "tasks", "runs"]), default="all")
 @click.option("--pattern", default="*", help="fnmatch pattern for model names, e.g. 'dia_*'.")
 @click.option("--family", default=None, help="Only models of this family (resnet, preresnet, wrn, resnext, vit, odenet).")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only discrete or continuous-depth models.")
@@ -21,8 +24,14 @@ from dia_ode.tasks import list_tasks
 @click.option("--task", type=click.Choice(list_tasks()), default=None, help="Only models that serve this task.")
 @click.option("--options", "options_of", metavar="MODEL", default=None,
               help="Print one model's options (type and default), for --model-option.")
-def ls(what: str, pattern: str, family, kind, attention, task, options_of) -> None:
-    """List models (with family, kind and recipe), attention modules, datasets and tasks (prints only)."""
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
+              help="`ls runs`: the folder whose run directories to list.")
+def ls(what: str, pattern: str, family, kind, attention, task, options_of, out: Path) -> None:
+    """List models (with family, kind and recipe), attention modules, datasets and tasks; `ls runs`
+    lists the run directories under --out with their progress, key test metric and status (prints only)."""
+    if what == "runs":
+        _list_runs(out)
+        return
     if options_of is not None:
         try:
             entry, attention_of = resolve(options_of)
@@ -57,3 +66,21 @@ def ls(what: str, pattern: str, family, kind, attention, task, options_of) -> No
         click.echo("tasks:")
         for name in list_tasks():
             click.echo(f"  {name}")
+
+
+def _list_runs(out: Path) -> None:
+    runs = list_runs(out)
+    if not runs:
+        click.echo(f"no run directories under {out}")
+        return
+    rows = [("run", "command", "model", "dataset", "epochs", "test metric", "status")]
+    rows += [_row(info) for info in runs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+def _row(info: RunInfo) -> tuple[str, ...]:
+    epochs = f"{info.epochs_done}/{info.epochs}" if info.epochs is not None else "-"
+    metric = f"{info.metric[0]}={info.metric[1]:.4f}" if info.metric else "-"
+    return (info.path.name, info.command, info.model or "-", info.dataset or "-", epochs, metric, info.status)

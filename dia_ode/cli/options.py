@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import math
 import os
 from pathlib import Path
 
 import click
 import torch
 
+from dia_ode.cli.runtime import command_runtime, name_option
 from dia_ode.data import Dataset
 from dia_ode.engine import resolve_device
 from dia_ode.models import create_model, list_models
@@ -16,6 +18,39 @@ from dia_ode.models.registry import resolve
 from dia_ode.tasks import get_task, model_spec
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
+
+
+class FiniteFloat(click.FloatRange):
+    """click.FloatRange that also refuses nan and ±inf; every float option of the CLI uses it.
+
+    Why: nan compares False with every bound, so FloatRange(min=0) lets it through, and inf passes
+    any open upper end; either then fails deep inside a run instead of at the command line.
+    """
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+class CommaList(click.ParamType):
+    """'a, b,c' -> ['a', 'b', 'c'] (items converted by `item`); an empty list is a usage error."""
+
+    name = "list"
+
+    def __init__(self, item: click.ParamType = click.STRING) -> None:
+        self.item = item
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):  # already converted (a default given as a list)
+            return list(value)
+        items = [part.strip() for part in str(value).split(",") if part.strip()]
+        if not items:
+            self.fail(f"{value!r} is an empty list; give comma-separated values.", param, ctx)
+        return [self.item.convert(part, param, ctx) for part in items]
 
 
 def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path:
@@ -29,14 +64,17 @@ def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path
 
 
 def common_options(command):
-    """--seed, --device, --out and --no-progress, defined once for every command."""
+    """--seed, --device, --out, --no-progress and --name, defined once for every command, and the
+    runtime every command shares (cli/runtime.py: failed-run clean-up, log lines, SIGTERM)."""
+    command = command_runtime(command)
     options = [
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random seed."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      help="Where to compute; auto picks cuda when available."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
                      callback=_writable_dir, help="Parent folder of the run directories."),
-        click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+        click.option("--no-progress", is_flag=True, help="Hide progress bars (the per-epoch lines still print)."),
+        name_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -96,12 +134,57 @@ def parse_model_options(pairs: tuple[str, ...], model: str | None = None) -> dic
             options[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
             options[key] = value.strip()
+        if not _finite(options[key]):
+            raise click.BadParameter(f"{model or 'every model'}: {key}={value.strip()} is not a finite number",
+                                     param_hint="--model-option")
     return options
+
+
+def _finite(value) -> bool:
+    """False for nan/inf anywhere in a model option: 1e999 is a literal inf, and 'nan' a string that a
+    constructor's float() would turn into nan."""
+    if isinstance(value, (list, tuple, set)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, complex):
+        return math.isfinite(value.real) and math.isfinite(value.imag)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            return math.isfinite(float(value))
+        except ValueError:  # not a number at all: the model's own check names it
+            return True
+    return True
 
 
 def option_targets(pairs: tuple[str, ...]) -> set[str]:
     """The models that --model-option MODEL:KEY=VALUE pairs name."""
     return {pair.partition("=")[0].rpartition(":")[0].strip() for pair in pairs} - {""}
+
+
+def _distinct_seeds(ctx: click.Context, param: click.Parameter, seeds: list[int] | None) -> tuple[int, ...] | None:
+    """A repeated seed would count one run twice in every mean and interval."""
+    if seeds is None:
+        return None
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise click.BadParameter(f"seed {repeated[0]} is listed twice")
+    return tuple(seeds)
+
+
+seeds_option = click.option(
+    "--seeds", type=CommaList(click.IntRange(0, 2**32 - 1)), default=None, callback=_distinct_seeds,
+    metavar="LIST",
+    help="Comma-separated seeds, e.g. 0,1,2: one run per seed, and tables give mean ± std, a 95% interval "
+         "and n over them (instead of --seed).")
+
+
+def check_seeds(ctx: click.Context, seeds: tuple[int, ...] | None) -> None:
+    """--seeds and an explicit --seed exclude each other."""
+    if seeds and ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--seeds and --seed exclude each other; give every seed in --seeds")
 
 
 model_option = click.option(

@@ -9,13 +9,16 @@ from pathlib import Path
 import click
 
 from dia_ode.attention.dia import DIA_SAMS
-from dia_ode.cli.options import (CONTEXT, check_device, check_model, common_options, model_option, option_targets,
-                                parse_model_options)
+from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model, check_seeds, common_options,
+                                model_option, option_targets, parse_model_options, seeds_option)
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, ResumeMismatch, TrainConfig, TrainingDiverged,
                             from_environment, recipe_config, resume_training, run_training)
-from dia_ode.rundir import start_run
+from dia_ode.cli.runtime import SIGTERM_EXIT, Terminated
+from dia_ode.engine import RunFinished
+from dia_ode.rundir import CHECKPOINT, RunLocked, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
+from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
 from dia_ode.tasks import list_tasks
 
 DEFAULTS = TrainConfig()
@@ -31,17 +34,17 @@ DEFAULTS = TrainConfig()
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size,
               help="Global batch size (split over the processes under torchrun).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, help="Optimizer.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr, help="Peak learning rate.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=DEFAULTS.lr, help="Peak learning rate.")
+@click.option("--momentum", type=FiniteFloat(0, 1, max_open=True), default=DEFAULTS.momentum,
               help="SGD momentum.")
 @click.option("--nesterov/--no-nesterov", default=DEFAULTS.nesterov, help="Nesterov momentum (SGD).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay, help="Weight decay.")
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=DEFAULTS.weight_decay, help="Weight decay.")
 @click.option("--schedule", type=click.Choice(SCHEDULES), default=DEFAULTS.schedule,
               help="lr schedule; step divides by 10 at 50% and 75% of the epochs; warmup_cosine ramps up "
                    "linearly for --warmup-epochs, then decays by a cosine, per step.")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=DEFAULTS.warmup_epochs,
+@click.option("--warmup-epochs", type=FiniteFloat(min=0), default=DEFAULTS.warmup_epochs,
               help="Linear warm-up length (schedule warmup_cosine).")
-@click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--clip-grad", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Clip the global gradient norm to this value.")
 @click.option("--no-augment", is_flag=True, help="Train without random crop / flip.")
 @click.option("--sync-bn", is_flag=True, help="Under torchrun: convert BatchNorm to SyncBatchNorm.")
@@ -52,6 +55,7 @@ DEFAULTS = TrainConfig()
 @click.option("--no-cell-state", is_flag=True, help="DIA ablation: drop the cell state c.")
 @click.option("--no-output-gate", is_flag=True, help="DIA ablation: drop the output gate o.")
 @model_option
+@seeds_option
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (its saved options are used; "
                    "--epochs extends it).")
@@ -59,13 +63,14 @@ DEFAULTS = TrainConfig()
 @click.pass_context
 def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, optimizer, lr, momentum, nesterov,
           weight_decay, schedule, warmup_epochs, clip_grad, no_augment, sync_bn, reduction, sam, no_cell_state,
-          no_output_gate, model_option_pairs, resume_dir, seed, device, out, no_progress) -> None:
+          no_output_gate, model_option_pairs, seeds, resume_dir, seed, device, out, no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
     Models carry a training recipe (`dia-ode ls models --pattern NAME` shows it; the ViTs use AdamW with
     warm-up and cosine); options given here override it.
     """
     check_device(device)
+    check_seeds(ctx, seeds)
 
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
@@ -110,9 +115,13 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
         check_model(model, model_options, data, cfg.task)
+        if seeds:
+            _train_seeds(cfg, seeds, data, dist, out, no_progress)
+            return
         run_dir = None
         if dist.is_main:
-            run_dir = start_run(out, f"train-{model}-{dataset}", {"command": "train", **asdict(cfg)})
+            run_dir = start_run(out, run_description("train", model, model_options, dataset),
+                                {"command": "train", **asdict(cfg)})
             click.echo(f"run directory: {run_dir}")
         run_dir = dist.broadcast(run_dir)
         summary = _guarded(lambda: run_training(cfg, run_dir, progress=not no_progress, dataset=data, dist=dist),
@@ -139,12 +148,32 @@ def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | N
     try:
         summary = _guarded(lambda: resume_training(run_dir, epochs=epochs, device=device, progress=not no_progress,
                                                    command=" ".join(sys.argv), dist=dist, task=task), run_dir)
+    except RunFinished as err:  # not an error: the work is done
+        if dist.is_main:
+            click.echo(str(err))
+        return
+    except RunLocked as err:  # a scheduler's requeue while the old job still runs
+        raise click.BadParameter(str(err), param_hint="--resume") from None
     except ResumeMismatch as err:
         raise click.BadParameter(str(err), param_hint=f"--{err.option}") from None
     except ValueError as err:  # CheckpointError, or a saved config that no longer builds
         raise click.BadParameter(str(err), param_hint="--resume") from None
     if dist.is_main:
         _report(summary, run_dir)
+
+
+def _train_seeds(cfg: TrainConfig, seeds: tuple[int, ...], data, dist: DistContext, out: Path,
+                 no_progress: bool) -> None:
+    """One run per seed in a group run directory, then the table over seeds (studies.seeds)."""
+    if dist.enabled:
+        raise click.UsageError("--seeds trains the seeds one after another in one process; under torchrun "
+                               "start one train per --seed")
+    group = start_seed_group(out, cfg, seeds)
+    click.echo(f"run directory: {group}")
+    run_dirs = train_seeds(cfg, seeds, group, progress=not no_progress, dataset=data, guard=_guarded,
+                           on_run_end=_report)
+    click.echo(seeds_markdown(summarize_seeds(group, run_dirs, n_test=len(data.test))), nl=False)
+    click.echo(f"-> {group}")
 
 
 def _guarded(job, run_dir: Path):
@@ -160,9 +189,14 @@ def _guarded(job, run_dir: Path):
             what = "the ODE solver gave up"
         raise click.ClickException(f"{what}: {err}; the last good checkpoint (if any) is kept in {run_dir}; "
                                    f"{advice}") from None
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; continue with: dia-ode train --resume {run_dir}", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
+        what, code = ("terminated (SIGTERM)", SIGTERM_EXIT) if isinstance(err, Terminated) else ("interrupted", 130)
+        if (Path(run_dir) / CHECKPOINT).is_file():
+            click.echo(f"\n{what}; the last checkpoint is kept; continue with: dia-ode train --resume {run_dir}",
+                       err=True)
+        else:
+            click.echo(f"\n{what} before the first checkpoint: nothing to resume", err=True)
+        sys.exit(code)
     except DataError as err:
         raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
 

@@ -1,4 +1,8 @@
-"""CIFAR-10 / CIFAR-100 from the python pickle batches on a user's disk."""
+"""CIFAR-10 / CIFAR-100 from the python pickle batches on a user's disk.
+
+The batches are pickles, so they are read with the restricted unpickler of safe_pickle.py: a crafted
+batch in a downloaded folder is refused, never run.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,19 @@ import numpy as np
 import torch
 
 from dia_ode.data.dataset import DataError, Official, checked_split, one_line
+from dia_ode.data.safe_pickle import UnsafePickleError, restricted_load
 
 
 def _unpickle(path: Path, label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        with open(path, "rb") as f:
-            # encoding="bytes" is the format's own (written by Python 2); the file is the user's own.
-            batch = pickle.load(f, encoding="bytes")
+        batch = restricted_load(path, encoding="bytes")  # "bytes": the format's own (written by Python 2)
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+    except UnsafePickleError as err:
+        raise DataError(f"CIFAR batch {path} holds code or objects the safe loader refuses ({err}); "
+                        f"not loaded") from None
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, IndexError, KeyError, TypeError,
+            ValueError) as err:
         raise DataError(f"cannot read CIFAR batch {path}: {one_line(err)}") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
         raise DataError(f"CIFAR batch {path}: data {data.shape}, labels {labels.shape}; want (N, 3072), (N,)")

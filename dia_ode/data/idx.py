@@ -7,6 +7,7 @@ which is used when no --data-dir is given. The reader is ours: there is no CPU t
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -47,7 +48,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if ndim == 0 or len(raw) < 4 + 4 * ndim:
         raise DataError(f"malformed IDX file {path}: header too short for {ndim} dims")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    expected = int(np.prod(dims)) + 4 + 4 * ndim
+    if min(dims) < 0:  # int32 dims: a negative one would pass the size check below as a product
+        raise DataError(f"malformed IDX file {path}: negative dims {dims}")
+    expected = math.prod(dims) + 4 + 4 * ndim  # Python ints: np.prod would wrap around on huge dims
     if len(raw) != expected:
         raise DataError(f"malformed IDX file {path}: {len(raw)} bytes, dims {dims} need {expected}")
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()

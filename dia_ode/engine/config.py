@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from dia_ode.models import model_entry  # a recipe is registry data: engine builds no model family
 
@@ -37,6 +37,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     device: str = "auto"
     model_options: dict = field(default_factory=dict)
+    extended_from: tuple[int, ...] = ()  # earlier totals of `epochs`, one per resume that extended the run
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -45,7 +46,36 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in known})
         cfg.milestones = tuple(cfg.milestones)
+        cfg.extended_from = tuple(cfg.extended_from)
         return cfg
+
+    def extended(self, epochs: int) -> "TrainConfig":
+        """This config with `epochs` in total; more than now records the old total in extended_from.
+
+        An extension never changes the lr of an epoch already planned: the old schedule runs to its
+        end, then the added epochs run the same schedule again over their own length (a warm restart,
+        SGDR, arXiv 1608.03983), so a resumed-and-extended run is reproducible from its config alone.
+        """
+        if epochs == self.epochs:
+            return replace(self)
+        if epochs < self.epochs:
+            raise ValueError(f"epochs={epochs} is fewer than the run's {self.epochs}: a shorter schedule would change "
+                             f"the lr of epochs already trained; start a new run")
+        return replace(self, epochs=epochs, extended_from=(*self.extended_from, self.epochs))
+
+    def schedule_segment(self, epoch: int) -> tuple["TrainConfig", int]:
+        """(config of the schedule segment holding `epoch`, the epoch's index within it), 0-based.
+
+        Without extensions that is (self, epoch). A restarted segment keeps the first one's warm-up
+        as the same fraction of its length.
+        """
+        bounds = (0, *self.extended_from, self.epochs)
+        k = max(i for i in range(len(bounds) - 1) if bounds[i] <= epoch)
+        if k == 0 and not self.extended_from:
+            return self, epoch
+        length = bounds[k + 1] - bounds[k]
+        warmup = self.warmup_epochs * length / bounds[1] if k else self.warmup_epochs
+        return replace(self, epochs=length, warmup_epochs=warmup, extended_from=()), epoch - bounds[k]
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -63,6 +93,10 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs applies to schedule warmup_cosine, not '{self.schedule}'")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if list(self.extended_from) != sorted(set(self.extended_from)) or \
+                any(not 0 < e < self.epochs for e in self.extended_from):
+            raise ValueError(f"extended_from must rise strictly within (0, epochs={self.epochs}), "
+                             f"got {list(self.extended_from)}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad must be > 0, got {self.clip_grad}")
 

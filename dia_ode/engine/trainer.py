@@ -2,16 +2,18 @@
 
 The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per
 epoch or step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the
-end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures. All randomness of an
+end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per
+epoch, and the run directory's lock (rundir/lock.py: one process per run). All randomness of an
 epoch (shuffling and augmentation) comes from a generator seeded by (seed, epoch), so a resumed run
 reproduces an uninterrupted one exactly on CPU. Under torchrun (engine/distributed.py) each rank
 trains on its part of every global batch, metric sums are all-reduced (the nfe_* columns are rank 0's
-own), evaluation uses rank 0's BatchNorm statistics, and only rank 0 writes.
+own), evaluation uses rank 0's BatchNorm statistics, and only rank 0 writes (and holds the lock).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -28,16 +30,23 @@ from dia_ode.engine.config import TrainConfig
 from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
+from dia_ode.engine.report import epoch_line, plot_history
 from dia_ode.engine.seeding import epoch_generator, seed_everything
-from dia_ode.models import create_model
-from dia_ode.rundir import (CHECKPOINT, CheckpointError, append_jsonl, load_checkpoint, save_figure, write_json,
-                            write_jsonl)
+from dia_ode.models import create_model, model_entry
+from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, load_checkpoint, lock_run,
+                            mark_failed, write_json, write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task, means, model_spec
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class RunFinished(Exception):
+    """A resume of a run that has done all its epochs and has its results: nothing to do."""
 
 
 class ResumeMismatch(ValueError):
@@ -61,7 +70,8 @@ class Trainer:
         run_dir: a directory made by rundir.start_run (rank 0's; other ranks write nothing).
         dataset: the loaded dataset of cfg, when the caller has it already.
         dist: the data-parallel context (engine.distributed.from_environment); None: one process on cfg.device.
-        progress: show tqdm progress bars (rank 0 only).
+        progress: show tqdm progress bars (rank 0 only, and only on a terminal: a log file gets the
+            epoch lines instead).
         on_epoch_end: called as on_epoch_end(epoch, row) after each checkpoint is written.
     """
 
@@ -84,6 +94,8 @@ class Trainer:
         self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
         self.optimizer = build_optimizer(cfg, self.model)
         self.history: list[dict] = []
+        self.epochs_saved = 0  # epochs in the checkpoint on disk
+        self._training = False  # set once the state is restored: from then on a failure is the run's
         self._failure: Exception | None = None  # a forward error held back for the other ranks
 
     @property
@@ -97,12 +109,33 @@ class Trainer:
             CheckpointError: resume=True and the checkpoint is missing, corrupt or foreign.
             TrainingDiverged: a non-finite loss; the last good checkpoint is left untouched.
         """
+        lock = hold_run(self.run_dir, self.dist)
+        try:
+            return self._fit(resume)
+        except BaseException as err:
+            # only once training went on (a refused resume leaves the run as it was), and only with a
+            # checkpoint to resume from (else the CLI removes the empty run directory)
+            if self.dist.is_main and self._training and (self.run_dir / CHECKPOINT).is_file():
+                mark_failed(self.run_dir, err, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                            epochs_done=self.epochs_saved, epochs=self.cfg.epochs)
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, resume: bool) -> dict:
         cfg, dist = self.cfg, self.dist
         if resume:
             self.history = restore_training_state(self.run_dir / CHECKPOINT, cfg, self.model, self.optimizer,
                                                   self.device)
+            self.epochs_saved = len(self.history)
             if dist.is_main:
                 write_jsonl(self.run_dir / "metrics.jsonl", self.history)  # drop lines written after the checkpoint
+                log.info(f"resumed at epoch {len(self.history)} of {cfg.epochs}")
+        else:
+            (self.run_dir / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+        self._training = True
+        continuous = _is_continuous(cfg.model)
         net = dist.wrap(self.model, cfg.sync_bn)
         meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
         for epoch in range(len(self.history), cfg.epochs):
@@ -117,7 +150,9 @@ class Trainer:
                 save_training_state(self.run_dir / CHECKPOINT, epoch=epoch + 1, model=self.model,
                                     optimizer=self.optimizer, history=self.history, cfg=cfg, model_spec=self.spec,
                                     normalisation=self.normalisation)
+                self.epochs_saved = epoch + 1
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
+                log.info(epoch_line(row, cfg.epochs, nfe=continuous))
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
         meter.reset()
@@ -127,7 +162,8 @@ class Trainer:
         summary = self._summary(test, nfe_test)
         if dist.is_main:
             write_json(self.run_dir / "summary.json", summary)
-            plot_history(self.history, self.task.metric_names, self.run_dir / "figures")
+            plot_history(self.history, self.task.metric_names, self.run_dir / "figures",
+                         title=f"{self.run_dir.name}: {cfg.model} on {cfg.dataset}", nfe=continuous)
         return summary
 
     def _train_epoch(self, net: nn.Module, epoch: int) -> dict[str, float]:
@@ -138,11 +174,13 @@ class Trainer:
         batches = self.task.batches(self.dataset.train, cfg.batch_size,
                                     dataset=self.dataset, device=self.device, shuffle=True,
                                     generator=epoch_generator(cfg.seed, epoch), augment=cfg.augment, shard=dist.shard)
+        # disable=None: tqdm draws only on a terminal, so a redirected log is not flooded with bars
         bar = tqdm(batches, total=len(sizes), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not self.progress)
+                   disable=None if self.progress else True)
+        segment, local_epoch = cfg.schedule_segment(epoch)  # an extended run restarts its schedule
         totals: dict[str, float] = {}
         for step, batch in enumerate(bar):
-            lr = learning_rate(cfg, epoch, step, len(sizes))
+            lr = learning_rate(segment, local_epoch, step, len(sizes))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss, sums = self._loss(net, batch)
@@ -158,10 +196,10 @@ class Trainer:
             self.optimizer.step()
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + value
-            if self.progress:
+            if not bar.disable:
                 bar.set_postfix(loss=f"{totals['loss'] / totals['count']:.4f}")
         row = {f"train_{k}": v for k, v in means(dist.all_reduce_sums(totals)).items()}
-        row["lr"] = learning_rate(cfg, epoch, 0, len(sizes))  # at the epoch's first step
+        row["lr"] = learning_rate(segment, local_epoch, 0, len(sizes))  # at the epoch's first step
         return row
 
     def _loss(self, net: nn.Module, batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -201,7 +239,7 @@ class Trainer:
         cfg, history, best = self.cfg, self.history, max if self.task.higher_is_better else min
         key = f"val_{self.task.selection_metric}"
         seconds = sum(row["seconds"] for row in history)
-        return {"model": cfg.model, "task": cfg.task, "dataset": cfg.dataset,
+        return {"status": "finished", "model": cfg.model, "task": cfg.task, "dataset": cfg.dataset,
                 "params": sum(p.numel() for p in self.model.parameters()), "epochs": cfg.epochs, **test,
                 f"final_{key}": history[-1][key], f"best_{key}": best(row[key] for row in history),
                 "nfe_test": nfe_test, "nfe_backward_train": history[-1]["nfe_backward"],
@@ -219,19 +257,31 @@ def nfe_means(meter: DynamicsMeter) -> dict[str, float]:
             "nfe_eval": evals["nfe_forward"] / max(evals["passes"], 1)}
 
 
-def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir: Path) -> None:
-    """One panel per metric, train and val over the epochs, as figures/training.png|pdf."""
-    from matplotlib.figure import Figure  # not pyplot: no global backend or figure state in a library
+def _is_continuous(model: str) -> bool:
+    """Whether the registry calls the model continuous-depth (its NFE is worth a column and a panel)."""
+    try:
+        return model_entry(model).kind == "continuous"
+    except ValueError:
+        return False
 
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(4.5 * len(metric_names), 3.5))
-    for ax, name in zip(fig.subplots(1, len(metric_names), squeeze=False)[0], metric_names):
-        for split in ("train", "val"):
-            ax.plot(epochs, [r.get(f"{split}_{name}", math.nan) for r in history], marker="o", label=split)
-        ax.set(xlabel="epoch", ylabel=name, title=name, yscale="log" if name == "loss" else "linear")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    save_figure(fig, figures_dir, "training")
+
+def hold_run(run_dir: Path, dist: DistContext) -> RunLock | None:
+    """Rank 0 takes the run directory's lock; every rank learns of a refusal, or the others would wait
+    in their first collective forever. None on the other ranks.
+
+    Raises:
+        RunLocked: another process holds the run.
+    """
+    lock, refusal = None, None
+    if dist.is_main:
+        try:
+            lock = lock_run(run_dir)
+        except RunLocked as err:
+            refusal = str(err)
+    refusal = dist.broadcast(refusal)
+    if refusal is not None:
+        raise RunLocked(refusal)
+    return lock
 
 
 def run_training(cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = False,
@@ -246,9 +296,13 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
                     command: str | None = None, dist: DistContext | None = None, task: str | None = None) -> dict:
     """Continue the run in `run_dir` from its last checkpoint, with its saved config.
 
+    More epochs than planned extend the run: the old schedule runs to its end and the added epochs
+    restart it (see TrainConfig.extended); config.json then records the new total and, in
+    extended_from, the old ones. Fewer are refused.
+
     Args:
         run_dir: a directory written by a previous `dia-ode train`.
-        epochs: a new total number of epochs (to extend a finished run); None keeps the saved one.
+        epochs: a new total number of epochs (to extend the run); None keeps the saved one.
         device: override the saved device ("auto", "cpu", "cuda").
         progress: show tqdm progress bars.
         on_epoch_end: as in Trainer.
@@ -258,7 +312,9 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
 
     Raises:
         CheckpointError: not a run directory, or a config or checkpoint that cannot be read.
-        ResumeMismatch: fewer epochs than done, or another task than the saved one.
+        ResumeMismatch: fewer epochs than planned or done, or another task than the saved one.
+        RunLocked: another process is training the run.
+        RunFinished: the run has done all its epochs and has its results (epochs extends it).
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -272,14 +328,39 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
                               f"{str(err)[:100]})") from None
     if task is not None and task != cfg.task:
         raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
-    cfg.epochs = epochs or cfg.epochs
-    cfg.device = device or cfg.device
-    done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
-    if cfg.epochs < done:
-        raise ResumeMismatch("epochs", f"epochs={cfg.epochs} is fewer than the {done} epochs the checkpoint has done")
-    if dist is None or dist.is_main:
-        write_json(config_path, {**saved, **asdict(cfg)})
-        if command is not None:
-            with open(run_dir / "cmd.txt", "a") as f:
-                f.write(command + "\n")
-    return run_training(cfg, run_dir, progress=progress, resume=True, on_epoch_end=on_epoch_end, dist=dist)
+    dist = dist or DistContext(torch.device("cpu"))  # for the lock only; Trainer resolves cfg.device
+    lock = hold_run(run_dir, dist)  # before anything is read for writing: a second process stops here
+    try:
+        done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
+        if epochs is not None and epochs < done:
+            raise ResumeMismatch("epochs", f"epochs={epochs} is fewer than the {done} epochs the checkpoint has done")
+        if (epochs or cfg.epochs) == done == cfg.epochs and _has_results(run_dir):
+            raise RunFinished(f"run {run_dir} is finished ({done} of {cfg.epochs} epochs); "
+                              f"extend it with --epochs N (N > {cfg.epochs})")
+        planned = cfg.epochs
+        try:
+            cfg = cfg.extended(epochs or planned)
+        except ValueError as err:
+            raise ResumeMismatch("epochs", str(err)) from None
+        cfg.device = device or cfg.device
+        if cfg.epochs > planned and dist.is_main:
+            log.info(f"extended from {planned} to {cfg.epochs} epochs: the added epochs restart the "
+                     f"{cfg.schedule} schedule (for one schedule over all epochs start a new run)")
+        if dist.is_main:
+            write_json(config_path, {**saved, **asdict(cfg)})
+            if command is not None:
+                with open(run_dir / "cmd.txt", "a") as f:
+                    f.write(command + "\n")
+        return run_training(cfg, run_dir, progress=progress, resume=True, on_epoch_end=on_epoch_end, dist=dist)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _has_results(run_dir: Path) -> bool:
+    """summary.json holds the run's test results (not a failure or interruption record)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("status", "finished") == "finished"

@@ -129,14 +129,20 @@ class ODENet(AbstractBackbone):
 def odenet(attention: str = "none", num_classes: int = 10, in_channels: int = 3, width: int = 32,
            T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
            step_size: float | None = None, adjoint: bool = False, max_num_steps: int | None = 1000,
-           downsample: int = 2, **attention_options) -> ODENet:
+           downsample: int = 2, adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
+           adjoint_seminorm: bool = False, kinetic_energy: float = 0.0, jacobian_norm: float = 0.0,
+           steer: float = 0.0, **attention_options) -> ODENet:
     """The continuous ODE-Net: dynamics (attention "none", "se" or "dia") integrated over [0, T].
 
-    Solver arguments are those of solvers.ContinuousBlock; attention_options go to make_dynamics.
+    Solver arguments are those of solvers.ContinuousBlock, the adjoint's (adjoint_rtol, adjoint_atol,
+    adjoint_seminorm) and the training-time regularisers (kinetic_energy, jacobian_norm: RNODE's λ_K
+    and λ_J; steer: STEER's b) included; attention_options go to make_dynamics.
     """
     dynamics = make_dynamics(attention, ConvField(width), width, **attention_options)
     block = ContinuousBlock(dynamics, T=T, method=method, rtol=rtol, atol=atol, step_size=step_size,
-                            adjoint=adjoint, max_num_steps=max_num_steps)
+                            adjoint=adjoint, max_num_steps=max_num_steps, adjoint_rtol=adjoint_rtol,
+                            adjoint_atol=adjoint_atol, adjoint_seminorm=adjoint_seminorm,
+                            kinetic_energy=kinetic_energy, jacobian_norm=jacobian_norm, steer=steer)
     return ODENet(block, num_classes, in_channels, width, downsample)
 
 

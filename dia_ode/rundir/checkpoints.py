@@ -10,6 +10,9 @@ normalisation, so a run can be loaded for analysis or sampling without the train
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes (e.g. on a legacy file's pickle protocol) add nothing
+            warnings.filterwarnings("ignore", module=r"torch(\.|$)")  # to the one line raised below
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_refusal(path, str(err))) from None
     except Exception as err:  # torch raises many types for truncated or foreign files
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({first_line[:120]})") from None
@@ -70,3 +77,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} has an unsupported layout (missing {missing or 'nothing'}, "
                               f"version {payload.get('version')})")
     return payload
+
+
+def _refusal(path: Path, message: str) -> str:
+    """One line for an UnpicklingError of torch.load(weights_only=True).
+
+    torch's own message is a page of advice to re-run with weights_only=False, which is exactly what
+    must not be done with a file that carries code; only the refused global (or opcode) is kept.
+    """
+    if not message.startswith("Weights only load failed"):
+        first_line = message.strip().splitlines()[0] if message.strip() else "UnpicklingError"
+        return f"checkpoint {path} is corrupt or unreadable ({first_line[:120]})"
+    # "GLOBAL posix.system" (os.system on Linux), else torch's reason, e.g. "Unsupported operand 149"
+    found = re.search(r"(GLOBAL [\w.]+)", message)
+    if found:
+        return f"checkpoint {path} holds code or objects the safe loader refuses ({found.group(1)[:120]}); not loaded"
+    # An opcode torch does not admit: garbage bytes and a plain pickle carrying code look the same here.
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
+    what = found.group(1).strip() if found else "see torch.load's weights_only"
+    return f"checkpoint {path} is corrupt or holds objects the safe loader refuses ({what[:120]}); not loaded"

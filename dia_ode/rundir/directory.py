@@ -1,24 +1,40 @@
-"""Run directories: every command leaves a self-describing `<out>/<NNNNN>-<desc>/`.
+"""Run directories: every command leaves a self-describing `<out>/<NNNNN>-<desc>[-<name>]/`.
 
 Each holds config.json (resolved options, seed, versions), cmd.txt, and what the command adds:
-metrics.jsonl (one flushed JSON object per line), summary.json, checkpoints/ and figures/.
+metrics.jsonl (one flushed JSON object per line), summary.json, checkpoints/ and figures/ (made
+when the first file goes in, so a directory never holds empty folders). A command that fails leaves
+no half-made directory behind (see failed_runs_cleanup): one that holds nothing yet is removed, one
+that holds results is marked {"status": "failed"} in summary.json.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import os
 import platform
 import re
+import shutil
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from dia_ode.rundir.jsonio import write_json
+from dia_ode.rundir.lock import LOCK_FILE
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
+MAX_DESC = 80  # characters of the generated part of a directory name; longer ones end in a hash
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]{1,40}$")  # what --name TAG may be
+_SKELETON = {"config.json", "cmd.txt", LOCK_FILE}  # what a run holds before it has produced anything
+
+_run_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_name", default=None)
+_started: list[Path] = []  # run directories start_run made in this process, for failed_runs_cleanup
 
 
 def versions() -> dict[str, str]:
@@ -31,33 +47,98 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def run_description(command: str, model: str, options: dict, dataset: str) -> str:
+    """`command-model[-key=value...]-dataset`: the options a user set show in the name, so ablations
+    (sam=cbam, output_gate=False) do not look like the plain model; a hash keeps a long one short."""
+    parts = [command, model, *(f"{k}={v}" for k, v in sorted(options.items())), dataset]
+    desc = _UNSAFE.sub("_", "-".join(parts))
+    if len(desc) > MAX_DESC:
+        digest = hashlib.sha1(desc.encode()).hexdigest()[:8]
+        desc = f"{desc[:MAX_DESC - 10]}~{digest}-{_UNSAFE.sub('_', dataset)}"[:MAX_DESC + len(dataset)]
+    return desc
+
+
+@contextlib.contextmanager
+def run_name(name: str | None) -> Iterator[None]:
+    """Within the block, start_run adds `name` to directory names and configs (the CLI's --name)."""
+    token = _run_name.set(name)
+    try:
+        yield
+    finally:
+        _run_name.reset(token)
+
+
 def create_run_dir(out: str | os.PathLike, desc: str) -> Path:
-    """Create `<out>/<NNNNN>-<desc>/` (with checkpoints/ and figures/), NNNNN one past the largest.
+    """Create `<out>/<NNNNN>-<desc>/`, NNNNN one past the largest.
 
     mkdir without exist_ok makes two concurrent commands pick different numbers.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    safe_desc = re.sub(r"[^A-Za-z0-9_.+-]", "_", desc)
+    safe_desc = _UNSAFE.sub("_", desc)
     while True:
         taken = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_NAME.match(p.name))]
         run_dir = out / f"{max(taken, default=-1) + 1:05d}-{safe_desc}"
         try:
             run_dir.mkdir()
-            break
+            return run_dir
         except FileExistsError:
             continue
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "figures").mkdir()
-    return run_dir
 
 
-def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] | None = None) -> Path:
-    """Create a run directory and write config.json (config + versions) and cmd.txt."""
-    run_dir = create_run_dir(out, desc)
-    write_json(run_dir / "config.json", {**config, "versions": versions()})
+def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] | None = None,
+              name: str | None = None) -> Path:
+    """Create a run directory and write config.json (config + name + versions) and cmd.txt.
+
+    Args:
+        name: a tag for the directory name and config.json; None takes the one of run_name(), if any.
+    """
+    name = name or _run_name.get()
+    if name is not None and not NAME_PATTERN.match(name):
+        raise ValueError(f"run name {name!r} must be 1-40 letters, digits or _.+=-")
+    run_dir = create_run_dir(out, f"{desc}-{name}" if name else desc)
+    write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}), "versions": versions()})
     argv = sys.argv if argv is None else argv
     (run_dir / "cmd.txt").write_text(" ".join(argv) + "\n")
+    _started.append(run_dir)
     return run_dir
 
 
+def mark_failed(run_dir: str | os.PathLike, error: BaseException | str, status: str = "failed", **extra) -> None:
+    """Write summary.json {"status": status, "error": one line, **extra} for a run that stopped early."""
+    message = error if isinstance(error, str) else (f"{type(error).__name__}: {error}".strip().rstrip(":"))
+    message = message.splitlines()[0][:300] if message else status
+    write_json(Path(run_dir) / "summary.json", {"status": status, "error": message, **extra})
+
+
+def is_skeleton(run_dir: str | os.PathLike) -> bool:
+    """Whether a run directory holds nothing but what start_run wrote (and empty folders)."""
+    for path in Path(run_dir).rglob("*"):
+        if path.is_file() and path.relative_to(run_dir).as_posix() not in _SKELETON:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def failed_runs_cleanup() -> Iterator[None]:
+    """If the block fails, no run directory it started is left half made.
+
+    One that holds nothing but config.json and cmd.txt is removed; one that holds results but no
+    summary.json gets {"status": "failed", "error": ...} (the trainer writes its own, richer one).
+    A clean exit (also SystemExit(0)) leaves everything as it is.
+    """
+    first = len(_started)
+    try:
+        yield
+    except BaseException as err:
+        if not (isinstance(err, SystemExit) and err.code in (0, None)):
+            for run_dir in _started[first:]:
+                if not run_dir.is_dir():
+                    continue
+                if is_skeleton(run_dir):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                elif not (run_dir / "summary.json").exists():
+                    mark_failed(run_dir, err, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+    finally:
+        del _started[first:]

@@ -11,6 +11,7 @@ from dia_ode.solvers.continuous_attention import (
     DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
 )
 from dia_ode.solvers.interleaved import AlternatingController
+from dia_ode.solvers.regularization import RegularizedDynamics, regularization_loss
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
 from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, dynamics_stats
 from dia_ode.solvers.tied import FieldBlock, euler_stage
@@ -25,4 +26,6 @@ __all__ = [
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
     "StepBudgetExceeded", "StepLog", "continuous_blocks", "dynamics_stats", "euler_stage",
     "make_dynamics",
+    # regularised training (regularization.py)
+    "RegularizedDynamics", "regularization_loss",
 ]

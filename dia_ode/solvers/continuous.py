@@ -4,7 +4,9 @@ The continuous-depth twin of a residual stage ("Neural Ordinary Differential Equ
 arXiv 1806.07366): instead of L Euler steps x_{k+1} = x_k + h_k f(x_k), an adaptive or fixed-grid
 solver from torchdiffeq integrates the dynamics from t = 0 to t = T (`odeint`, or `odeint_adjoint`
 for O(1) memory). The solver is instrumented without editing it: evaluations are counted in the
-vector field's forward, steps through torchdiffeq's callbacks. See theory/continuous_dia.md.
+vector field's forward, steps through torchdiffeq's callbacks. In training a block can also
+regularise its dynamics (RNODE's kinetic and Jacobian penalties, STEER's random end time;
+solvers/regularization.py). See theory/continuous_dia.md.
 
 Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forward):
     nfe_forward         evaluations of F made by the forward solve
@@ -30,6 +32,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from dia_ode.solvers.controllers import AbstractController, ConstantStep
+from dia_ode.solvers.regularization import RegularizedDynamics, check_regularization, steer_end_time
 
 STAT_KEYS = ("nfe_forward", "nfe_backward", "num_steps", "num_accepted", "num_rejected", "num_steps_backward")
 
@@ -122,11 +125,11 @@ class _AbstractInstrumented(nn.Module):
     warns when a solver is given callbacks it does not call).
     """
 
-    def __init__(self, block: "ContinuousBlock", stats: dict, log: StepLog) -> None:
+    def __init__(self, block: "ContinuousBlock", dynamics: nn.Module, stats: dict, log: StepLog) -> None:
         super().__init__()
-        self.dynamics = block.dynamics
+        self.dynamics = dynamics  # the block's, or its RegularizedDynamics for this solve
         self.stats, self.log = stats, log
-        self.budget, self.T, self.method = block.max_num_steps, block.T, block.method
+        self.budget, self.T, self.method = block.max_num_steps, block.end_time, block.method
         self.recorder = block.recorder
         self.phase = "forward"  # the block switches it to "backward" once the forward solve returns
 
@@ -211,14 +214,28 @@ class ContinuousBlock(nn.Module):
         adjoint: backpropagate with the adjoint method (odeint_adjoint) instead of through the solver.
         max_num_steps: budget of attempted steps per solve (forward and adjoint separately); past it
             StepBudgetExceeded is raised. None: no budget.
+        adjoint_rtol: relative tolerance of the adjoint solve (adaptive methods, adjoint only); None:
+            rtol.
+        adjoint_atol: absolute tolerance of the adjoint solve; None: atol.
+        adjoint_seminorm: measure the adjoint solve's error on the state and its adjoint only, not
+            on the parameters' adjoint (torchdiffeq's adjoint_options norm="seminorm",
+            "Hey, that's not an ODE", Kidger et al., arXiv 2009.09457).
+        kinetic_energy: λ_K of RNODE's ∫||F||² dt penalty (training only; 0: none).
+        jacobian_norm: λ_J of RNODE's Hutchinson ∫||ε^T ∂F/∂y||² dt penalty (training only; 0: none).
+        steer: STEER's b: a training forward integrates to T' ~ U[T - b, T + b] (0 <= b < T); eval
+            always to T.
 
     After a forward, `stats` holds the counts of that forward (see STAT_KEYS in the module docstring)
     and `log` its per-step record; backward adds nfe_backward and num_steps_backward to the same dict.
+    `end_time` is the T it integrated to and `penalty` its regularisation term (a 0-d tensor in a
+    regularised training forward, else None; solvers.regularization_loss sums it over a model).
     """
 
     def __init__(self, dynamics: AbstractDynamics, T: float = 1.0, method: str = "dopri5", rtol: float = 1e-3,
                  atol: float = 1e-3, step_size: float | None = None, adjoint: bool = False,
-                 max_num_steps: int | None = 1000) -> None:
+                 max_num_steps: int | None = 1000, adjoint_rtol: float | None = None,
+                 adjoint_atol: float | None = None, adjoint_seminorm: bool = False, kinetic_energy: float = 0.0,
+                 jacobian_norm: float = 0.0, steer: float = 0.0) -> None:
         super().__init__()
         if method not in ADAPTIVE_METHODS + FIXED_GRID_METHODS:
             raise ValueError(f"unknown method '{method}'; valid: {', '.join(ADAPTIVE_METHODS + FIXED_GRID_METHODS)}")
@@ -234,33 +251,70 @@ class ContinuousBlock(nn.Module):
             raise ValueError(f"T must be > 0, got {T}")
         if max_num_steps is not None and max_num_steps < 1:
             raise ValueError(f"max_num_steps must be >= 1 or None, got {max_num_steps}")
+        _check_adjoint_options(method, adjoint, adjoint_rtol, adjoint_atol, adjoint_seminorm)
+        check_regularization(T, kinetic_energy, jacobian_norm, steer)
         self.dynamics = dynamics
         self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
         self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
+        self.adjoint_rtol, self.adjoint_atol, self.adjoint_seminorm = adjoint_rtol, adjoint_atol, adjoint_seminorm
+        self.kinetic_energy, self.jacobian_norm, self.steer = kinetic_energy, jacobian_norm, steer
         self.recorder = None  # set by solvers.trace while it records; never saved
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.log = StepLog()
+        self.end_time, self.penalty = self.T, None
 
     @property
     def adaptive(self) -> bool:
         return self.method in ADAPTIVE_METHODS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.stats, self.log = dict.fromkeys(STAT_KEYS, 0), StepLog()
-        func = (_AdaptiveInstrumented if self.adaptive else _FixedGridInstrumented)(self, self.stats, self.log)
-        t = torch.tensor([0.0, self.T], dtype=torch.float64, device=x.device)  # float64: solvers accumulate time
-        options = None if self.adaptive else {"grid_constructor": uniform_grid(self.step_size)}
-        solve = odeint_adjoint if self.adjoint else odeint
-        ys = solve(func, self.dynamics.initial_state(x), t, rtol=self.rtol, atol=self.atol, method=self.method,
-                   options=options)
+        self.stats, self.log, self.penalty = dict.fromkeys(STAT_KEYS, 0), StepLog(), None
+        self.end_time = steer_end_time(self.T, self.steer) if self.training and self.steer else self.T
+        regularized = self.training and (self.kinetic_energy > 0 or self.jacobian_norm > 0)
+        dynamics = (RegularizedDynamics(self.dynamics, self.kinetic_energy, self.jacobian_norm) if regularized
+                    else self.dynamics)
+        func = (_AdaptiveInstrumented if self.adaptive else _FixedGridInstrumented)(self, dynamics, self.stats,
+                                                                                   self.log)
+        t = torch.tensor([0.0, self.end_time], dtype=torch.float64, device=x.device)  # float64: solvers accumulate time
+        options = {} if self.adaptive else {"grid_constructor": uniform_grid(self.step_size)}
+        adjoint_options = dict(options, **({"norm": "seminorm"} if self.adjoint_seminorm else {}))
+        if regularized and self.adaptive:
+            options["norm"] = RegularizedDynamics.error_norm  # the penalties' integrals take no part in the steps
+        y0 = dynamics.initial_state(x)
+        if self.adjoint:
+            ys = odeint_adjoint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options,
+                                adjoint_rtol=self.adjoint_rtol, adjoint_atol=self.adjoint_atol,
+                                adjoint_options=adjoint_options)
+        else:
+            ys = odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
         func.phase = "backward"
         y_T = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
-        x_T = self.dynamics.readout(y_T)
+        if regularized:
+            self.penalty = dynamics.loss_term(y_T)
+        x_T = dynamics.readout(y_T)
         if self.recorder is not None:
             self.recorder.finish(x_T)
         return x_T
 
     def extra_repr(self) -> str:
         solver = f"rtol={self.rtol}, atol={self.atol}" if self.adaptive else f"step_size={self.step_size}"
-        return (f"T={self.T}, method={self.method}, {solver}, adjoint={self.adjoint}, "
-                f"max_num_steps={self.max_num_steps}")
+        extras = [f"{name}={value}" for name, value, default in (
+            ("adjoint_rtol", self.adjoint_rtol, None), ("adjoint_atol", self.adjoint_atol, None),
+            ("adjoint_seminorm", self.adjoint_seminorm, False), ("kinetic_energy", self.kinetic_energy, 0.0),
+            ("jacobian_norm", self.jacobian_norm, 0.0), ("steer", self.steer, 0.0)) if value != default]
+        return ", ".join([f"T={self.T}, method={self.method}, {solver}, adjoint={self.adjoint}, "
+                          f"max_num_steps={self.max_num_steps}", *extras])
+
+
+def _check_adjoint_options(method: str, adjoint: bool, adjoint_rtol: float | None, adjoint_atol: float | None,
+                           seminorm: bool) -> None:
+    """ValueError for adjoint options without the adjoint, on a fixed grid, or tolerances <= 0."""
+    given = [name for name, value in (("adjoint_rtol", adjoint_rtol), ("adjoint_atol", adjoint_atol),
+                                      ("adjoint_seminorm", seminorm)) if value not in (None, False)]
+    if given and not adjoint:
+        raise ValueError(f"{', '.join(given)} apply to the adjoint solve: set adjoint=True")
+    if given and method in FIXED_GRID_METHODS:
+        raise ValueError(f"{', '.join(given)} apply to adaptive methods, not to fixed-grid '{method}'")
+    for name, value in (("adjoint_rtol", adjoint_rtol), ("adjoint_atol", adjoint_atol)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")

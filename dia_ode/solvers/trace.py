@@ -98,8 +98,15 @@ def trace(model: nn.Module, x: torch.Tensor, cond: torch.Tensor | None = None, d
         return_output: also return the model's output, as (traces, output).
 
     Returns:
-        A list of StageTrace, one per stage or continuous block (or (traces, output)).
+        A list of StageTrace, one per stage or continuous block (or (traces, output)): a continuous
+        block's trace holds its accepted solver steps (kind "continuous").
+
+    Raises:
+        ValueError: the model has neither a ResidualStage nor a ContinuousBlock (nothing to record;
+            an empty list would look like a model with no steps).
     """
+    if not recorded_modules(model):
+        raise ValueError(f"{type(model).__name__} has no ResidualStage or ContinuousBlock: nothing to trace")
     with recording(model, detach=detach) as traces:
         out = model(x) if cond is None else model(x, cond)
     return (traces, out) if return_output else traces

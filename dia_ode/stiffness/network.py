@@ -82,13 +82,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = mode
 
 
-def _sample_step(h: torch.Tensor, i: int) -> torch.Tensor:
+def sample_step(h: torch.Tensor, i: int) -> torch.Tensor:
     """Sample i's step from a traced h_k: 0-d (constant), or batch-first broadcastable to f_k."""
     return h if h.dim() == 0 or h.shape[0] == 1 else h[i:i + 1]
 
 
-def _spectral_indices(prefix: str, f: VectorField, x: torch.Tensor, k: int, which: str, method: str,
-                      with_log_norm: bool) -> dict:
+def spectral_indices(prefix: str, f: VectorField, x: torch.Tensor, k: int, which: str, method: str,
+                     with_log_norm: bool) -> dict:
     """Eigenvalues of f's Jacobian at x and the indices read from them, keys prefixed by `prefix`."""
     values, info = spectrum_with_info(f, x, k, which, method=method)
     row = {f"{prefix}eigenvalues": values, f"{prefix}spectral_radius": spectral_radius(values),
@@ -106,7 +106,7 @@ def block_row(block: nn.Module, stage_trace: StageTrace, stage: int, index: int,
     row = {"stage": stage, "block": index, "sample": sample, "n": x_k.numel(), "skipped": None}
     if stage_trace.updates[index].shape != stage_trace.states[index].shape:
         return {**row, "skipped": SKIPPED_SHAPE}
-    h = _sample_step(stage_trace.steps[index], sample)  # 0-d, (1, C, 1, 1), (1, 1, C): frozen, no gradient
+    h = sample_step(stage_trace.steps[index], sample)  # 0-d, (1, C, 1, 1), (1, 1, C): frozen, no gradient
 
     def scaled(v: torch.Tensor) -> torch.Tensor:
         return h * block.branch(v)  # v -> h_k ⊙ f_k(v)
@@ -115,8 +115,8 @@ def block_row(block: nn.Module, stage_trace: StageTrace, stage: int, index: int,
     # The fused scaled_dot_product_attention kernels (a ViT's branch) have no forward-mode AD, which
     # J v needs; the math backend is composite ops with the same values. No effect on other blocks.
     with sdpa_kernel(SDPBackend.MATH):
-        row.update(_spectral_indices("", block.branch, x_k, k, which, method, with_log_norm))
-        row.update(_spectral_indices("step_", scaled, x_k, k, which, method, with_log_norm))
+        row.update(spectral_indices("", block.branch, x_k, k, which, method, with_log_norm))
+        row.update(spectral_indices("step_", scaled, x_k, k, which, method, with_log_norm))
     z = row["step_eigenvalues"]  # h λ for a scalar h: the points explicit Euler's stability sees
     row["step_index_euler"] = step_index(1.0, row["step_spectral_radius"], "euler")
     row["euler_amplification"] = float(np.max(np.abs(1.0 + z)))

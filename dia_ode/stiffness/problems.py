@@ -18,7 +18,6 @@ follow that test set):
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from dia_ode.stiffness.indices import local_stiffness, log_norm, spectral_radius, stiffness_ratio
+from dia_ode.stiffness.indices import dominant_quotient, log_norm, spectral_radius, stiffness_ratio
 from dia_ode.stiffness.jacobian import dense_jacobian
 from dia_ode.stiffness.eigen import limited_threads, spectrum
 
@@ -52,6 +51,12 @@ class Problem:
     y0: torch.Tensor = field(repr=False)
     t_span: tuple[float, float]
     atol: float = 1e-12
+
+    def title(self) -> str:
+        """The problem in words for titles and the terminal, e.g. "Van der Pol (mu = 1000)"."""
+        params = ", ".join(f"{key} = {', '.join(f'{v:g}' for v in value) if isinstance(value, list) else f'{value:g}'}"
+                           for key, value in self.params.items())
+        return f"{TITLES.get(self.name, self.name)}" + (f" ({params})" if params else "")
 
     def field_at(self, t: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
         """The autonomous field y -> f(t, y) at a fixed time (what `spectrum` takes)."""
@@ -148,6 +153,9 @@ def _linear(eigenvalues: Sequence[float] = (-1.0, -1000.0)) -> Problem:
                    (0.0, 1.0))
 
 
+TITLES = {"robertson": "Robertson (ROBER)", "vdp": "Van der Pol", "hires": "HIRES", "orego": "Oregonator (OREGO)",
+          "linear": "linear y' = A y"}
+
 PROBLEMS: dict[str, Callable[..., Problem]] = {
     "robertson": _robertson, "vdp": _vdp, "hires": _hires, "orego": _orego, "linear": _linear,
 }
@@ -186,7 +194,8 @@ def problem_indices(problem: Problem, t_eval: Sequence[float] | np.ndarray) -> d
 
     At each t_i, with y_i the reference solution: all n eigenvalues of the Jacobian (dense), the
     spectral radius, the stiffness ratio, the logarithmic norm μ2, and the local estimate
-    ρ_i = ||f(y_{i+1}) - f(y_i)|| / ||y_{i+1} - y_i|| of the interval [t_i, t_{i+1}] (NaN at the last t).
+    `dominant_quotient` at y_i: a difference quotient of f along the direction it converges to (not
+    between consecutive y_i, which lie on the slow manifold of a stiff problem and miss the fast mode).
 
     Returns:
         {"t": (T,), "y": (T, n), "eigenvalues": (T, n) complex, "spectral_radius", "stiffness_ratio",
@@ -197,11 +206,10 @@ def problem_indices(problem: Problem, t_eval: Sequence[float] | np.ndarray) -> d
     n = ys.shape[1]
     points = [(float(t), torch.from_numpy(y)) for t, y in zip(t_eval, ys)]
     eigs = np.stack([spectrum(problem.field_at(t), y, k=n, method="dense") for t, y in points])  # (T, n)
-    values = torch.stack([problem.f(t, y) for t, y in points])  # (T, n)
     return {
         "t": t_eval, "y": ys, "eigenvalues": eigs,
         "spectral_radius": np.array([spectral_radius(e) for e in eigs]),
         "stiffness_ratio": np.array([stiffness_ratio(e) for e in eigs]),
         "log_norm": np.array([log_norm(problem.field_at(t), y, method="dense") for t, y in points]),
-        "local_stiffness": np.append(local_stiffness(torch.from_numpy(ys), values), math.nan),
+        "local_stiffness": np.array([dominant_quotient(problem.field_at(t), y) for t, y in points]),
     }

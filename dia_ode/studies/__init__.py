@@ -1,1 +1,2 @@
-"""Studies built on the library: discrete vs continuous comparison and the benchmarks."""
+"""Studies built on the library: discrete vs continuous comparison, one configuration over seeds, and
+the benchmarks."""

@@ -1,12 +1,13 @@
 """Discrete vs continuous-depth models side by side: accuracy, parameters, NFE, time and memory.
 
 `train_models` trains each model through the library (engine.run_training) in a fresh child process
-with one shared budget and seed, so every model gets a clean peak-memory reading and a model that
-blows its step budget cannot take the others down; the child returns its run directory as a value
-(pickled by concurrent.futures), never as printed text. `compare_runs` then loads each run directory,
-evaluates it on the test split with the NFE meter, and reads its step sizes over depth (discrete: the
-traced h_k) or time (continuous: the solver's accepted dt). The same function serves
-`dia-ode compare --from RUN_DIR`.
+with one shared budget, once per seed, so every model gets a clean peak-memory reading and a model
+that blows its step budget cannot take the others down; the child returns its run directory as a
+value (pickled by concurrent.futures), never as printed text. `compare_runs` then loads each run
+directory, evaluates it on the test split with the NFE meter, and reads its step sizes over depth
+(discrete: the traced h_k) or time (continuous: the solver's accepted dt); the same function serves
+`dia-ode compare --from RUN_DIR`. `aggregate_rows` (compare_stats.py) pools the runs of each model over
+seeds into mean ± std and a 95% interval, which the table and the figures (compare_figures.py) show.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
-import numpy as np
 import torch
 
 from dia_ode.engine import TrainConfig, recipe_config, run_training
@@ -42,12 +43,13 @@ class CompareError(RuntimeError):
 SHARED = frozenset({"dataset", "data_dir", "epochs", "batch_size", "seed", "device", "model_options"})
 
 
-def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int | None, argv: list[str]) -> str:
+def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int | None, argv: list[str],
+                    desc: str) -> str:
     """Body of the child process: the model's config (recipe applied), a run directory, training."""
     if threads:
         torch.set_num_threads(threads)
     cfg = recipe_config(values, set(given))
-    run_dir = start_run(out, f"train-{cfg.model}-{cfg.dataset}", {"command": "train", **asdict(cfg)},
+    run_dir = start_run(out, desc, {"command": "train", **asdict(cfg)},
                         argv=[*argv, f"# trained {cfg.model} for this comparison; its options: config.json"])
     run_training(cfg, run_dir, progress=False)
     return str(run_dir)
@@ -55,8 +57,9 @@ def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int 
 
 def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1,
                  given: frozenset[str] = SHARED, argv: list[str] | None = None,
-                 model_options: dict[str, dict] | None = None) -> list[Path]:
-    """Train every model with the shared config `base` (its model field replaced); return the run dirs.
+                 model_options: dict[str, dict] | None = None, seeds: Sequence[int] | None = None) -> list[Path]:
+    """Train every model with the shared config `base` (its model field replaced) once per seed; return
+    the run dirs, model by model, each model's seeds in the order given.
 
     Args:
         base: the shared budget (dataset, epochs, batch size, seed, model options, ...).
@@ -68,6 +71,7 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
             (the ViTs train with AdamW) where it has one.
         argv: the command line that asked for the comparison, for each run's cmd.txt.
         model_options: per model name, its own constructor options (replacing base.model_options).
+        seeds: the seeds to train each model with; None: base.seed alone.
 
     Raises:
         CompareError: a model failed to train (diverged, ran out of ODE steps, bad option, crashed).
@@ -75,18 +79,23 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
     # spawn, not fork: a forked child would inherit this process's torch threads and memory peak.
     context = multiprocessing.get_context("spawn")
     argv = sys.argv if argv is None else argv
+    seeds = [base.seed] if seeds is None else list(seeds)
     run_dirs = []
     for model in models:
+        # One process per model, its seeds one after another: a process start costs seconds, and the
+        # seeds of one model reach the same peak memory.
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            values = {**asdict(base), "model": model}
-            if model_options is not None and model in model_options:
-                values["model_options"] = model_options[model]
-            job = pool.submit(_train_in_child, values, frozenset(given), str(out), threads, list(argv))
-            try:
-                run_dirs.append(Path(job.result()))
-            except Exception as err:  # noqa: BLE001 -- any failure of one model, a crashed child included
-                message = " ".join(str(err).split()) or type(err).__name__
-                raise CompareError(f"training {model} failed: {message}") from None
+            for seed in seeds:
+                values = {**asdict(base), "model": model, "seed": seed}
+                if model_options is not None and model in model_options:
+                    values["model_options"] = model_options[model]
+                desc = f"train-{model}-{base.dataset}" + (f"-seed{seed}" if len(seeds) > 1 else "")
+                job = pool.submit(_train_in_child, values, frozenset(given), str(out), threads, list(argv), desc)
+                try:
+                    run_dirs.append(Path(job.result()))
+                except Exception as err:  # noqa: BLE001 -- any failure of one model, a crashed child included
+                    message = " ".join(str(err).split()) or type(err).__name__
+                    raise CompareError(f"training {model} (seed {seed}) failed: {message}") from None
     return run_dirs
 
 
@@ -114,7 +123,8 @@ def step_profile(run: LoadedRun, samples: int = 32) -> dict[str, list[float]]:
 
 
 def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", samples: int = 32) -> list[dict]:
-    """One row per run (keys COLUMNS, plus run_dir, test_loss, nfe_history, steps)."""
+    """One row per run (keys COLUMNS, plus run_dir, seed, dataset, model_options, n_test, test_loss,
+    nfe_history, steps)."""
     rows = []
     for run_dir in run_dirs:
         run = load_run(run_dir, device)
@@ -131,7 +141,8 @@ def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", sampl
             "nfe_backward": history[-1].get("nfe_backward", float("nan")) if history else float("nan"),
             "seconds_per_epoch": summary.get("seconds_per_epoch", float("nan")),
             "peak_memory_mb": summary.get("peak_memory_mb", float("nan")),
-            "run_dir": str(run_dir),
+            "run_dir": str(run_dir), "seed": run.config.get("seed"), "dataset": run.dataset_name,
+            "model_options": run.config.get("model_options", {}), "n_test": len(run.test),
             "nfe_history": [r.get("nfe_forward", float("nan")) for r in history],
             "steps": step_profile(run, samples),
         })
@@ -141,44 +152,3 @@ def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", sampl
 def _read_summary(run_dir: Path) -> dict:
     path = run_dir / "summary.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The COLUMNS of the rows as a markdown table."""
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "n/a" if not np.isfinite(value) else f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-        return f"{value:,}" if isinstance(value, int) else str(value)
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def compare_figures(rows: list[dict]):
-    """(name, figure) pairs: accuracy vs NFE, NFE over training, step sizes over depth/time."""
-    from matplotlib.figure import Figure
-
-    def panel(draw, **settings):
-        fig = Figure(figsize=(5, 4))
-        ax = fig.subplots()
-        for row in rows:
-            draw(ax, row)
-        ax.set(**settings)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        return fig
-
-    return [
-        ("accuracy_vs_nfe", panel(
-            lambda ax, r: ax.scatter(r["nfe_forward"], r["test_acc"], label=r["model"],
-                                     marker="o" if r["kind"] == "continuous" else "s"),
-            xlabel="NFE per forward (test)", ylabel="test accuracy", xscale="log", title="accuracy vs NFE")),
-        ("nfe_over_training", panel(
-            lambda ax, r: ax.plot(range(1, len(r["nfe_history"]) + 1), r["nfe_history"], marker=".", label=r["model"]),
-            xlabel="epoch", ylabel="NFE per training forward", yscale="log", title="NFE over training")),
-        ("step_sizes", panel(
-            lambda ax, r: ax.plot(r["steps"]["s"], r["steps"]["h"], ".", label=r["model"]),
-            xlabel="depth / time, normalised (k / L or t / T)", ylabel="mean step h_k (continuous: dt * a(t))",
-            yscale="log", title="step sizes over depth / time")),
-    ]

@@ -2,7 +2,9 @@
 
 One trainer (engine/trainer.py) serves every task because a task owns everything that differs
 between classification, diffusion and detection. Metrics travel as *sums* with a "count", so the
-trainer can add them over batches and over data-parallel ranks before dividing once.
+trainer can add them over batches and over data-parallel ranks before dividing once. A model
+that regularises itself in training (an ODE block's RNODE penalty) hands its penalty to the task
+through solvers.regularization_loss, so the trainer needs to know nothing about it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 
 from dia_ode.data import Dataset, Split
 from dia_ode.models import model_entry
+from dia_ode.solvers import regularization_loss
 
 
 class AbstractTask(abc.ABC):
@@ -47,6 +50,17 @@ class AbstractTask(abc.ABC):
     @abc.abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss to backpropagate (a mean over the batch) and the batch's metric sums with "count"."""
+
+    @staticmethod
+    def add_regularization(model: nn.Module, loss: torch.Tensor,
+                           sums: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+        """loss + the model's regularisation penalty of its last forward, reported as the sum "reg"
+        (train_reg in metrics.jsonl); unchanged when the model has none. "loss" stays the data loss,
+        comparable with val_loss."""
+        penalty = regularization_loss(model)
+        if penalty is None:
+            return loss, sums
+        return loss + penalty, {**sums, "reg": penalty.item() * sums["count"]}
 
     @abc.abstractmethod
     def eval_sums(self, model: nn.Module, batch: Any) -> dict[str, float]:

@@ -37,7 +37,8 @@ class ClassificationTask(AbstractTask):
         logits = model(x)  # (B, num_classes)
         loss = F.cross_entropy(logits, y)
         n = len(y)
-        return loss, {"loss": loss.item() * n, "acc": (logits.argmax(dim=1) == y).sum().item(), "count": n}
+        sums = {"loss": loss.item() * n, "acc": (logits.argmax(dim=1) == y).sum().item(), "count": n}
+        return self.add_regularization(model, loss, sums)
 
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         x, y = batch
