@@ -143,7 +143,7 @@ def test_a_model_that_does_not_serve_the_task_is_a_usage_error(tmp_path, monkeyp
     assert not any(tmp_path.iterdir())
 
 
-def test_divergence_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+def test_divergence_exits_1_with_one_line_and_says_what_is_kept(tmp_path, monkeypatch):
     from dia_ode.tasks import classification as train_module
 
     real = train_module.F.cross_entropy
@@ -151,7 +151,8 @@ def test_divergence_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path, mon
     result = invoke("train", "--epochs", 1, "--no-progress", "--out", tmp_path, "--model", "resnet20")
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith("Error: training diverged: loss is inf at epoch 1, step 1")
-    assert "Traceback" not in result.output
+    assert "nothing is kept" in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())  # no epoch finished: no half-made run directory either
 
 
 def test_ls_lists_models_attention_and_datasets():

@@ -5,6 +5,7 @@ dynamics, and the images/tokens Layout that lets one attention module serve CNNs
 
 import dataclasses
 import functools
+import inspect
 import itertools
 import re
 
@@ -411,3 +412,15 @@ def test_option_values_that_fit_their_annotations_pass():
     # an int where a float is annotated, None where the annotation allows it
     model = create_model("vit_tiny", image_size=8, in_channels=1, mlp_ratio=2, patch_size=None)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_described_options_have_types_and_defaults_and_the_constant_step_only_where_it_applies():
+    rows = {name: (kind, default) for name, kind, default in model_entry("resnet20").describe_options("none")}
+    assert rows["h"] == ("float", ConstantStep().h)  # the default a resnet20 built without h uses
+    assert "required" not in [default for _, default in rows.values()]
+    dia = {name: default for name, _, default in model_entry("resnet20").describe_options("dia")}
+    assert dia["reduction"] == inspect.signature(DIAUnit).parameters["reduction"].default and "h" not in dia
+    odenet = [name for name, _, _ in model_entry("odenet").describe_options("none")]
+    assert "h" not in odenet  # dx/dt = f has no step to set
+    with pytest.raises(ValueError, match="takes no option 'h'"):
+        create_model("odenet", h=0.5)

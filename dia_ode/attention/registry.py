@@ -31,6 +31,10 @@ SAMS: dict[str, type[nn.Module]] = {
 
 SCOPES = ("constant", "per_block", "shared", "recurrent")
 
+# The constant step's option, type and default: solvers.ConstantStep's argument (solvers sit above
+# attention/, so it is stated here rather than read from that class).
+CONSTANT_STEP_OPTIONS: dict[str, tuple[type, float]] = {"h": (float, 1.0)}
+
 
 @dataclass(frozen=True)
 class AttentionSpec:
@@ -49,10 +53,11 @@ class AttentionSpec:
     scope: str
     continuous: bool = True
 
-    def options(self, sam: str | None = None) -> list[str]:
-        """The keyword options this attention takes (besides channels)."""
+    def options(self, sam: str | None = None, continuous: bool = False) -> list[str]:
+        """The keyword options this attention takes (besides channels); continuous: in a continuous-depth
+        model, where "none" is dx/dt = f and has no step to set."""
         if self.scope == "constant":
-            return ["h"]  # the constant step itself (solvers.ConstantStep)
+            return [] if continuous else list(CONSTANT_STEP_OPTIONS)
         if self.scope == "recurrent":
             return _init_options(DIAUnit)
         if self.scope == "shared":
@@ -65,8 +70,18 @@ class AttentionSpec:
 
     def option_types(self, sam: str | None = None) -> dict[str, object]:
         """Type annotations of the options this attention takes (for value checks before building)."""
+        if self.scope == "constant":
+            return {name: kind for name, (kind, _) in CONSTANT_STEP_OPTIONS.items()}
         cls = self.option_class(sam)
         return {} if cls is None else typing.get_type_hints(cls.__init__)
+
+    def option_defaults(self, sam: str | None = None) -> dict[str, object]:
+        """Default values of the options this attention takes (those that have one)."""
+        if self.scope == "constant":
+            return {name: default for name, (_, default) in CONSTANT_STEP_OPTIONS.items()}
+        cls = self.option_class(sam)
+        parameters = {} if cls is None else inspect.signature(cls.__init__).parameters
+        return {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
 
     def check(self, options: dict) -> None:
         """Raise ValueError naming an option this attention does not take."""

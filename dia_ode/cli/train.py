@@ -11,11 +11,10 @@ import click
 from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model, check_seeds, common_options,
                                 model_option, option_targets, parse_model_options, seeds_option)
-from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, ResumeMismatch, TrainConfig, TrainingDiverged,
-                            from_environment, recipe_config, resume_training, run_training)
 from dia_ode.cli.runtime import SIGTERM_EXIT, Terminated
-from dia_ode.engine import RunFinished
+from dia_ode.data import DataError, list_datasets, load_dataset
+from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, ResumeMismatch, RunFinished, TrainConfig,
+                            TrainingDiverged, from_environment, recipe_config, resume_training, run_training)
 from dia_ode.rundir import CHECKPOINT, RunLocked, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
@@ -181,14 +180,15 @@ def _guarded(job, run_dir: Path):
     try:
         return job()
     except (TrainingDiverged, StepBudgetExceeded) as err:
+        kept = (Path(run_dir) / CHECKPOINT).is_file()  # else the run directory is removed (cli/runtime.py)
         if isinstance(err, TrainingDiverged):  # a resume would replay the same batches into the same NaN
-            advice = "start a new run with a lower --lr or with --clip-grad"
-            what = "training diverged"
+            what, advice = "training diverged", "start a new run with a lower --lr or with --clip-grad"
         else:
-            advice = f"continue with: dia-ode train --resume {run_dir} (or loosen the solver: --model-option)"
-            what = "the ODE solver gave up"
-        raise click.ClickException(f"{what}: {err}; the last good checkpoint (if any) is kept in {run_dir}; "
-                                   f"{advice}") from None
+            what, advice = "the ODE solver gave up", "loosen the solver (--model-option rtol=..., max_num_steps=...)"
+            if kept:
+                advice = f"continue with: dia-ode train --resume {run_dir}, or {advice}"
+        where = f"the last good checkpoint is kept in {run_dir}" if kept else "no epoch finished, nothing is kept"
+        raise click.ClickException(f"{what}: {err}; {where}; {advice}") from None
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
         what, code = ("terminated (SIGTERM)", SIGTERM_EXIT) if isinstance(err, Terminated) else ("interrupted", 130)
         if (Path(run_dir) / CHECKPOINT).is_file():

@@ -61,16 +61,14 @@ class ModelEntry:
         named = [p for p, v in params.items() if p != "attention"
                  and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
         forwards = any(v.kind == v.VAR_KEYWORD for v in params.values())  # **attention_options
-        return named + ([o for o in get_attention(attention).options(sam) if o not in named] if forwards else [])
+        attention_options = get_attention(attention).options(sam, continuous=self.kind == "continuous")
+        return named + ([o for o in attention_options if o not in named] if forwards else [])
 
     def describe_options(self, attention: str = "none", sam: str | None = None) -> list[tuple[str, str, object]]:
         """(name, type, default) of every option create_model accepts for this model and attention."""
-        spec = get_attention(attention)
         hints = self._option_types(attention, sam)
-        defaults = {name: p.default for name, p in inspect.signature(self.constructor).parameters.items()}
-        cls = spec.option_class(sam)
-        if cls is not None:
-            defaults = {**{n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}, **defaults}
+        defaults = {**get_attention(attention).option_defaults(sam),
+                    **{name: p.default for name, p in inspect.signature(self.constructor).parameters.items()}}
         rows = []
         for name in self.options(attention, sam):
             default = defaults.get(name, inspect.Parameter.empty)
