@@ -46,7 +46,7 @@ def test_correlate_writes_matrices_per_stage(runs, tmp_path):
     assert len(summary["mean_r"]["per_sample"]) == 3
     for name in ("config.json", "cmd.txt", "figures/correlation_per_sample.png", "figures/correlation_batch_mean.pdf"):
         assert (out / name).is_file(), name
-    assert "stage 2: mean r =" in result.output  # stages numbered from 0, as in the JSON
+    assert "stage 2, per_sample: r =" in result.output  # stages numbered from 0, as in the JSON
 
 
 def test_correlate_on_a_plain_model_is_a_usage_error(runs, tmp_path):

@@ -3,6 +3,7 @@
 The figures are the matplotlib Figure objects the commands build (save_figure is intercepted), not PNGs.
 """
 
+import importlib
 import json
 import math
 from dataclasses import asdict
@@ -37,6 +38,8 @@ def figures(monkeypatch):
         seen[name] = fig
         return save(fig, figures_dir, name)
     monkeypatch.setattr(analyze, "save_figure", keep)
+    # importlib: the package attribute dia_ode.cli.correlate is the command, not its module
+    monkeypatch.setattr(importlib.import_module("dia_ode.cli.correlate"), "save_figure", keep)
     return seen
 
 
@@ -82,13 +85,14 @@ def test_every_analysis_figure_names_model_dataset_and_run(dia_run, tmp_path, fi
     for command, extra in (("correlate", ["--samples", 8]), ("stiffness", ["--samples", 1, "--k", 2])):
         result = invoke(command, dia_run, *extra, "--out", tmp_path / command)
         assert result.exit_code == 0, result.output
-    assert set(figures) == {"correlation_per_sample", "correlation_batch_mean", "step_eigenvalues_stage0",
+    assert set(figures) == {"correlation_per_sample", "correlation_batch_mean", "correlation_per_channel",
+                            "correlation_centred", "correlation_nulls", "step_eigenvalues_stage0",
                             "step_eigenvalues_stage1", "step_eigenvalues_stage2"}
     for name, fig in figures.items():
         title = fig._suptitle.get_text()
         assert "dia_resnet20" in title and "digits" in title and dia_run.name in title, name
         assert not any("_" in t for t in texts(fig)[1:] if "h_k" not in t), (name, texts(fig))  # no JSON keys
-    assert "stage 0: mean r" in invoke("correlate", dia_run, "--samples", 8, "--out", tmp_path / "again").output
+    assert "stage 0, per_sample: r =" in invoke("correlate", dia_run, "--samples", 8, "--out", tmp_path / "again").output
 
 
 def test_problem_figure_has_words_for_labels_and_linear_axes_within_a_decade(tmp_path, figures):
@@ -127,3 +131,24 @@ def test_bench_stiffness_writes_bench_json(tmp_path):
     assert bench["relative_error"] < 1e-3
     result = invoke("bench", "stiffness", "--channels", 1, "--size", 2, "--k", 3, "--out", tmp_path)
     assert result.exit_code == 2 and "--size" in result.output
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4", "dopri5"])
+def test_the_plotted_window_holds_the_whole_stability_region_of_the_method(method):
+    from dia_ode.analysis.continuous_stiffness import method_region
+    from dia_ode.analysis.plots import plot_step_spectra
+    from dia_ode.stiffness import stability_polynomial
+
+    # the region on a fine grid of a wide box, from the polynomial's coefficients (not from plots.py)
+    x, y = np.meshgrid(np.linspace(-10, 4, 561), np.linspace(-8, 8, 641))
+    inside = np.abs(np.polynomial.polynomial.polyval(x + 1j * y, stability_polynomial(method))) <= 1
+    assert not inside[[0, -1], :].any() and not inside[:, [0, -1]].any()  # the wide box holds it
+    region = method_region(method)
+    far = plot_eigenvalues([np.array([-60.0, -0.5])], region=region)  # z = -60: a close-up beside the data
+    near = plot_step_spectra([0.0], [np.array([-0.5 + 0.1j])], [1.0], [0.5], 2.0, region, "region")
+    for ax in (far.axes[1], near.axes[0]):
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert x0 <= x[inside].min() and x[inside].max() <= x1, (method, ax.get_xlim())
+        assert y0 <= y[inside].min() and y[inside].max() <= y1, (method, ax.get_ylim())  # dopri5: |Im z| 3.85
+        assert y1 < 1.5 * np.abs(y[inside]).max() + 1.0  # and not a fixed box much larger than Euler's disk
+    assert method_region("dopri8") is None

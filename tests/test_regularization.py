@@ -80,6 +80,7 @@ def test_seminorm_reaches_torchdiffeq_and_saves_adjoint_steps():
     ({"jacobian_norm": float("nan")}, "jacobian_norm must be >= 0"),
     ({"steer": 1.0}, "steer must satisfy 0 <= steer < T = 1"),
     ({"steer": -0.1}, "steer"),
+    ({"hutchinson_noise": "uniform"}, "unknown hutchinson_noise 'uniform'; valid: gaussian, rademacher"),
 ])
 def test_bad_adjoint_and_regularisation_options_raise_value_error(kw, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
@@ -108,6 +109,31 @@ def test_ls_lists_the_new_options_with_types_and_defaults():
     assert rows["adjoint_seminorm"].split() == ["bool", "False"]
     for name in ("kinetic_energy", "jacobian_norm", "steer"):
         assert rows[name].split() == ["float", "0.0"]
+    assert rows["hutchinson_noise"].split() == ["str", "'gaussian'"]
+
+
+def test_rademacher_probes_are_reachable_from_the_model_and_the_command_line(tmp_path, monkeypatch):
+    from dia_ode.cli import main
+    from dia_ode.solvers.regularization import RegularizedDynamics
+
+    net = dia_ode.create_model("odenet", in_channels=1, width=4, jacobian_norm=0.1, hutchinson_noise="rademacher")
+    with torch.no_grad():
+        net.block.dynamics.f.norm3.weight.fill_(1.0)  # a non-zero field
+    net.train()(torch.randn(2, 1, 8, 8))
+    assert net.block.hutchinson_noise == "rademacher" and "hutchinson_noise=rademacher" in repr(net.block)
+    assert regularization_loss(net).item() > 0
+    probes, real_initial_state = {}, RegularizedDynamics.initial_state
+
+    def spy(self, x):  # keeps the probe ε the solve draws
+        y0 = real_initial_state(self, x)
+        probes["eps"] = self.eps
+        return y0
+    monkeypatch.setattr(RegularizedDynamics, "initial_state", spy)
+    net(torch.randn(2, 1, 8, 8))
+    assert probes["eps"] and all(set(e.unique().tolist()) <= {-1.0, 1.0} for e in probes["eps"])  # ±1 entries only
+    result = CliRunner().invoke(main, ["train", "--model", "odenet", "--model-option", "hutchinson_noise=cauchy",
+                                       "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2 and "hutchinson_noise" in result.output and "Traceback" not in result.output
 
 
 # ---- RNODE ------------------------------------------------------------------------------------------------------
@@ -155,16 +181,11 @@ def test_kinetic_energy_is_the_analytic_integral_on_a_linear_field():
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "rademacher"])
-def test_hutchinson_term_averages_to_the_squared_frobenius_norm(noise, monkeypatch):
-    from dia_ode.solvers import regularization
-
+def test_hutchinson_term_averages_to_the_squared_frobenius_norm(noise):
     torch.manual_seed(3)
     A = torch.randn(4, 4, dtype=torch.float64)
     T, lam, n = 0.5, 1.0, 4000
-    real_init = regularization.RegularizedDynamics.__init__
-    monkeypatch.setattr(regularization.RegularizedDynamics, "__init__",
-                        lambda self, *a, **k: real_init(self, *a, **{**k, "noise": noise}))
-    block = linear_block(A * 0.1, T, jacobian_norm=lam)
+    block = linear_block(A * 0.1, T, jacobian_norm=lam, hutchinson_noise=noise)
     block.dynamics.f.A.data.copy_(A)
     block(torch.randn(n, 4, dtype=torch.float64))  # one ε per sample: n independent probes
     M = A @ A.T  # ε^T A A^T ε has mean tr(M) = ||A||_F^2 and variance 2||M||_F^2 (Gaussian ε)
@@ -233,3 +254,30 @@ def test_steer_draws_end_times_within_bounds_in_training_and_uses_T_in_eval():
     for _ in range(3):
         assert torch.allclose(block(x0), x0 @ torch.linalg.matrix_exp(A * T).T, rtol=1e-6, atol=1e-8)
         assert block.end_time == T
+
+
+def test_a_resumed_regularised_run_reproduces_the_uninterrupted_one(tmp_path):
+    """STEER's end times and Hutchinson's noise come from torch's global generator: seeded per epoch,
+    a run stopped after epoch 1 and resumed draws exactly what the uninterrupted run drew."""
+    from dia_ode.engine import TrainConfig, resume_training, run_training
+    from dia_ode.rundir import read_jsonl, start_run
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, row):
+        raise Stop
+
+    cfg = dict(model="odenet", model_options={"width": 4, "steer": 0.3, "jacobian_norm": 0.1}, epochs=2,
+               batch_size=512, device="cpu", augment=False)
+    whole = start_run(tmp_path, "whole", {"command": "train", **cfg}, argv=["t"])
+    run_training(TrainConfig(**cfg), whole, progress=False)
+    parted = start_run(tmp_path, "parted", {"command": "train", **cfg}, argv=["t"])
+    with pytest.raises(Stop):
+        run_training(TrainConfig(**cfg), parted, progress=False, on_epoch_end=stop)
+    torch.manual_seed(12345)  # whatever the global generator holds before a resume must not matter
+    resume_training(parted, progress=False)
+    expected, resumed = read_jsonl(whole / "metrics.jsonl"), read_jsonl(parted / "metrics.jsonl")
+    assert expected[0]["train_reg"] > 0  # the regularisers are on
+    for key in ("train_loss", "train_reg", "val_loss"):
+        assert resumed[1][key] == expected[1][key], key

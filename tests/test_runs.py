@@ -212,3 +212,196 @@ def test_training_figure_has_a_title_words_for_labels_nfe_and_fitting_scales(mon
     assert loss.get_yscale() == acc.get_yscale() == nfe.get_yscale() == "linear"  # all span less than a decade
     report.plot_history([{**r, "train_loss": 10.0 ** -r["epoch"]} for r in history], ("loss",), tmp_path)
     assert figures[-1].axes[0].get_yscale() == "log"
+
+
+# --- review fixes: resume device, bench --name, interruptions, locks, signals, logs, figures, status ------
+
+TINY_CFG = dict(model="resnet20", model_options={"base_width": 4}, epochs=1, batch_size=128)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop(*args):
+    raise Stop
+
+
+def test_resume_training_without_dist_resolves_the_requested_device(tmp_path, monkeypatch):
+    from dia_ode.engine import run_training, trainer
+
+    run_dir = start_run(tmp_path, "train", {"command": "train", **TrainConfig(**TINY_CFG, device="auto").__dict__},
+                        argv=["t"])
+    with pytest.raises(Stop):  # after the first checkpoint: a resumable run
+        run_training(TrainConfig(**{**TINY_CFG, "epochs": 2}, device="auto"), run_dir, progress=False,
+                     on_epoch_end=_stop)
+    asked = []
+
+    def resolve(device):
+        asked.append(device)
+        raise Stop  # enough: the trainer is choosing its device
+
+    monkeypatch.setattr(trainer, "resolve_device", resolve)
+    with pytest.raises(Stop):
+        resume_training(run_dir, epochs=2, device="cpu", progress=False)
+    assert asked == ["cpu"]  # not a CPU context made for the lock and passed on
+    assert not (run_dir / ".lock").exists()
+
+
+def test_bench_group_name_reaches_the_subcommand_and_its_own_name_wins(tmp_path):
+    bench = ["train-step", "--models", "resnet20", "--batch-size", 2, "--image-size", 8, "--steps", 1,
+             "--rounds", 1, "--device", "cpu", "--out", tmp_path]
+    assert invoke("bench", "--name", "grp", *bench).exit_code == 0
+    assert invoke("bench", "--name", "grp", *bench, "--name", "own").exit_code == 0
+    first, second = sorted(tmp_path.iterdir())
+    assert first.name == "00000-bench-train-step-grp" and second.name == "00001-bench-train-step-own"
+    assert json.loads((first / "config.json").read_text())["name"] == "grp"
+
+
+def test_an_interrupted_seed_group_is_marked_interrupted_not_failed(tmp_path, monkeypatch):
+    from dia_ode.studies import seeds
+
+    def interrupted(cfg, run_dir, **kwargs):
+        (run_dir / "metrics.jsonl").write_text('{"epoch": 1}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seeds, "run_training", interrupted)
+    result = invoke("train", *TINY, "--epochs", 1, "--seeds", "0,1", "--no-progress", "--out", tmp_path)
+    assert result.exit_code == 130, result.output
+    group = next(tmp_path.iterdir())
+    (seed_run,) = (group / "runs").iterdir()  # the second seed never started
+    for run in (group, seed_run):
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary == {"status": "interrupted", "error": "interrupted (Ctrl-C)"}
+    with pytest.raises(SystemExit):
+        with failed_runs_cleanup():
+            run = start_run(tmp_path / "t", "x", {"command": "x"}, argv=["t"])
+            (run / "result.json").write_text("{}")
+            raise SystemExit(143)
+    assert json.loads((run / "summary.json").read_text())["error"] == "terminated (SIGTERM)"
+
+
+def test_a_file_system_without_locks_is_a_one_line_refusal_and_reads_as_idle(tmp_path, monkeypatch):
+    import errno
+    import types
+
+    from dia_ode.rundir import lock as lock_module
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    fake = types.SimpleNamespace(flock=no_locks, LOCK_EX=1, LOCK_SH=2, LOCK_NB=4)
+    monkeypatch.setattr(lock_module, "fcntl", fake)
+    run_dir = start_run(tmp_path, "train", {"command": "train"}, argv=["t"])
+    with pytest.raises(RunLocked, match="cannot lock run .*No locks available"):
+        lock_run(run_dir)
+    (run_dir / ".lock").write_text("1 host\n")
+    assert run_status(run_dir) == "incomplete"  # not "running", no traceback
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(lock_module.os, "open", unreadable)
+    assert not lock_module.is_locked(run_dir)
+    with pytest.raises(RunLocked, match="Permission denied"):
+        lock_run(run_dir)
+
+
+def test_sigterm_handler_restores_the_default_when_the_previous_one_is_unknown(monkeypatch):
+    from dia_ode.cli import runtime
+
+    calls = []
+
+    def fake_signal(signum, handler):
+        calls.append(handler)
+        if handler is None:
+            raise TypeError("signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a callable object")
+        return None  # what signal.signal returns for a handler installed outside Python
+
+    monkeypatch.setattr(runtime.signal, "signal", fake_signal)
+    with runtime.sigterm_as_interrupt():
+        pass
+    assert calls == [runtime._raise_terminated, signal.SIG_DFL]
+
+
+def test_library_log_lines_print_once_even_with_a_root_handler(capsys):
+    import logging
+
+    from dia_ode.cli.runtime import library_log
+
+    seen = []
+
+    class Root(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    root, handler = logging.getLogger(), Root()
+    root.addHandler(handler)
+    try:
+        with library_log():
+            logging.getLogger("dia_ode.engine.trainer").info("epoch 1/1")
+        assert capsys.readouterr().out == "epoch 1/1\n" and seen == []
+        assert logging.getLogger("dia_ode").propagate  # restored afterwards
+    finally:
+        root.removeHandler(handler)
+
+
+def test_epoch_line_matches_its_docstring_example():
+    row = {"epoch": 3, "train_loss": 0.412, "train_acc": 0.871, "val_loss": 0.398, "val_acc": 0.88, "lr": 0.095,
+           "seconds": 8.1, "nfe_forward": 14, "nfe_backward": 0}
+    example = report.epoch_line.__doc__.split("`")[1]
+    assert report.epoch_line(row, 30, nfe=True) == example
+
+
+def test_choose_scale_is_the_one_rule_of_every_figure(monkeypatch, tmp_path):
+    import math
+
+    from dia_ode import analysis
+    from dia_ode.rundir import choose_scale
+    from dia_ode.studies import compare_figures
+
+    assert choose_scale([6, 26]) == "linear"  # under a decade: discrete vs adaptive NFE
+    assert choose_scale([8, 100]) == "log"
+    assert choose_scale([1, 10]) == "linear"  # exactly a decade: not more
+    assert choose_scale([0.0, 100]) == choose_scale([-1, 1e3]) == choose_scale([]) == "linear"
+    assert choose_scale([1.0, 5.0, math.nan, math.inf, None]) == "linear"
+    assert analysis.choose_scale is compare_figures.choose_scale is choose_scale
+    assert not hasattr(report, "_scale")
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, folder, name: figures.append(fig))
+    history = [{"epoch": e, "train_loss": v, "val_loss": v} for e, v in ((1, 1.0), (2, 10.0))]
+    report.plot_history(history, ("loss",), tmp_path)
+    assert figures[0].axes[0].get_yscale() == "linear"  # the training figure decides like the others
+
+
+def test_one_reader_says_whether_a_run_has_results(tmp_path):
+    from dia_ode.rundir import RUN_NAME, has_results, read_summary
+
+    run_dir = start_run(tmp_path, "train", {"command": "train"}, argv=["t"])
+    assert read_summary(run_dir) == {} and not has_results(read_summary(run_dir))
+    for text, results, status in (("not json", False, "incomplete"), ('["a list"]', False, "incomplete"),
+                                  ('{"status": "failed", "error": "x"}', False, "failed"),
+                                  ('{"test_acc": 0.9}', True, "finished"),  # written before the status field
+                                  ('{"status": "finished", "test_acc": 0.9}', True, "finished")):
+        (run_dir / "summary.json").write_text(text)
+        assert has_results(read_summary(run_dir)) is results and run_status(run_dir) == status
+    assert RUN_NAME.match(run_dir.name)
+
+
+def test_only_runs_started_inside_a_cleanup_are_recorded_and_only_there(tmp_path):
+    import threading
+
+    from dia_ode.rundir import directory
+
+    start_run(tmp_path / "outside", "x", {"command": "x"}, argv=["t"])
+    assert directory._started.get() is None  # nothing accumulates outside a command
+    other = []
+    with pytest.raises(OSError):
+        with failed_runs_cleanup():
+            mine = start_run(tmp_path / "a", "x", {"command": "x"}, argv=["t"])
+            thread = threading.Thread(target=lambda: other.append(start_run(tmp_path / "b", "x", {}, argv=["t"])))
+            thread.start()
+            thread.join()
+            raise OSError("disk full")
+    assert not mine.exists() and other[0].exists()  # another thread's run is not this block's to remove
+    assert directory._started.get() is None

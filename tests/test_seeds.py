@@ -8,7 +8,6 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from dia_ode.analysis.axes import choose_scale
 from dia_ode.analysis.intervals import Interval, example_note, mean_interval, one_example_worth
 from dia_ode.studies.compare_figures import compare_figures
 from dia_ode.studies.compare_stats import CI_COLUMN, aggregate_rows, markdown_table, pool_profiles
@@ -55,15 +54,11 @@ def test_one_value_or_a_nan_has_no_interval_and_says_why():
         mean_interval([])
 
 
-def test_one_test_example_and_axis_scale():
+def test_one_test_example():
     assert one_example_worth(359) == pytest.approx(1 / 359)
     assert "one test example = 0.0028 accuracy (359 test examples)" == example_note(359)
     with pytest.raises(ValueError):
         one_example_worth(0)
-    assert choose_scale([6, 26]) == "linear"  # under a decade: discrete vs adaptive NFE
-    assert choose_scale([8, 100]) == "log"
-    assert choose_scale([0.0, 100]) == choose_scale([-1, 1e3]) == choose_scale([]) == "linear"
-    assert choose_scale([1.0, 5.0, math.nan, math.inf]) == "linear"
 
 
 # --- pooling compare rows ---------------------------------------------------------------------------
@@ -140,8 +135,9 @@ def seed_group(tmp_path_factory):
 
 def test_train_seeds_makes_a_group_of_runs(seed_group):
     group, output = seed_group
-    assert group.name.endswith("-train-rknet-digits-seeds")
+    assert group.name.endswith("-train-rknet-width=8-digits-seeds")  # the options set, as in any training run
     runs = sorted((group / "runs").iterdir())
+    assert [r.name[6:] for r in runs] == ["train-rknet-width=8-digits-seed0", "train-rknet-width=8-digits-seed1"]
     assert [json.loads((r / "config.json").read_text())["seed"] for r in runs] == [0, 1]
     assert json.loads((group / "config.json").read_text())["seeds"] == [0, 1]
     summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
@@ -155,6 +151,55 @@ def test_train_seeds_makes_a_group_of_runs(seed_group):
     table = (group / "seeds.md").read_text()
     assert "| test_acc |" in table and "one test example = 0.0028" in table
     assert "| test_acc |" in output and str(group) in output
+
+
+def test_a_seed_group_is_listed_as_one_and_refuses_a_resume_naming_the_run(seed_group, tmp_path):
+    group, _ = seed_group
+    assert json.loads((group / "config.json").read_text())["command"] == "train-seeds"
+    listed = invoke("ls", "runs", "--out", group.parent)
+    assert listed.exit_code == 0, listed.output
+    mean = json.loads((group / "summary.json").read_text())["metrics"]["test_acc"]["mean"]
+    assert listed.output.splitlines()[1].split() == [group.name, "train-seeds", "rknet", "digits", "2/2", "seeds",
+                                                     f"mean_test_acc={mean:.4f}", "finished"]
+    refused = invoke("train", "--resume", group)
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "group of seed runs" in refused.output and "not resumed as a whole" in refused.output
+    assert "no checkpoint" not in refused.output
+
+
+def test_compare_children_are_named_like_training_runs_and_keep_the_tag(monkeypatch, tmp_path):
+    import contextvars
+    from concurrent.futures import Future
+
+    from dia_ode.engine import TrainConfig
+    from dia_ode.rundir import run_name
+    from dia_ode.studies import compare
+
+    class FreshProcess:
+        """Runs a job at once in an empty context, as a spawned child starts: no parent's run_name."""
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def submit(self, fn, *args):
+            future = Future()
+            future.set_result(contextvars.Context().run(fn, *args))
+            return future
+
+    monkeypatch.setattr(compare, "ProcessPoolExecutor", FreshProcess)
+    base = TrainConfig(model="rknet", dataset="digits", epochs=1, batch_size=256, device="cpu",
+                       model_options={"width": 8})
+    with run_name("abl2"):
+        run_dirs = compare.train_models(base, ["rknet"], tmp_path, threads=None, argv=["t"], seeds=[0, 1])
+    assert [d.name for d in run_dirs] == ["00000-train-rknet-width=8-digits-seed0-abl2",
+                                          "00001-train-rknet-width=8-digits-seed1-abl2"]
+    assert json.loads((run_dirs[0] / "config.json").read_text())["name"] == "abl2"
 
 
 def test_compare_from_pools_runs_of_one_model(seed_group, tmp_path):
@@ -200,3 +245,67 @@ def test_bad_seed_lists_are_usage_errors(tmp_path, command, args, needle):
 def test_compare_from_with_seeds_is_a_usage_error(tmp_path):
     result = invoke("compare", "--from", tmp_path, "--seeds", "0,1", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "--from" in result.output
+
+
+# --- which runs may be pooled (one check for compare_stats.aggregate_rows and seeds.aggregate_runs) -------
+
+def _fake_run(folder, name, seed=0, acc=0.9, **changes):
+    """A finished run directory with config.json and summary.json only (nothing is trained)."""
+    from dataclasses import asdict, replace
+
+    from dia_ode.engine import TrainConfig
+
+    cfg = replace(TrainConfig(model="rknet", epochs=2, model_options={"width": 8}), seed=seed, **changes)
+    run = folder / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"command": "train", **asdict(cfg), "versions": {"torch": "x"}}))
+    (run / "summary.json").write_text(json.dumps({"test_acc": acc, "test_loss": 0.3, "epochs": cfg.epochs}))
+    return run
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"dataset": "fashion"}, "dataset"), ({"epochs": 3}, "epochs"), ({"lr": 0.05}, "lr"),
+    ({"model_options": {"width": 16}}, "model_options"), ({"task": "detection"}, "task"),
+    ({"model": "odenet"}, "model"), ({"extended_from": (1,)}, "extended_from"),
+])
+def test_aggregate_runs_refuses_runs_trained_differently_naming_the_field(tmp_path, change, field):
+    from dia_ode.studies.seeds import aggregate_runs
+
+    a = _fake_run(tmp_path, "a", seed=0)
+    b = _fake_run(tmp_path, "b", seed=1, **change)
+    with pytest.raises(ValueError, match=f"different {field} cannot be pooled") as err:
+        aggregate_runs([a, b], n_test=359)
+    assert "\n" not in str(err.value) and str(a) in str(err.value) and str(b) in str(err.value)
+
+
+def test_aggregate_runs_pools_what_differs_only_by_seed_device_or_data_dir(tmp_path):
+    from dia_ode.studies.seeds import aggregate_runs
+
+    runs = [_fake_run(tmp_path, "a", seed=0, acc=0.9), _fake_run(tmp_path, "b", seed=1, acc=0.8, device="cpu"),
+            _fake_run(tmp_path, "c", seed=2, acc=0.7, data_dir="/elsewhere")]
+    pooled = aggregate_runs(runs, n_test=359)
+    assert pooled["n"] == 3 and pooled["seeds"] == [0, 1, 2]
+    assert pooled["metrics"]["test_acc"]["mean"] == pytest.approx(0.8)
+
+
+def test_compare_rows_of_one_model_from_different_datasets_are_refused():
+    rows = [_row("rknet", 0, 0.90, 6.0), {**_row("rknet", 1, 0.92, 6.0), "dataset": "fashion"}]
+    with pytest.raises(ValueError, match="different dataset cannot be pooled"):
+        aggregate_rows(rows)
+    configs = [{"model": "rknet", "dataset": "digits", "epochs": e, "seed": s} for e, s in ((2, 0), (5, 1))]
+    with pytest.raises(ValueError, match="different epochs cannot be pooled: epochs=2 .* but epochs=5"):
+        aggregate_rows([{**_row("rknet", s, 0.9, 6.0), "config": c} for s, c in enumerate(configs)])
+    # other models may differ (compare gives each its recipe); one model's runs are what is pooled
+    other = {**_row("odenet", 0, 0.8, 20.0), "config": {"model": "odenet", "dataset": "digits", "lr": 0.01}}
+    mine = {**_row("rknet", 0, 0.9, 6.0), "config": configs[0]}
+    assert [p["n"] for p in aggregate_rows([mine, other])] == [1, 1]
+
+
+def test_compare_from_refuses_runs_of_one_model_trained_differently(tmp_path):
+    a, b = _fake_run(tmp_path, "a", seed=0), _fake_run(tmp_path, "b", seed=1, epochs=4)
+    result = invoke("compare", "--from", a, "--from", b, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "--from" in error and "different epochs" in error and "Traceback" not in result.output
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # refused before anything was evaluated or written

@@ -5,8 +5,11 @@ arXiv 2210.16101) motivates sharing one attention module per stage by measuring 
 channel attentions learned by independent per-block SAMs are strongly correlated across
 blocks: mean Pearson r up to 0.85 between consecutive and between all block pairs. In the ODE
 reading the attention a_k is the per-channel step h_k of block k, so a high r says that the
-step-size controller of a stage could be one module. This file computes that matrix of
-correlations from a trace; it reads tensors only (traces or plain (N, L, C) arrays).
+step-size controller of a stage could be one module. The paper does not publish how r is
+computed, so this file computes the matrix under four protocols (PROTOCOLS, formulas in
+theory/correlation.md) from a trace; it reads tensors only (traces or plain (N, L, C) arrays).
+What a number means next to the untrained network and a channel-permuted null is in
+dia_ode/analysis/attention_nulls.py.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import torch
 from dia_ode.analysis.stepsize import channel_steps
 from dia_ode.solvers.trace import StageTrace
 
-MODES = ("per_sample", "batch_mean")
+PROTOCOLS = ("per_sample", "batch_mean", "per_channel", "centred")
+MODES = PROTOCOLS[:2]  # the first two protocols, under their former name (callers that iterate over them)
+# what the mean of each protocol runs over: the "<units>_used" counts of protocol_correlation
+UNITS = {"per_sample": "samples", "batch_mean": "samples", "per_channel": "channels", "centred": "samples"}
 
 
 def _row_products(d: torch.Tensor, max_elements: int = 2**20) -> torch.Tensor:
@@ -57,54 +63,94 @@ def _pearson_rows(v: torch.Tensor) -> torch.Tensor:
     return r.masked_fill(undefined, math.nan)
 
 
-def layer_correlation(a: torch.Tensor, mode: str = "per_sample",
-                      return_counts: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def _mean_over_units(r_u: torch.Tensor, units: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nan-aware mean of (U, L, L) correlations over the units U (samples or channels): (r, counts).
+
+    A unit whose vector is constant in some block is NaN for the pairs with that block and left out
+    of their mean (a RuntimeWarning says how many); a pair no unit defines stays NaN.
+    """
+    valid = ~r_u.isnan()  # (U, L, L)
+    counts = valid.sum(dim=0)  # (L, L)
+    r = r_u.nan_to_num(0.0).sum(dim=0) / counts  # (L, L); 0 / 0 = NaN where no unit is valid
+    r = 0.5 * (r + r.T)  # the vectorised sum over U may round (i, j) and (j, i) differently
+    dropped = int((~valid).any(dim=(1, 2)).sum())
+    if dropped:
+        what = "attention vector" if units == "samples" else "gate over the samples"
+        warnings.warn(f"layer_correlation: {dropped} of {r_u.shape[0]} {units} have a constant (or non-finite) "
+                      f"{what} in some block; they are left out of the mean for the pairs with that block "
+                      f"({units} kept per pair: {int(counts.min())} to {int(counts.max())})",
+                      RuntimeWarning, stacklevel=3)
+    return r, counts
+
+
+def layer_correlation(a: torch.Tensor, protocol: str = "per_sample", return_counts: bool = False, *,
+                      mode: str | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Pearson correlation between the channel attentions of every pair of blocks of a stage.
 
-    Computed in float64 whatever the dtype of `a`.
+    Computed in float64 whatever the dtype of `a`. The formulas are in theory/correlation.md.
 
-    Zero variance: an attention vector that is constant (all C entries equal, e.g. C = 1 or a
-    saturated gate) has no correlation with anything. When block i's vector is constant in a
-    sample, "per_sample" mode gives NaN for every pair with block i in that sample, and the mean
-    over samples skips it (a nan-aware mean; `return_counts` gives how many samples each pair
-    kept, and a RuntimeWarning says how many were dropped). A pair that no sample defines stays
-    NaN. In "batch_mean" mode a constant mean vector makes its row and column NaN. Never a
-    silent division by zero.
+    Zero variance: a vector that is constant (all its entries equal, e.g. C = 1 or a saturated
+    gate) has no correlation with anything. In the protocols that average over units (samples for
+    "per_sample" and "centred", channels for "per_channel") such a unit is NaN for every pair with
+    that block and the mean skips it (a nan-aware mean; `return_counts` gives how many units each
+    pair kept, and a RuntimeWarning says how many were dropped). A pair that no unit defines stays
+    NaN. In "batch_mean" a constant mean vector makes its row and column NaN. Never a silent
+    division by zero.
 
     Args:
         a: attentions (N, L, C): N samples, L blocks, C channels.
-        mode: "per_sample" correlates the C-vectors of blocks i and j within each sample and
-            averages r over the samples (how alike the attention the blocks give to one input);
-            "batch_mean" averages a over the samples first and correlates the mean vectors
-            (how alike the blocks' typical channel preferences are; averaging removes the
-            sample-to-sample part, so the two can differ a lot, even in sign).
-        return_counts: also return the number of samples behind every entry, (L, L) int64.
+        protocol: one of PROTOCOLS.
+            "per_sample" correlates the C-vectors of blocks i and j within each sample and averages
+            r over the samples (how alike the attention the blocks give to one input);
+            "batch_mean" averages a over the samples first and correlates the mean vectors (how
+            alike the blocks' typical channel preferences are; averaging removes the sample-to-sample
+            part, so the two can differ a lot, even in sign);
+            "per_channel" correlates, for each channel, the N gates of block i with those of block j
+            across the samples and averages r over the channels (do the blocks turn a channel up
+            for the same inputs?);
+            "centred" is "per_sample" after subtracting each block's mean vector over the samples,
+            so a channel profile shared by every input cannot make r high on its own.
+        return_counts: also return the number of units behind every entry, (L, L) int64: samples
+            ("per_sample", "centred"; N for "batch_mean") or channels ("per_channel"); see UNITS.
+        mode: the former name of `protocol`; given, it wins.
 
     Returns:
         r (L, L) float64 with r[i, i] = 1 (NaN for a block without a defined correlation), or
         (r, counts).
     """
+    protocol = protocol if mode is None else mode
     if a.dim() != 3:
         raise ValueError(f"attentions must be (N, L, C), got shape {tuple(a.shape)}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode '{mode}'; valid: {', '.join(MODES)}")
-    n = a.shape[0]
-    if mode == "batch_mean":
-        r = _pearson_rows(a.to(torch.float64).mean(dim=0))  # (L, L)
-        counts = torch.where(r.isnan(), 0, n)  # (L, L)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{protocol}'; valid: {', '.join(PROTOCOLS)}")
+    a = a.to(torch.float64)
+    if protocol == "batch_mean":
+        r = _pearson_rows(a.mean(dim=0))  # (L, L)
+        counts = torch.where(r.isnan(), 0, a.shape[0])  # (L, L)
+    elif protocol == "per_channel":
+        r, counts = _mean_over_units(_pearson_rows(a.permute(2, 1, 0)), "channels")  # rows: (C, L, N)
     else:
-        r_n = _pearson_rows(a)  # (N, L, L)
-        valid = ~r_n.isnan()  # (N, L, L)
-        counts = valid.sum(dim=0)  # (L, L)
-        r = r_n.nan_to_num(0.0).sum(dim=0) / counts  # (L, L); 0 / 0 = NaN where no sample is valid
-        r = 0.5 * (r + r.T)  # the vectorised sum over N may round (i, j) and (j, i) differently
-        dropped = int((~valid).any(dim=(1, 2)).sum())
-        if dropped:
-            warnings.warn(f"layer_correlation: {dropped} of {n} samples have a constant (or non-finite) attention "
-                          f"vector in some block; they are left out of the mean for the pairs with that block "
-                          f"(samples kept per pair: {int(counts.min())} to {int(counts.max())})",
-                          RuntimeWarning, stacklevel=2)
+        if protocol == "centred":
+            a = a - a.mean(dim=0, keepdim=True)  # each block's dataset-mean vector removed
+        r, counts = _mean_over_units(_pearson_rows(a), "samples")  # (N, L, C) -> (N, L, L)
     return (r, counts.to(torch.int64)) if return_counts else r
+
+
+def protocol_correlation(a: torch.Tensor, protocol: str) -> dict:
+    """One protocol's correlation of a stage's attentions, as plain data for JSON.
+
+    Args:
+        a: attentions (N, L, C).
+        protocol: one of PROTOCOLS.
+
+    Returns:
+        {"protocol": name, "matrix": (L, L) nested lists, "mean_r": mean over the pairs i != j,
+        "mean_r_consecutive": mean over the pairs |i - j| = 1, "<units>_used": (L, L) nested lists
+        of ints (units = UNITS[protocol])}. Undefined values are float NaN.
+    """
+    r, counts = layer_correlation(a, protocol, return_counts=True)
+    return {"protocol": protocol, "matrix": r.tolist(), "mean_r": mean_off_diagonal(r),
+            "mean_r_consecutive": mean_off_diagonal(r, offset=1), f"{UNITS[protocol]}_used": counts.tolist()}
 
 
 def mean_off_diagonal(r: torch.Tensor | np.ndarray, offset: int | None = None) -> float:
@@ -156,29 +202,27 @@ def stage_correlations(traces: Sequence[StageTrace], modes: Sequence[str] = MODE
 
     Args:
         traces: the list returned by dia_ode.solvers.trace(model, x).
-        modes: which modes of layer_correlation to compute.
+        modes: which protocols (PROTOCOLS) to compute; the first two by default.
 
     Returns:
         One dict per stage::
 
             {"stage": s, "num_samples": N, "num_blocks": L, "channels": C,
-             "<mode>": {"matrix": (L, L) nested lists, "mean_r": all pairs i != j,
-                        "mean_r_consecutive": pairs |i - j| = 1,
-                        "samples_used": (L, L) nested lists of ints}, ...}
+             "<protocol>": protocol_correlation(a, protocol), ...}
 
-        with one "<mode>" entry per mode. Undefined values are float NaN (json writes NaN);
-        np.asarray(result[s][mode]["matrix"]) gives the matrix for plotting.
+        with one entry per protocol. Undefined values are float NaN (json writes NaN);
+        np.asarray(result[s][protocol]["matrix"]) gives the matrix for plotting. The null
+        references and the learning measures are in dia_ode.analysis.attention_nulls.
     """
     result = []
     for s, stage_trace in enumerate(traces):
         a = attention_vectors(stage_trace)  # (N, L, C)
         entry = {"stage": s, "num_samples": a.shape[0], "num_blocks": a.shape[1], "channels": a.shape[2]}
         for mode in modes:
-            r, counts = layer_correlation(a, mode=mode, return_counts=True)
-            entry[mode] = {"matrix": r.tolist(), "mean_r": mean_off_diagonal(r),
-                           "mean_r_consecutive": mean_off_diagonal(r, offset=1), "samples_used": counts.tolist()}
+            entry[mode] = protocol_correlation(a, mode)
         result.append(entry)
     return result
 
 
-__all__ = ["MODES", "attention_vectors", "layer_correlation", "mean_off_diagonal", "stage_correlations"]
+__all__ = ["MODES", "PROTOCOLS", "UNITS", "attention_vectors", "layer_correlation", "mean_off_diagonal",
+           "protocol_correlation", "stage_correlations"]

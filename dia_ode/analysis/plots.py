@@ -7,7 +7,7 @@ lists, e.g. the matrices of correlation.stage_correlations or the arrays of step
 
 Rules for figures that go into a paper: `title` (what was analysed: run, model, dataset) is the
 figure's suptitle; labels are words, never dict keys; an axis is logarithmic only when its positive
-values span more than a decade (axes.choose_scale); legends sit outside the data area; stages are
+values span more than a decade (rundir.choose_scale); legends sit outside the data area; stages are
 numbered from 0 as in the JSON the commands write.
 """
 
@@ -18,9 +18,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from dia_ode.analysis.axes import choose_scale
 from dia_ode.analysis.correlation import mean_off_diagonal
 from dia_ode.analysis.stepsize import rank_correlation
+from dia_ode.rundir import choose_scale
 
 PANEL = 3.2  # inches per panel: three stages side by side fit a page width
 
@@ -70,8 +70,6 @@ def plot_correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[s
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=axes, label="Pearson r", shrink=0.8)
     return fig
-
-
 
 
 def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np.ndarray | None] | None = None,
@@ -134,9 +132,30 @@ def spearman_text(result: dict) -> str:
 
 Region = Callable[[np.ndarray], np.ndarray]
 
+# Where region_box looks for a stability region: it holds every explicit method's of
+# dia_ode.stiffness.stability (the widest, dopri5's, reaches Re z = -3.31 and |Im z| = 3.85).
+REGION_SEARCH = (-8.0, 2.0, -6.0, 6.0)
+
 
 def _euler_region(z: np.ndarray) -> np.ndarray:
     return np.abs(1.0 + z)
+
+
+def region_box(region: Region, search: tuple[float, float, float, float] = REGION_SEARCH,
+               points: int = 321) -> tuple[float, float, float, float]:
+    """The box (x0, x1, y0, y1) that holds the region {z : region(z) <= 1} and the origin.
+
+    Read off a points x points grid over `search` and widened by one grid cell on each side, so the
+    boundary drawn from a finer grid stays inside; a region larger than `search` is cut to it.
+    Why not one fixed box for every method: Euler's disk would sit small in the middle of it, and
+    dopri5's region (|Im z| up to 3.85) did not fit the |Im z| <= 3 that was used.
+    """
+    x0, x1, y0, y1 = search
+    x, y = np.meshgrid(np.linspace(x0, x1, points), np.linspace(y0, y1, points))
+    inside = region(x + 1j * y) <= 1.0  # (points, points)
+    cell = max(x1 - x0, y1 - y0) / (points - 1)
+    xs, ys = np.append(x[inside], 0.0), np.append(y[inside], 0.0)
+    return (max(x0, xs.min() - cell), min(x1, xs.max() + cell), max(y0, ys.min() - cell), min(y1, ys.max() + cell))
 
 
 def _draw_region(ax, region: Region, label: str | None, xlim: tuple[float, float],
@@ -195,7 +214,7 @@ def plot_eigenvalues(eigs: Sequence[np.ndarray], labels: Sequence[str] | None = 
     if title:
         fig.suptitle(title)
     axes = list(fig.subplots(1, 2 if far else 1, squeeze=False)[0])
-    core = (-3.5, 0.5, -3.0, 3.0)  # every region here fits in Re z in [-3.5, 0.5], |Im z| <= 3
+    core = region_box(region)
     symbol = "z" if step is None else f"({step:g} λ)"
     for n, ax in enumerate(axes):
         near = n == 1
@@ -247,7 +266,7 @@ def plot_step_spectra(t: np.ndarray, z: Sequence[np.ndarray], radius: np.ndarray
     ax, over_t = fig.subplots(1, 2, gridspec_kw={"wspace": 0.1})
     points = np.concatenate([np.asarray(v, dtype=np.complex128) for v in z]) if len(z) else np.zeros(0, complex)
     times = np.concatenate([np.full(len(v), tk) for v, tk in zip(z, t)]) if len(z) else np.zeros(0)
-    xlim, ylim = _window(points, (-3.5, 0.5, -3.0, 3.0))
+    xlim, ylim = _window(points, region_box(_euler_region if region is None else region))  # no region: Euler's scale
     if region is not None:
         _draw_region(ax, region, region_label, xlim, ylim)
     marks = ax.scatter(points.real, points.imag, c=times, s=14, cmap="viridis", label="h_k λ")
@@ -298,4 +317,4 @@ def plot_indices_over_time(t: np.ndarray, indices: Mapping[str, np.ndarray], tit
 
 
 __all__ = ["plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues",
-           "plot_indices_over_time", "plot_step_spectra", "spearman_text"]
+           "plot_indices_over_time", "plot_step_spectra", "region_box", "spearman_text"]

@@ -11,10 +11,11 @@ import sys
 
 import click
 
-from dia_ode.cli.analyze import correlate, stepsize, stiffness
+from dia_ode.cli.analyze import stepsize, stiffness
 from dia_ode.cli.bench import bench
 from dia_ode.cli.catalog import ls
 from dia_ode.cli.compare import compare
+from dia_ode.cli.correlate import correlate
 from dia_ode.cli.options import CONTEXT
 from dia_ode.cli.train import train
 

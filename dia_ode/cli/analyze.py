@@ -1,4 +1,4 @@
-"""`dia-ode correlate | stepsize | stiffness`: read a trained run's dynamics and write JSON + figures.
+"""`dia-ode stepsize | stiffness` (and the helpers `dia-ode correlate` shares, cli/correlate.py): read a trained run's dynamics and write JSON + figures.
 
 Each command loads a run directory written by `dia-ode train` (config + last checkpoint), traces the
 model on the first test samples and writes its own run directory under --out. Stages are numbered
@@ -15,10 +15,9 @@ import click
 import numpy as np
 import torch
 
-from dia_ode.analysis import (MIN_PAIRS, per_channel_rank_correlation, plot_correlation_heatmaps,
-                              plot_depth_profiles, plot_eigenvalues, plot_indices_over_time, rank_correlation,
-                              spearman_text, stage_correlations, step_sizes)
-from dia_ode.cli.analyze_continuous import continuous_stiffness
+from dia_ode.analysis import (MIN_PAIRS, per_channel_rank_correlation, plot_depth_profiles, plot_eigenvalues,
+                              plot_indices_over_time, rank_correlation, spearman_text, step_sizes)
+from dia_ode.analysis.continuous_stiffness import continuous_stiffness
 from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, common_options
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device, seed_everything
@@ -66,38 +65,6 @@ def start_analysis(command: str, run: LoadedRun, out: Path, options: dict) -> Pa
     return start_run(out, f"{command}-{run.run_dir.name}",
                      {"command": command, "source_run": str(run.run_dir), "model": run.model_name,
                       "dataset": run.dataset_name, "epoch": run.epoch, **options})
-
-
-@click.command(context_settings=CONTEXT)
-@RUN_DIR
-@samples_option(256)
-@common_options
-def correlate(run_dir, samples, seed, device, out, no_progress) -> None:
-    """Cross-layer attention correlation per stage (the DIA paper reports mean r up to 0.85)."""
-    run = open_run(run_dir, device)
-    x, _ = run.test_batch(samples, resolve_device(device))
-    traces = traced(run, x)
-    try:
-        stages = stage_correlations(traces)
-    except ValueError as err:  # a plain model: constant step, nothing to correlate
-        raise click.BadParameter(f"model '{run.model_name}' has no attention to correlate ({err})",
-                                 param_hint="RUN_DIR") from None
-    out_dir = start_analysis("correlate", run, out, {"samples": len(x), "seed": seed})
-    write_json(out_dir / "correlation.json", stages)
-    summary = {"model": run.model_name, "samples": len(x),
-               "mean_r": {mode: [s[mode]["mean_r"] for s in stages] for mode in ("per_sample", "batch_mean")},
-               "mean_r_consecutive": {mode: [s[mode]["mean_r_consecutive"] for s in stages]
-                                      for mode in ("per_sample", "batch_mean")}}
-    write_json(out_dir / "summary.json", summary)
-    for mode, words in (("per_sample", "per sample"), ("batch_mean", "of the batch mean")):
-        fig = plot_correlation_heatmaps([np.asarray(s[mode]["matrix"]) for s in stages],
-                                        [f"stage {s['stage']}" for s in stages],
-                                        title=figure_title(f"Attention correlation across blocks, {words}", run))
-        save_figure(fig, out_dir / "figures", f"correlation_{mode}")
-    for s in stages:
-        click.echo(f"stage {s['stage']}: mean r = {s['per_sample']['mean_r']:.3f} per sample, "
-                   f"{s['batch_mean']['mean_r']:.3f} of the batch mean ({s['num_blocks']} blocks)")
-    click.echo(f"-> {out_dir}")
 
 
 AGAINST = {"quotient": "depth-wise difference quotient ρ_k", "radius": "block spectral radius ρ(J_k)"}

@@ -82,5 +82,7 @@ def _list_runs(out: Path) -> None:
 
 def _row(info: RunInfo) -> tuple[str, ...]:
     epochs = f"{info.epochs_done}/{info.epochs}" if info.epochs is not None else "-"
+    if info.seeds is not None:  # a seed group: its seeds' runs with results
+        epochs = f"{info.seeds_done}/{info.seeds} seeds"
     metric = f"{info.metric[0]}={info.metric[1]:.4f}" if info.metric else "-"
     return (info.path.name, info.command, info.model or "-", info.dataset or "-", epochs, metric, info.status)

@@ -10,10 +10,10 @@ from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, check_device, 
                                 common_options, model_option, option_targets, parse_model_options, seeds_option)
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import TrainConfig, resolve_device
-from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
+from dia_ode.rundir import CheckpointError, read_config, save_figure, start_run, write_json
 from dia_ode.studies.compare import DEFAULT_MODELS, SHARED, CompareError, compare_runs, train_models
 from dia_ode.studies.compare_figures import compare_figures
-from dia_ode.studies.compare_stats import aggregate_rows, markdown_table
+from dia_ode.studies.compare_stats import aggregate_rows, check_pools, markdown_table
 
 
 @click.command(context_settings=CONTEXT)
@@ -39,7 +39,8 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
     Every model trains with the shared budget (dataset, epochs, batch size, seed, --model-option); the
     rest follows its recipe where it has one (the ViTs: AdamW, warm-up + cosine) unless --lr is given.
     With --seeds every model trains once per seed and the table gives mean ± std, a 95% interval and n;
-    --from runs of one model (same options) are pooled the same way.
+    --from runs of one model (same options) are pooled the same way; they must have been trained alike
+    up to the seed (dataset, epochs, lr, ...), else the differing field is named and nothing runs.
     """
     check_device(device)
     check_seeds(ctx, seeds)
@@ -50,6 +51,10 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
             if not (run_dir / "config.json").is_file():
                 raise click.BadParameter(f"{run_dir} is not a training run directory (no config.json)",
                                          param_hint="--from")
+        try:  # the runs of one model are pooled: they must have been trained alike up to the seed
+            check_pools([read_config(d) for d in from_runs], [str(d) for d in from_runs])
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--from") from None
         desc, config = "compare-from", {"command": "compare", "from": [str(p) for p in from_runs]}
     else:
         names = models
@@ -94,7 +99,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
     write_json(out_dir / "compare.json", {"runs": rows, "models": pooled})
     table = markdown_table(pooled)
     (out_dir / "compare.md").write_text(table)
-    curves = ("steps", "nfe_history")  # figures' data: in compare.json only
+    curves = ("steps", "nfe_history", "config")  # figures' data and the runs' configs: in compare.json only
     write_json(out_dir / "summary.json", {"rows": [{k: r[k] for k in r if k not in curves} for r in rows],
                                           "models": [{k: m[k] for k in m if k not in curves} for m in pooled]})
     for name, fig in compare_figures(pooled, out_dir.name):

@@ -1,8 +1,11 @@
 """What every command gets around its body: --name, clean-up of failed runs, log lines, SIGTERM.
 
-- `--name TAG` reaches rundir.start_run through rundir.run_name, so no command passes it along.
+- `--name TAG` reaches rundir.start_run through rundir.run_name, so no command passes it along; a
+  group's tag (`dia-ode bench --name T train-step`) is kept in the click context's meta, which its
+  subcommands share, and applies to a subcommand that has no tag of its own.
 - A command that fails leaves no half-made run directory (rundir.failed_runs_cleanup).
-- The library's log lines (the trainer's epoch lines, "resumed at epoch 2 of 30") print on stdout.
+- The library's log lines (the trainer's epoch lines, "resumed at epoch 2 of 30") print on stdout,
+  once: they do not also propagate to a root handler a caller may have configured.
 - SIGTERM, what cluster schedulers send before a kill, raises Terminated (a KeyboardInterrupt), so
   it unwinds like Ctrl-C: the trainer keeps its last checkpoint and the command says how to resume;
   exit code 143 (128 + 15) as the shell gives a process killed by SIGTERM. The previous handler is
@@ -45,7 +48,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the previous handler was not installed from Python (an embedding C program); the
+        # default is the best we can restore, and signal.signal refuses None
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class _EchoHandler(logging.Handler):
@@ -59,14 +64,16 @@ class _EchoHandler(logging.Handler):
 def library_log() -> Iterator[None]:
     """The package's INFO log lines on stdout for the duration of a command."""
     logger, handler = logging.getLogger("dia_ode"), _EchoHandler()
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a root handler (logging.basicConfig) would print every line a second time
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -80,14 +87,24 @@ name_option = click.option("--name", "run_tag", default=None, callback=check_nam
                            help="A tag for the run directory's name and config.json.")
 
 
+_GROUP_TAG = "dia_ode.run_tag"  # key in click's Context.meta, shared by a group and its subcommands
+
+
 def command_runtime(command):
     """Wrap a command callback (see the module docstring); consumes its `run_tag` argument."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         tag = kwargs.pop("run_tag", None)
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            # a group's callback returns before its subcommand runs, so its run_name block is over by
+            # then: the tag waits in meta; a subcommand's own --name wins
+            tag = tag or ctx.meta.get(_GROUP_TAG)
+            if tag:
+                ctx.meta[_GROUP_TAG] = tag
         try:
             with contextlib.ExitStack() as stack:
-                if tag:  # no tag keeps an enclosing group's (`dia-ode bench --name T train-step`)
+                if tag:
                     stack.enter_context(run_name(tag))
                 stack.enter_context(library_log())
                 stack.enter_context(sigterm_as_interrupt())

@@ -146,13 +146,12 @@ def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | N
             no_progress: bool) -> None:
     try:
         summary = _guarded(lambda: resume_training(run_dir, epochs=epochs, device=device, progress=not no_progress,
-                                                   command=" ".join(sys.argv), dist=dist, task=task), run_dir)
+                                                   command=" ".join(sys.argv), dist=dist, task=task), run_dir,
+                           lock_hint="--resume")
     except RunFinished as err:  # not an error: the work is done
         if dist.is_main:
             click.echo(str(err))
         return
-    except RunLocked as err:  # a scheduler's requeue while the old job still runs
-        raise click.BadParameter(str(err), param_hint="--resume") from None
     except ResumeMismatch as err:
         raise click.BadParameter(str(err), param_hint=f"--{err.option}") from None
     except ValueError as err:  # CheckpointError, or a saved config that no longer builds
@@ -175,10 +174,12 @@ def _train_seeds(cfg: TrainConfig, seeds: tuple[int, ...], data, dist: DistConte
     click.echo(f"-> {group}")
 
 
-def _guarded(job, run_dir: Path):
-    """Run a training job; turn divergence and Ctrl-C into one-line messages."""
+def _guarded(job, run_dir: Path, lock_hint: str = "--out"):
+    """Run a training job; turn divergence, Ctrl-C and a refused run lock into one-line messages."""
     try:
         return job()
+    except RunLocked as err:  # a scheduler's requeue while the old job still runs, or a file system without locks
+        raise click.BadParameter(str(err), param_hint=lock_hint) from None
     except (TrainingDiverged, StepBudgetExceeded) as err:
         kept = (Path(run_dir) / CHECKPOINT).is_file()  # else the run directory is removed (cli/runtime.py)
         if isinstance(err, TrainingDiverged):  # a resume would replay the same batches into the same NaN

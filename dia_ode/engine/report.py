@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from dia_ode.rundir import save_figure
+from dia_ode.rundir import choose_scale, save_figure
 
 LABELS = {"loss": "loss", "acc": "accuracy", "reg": "regulariser", "nfe_forward": "forward",
           "nfe_backward": "backward (adjoint)", "nfe_eval": "evaluation"}
@@ -22,7 +22,7 @@ def _number(value) -> str:
 
 
 def epoch_line(row: dict, epochs: int, nfe: bool = False) -> str:
-    """`epoch 3/30  train_loss 0.412 train_acc 0.871  val_loss 0.398 val_acc 0.88  lr 0.095  8.1s  nfe 14/0`.
+    """`epoch 3/30  train_loss 0.412 train_acc 0.871  val_loss 0.398 val_acc 0.88  lr 0.095  8.1s  nfe 14.0/0.0`.
 
     Args:
         row: one metrics.jsonl row.
@@ -43,14 +43,6 @@ def epoch_line(row: dict, epochs: int, nfe: bool = False) -> str:
 def label(name: str) -> str:
     """A metric's axis label: a word, never a raw JSON key."""
     return LABELS.get(name, name.replace("_", " "))
-
-
-def _scale(values: list[float]) -> str:
-    """log only where a positive quantity spans a decade or more; else linear, which reads easier."""
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if finite and min(finite) > 0 and max(finite) / min(finite) >= 10:
-        return "log"
-    return "linear"
 
 
 def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir: Path, title: str = "",
@@ -78,7 +70,7 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
             series = [r.get(f"{prefix}_{name}", math.nan) for r in history]
             ax.plot(epochs, series, marker="o", label=split)
             values += series
-        ax.set(xlabel="epoch", ylabel=label(name), title=label(name), yscale=_scale(values))
+        ax.set(xlabel="epoch", ylabel=label(name), title=label(name), yscale=choose_scale(values))
     if nfe:
         ax = axes[-1]
         values = []
@@ -87,7 +79,7 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
             ax.plot(epochs, series, marker="o", label=label(key))
             values += series
         ax.set(xlabel="epoch", ylabel="evaluations of f per batch", title="solver cost (NFE)",
-               yscale=_scale(values))
+               yscale=choose_scale(values))
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         ax.grid(alpha=0.3)

@@ -4,10 +4,11 @@ The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: 
 epoch or step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the
 end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per
 epoch, and the run directory's lock (rundir/lock.py: one process per run). All randomness of an
-epoch (shuffling and augmentation) comes from a generator seeded by (seed, epoch), so a resumed run
-reproduces an uninterrupted one exactly on CPU. Under torchrun (engine/distributed.py) each rank
-trains on its part of every global batch, metric sums are all-reduced (the nfe_* columns are rank 0's
-own), evaluation uses rank 0's BatchNorm statistics, and only rank 0 writes (and holds the lock).
+epoch (shuffling and augmentation from a generator, what the model draws from torch's global one)
+is seeded by (seed, epoch), so a resumed run reproduces an uninterrupted one exactly on CPU. Under
+torchrun (engine/distributed.py) each rank trains on its part of every global batch, metric sums are
+all-reduced (the nfe_* columns are rank 0's own), evaluation uses rank 0's BatchNorm statistics, and
+only rank 0 writes (and holds the lock).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
 from dia_ode.engine.report import epoch_line, plot_history
-from dia_ode.engine.seeding import epoch_generator, seed_everything
+from dia_ode.engine.seeding import epoch_generator, seed_epoch, seed_everything
 from dia_ode.models import create_model, model_entry
-from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, load_checkpoint, lock_run,
-                            mark_failed, write_json, write_jsonl)
+from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, has_results,
+                            is_seed_group, load_checkpoint, lock_run, mark_failed, read_summary, seed_group_refusal,
+                            write_json, write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task, means, model_spec
 
@@ -168,6 +170,9 @@ class Trainer:
 
     def _train_epoch(self, net: nn.Module, epoch: int) -> dict[str, float]:
         cfg, dist = self.cfg, self.dist
+        # what the model draws from torch's global generator (STEER's end time, Hutchinson's noise,
+        # dropout) is seeded per epoch too, so a resumed run draws what an uninterrupted one would
+        seed_epoch(cfg.seed, epoch)
         net.train()
         n = len(self.dataset.train)
         sizes = [size for _, size in global_batches(n, cfg.batch_size, dist.world_size)]
@@ -311,7 +316,8 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         task: the task the caller expects the run to train; None accepts the saved one.
 
     Raises:
-        CheckpointError: not a run directory, or a config or checkpoint that cannot be read.
+        CheckpointError: not a run directory, a seed group (the message names the run to resume), or a
+            config or checkpoint that cannot be read.
         ResumeMismatch: fewer epochs than planned or done, or another task than the saved one.
         RunLocked: another process is training the run.
         RunFinished: the run has done all its epochs and has its results (epochs extends it).
@@ -322,19 +328,22 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
     try:
         saved = json.loads(config_path.read_text())
+        if isinstance(saved, dict) and is_seed_group(saved):
+            raise CheckpointError(seed_group_refusal(run_dir))
         cfg = TrainConfig.from_dict(saved)
     except (json.JSONDecodeError, AttributeError, TypeError) as err:  # not JSON, or not a dict of our fields
         raise CheckpointError(f"{config_path} is not a run configuration ({type(err).__name__}: "
                               f"{str(err)[:100]})") from None
     if task is not None and task != cfg.task:
         raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
-    dist = dist or DistContext(torch.device("cpu"))  # for the lock only; Trainer resolves cfg.device
-    lock = hold_run(run_dir, dist)  # before anything is read for writing: a second process stops here
+    # the lock's context only: the caller's dist (None: Trainer resolves cfg.device) goes on to the training
+    lock_dist = dist or DistContext(torch.device("cpu"))
+    lock = hold_run(run_dir, lock_dist)  # before anything is read for writing: a second process stops here
     try:
         done = load_checkpoint(run_dir / CHECKPOINT)["epoch"]  # fail early, before loading data
         if epochs is not None and epochs < done:
             raise ResumeMismatch("epochs", f"epochs={epochs} is fewer than the {done} epochs the checkpoint has done")
-        if (epochs or cfg.epochs) == done == cfg.epochs and _has_results(run_dir):
+        if (epochs or cfg.epochs) == done == cfg.epochs and has_results(read_summary(run_dir)):
             raise RunFinished(f"run {run_dir} is finished ({done} of {cfg.epochs} epochs); "
                               f"extend it with --epochs N (N > {cfg.epochs})")
         planned = cfg.epochs
@@ -343,10 +352,10 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         except ValueError as err:
             raise ResumeMismatch("epochs", str(err)) from None
         cfg.device = device or cfg.device
-        if cfg.epochs > planned and dist.is_main:
+        if cfg.epochs > planned and lock_dist.is_main:
             log.info(f"extended from {planned} to {cfg.epochs} epochs: the added epochs restart the "
                      f"{cfg.schedule} schedule (for one schedule over all epochs start a new run)")
-        if dist.is_main:
+        if lock_dist.is_main:
             write_json(config_path, {**saved, **asdict(cfg)})
             if command is not None:
                 with open(run_dir / "cmd.txt", "a") as f:
@@ -356,11 +365,3 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         if lock is not None:
             lock.release()
 
-
-def _has_results(run_dir: Path) -> bool:
-    """summary.json holds the run's test results (not a failure or interruption record)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("status", "finished") == "finished"

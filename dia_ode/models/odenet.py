@@ -131,18 +131,20 @@ def odenet(attention: str = "none", num_classes: int = 10, in_channels: int = 3,
            step_size: float | None = None, adjoint: bool = False, max_num_steps: int | None = 1000,
            downsample: int = 2, adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
            adjoint_seminorm: bool = False, kinetic_energy: float = 0.0, jacobian_norm: float = 0.0,
-           steer: float = 0.0, **attention_options) -> ODENet:
+           steer: float = 0.0, hutchinson_noise: str = "gaussian", **attention_options) -> ODENet:
     """The continuous ODE-Net: dynamics (attention "none", "se" or "dia") integrated over [0, T].
 
     Solver arguments are those of solvers.ContinuousBlock, the adjoint's (adjoint_rtol, adjoint_atol,
     adjoint_seminorm) and the training-time regularisers (kinetic_energy, jacobian_norm: RNODE's λ_K
-    and λ_J; steer: STEER's b) included; attention_options go to make_dynamics.
+    and λ_J; hutchinson_noise: λ_J's probe, "gaussian" or "rademacher"; steer: STEER's b) included;
+    attention_options go to make_dynamics.
     """
     dynamics = make_dynamics(attention, ConvField(width), width, **attention_options)
     block = ContinuousBlock(dynamics, T=T, method=method, rtol=rtol, atol=atol, step_size=step_size,
                             adjoint=adjoint, max_num_steps=max_num_steps, adjoint_rtol=adjoint_rtol,
                             adjoint_atol=adjoint_atol, adjoint_seminorm=adjoint_seminorm,
-                            kinetic_energy=kinetic_energy, jacobian_norm=jacobian_norm, steer=steer)
+                            kinetic_energy=kinetic_energy, jacobian_norm=jacobian_norm, steer=steer,
+                            hutchinson_noise=hutchinson_noise)
     return ODENet(block, num_classes, in_channels, width, downsample)
 
 

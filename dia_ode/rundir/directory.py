@@ -27,14 +27,18 @@ import torch
 from dia_ode.rundir.jsonio import write_json
 from dia_ode.rundir.lock import LOCK_FILE
 
-_RUN_NAME = re.compile(r"^(\d{5})-")
+RUN_NAME = re.compile(r"^(\d{5})-")  # a run directory's name starts with its number
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
 MAX_DESC = 80  # characters of the generated part of a directory name; longer ones end in a hash
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+=-]{1,40}$")  # what --name TAG may be
 _SKELETON = {"config.json", "cmd.txt", LOCK_FILE}  # what a run holds before it has produced anything
 
 _run_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_name", default=None)
-_started: list[Path] = []  # run directories start_run made in this process, for failed_runs_cleanup
+# the run directories start_run made inside failed_runs_cleanup (None outside it): a context variable, so
+# nothing accumulates outside a command and a thread's runs are never cleaned up by another's failure
+_started: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("started_runs", default=None)
+# exit codes of a command stopped by Ctrl-C (128 + SIGINT) or SIGTERM (128 + SIGTERM): an interruption
+INTERRUPT_EXITS = {130: "interrupted (Ctrl-C)", 143: "terminated (SIGTERM)"}
 
 
 def versions() -> dict[str, str]:
@@ -58,6 +62,11 @@ def run_description(command: str, model: str, options: dict, dataset: str) -> st
     return desc
 
 
+def current_run_name() -> str | None:
+    """The tag run_name() set for this context, if any (to hand on to a child process)."""
+    return _run_name.get()
+
+
 @contextlib.contextmanager
 def run_name(name: str | None) -> Iterator[None]:
     """Within the block, start_run adds `name` to directory names and configs (the CLI's --name)."""
@@ -77,7 +86,7 @@ def create_run_dir(out: str | os.PathLike, desc: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     safe_desc = _UNSAFE.sub("_", desc)
     while True:
-        taken = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_NAME.match(p.name))]
+        taken = [int(m.group(1)) for p in out.iterdir() if (m := RUN_NAME.match(p.name))]
         run_dir = out / f"{max(taken, default=-1) + 1:05d}-{safe_desc}"
         try:
             run_dir.mkdir()
@@ -100,7 +109,9 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
     write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}), "versions": versions()})
     argv = sys.argv if argv is None else argv
     (run_dir / "cmd.txt").write_text(" ".join(argv) + "\n")
-    _started.append(run_dir)
+    started = _started.get()
+    if started is not None:
+        started.append(run_dir)
     return run_dir
 
 
@@ -125,20 +136,36 @@ def failed_runs_cleanup() -> Iterator[None]:
 
     One that holds nothing but config.json and cmd.txt is removed; one that holds results but no
     summary.json gets {"status": "failed", "error": ...} (the trainer writes its own, richer one).
-    A clean exit (also SystemExit(0)) leaves everything as it is.
+    A clean exit (also SystemExit(0)) leaves everything as it is; Ctrl-C, SIGTERM and their exit codes
+    (SystemExit(130), SystemExit(143): how the CLI ends after reporting them) mark it "interrupted".
+    Nested blocks share the outermost one's record.
     """
-    first = len(_started)
+    started, token = _started.get(), None
+    if started is None:
+        started = []
+        token = _started.set(started)
+    first = len(started)
     try:
         yield
     except BaseException as err:
         if not (isinstance(err, SystemExit) and err.code in (0, None)):
-            for run_dir in _started[first:]:
+            status, error = _failure(err)
+            for run_dir in started[first:]:
                 if not run_dir.is_dir():
                     continue
                 if is_skeleton(run_dir):
                     shutil.rmtree(run_dir, ignore_errors=True)
                 elif not (run_dir / "summary.json").exists():
-                    mark_failed(run_dir, err, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+                    mark_failed(run_dir, error, status)
         raise
     finally:
-        del _started[first:]
+        del started[first:]
+        if token is not None:
+            _started.reset(token)
+
+
+def _failure(err: BaseException) -> tuple[str, BaseException | str]:
+    """(status, error) for the summary of a run a failed block leaves behind."""
+    if isinstance(err, SystemExit) and err.code in INTERRUPT_EXITS:
+        return "interrupted", INTERRUPT_EXITS[err.code]
+    return ("interrupted" if isinstance(err, KeyboardInterrupt) else "failed"), err

@@ -6,6 +6,8 @@ fcntl.flock on an open file: the kernel drops it when the process ends however i
 included), so a file left behind by a dead process is simply taken over. The file holds
 "pid host" of the holder, for the message the second process prints. flock works on local file
 systems and on NFS (Linux emulates it with POSIX locks there); Windows has no fcntl and gets no lock.
+A lock that cannot be taken at all (no lock daemon on an NFS mount: ENOLCK; a folder not writable)
+is refused with RunLocked saying why, and `is_locked` reads such a run as not running.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _held: dict[Path, "RunLock"] = {}  # this process's locks, so taking one twice i
 
 
 class RunLocked(RuntimeError):
-    """Another process holds the run directory; the message names the run and the holder."""
+    """Another process holds the run directory, or its lock cannot be taken; the message says which."""
 
 
 class RunLock:
@@ -59,7 +61,7 @@ def lock_run(run_dir: str | os.PathLike, wait: float = 1.0) -> RunLock:
         wait: seconds to keep trying; covers `dia-ode ls runs` peeking at the lock for an instant.
 
     Raises:
-        RunLocked: another process holds it.
+        RunLocked: another process holds it, or the file system refuses the lock (the message says why).
     """
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
@@ -69,7 +71,10 @@ def lock_run(run_dir: str | os.PathLike, wait: float = 1.0) -> RunLock:
         return RunLock(run_dir, None)
     path, deadline = run_dir / LOCK_FILE, time.monotonic() + wait
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise _refused(run_dir, err) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,13 +83,24 @@ def lock_run(run_dir: str | os.PathLike, wait: float = 1.0) -> RunLock:
                 raise RunLocked(f"run {run_dir} is in use by {holder(run_dir) or 'another process'}") from None
             time.sleep(0.05)
             continue
+        except OSError as err:  # ENOLCK (NFS without a lock daemon), EBADF, ...: not a holder
+            os.close(fd)
+            raise _refused(run_dir, err) from None
         if _same_file(fd, path):  # else the holder unlinked it between our open and flock: try the new one
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    except OSError:  # the holder's name is for messages only: a full disk must not stop the run here
+        pass
     lock = _held[run_dir] = RunLock(run_dir, fd)
     return lock
+
+
+def _refused(run_dir: Path, err: OSError) -> RunLocked:
+    return RunLocked(f"cannot lock run {run_dir}: {err.strerror or err} (one process per run is not "
+                     f"guaranteed on this file system)")
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -112,12 +128,14 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
         return True
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # gone, or another user's run we may not read: we cannot tell, and call it idle
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except BlockingIOError:
         return True
+    except OSError:  # no locks on this file system (ENOLCK): nobody can hold one
+        return False
     finally:
         os.close(fd)

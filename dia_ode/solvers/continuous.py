@@ -224,6 +224,8 @@ class ContinuousBlock(nn.Module):
         jacobian_norm: λ_J of RNODE's Hutchinson ∫||ε^T ∂F/∂y||² dt penalty (training only; 0: none).
         steer: STEER's b: a training forward integrates to T' ~ U[T - b, T + b] (0 <= b < T); eval
             always to T.
+        hutchinson_noise: distribution of the Jacobian penalty's probe ε, "gaussian" or "rademacher"
+            (same mean, lower variance).
 
     After a forward, `stats` holds the counts of that forward (see STAT_KEYS in the module docstring)
     and `log` its per-step record; backward adds nfe_backward and num_steps_backward to the same dict.
@@ -235,7 +237,7 @@ class ContinuousBlock(nn.Module):
                  atol: float = 1e-3, step_size: float | None = None, adjoint: bool = False,
                  max_num_steps: int | None = 1000, adjoint_rtol: float | None = None,
                  adjoint_atol: float | None = None, adjoint_seminorm: bool = False, kinetic_energy: float = 0.0,
-                 jacobian_norm: float = 0.0, steer: float = 0.0) -> None:
+                 jacobian_norm: float = 0.0, steer: float = 0.0, hutchinson_noise: str = "gaussian") -> None:
         super().__init__()
         if method not in ADAPTIVE_METHODS + FIXED_GRID_METHODS:
             raise ValueError(f"unknown method '{method}'; valid: {', '.join(ADAPTIVE_METHODS + FIXED_GRID_METHODS)}")
@@ -252,12 +254,13 @@ class ContinuousBlock(nn.Module):
         if max_num_steps is not None and max_num_steps < 1:
             raise ValueError(f"max_num_steps must be >= 1 or None, got {max_num_steps}")
         _check_adjoint_options(method, adjoint, adjoint_rtol, adjoint_atol, adjoint_seminorm)
-        check_regularization(T, kinetic_energy, jacobian_norm, steer)
+        check_regularization(T, kinetic_energy, jacobian_norm, steer, hutchinson_noise)
         self.dynamics = dynamics
         self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
         self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
         self.adjoint_rtol, self.adjoint_atol, self.adjoint_seminorm = adjoint_rtol, adjoint_atol, adjoint_seminorm
         self.kinetic_energy, self.jacobian_norm, self.steer = kinetic_energy, jacobian_norm, steer
+        self.hutchinson_noise = hutchinson_noise
         self.recorder = None  # set by solvers.trace while it records; never saved
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.log = StepLog()
@@ -271,8 +274,8 @@ class ContinuousBlock(nn.Module):
         self.stats, self.log, self.penalty = dict.fromkeys(STAT_KEYS, 0), StepLog(), None
         self.end_time = steer_end_time(self.T, self.steer) if self.training and self.steer else self.T
         regularized = self.training and (self.kinetic_energy > 0 or self.jacobian_norm > 0)
-        dynamics = (RegularizedDynamics(self.dynamics, self.kinetic_energy, self.jacobian_norm) if regularized
-                    else self.dynamics)
+        dynamics = (RegularizedDynamics(self.dynamics, self.kinetic_energy, self.jacobian_norm, self.hutchinson_noise)
+                    if regularized else self.dynamics)
         func = (_AdaptiveInstrumented if self.adaptive else _FixedGridInstrumented)(self, dynamics, self.stats,
                                                                                    self.log)
         t = torch.tensor([0.0, self.end_time], dtype=torch.float64, device=x.device)  # float64: solvers accumulate time
@@ -301,7 +304,8 @@ class ContinuousBlock(nn.Module):
         extras = [f"{name}={value}" for name, value, default in (
             ("adjoint_rtol", self.adjoint_rtol, None), ("adjoint_atol", self.adjoint_atol, None),
             ("adjoint_seminorm", self.adjoint_seminorm, False), ("kinetic_energy", self.kinetic_energy, 0.0),
-            ("jacobian_norm", self.jacobian_norm, 0.0), ("steer", self.steer, 0.0)) if value != default]
+            ("jacobian_norm", self.jacobian_norm, 0.0), ("steer", self.steer, 0.0),
+            ("hutchinson_noise", self.hutchinson_noise, "gaussian")) if value != default]
         return ", ".join([f"T={self.T}, method={self.method}, {solver}, adjoint={self.adjoint}, "
                           f"max_num_steps={self.max_num_steps}", *extras])
 

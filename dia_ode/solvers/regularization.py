@@ -106,13 +106,16 @@ class RegularizedDynamics(nn.Module):
         return max(c.pow(2).mean().sqrt() for c in y[:-2])
 
 
-def check_regularization(T: float, kinetic_energy: float, jacobian_norm: float, steer: float) -> None:
-    """ValueError unless λ_K, λ_J >= 0 and 0 <= steer < T."""
+def check_regularization(T: float, kinetic_energy: float, jacobian_norm: float, steer: float,
+                         hutchinson_noise: str = "gaussian") -> None:
+    """ValueError unless λ_K, λ_J >= 0, 0 <= steer < T and hutchinson_noise is one of NOISES."""
     for name, value in (("kinetic_energy", kinetic_energy), ("jacobian_norm", jacobian_norm)):
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     if not 0 <= steer < T:
         raise ValueError(f"steer must satisfy 0 <= steer < T = {T:g}, got {steer}")
+    if hutchinson_noise not in NOISES:
+        raise ValueError(f"unknown hutchinson_noise '{hutchinson_noise}'; valid: {', '.join(NOISES)}")
 
 
 def steer_end_time(T: float, b: float) -> float:

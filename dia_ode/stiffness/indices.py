@@ -27,10 +27,12 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from dia_ode.stiffness.jacobian import VectorField, dense_jacobian, jacobian_operator
 from dia_ode.stiffness.eigen import choose_method, default_tol, limited_threads, start_vector
+from dia_ode.stiffness.stability import real_axis_limit, stability_methods
 
 # Where the stability region of each explicit method meets the negative real axis: |R(-limit)| = 1
-# for its stability polynomial R (tests/test_stiffness.py recomputes them from the Butcher tableaus).
-STABILITY_LIMITS = {"euler": 2.0, "rk4": 2.7853, "dopri5": 3.3066}
+# for its stability polynomial R, computed from stability.py's tableaus (one source: euler 2, rk4
+# 2.7853, dopri5 3.3066; tests/test_stiffness.py recomputes them from torchdiffeq's tables).
+STABILITY_LIMITS = {method: real_axis_limit(method) for method in stability_methods()}
 
 # Eigenvalues with |Re λ| <= ZERO_TOL * max |λ| count as zero in the stiffness ratio. Dense float64
 # eigenvalues carry errors of about 1e-16 ||J|| (times their condition), so 1e-10 is safely above the
@@ -77,7 +79,7 @@ def step_index(h: float | np.ndarray, rho: float | np.ndarray, method: str = "eu
     (> 1: an eigenvalue -ρ would be unstable). Broadcasts over arrays.
 
     Raises:
-        ValueError: unknown method (valid: the keys of STABILITY_LIMITS).
+        ValueError: unknown method (valid: the keys of STABILITY_LIMITS, i.e. stability_methods()).
     """
     if method not in STABILITY_LIMITS:
         raise ValueError(f"unknown method '{method}'; valid: {', '.join(STABILITY_LIMITS)}")
@@ -118,7 +120,7 @@ def difference_quotient(x_a: torch.Tensor, x_b: torch.Tensor, f_a: torch.Tensor,
     return torch.where(den > 0, num / den, torch.full_like(num, float("nan")))
 
 
-def dominant_quotient(f: VectorField, x: torch.Tensor, iterations: int = 4, rel_step: float = 1e-7) -> float:
+def dominant_quotient(f: VectorField, x: torch.Tensor, iterations: int = 4, rel_step: float | None = None) -> float:
     """The local estimate ||f(x + ε d) - f(x - ε d)|| / ||2 ε d|| along the direction the quotients pick.
 
     Why not the quotient between two points of a trajectory (`local_stiffness`): on a stiff problem
@@ -128,16 +130,19 @@ def dominant_quotient(f: VectorField, x: torch.Tensor, iterations: int = 4, rel_
     mode its own errors amplify; here that amplification is made explicit: starting from d_0 = f(x),
     each quotient's difference q_i = (f(x + ε d_i) - f(x - ε d_i)) / 2 ~ ε J d_i is the next direction,
     i.e. a power iteration on J with f evaluations only. Central differences, because a one-sided one
-    adds ε f''/2: at Robertson's y0 (ρ = 0.04, the y2^2 term 3e7) it made the estimate 53x too large. After a few of them ρ -> |λ_max| for a dominant real
-    eigenvalue (the error shrinks like |λ_2 / λ_1|^i); otherwise it stays between the smallest |λ|
-    and ||J||_2 like every difference quotient.
+    adds ε f''/2: at Robertson's y0 (ρ = 0.04, the y2^2 term 3e7) it made the estimate 53x too large.
+    After a few of them ρ -> |λ_max| for a dominant real eigenvalue (the error shrinks like
+    |λ_2 / λ_1|^i); otherwise it stays between the smallest |λ| and ||J||_2 like every difference
+    quotient.
 
     Args:
         f: vector field mapping a tensor shaped like x to the same shape.
         x: the point (float64 recommended: the differences cancel digits).
         iterations: quotients taken (two f evaluations each); the last one is returned.
-        rel_step: ε = rel_step * max(1, ||x||): far above float64 rounding of x, far below the scale on
-            which a smooth f bends.
+        rel_step: ε = rel_step * max(1, ||x||). None: eps^(1/3) of x's dtype (6.1e-6 in float64,
+            4.9e-3 in float32), the step that balances the rounding error of a central difference
+            (~ eps / ε) against its truncation error (~ ε^2); a fixed 1e-7 is below float32's
+            resolution (a float32 linear field with |λ_max| = 1000 read 863).
 
     Returns:
         ρ >= 0 (0 when f is locally constant).
@@ -146,6 +151,7 @@ def dominant_quotient(f: VectorField, x: torch.Tensor, iterations: int = 4, rel_
     with torch.no_grad():
         f_x = f(x)
         d = f_x if torch.linalg.vector_norm(f_x) > 0 else torch.ones_like(x)  # at an equilibrium: any direction
+        rel_step = torch.finfo(x.dtype).eps ** (1 / 3) if rel_step is None else rel_step
         eps = rel_step * max(1.0, float(torch.linalg.vector_norm(x)))
         rho = 0.0
         for _ in range(iterations):

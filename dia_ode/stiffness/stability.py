@@ -83,17 +83,6 @@ def inside_region(method: str, z: np.ndarray, tol: float = 1e-12) -> np.ndarray:
     return np.abs(stability_function(method, z)) <= 1.0 + tol
 
 
-def region_grid(method: str, xlim: tuple[float, float], ylim: tuple[float, float],
-                points: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """|R(x + iy)| on a points x points grid, for a contour of the region's boundary |R| = 1.
-
-    Returns:
-        (X, Y, |R|), each (points, points).
-    """
-    x, y = np.meshgrid(np.linspace(*xlim, points), np.linspace(*ylim, points))
-    return x, y, np.abs(stability_function(method, x + 1j * y))
-
-
 def real_axis_limit(method: str) -> float:
     """The length r of the interval [-r, 0] of the negative real axis inside the region (2 for Euler)."""
     r = np.linspace(0.0, 10.0, 10_001)  # every method here meets the axis before -10
@@ -105,5 +94,5 @@ def real_axis_limit(method: str) -> float:
                         r[outside[0] - 1], r[outside[0]], xtol=1e-12))
 
 
-__all__ = ["TABLEAUS", "inside_region", "real_axis_limit", "region_grid", "stability_function",
+__all__ = ["TABLEAUS", "inside_region", "real_axis_limit", "stability_function",
            "stability_methods", "stability_polynomial"]

@@ -12,7 +12,6 @@ seeds into mean ± std and a 95% interval, which the table and the figures (comp
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -24,7 +23,7 @@ import torch
 
 from dia_ode.engine import TrainConfig, recipe_config, run_training
 from dia_ode.models import model_entry
-from dia_ode.rundir import LoadedRun, load_run, read_jsonl, start_run
+from dia_ode.rundir import LoadedRun, current_run_name, load_run, read_jsonl, read_summary, run_description, start_run
 from dia_ode.solvers import recorded_modules, trace
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task
@@ -44,20 +43,27 @@ SHARED = frozenset({"dataset", "data_dir", "epochs", "batch_size", "seed", "devi
 
 
 def _train_in_child(values: dict, given: frozenset[str], out: str, threads: int | None, argv: list[str],
-                    desc: str) -> str:
-    """Body of the child process: the model's config (recipe applied), a run directory, training."""
+                    suffix: str, name: str | None) -> str:
+    """Body of the child process: the model's config (recipe applied), a run directory, training.
+
+    The run is named like any training run (rundir.run_description) plus `suffix`; `name` is the
+    parent's run tag, which a spawned process does not inherit on its own.
+    """
     if threads:
         torch.set_num_threads(threads)
     cfg = recipe_config(values, set(given))
-    run_dir = start_run(out, desc, {"command": "train", **asdict(cfg)},
-                        argv=[*argv, f"# trained {cfg.model} for this comparison; its options: config.json"])
+    run_dir = start_run(out, run_description("train", cfg.model, cfg.model_options, cfg.dataset) + suffix,
+                        {"command": "train", **asdict(cfg)},
+                        argv=[*argv, f"# trained {cfg.model} for this comparison; its options: config.json"],
+                        name=name)
     run_training(cfg, run_dir, progress=False)
     return str(run_dir)
 
 
 def train_models(base: TrainConfig, models: list[str], out: Path, threads: int | None = 1,
                  given: frozenset[str] = SHARED, argv: list[str] | None = None,
-                 model_options: dict[str, dict] | None = None, seeds: Sequence[int] | None = None) -> list[Path]:
+                 model_options: dict[str, dict] | None = None, seeds: Sequence[int] | None = None,
+                 name: str | None = None) -> list[Path]:
     """Train every model with the shared config `base` (its model field replaced) once per seed; return
     the run dirs, model by model, each model's seeds in the order given.
 
@@ -72,6 +78,7 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
         argv: the command line that asked for the comparison, for each run's cmd.txt.
         model_options: per model name, its own constructor options (replacing base.model_options).
         seeds: the seeds to train each model with; None: base.seed alone.
+        name: a tag for every run's name and config.json; None: the caller's rundir.run_name, if any.
 
     Raises:
         CompareError: a model failed to train (diverged, ran out of ODE steps, bad option, crashed).
@@ -80,6 +87,7 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
     context = multiprocessing.get_context("spawn")
     argv = sys.argv if argv is None else argv
     seeds = [base.seed] if seeds is None else list(seeds)
+    name = name or current_run_name()  # a spawned child starts without the parent's context
     run_dirs = []
     for model in models:
         # One process per model, its seeds one after another: a process start costs seconds, and the
@@ -89,8 +97,9 @@ def train_models(base: TrainConfig, models: list[str], out: Path, threads: int |
                 values = {**asdict(base), "model": model, "seed": seed}
                 if model_options is not None and model in model_options:
                     values["model_options"] = model_options[model]
-                desc = f"train-{model}-{base.dataset}" + (f"-seed{seed}" if len(seeds) > 1 else "")
-                job = pool.submit(_train_in_child, values, frozenset(given), str(out), threads, list(argv), desc)
+                suffix = f"-seed{seed}" if len(seeds) > 1 else ""
+                job = pool.submit(_train_in_child, values, frozenset(given), str(out), threads, list(argv), suffix,
+                                  name)
                 try:
                     run_dirs.append(Path(job.result()))
                 except Exception as err:  # noqa: BLE001 -- any failure of one model, a crashed child included
@@ -124,11 +133,11 @@ def step_profile(run: LoadedRun, samples: int = 32) -> dict[str, list[float]]:
 
 def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", samples: int = 32) -> list[dict]:
     """One row per run (keys COLUMNS, plus run_dir, seed, dataset, model_options, n_test, test_loss,
-    nfe_history, steps)."""
+    nfe_history, steps, config)."""
     rows = []
     for run_dir in run_dirs:
         run = load_run(run_dir, device)
-        summary = _read_summary(run_dir)
+        summary = read_summary(run_dir)
         history = read_jsonl(run_dir / "metrics.jsonl")
         with DynamicsMeter(run.model) as meter:
             test = get_task(run.task).evaluate(run.model, run.test_batches(device=device))
@@ -143,12 +152,9 @@ def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", sampl
             "peak_memory_mb": summary.get("peak_memory_mb", float("nan")),
             "run_dir": str(run_dir), "seed": run.config.get("seed"), "dataset": run.dataset_name,
             "model_options": run.config.get("model_options", {}), "n_test": len(run.test),
+            "config": run.config,  # aggregate_rows pools only runs trained alike (compare_stats.check_poolable)
             "nfe_history": [r.get("nfe_forward", float("nan")) for r in history],
             "steps": step_profile(run, samples),
         })
     return rows
 
-
-def _read_summary(run_dir: Path) -> dict:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}

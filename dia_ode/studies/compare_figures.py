@@ -3,14 +3,14 @@ and step sizes over depth with their spread over seeds.
 
 Every title names the dataset, the number of seeds and the run; error bars and bands are ± one sample
 std over seeds (the axis labels say so); an axis is logarithmic only where its values span more than a
-decade (analysis.axes.choose_scale); the legend sits outside the axes, so it never covers data.
+decade (rundir.choose_scale); the legend sits outside the axes, so it never covers data.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dia_ode.analysis.axes import choose_scale
+from dia_ode.rundir import choose_scale
 from dia_ode.analysis.intervals import Interval
 
 SPREAD = "± std over seeds"

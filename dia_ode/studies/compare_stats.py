@@ -1,9 +1,11 @@
 """compare's rows pooled per model over seeds: mean ± std, a 95% interval and n, and the table.
 
 Runs belong together when they train the same model with the same constructor options (the seeds of
-`compare --seeds`, or several `--from` runs of one model). Accuracy and NFE get mean ± std and a
-Student-t interval (analysis.intervals); the curves behind the figures (NFE per epoch, step sizes
-over depth) get a mean and a std per point. The table's footnote says what one test example is
+`compare --seeds`, or several `--from` runs of one model); runs pooled as one must also agree on
+everything else they were trained with (`check_poolable`, also used by seeds.aggregate_runs), so a
+run on another dataset or with another budget is refused, not averaged in. Accuracy and NFE get
+mean ± std and a Student-t interval (analysis.intervals); the curves behind the figures (NFE per
+epoch, step sizes over depth) get a mean and a std per point. The table's footnote says what one test example is
 worth, so a difference of one or two test images reads as the noise it is.
 """
 
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
+from typing import Sequence
 
 import numpy as np
 
 from dia_ode.analysis.intervals import Interval, example_note, format_number, mean_interval
+from dia_ode.engine import TrainConfig
 
 STAT_COLUMNS = ("test_acc", "test_loss", "nfe_forward", "nfe_backward", "seconds_per_epoch", "peak_memory_mb")
 CI_COLUMN = "test_acc 95% CI"
@@ -23,11 +28,49 @@ TABLE_COLUMNS = ("model", "kind", "params", "test_acc", CI_COLUMN, "n", "nfe_for
 PROFILE_BINS = 16  # step-size profiles whose points differ between seeds (adaptive solvers) are binned in s
 
 
+# Config fields free to differ between runs pooled as one configuration: the seed is what varies;
+# where the data lives and which device ran it do not change what was trained.
+FREE_FIELDS = frozenset({"seed", "data_dir", "device"})
+
+
+def training_setup(config: dict) -> dict:
+    """The fields of a run's config.json that runs pooled together must share, in TrainConfig's order.
+
+    Every TrainConfig field but FREE_FIELDS (task, dataset, model_options, epochs, the optimiser,
+    schedule, augmentation, split, ...); a field missing from an older config takes its default.
+    """
+    return {k: v for k, v in asdict(TrainConfig.from_dict(config)).items() if k not in FREE_FIELDS}
+
+
+def check_poolable(configs: Sequence[dict], names: Sequence[str] | None = None) -> None:
+    """Refuse to pool runs that were not trained the same way up to their seed.
+
+    Args:
+        configs: the runs' config.json contents.
+        names: one name per run for the message (default: "run 0", "run 1", ...).
+
+    Raises:
+        ValueError: one line naming the first field on which two runs differ and both values.
+    """
+    names = list(names) if names is not None else [f"run {i}" for i in range(len(configs))]
+    setups = [training_setup(c) for c in configs]
+    for key in setups[0]:
+        seen: dict[str, str] = {}  # value (as JSON: lists and tuples alike) -> the first run with it
+        for setup, name in zip(setups, names):
+            seen.setdefault(json.dumps(setup[key], sort_keys=True), name)
+        if len(seen) > 1:
+            (a, first), (b, second) = list(seen.items())[:2]
+            raise ValueError(f"runs trained with different {key} cannot be pooled: {key}={a} ({first}) but "
+                             f"{key}={b} ({second})")
+
+
 def aggregate_rows(rows: list[dict], confidence: float = 0.95) -> list[dict]:
     """One entry per model (name + options), in the order the models first appear in `rows`.
 
     Args:
-        rows: compare_runs' rows (one per run).
+        rows: compare_runs' rows (one per run). A row's "config" (its run's config.json) is checked
+            with check_poolable against the others of its model; a row without one is checked on its
+            model_options and dataset only.
         confidence: the level of the accuracy interval.
 
     Returns:
@@ -35,14 +78,39 @@ def aggregate_rows(rows: list[dict], confidence: float = 0.95) -> list[dict]:
         model_options, kind, dataset, n, seeds, runs, n_test, params, the mean of every STAT_COLUMNS
         field, intervals {field: Interval.to_dict()}, nfe_history {"mean", "std"} per epoch and steps
         {"s", "h", "h_std", "binned"}.
+
+    Raises:
+        ValueError: runs of one model that differ in anything but their seed (check_poolable).
     """
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        key = (row["model"], json.dumps(row.get("model_options", {}), sort_keys=True))
-        groups.setdefault(key, []).append(row)
+    check_pools([_row_config(r) for r in rows], [str(r.get("run_dir", r["model"])) for r in rows])
+    groups = {key: [rows[i] for i in index] for key, index in pools(rows).items()}
     names = Counter(model for model, _ in groups)
     return [_aggregate(members, _label(members[0], names[model] > 1), confidence)
             for (model, _), members in groups.items()]
+
+
+def pools(entries: Sequence[dict]) -> dict[tuple[str, str], list[int]]:
+    """The indices of the entries pooled together, keyed by (model, options as JSON), in order of
+    first appearance; an entry is a compare row or a run's config.json (both have these two keys)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, entry in enumerate(entries):
+        key = (entry.get("model"), json.dumps(entry.get("model_options", {}), sort_keys=True))
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def check_pools(configs: Sequence[dict], names: Sequence[str]) -> None:
+    """check_poolable on every set of runs that aggregate_rows would pool (so `compare --from` can
+    refuse before it evaluates anything)."""
+    for index in pools(configs).values():
+        check_poolable([configs[i] for i in index], [names[i] for i in index])
+
+
+def _row_config(row: dict) -> dict:
+    """The run's config.json carried by a compare row, or what the row itself says of it."""
+    if "config" in row:
+        return row["config"]
+    return {k: row[k] for k in ("model", "dataset", "model_options") if row.get(k) is not None}
 
 
 def _label(row: dict, ambiguous: bool) -> str:

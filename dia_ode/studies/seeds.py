@@ -1,6 +1,7 @@
 """One training configuration over several seeds, and the statistics a paper can quote from them.
 
-`dia-ode train --seeds 0,1,2` makes a group run directory `<out>/<NNNNN>-train-<model>-<dataset>-seeds/`
+`dia-ode train --seeds 0,1,2` makes a group run directory
+`<out>/<NNNNN>-train-<model>[-<options>]-<dataset>-seeds/` (config.json: "command": "train-seeds")
 whose `runs/` holds one ordinary training run directory per seed (each resumable and analysable on
 its own), trained one after another in this process. `aggregate_runs` then reads their summaries and
 gives, per metric, mean ± std, the 95% Student-t interval of the mean, n and the per-seed values,
@@ -22,7 +23,8 @@ from typing import Callable, Sequence
 from dia_ode.analysis.intervals import Interval, example_note, format_number, mean_interval, one_example_worth
 from dia_ode.data import Dataset, load_test_split
 from dia_ode.engine import TrainConfig, run_training
-from dia_ode.rundir import start_run, write_json
+from dia_ode.rundir import SEED_GROUP_COMMAND, has_results, read_summary, run_description, start_run, write_json
+from dia_ode.studies.compare_stats import check_poolable
 
 # Summary fields that are settings or labels, not measurements.
 NOT_MEASURED = frozenset({"epochs", "world_size"})
@@ -33,8 +35,14 @@ Guard = Callable[[Callable[[], dict], Path], dict]
 def start_seed_group(out: str | os.PathLike, cfg: TrainConfig, seeds: Sequence[int],
                      argv: list[str] | None = None) -> Path:
     """Create the group run directory; its config.json is cfg's with `seeds` in place of `seed`."""
-    config = {"command": "train", "seeds": list(seeds), **{k: v for k, v in asdict(cfg).items() if k != "seed"}}
-    return start_run(out, f"train-{cfg.model}-{cfg.dataset}-seeds", config, argv=argv)
+    config = {**{k: v for k, v in asdict(cfg).items() if k != "seed"}, "command": SEED_GROUP_COMMAND,
+              "seeds": list(seeds)}
+    return start_run(out, f"{_description(cfg)}-seeds", config, argv=argv)
+
+
+def _description(cfg: TrainConfig) -> str:
+    """The name every training run gets (options a user set show in it; rundir.run_description)."""
+    return run_description("train", cfg.model, cfg.model_options, cfg.dataset)
 
 
 def train_seeds(cfg: TrainConfig, seeds: Sequence[int], group_dir: str | os.PathLike, *, progress: bool = False,
@@ -62,7 +70,7 @@ def train_seeds(cfg: TrainConfig, seeds: Sequence[int], group_dir: str | os.Path
     run_dirs = []
     for seed in seeds:
         seed_cfg = replace(cfg, seed=seed, model_options=dict(cfg.model_options))
-        run_dir = start_run(group_dir / "runs", f"train-{cfg.model}-{cfg.dataset}-seed{seed}",
+        run_dir = start_run(group_dir / "runs", f"{_description(cfg)}-seed{seed}",
                             {"command": "train", **asdict(seed_cfg)},
                             argv=[*argv, f"# seed {seed} of the group {group_dir.name}"])
         summary = guard(lambda: run_training(seed_cfg, run_dir, progress=progress, dataset=dataset), run_dir)
@@ -86,26 +94,23 @@ def aggregate_runs(run_dirs: Sequence[str | os.PathLike], confidence: float = 0.
         "one_test_example", "metrics": {field: Interval.to_dict()}, "runs"}.
 
     Raises:
-        ValueError: no runs, a run without summary.json (unfinished), or runs of different models,
-            datasets or tasks.
+        ValueError: no runs, a run without summary.json (unfinished), or runs trained differently in
+            anything but their seed (model, dataset, task, options, epochs, ...: check_poolable).
     """
     if not run_dirs:
         raise ValueError("aggregate_runs needs at least one run directory")
     run_dirs = [Path(d) for d in run_dirs]
     configs, summaries = [], []
     for run_dir in run_dirs:
-        if not (run_dir / "summary.json").is_file():
+        summary = read_summary(run_dir)
+        if not summary:
             raise ValueError(f"{run_dir} has no summary.json: its training has not finished")
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if "status" in summary and summary["status"] != "finished":  # a failed run's summary says why
+        if not has_results(summary):  # a failed run's summary says why
             raise ValueError(f"{run_dir} did not finish: {summary.get('error', summary['status'])}")
         configs.append(json.loads((run_dir / "config.json").read_text()))
         summaries.append(summary)
     first = configs[0]
-    for key in ("model", "dataset", "task"):
-        found = sorted({str(c.get(key)) for c in configs})
-        if len(found) > 1:
-            raise ValueError(f"runs of different {key}s cannot be aggregated: {', '.join(found)}")
+    check_poolable(configs, [str(d) for d in run_dirs])
     if n_test is None:
         n_test = len(load_test_split(first["dataset"], first.get("data_dir"), split_seed=first.get("split_seed", 0)))
     measured = [k for k, v in summaries[0].items() if _is_number(v) and k not in NOT_MEASURED

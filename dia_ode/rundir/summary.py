@@ -1,0 +1,60 @@
+"""What a run directory's files say about its outcome: its summary, whether it has results, and
+whether it is a group of seed runs rather than a run of its own.
+
+summary.json holds either a command's results or, for a run that stopped early, {"status":
+"failed" | "interrupted", "error": ...}; summaries written before the status field existed are results.
+A seed group (`dia-ode train --seeds`) is a directory whose `runs/` holds one training run per seed;
+its config.json says "command": "train-seeds", so nothing mistakes it for a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SEED_GROUP_COMMAND = "train-seeds"
+FINISHED = "finished"
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict:
+    """The run's summary.json as a dict; {} when there is none or it cannot be read."""
+    return _read_dict(Path(run_dir) / "summary.json")
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """The run's config.json as a dict; {} when there is none or it cannot be read."""
+    return _read_dict(Path(run_dir) / "config.json")
+
+
+def summary_status(summary: dict) -> str | None:
+    """"finished", "failed", "interrupted", ... as the summary says; None for no summary."""
+    return summary.get("status", FINISHED) if summary else None
+
+
+def has_results(summary: dict) -> bool:
+    """The summary holds a command's results (not a failure or interruption record)."""
+    return summary_status(summary) == FINISHED
+
+
+def is_seed_group(config: dict) -> bool:
+    """Whether a config.json is a seed group's (groups made before the command name had "seeds")."""
+    return config.get("command") == SEED_GROUP_COMMAND or (config.get("command") == "train" and "seeds" in config)
+
+
+def seed_group_refusal(group_dir: str | os.PathLike) -> str:
+    """The one-line answer to resuming a seed group: which of its runs to resume instead."""
+    runs = sorted(p for p in (Path(group_dir) / "runs").glob("*") if p.is_dir())
+    open_runs = [str(p) for p in runs if not has_results(read_summary(p))]
+    advice = (f"resume the seed's run that stopped: dia-ode train --resume {open_runs[0]}" if open_runs
+              else "every seed's run has its results")
+    return (f"{group_dir} is a group of seed runs (train --seeds), which is not resumed as a whole; {advice}, "
+            f"then aggregate the runs with dia-ode compare --from RUN --from RUN ...")
+
+
+def _read_dict(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
