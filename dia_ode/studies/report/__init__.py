@@ -1,0 +1,1 @@
+"""The reproduction report: claims as data (claim.py), budget presets (budgets.py)."""
