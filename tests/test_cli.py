@@ -299,3 +299,12 @@ def test_load_run_refuses_weights_that_do_not_fit_the_configured_model(trained, 
     (copy / "config.json").write_text(json.dumps({**config, "model": "se_resnet20"}))
     with pytest.raises(CheckpointError, match="holds model 'dia_resnet20', but config.json names 'se_resnet20'"):
         load_run(copy)
+
+
+def test_an_option_given_to_every_model_names_the_model_and_advises_targeting(tmp_path):
+    result = invoke("compare", "--models", "rknet,odenet", "--model-option", "rtol=1e-5", "--out", tmp_path)
+    _assert_usage_error(result, "--model-option", "model 'rknet' takes no option 'rtol'", "MODEL:KEY=VALUE")
+    assert not any(tmp_path.iterdir())
+    result = invoke("train", "--model", "odenet", "--model-option", "rtol=abc", "--out", tmp_path)
+    _assert_usage_error(result, "--model-option", "option 'rtol' takes float, got 'abc'")
+    assert "MODEL:KEY=VALUE" not in result.output  # one model: nothing to target

@@ -388,6 +388,17 @@ def test_scratch_registry_is_restored():
 # DistContext and data sharding
 
 
+def test_reduced_sums_keep_the_callers_key_order(monkeypatch):
+    from dia_ode.engine import distributed
+
+    calls = []
+    monkeypatch.setattr(distributed.torch_dist, "all_reduce", lambda t: calls.append(t.clone()) or t.mul_(2))
+    ctx = DistContext(torch.device("cpu"), rank=0, world_size=2)
+    reduced = ctx.all_reduce_sums({"loss": 1.0, "acc": 3.0, "count": 4.0})
+    assert list(reduced) == ["loss", "acc", "count"] and reduced == {"loss": 2.0, "acc": 6.0, "count": 8.0}
+    assert calls[0].tolist() == [3.0, 4.0, 1.0]  # reduced in sorted-key order, the same on every rank
+
+
 def test_one_process_dist_context_is_the_identity(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ctx = from_environment("cpu")

@@ -5,6 +5,7 @@ One tiny run (dia_resnet20 at base_width 4, one epoch of digits, no figures) is 
 """
 
 import json
+import re
 import os
 import shutil
 from dataclasses import asdict
@@ -262,3 +263,12 @@ def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o666 & ~umask
     save_checkpoint(tmp_path / "c.pt", epoch=1, model={}, optimizer={}, history=[], config={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "f.bin"]
+
+
+@pytest.mark.parametrize("text, message", [("{bad", "cannot be read (JSONDecodeError"), ("[1, 2]", "not a training run"),
+                                           ('{"model": "x"}', "not a training run")])
+def test_an_unreadable_config_json_is_one_checkpoint_error(run_copy, text, message):
+    (run_copy / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=re.escape(message)) as err:
+        load_run(run_copy)
+    assert "\n" not in str(err.value)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from dia_ode.analysis.intervals import Interval, example_note, mean_interval, one_example_worth
+from dia_ode.analysis.intervals import Interval, example_note, mean_interval, metric_bounds, one_example_worth
 from dia_ode.studies.compare_figures import compare_figures
 from dia_ode.studies.compare_stats import CI_COLUMN, aggregate_rows, markdown_table, pool_profiles
 
@@ -40,6 +40,19 @@ def test_mean_interval_matches_scipy():
     assert wider.low < iv.low < iv.high < wider.high
     assert Interval.from_dict(json.loads(json.dumps(iv.to_dict()))) == iv
     assert iv.format() == f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def test_an_accuracy_interval_stays_inside_zero_and_one():
+    values = [0.3872, 0.0776]  # two seeds: t = 12.7, the unclipped interval runs far outside [0, 1]
+    free = mean_interval(values)
+    assert free.low < 0 and free.high > 1
+    bounded = mean_interval(values, bounds=metric_bounds("test_acc"))
+    assert (bounded.low, bounded.high) == (0.0, 1.0) and bounded.mean == free.mean and bounded.std == free.std
+    assert metric_bounds("best_val_acc") == (0.0, 1.0) and metric_bounds("nfe_forward") is None
+    pooled = aggregate_rows([_row("rknet", 0, 0.05, 6.0), _row("rknet", 1, 0.60, 6.0)])
+    assert Interval.from_dict(pooled[0]["intervals"]["test_acc"]).low == 0.0
+    acc = dict(compare_figures(pooled))["accuracy_vs_nfe"].axes[0]
+    assert acc.get_yscale() == "linear"  # 0.05..0.6 spans a decade, but accuracies are compared by differences
 
 
 def test_one_value_or_a_nan_has_no_interval_and_says_why():

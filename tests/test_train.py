@@ -7,7 +7,7 @@ import torch
 from dia_ode.tasks import classification as train_module
 from dia_ode.rundir import CheckpointError, load_checkpoint, save_checkpoint
 from dia_ode.rundir import atomic_write_bytes, read_jsonl, start_run
-from dia_ode.engine import TrainConfig, TrainingDiverged, learning_rate, resume_training, run_training
+from dia_ode.engine import ConfigError, TrainConfig, TrainingDiverged, learning_rate, resume_training, run_training
 from dia_ode.rundir import CHECKPOINT
 
 TINY = dict(model="dia_resnet20", epochs=3, batch_size=128, device="cpu", model_options={"base_width": 4})
@@ -84,10 +84,13 @@ def test_learning_rate_schedules():
     assert [learning_rate(step, e) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3])
 
 
-@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("schedule", "linear")])
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("schedule", "linear"),
+                                         ("lr", float("inf")), ("weight_decay", float("nan")),
+                                         ("clip_grad", float("inf"))])
 def test_bad_config_is_a_value_error_naming_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ConfigError, match=field) as err:
         TrainConfig(**{field: value}).validate()
+    assert err.value.option == field
 
 
 def test_checkpoint_round_trip_and_rejections(tmp_path):
@@ -101,8 +104,10 @@ def test_checkpoint_round_trip_and_rejections(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(tmp_path / "garbage.pt")
     path.write_bytes(path.read_bytes()[:100])  # truncated by a crash
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="corrupt") as err:
         load_checkpoint(path)
+    reason = str(err.value).rpartition("(")[2].rstrip(")")
+    assert reason.endswith((".", " ...")) and "\n" not in reason, reason  # a sentence, never cut mid-word
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a dia_ode checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")

@@ -44,7 +44,8 @@ class Interval:
 
     @property
     def half_width(self) -> float | None:
-        """Half the interval's width (the "±" of a CI); None without an interval."""
+        """Half the interval's width (the "±" of a CI; of the clipped interval when mean_interval was given
+        bounds); None without an interval."""
         return None if self.high is None else (self.high - self.low) / 2
 
     def to_dict(self) -> dict:
@@ -78,12 +79,21 @@ def format_number(value: float, spec: str = ".4g") -> str:
     return f"{value:,.0f}" if abs(value) >= 1e4 else format(value, spec)
 
 
-def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval:
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range of a metric by its name: (0, 1) for accuracies ("test_acc", "best_val_acc"), else None."""
+    return (0.0, 1.0) if name.rsplit("_", 1)[-1] in ("acc", "accuracy") else None
+
+
+def mean_interval(values: Iterable[float], confidence: float = 0.95,
+                  bounds: tuple[float, float] | None = None) -> Interval:
     """Mean, sample std and Student-t confidence interval of the mean of `values`.
 
     Args:
         values: one number per run (seed); at least one.
         confidence: the interval's level in (0, 1).
+        bounds: the range the quantity cannot leave (metric_bounds: (0, 1) for an accuracy); the
+            interval is clipped to it, since with 2 or 3 seeds a t interval of an accuracy can reach
+            below 0 or above 1, which reads as a broken number rather than as "very uncertain".
 
     Returns:
         An Interval; with one value, or a value that is not finite, std/low/high are None and
@@ -114,7 +124,10 @@ def mean_interval(values: Iterable[float], confidence: float = 0.95) -> Interval
     std = float(array.std(ddof=1))
     # t.ppf rather than t.interval: a zero std then gives the zero-width interval, not nan.
     half = float(stats.t.ppf((1 + confidence) / 2, df=n - 1)) * std / math.sqrt(n)
-    return Interval(mean, std, n, mean - half, mean + half, confidence, data)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, std, n, low, high, confidence, data)
 
 
 def one_example_worth(n_test: int) -> float:

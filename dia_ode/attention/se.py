@@ -20,12 +20,15 @@ class SqueezeExcite(nn.Module):
 
     Args:
         channels: number of channels C of the gated feature map.
-        reduction: bottleneck ratio r of the excitation MLP (C -> C // r -> C).
+        reduction: bottleneck ratio r of the excitation MLP (C -> max(C // r, min_hidden) -> C).
+        min_hidden: the fewest hidden units of the bottleneck. On narrow stages C // r is tiny (16
+            channels with r = 16 give one unit): one ReLU unit that dies makes the gate the same for
+            every input, so a study of what the gates learn can ask for a few units (issue 9).
     """
 
-    def __init__(self, channels: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 1) -> None:
         super().__init__()
-        self.excite = bottleneck_mlp(channels, reduction)
+        self.excite = bottleneck_mlp(channels, reduction, min_hidden=min_hidden)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         layout = Layout.of(f)

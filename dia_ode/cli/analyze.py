@@ -15,8 +15,8 @@ import click
 import numpy as np
 import torch
 
-from dia_ode.analysis import (MIN_PAIRS, per_channel_rank_correlation, plot_depth_profiles, plot_eigenvalues,
-                              plot_indices_over_time, rank_correlation, spearman_text, step_sizes)
+from dia_ode.analysis import (MIN_PAIRS, block_radii, per_channel_rank_correlation, plot_depth_profiles,
+                              plot_eigenvalues, plot_indices_over_time, rank_correlation, spearman_text, step_sizes)
 from dia_ode.analysis.continuous_stiffness import continuous_stiffness
 from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, common_options
 from dia_ode.data import DataError
@@ -84,7 +84,7 @@ def stepsize(run_dir, samples, against, radius_samples, seed, device, out, no_pr
     seed_everything(seed)
     run = open_run(run_dir, device)
     x, _ = run.test_batch(samples, resolve_device(device))
-    radii = _block_radii(run, x[:radius_samples]) if against == "radius" else None
+    radii = block_radii(run.model, x[:radius_samples]) if against == "radius" else None
     stages = [_stage_steps(s, t, radii) for s, t in enumerate(traced(run, x))]
     # every stage's pairs pooled: the one rho a small model (3 blocks per stage) can have
     pooled = rank_correlation(*(np.concatenate([st[key] for st in stages]) for key in ("h_paired", "stiffness_block")))
@@ -113,15 +113,6 @@ def stepsize(run_dir, samples, against, radius_samples, seed, device, out, no_pr
         click.echo(f"stage {st['stage']}: mean h = {np.mean(st['steps']['block_mean']):.3f}, {said}")
     click.echo(f"all stages pooled: {spearman_text(pooled)}")
     click.echo(f"-> {out_dir}")
-
-
-def _block_radii(run: LoadedRun, x: torch.Tensor) -> dict[tuple[int, int], float]:
-    """(stage, block) -> spectral radius of J_k = ∂f_k/∂x at x_k, mean over the samples of x (NaN for
-    a shape-changing block)."""
-    rows = block_spectra(run.model, x, k=3, which="LM", samples=len(x))["blocks"]
-    keys = {(r["stage"], r["block"]) for r in rows}
-    return {key: float(np.mean([r["spectral_radius"] if not r["skipped"] else np.nan
-                                for r in rows if (r["stage"], r["block"]) == key])) for key in keys}
 
 
 def _stage_steps(s: int, t, radii: dict | None) -> dict:

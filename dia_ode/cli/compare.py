@@ -63,7 +63,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
             raise click.BadParameter(f"options target {', '.join(sorted(targets - set(names)))}, which --models "
                                      f"does not list", param_hint="--model-option")
         for name in names:
-            check_model(name, parse_model_options(model_option_pairs, name))
+            check_model(name, parse_model_options(model_option_pairs, name), several_models=len(names) > 1)
         try:
             data = load_dataset(dataset, data_dir)
         except DataError as err:

@@ -88,24 +88,32 @@ def check_device(device: str) -> None:
         raise click.BadParameter(str(err), param_hint="--device") from None
 
 
-def check_model(model: str, options: dict, data: Dataset | None = None, task: str = "classification") -> None:
+def check_model(model: str, options: dict, data: Dataset | None = None, task: str = "classification",
+                several_models: bool = False) -> None:
     """Fail before any work on a bad model name or option.
 
-    Without data only the name and the option keys are checked; with the loaded dataset the model is
-    built on the meta device (no memory) with its data-derived options too, so combinations such as a
-    ViT patch that does not divide the image, or a model that does not serve the task, fail here.
+    Without data only the name and the option keys and types are checked; with the loaded dataset
+    the model is built on the meta device (no memory) with its data-derived options too, so
+    combinations such as a ViT patch that does not divide the image, or a model that does not serve
+    the task, fail here. several_models: the options were given to several models at once (compare),
+    so a refused key comes with the MODEL:KEY=VALUE advice.
     """
     if model not in list_models():
         raise click.BadParameter(f"unknown model '{model}' (see `dia-ode ls models`)", param_hint="--model")
+    entry, attention = resolve(model)
     try:
-        entry, attention = resolve(model)
         entry.check(attention, options)
-        if data is not None:
-            spec = model_spec(model, options, get_task(task), data)
-            with torch.device("meta"):
-                create_model(spec["name"], **spec["options"])
     except ValueError as err:
-        hint = "--task" if "does not support task" in str(err) else "--model"
+        advice = "; to give an option to some models only, write MODEL:KEY=VALUE" if several_models else ""
+        raise click.BadParameter(f"{err}{advice}", param_hint="--model-option") from None
+    if data is None:
+        return
+    try:
+        spec = model_spec(model, options, get_task(task), data)
+        with torch.device("meta"):
+            create_model(spec["name"], **spec["options"])
+    except ValueError as err:
+        hint = "--task" if "does not support task" in str(err) else "--model/--model-option"
         raise click.BadParameter(str(err), param_hint=hint) from None
 
 

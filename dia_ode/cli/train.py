@@ -13,8 +13,9 @@ from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model
                                 model_option, option_targets, parse_model_options, seeds_option)
 from dia_ode.cli.runtime import SIGTERM_EXIT, Terminated
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.engine import (OPTIMIZERS, SCHEDULES, DistContext, ResumeMismatch, RunFinished, TrainConfig,
-                            TrainingDiverged, from_environment, recipe_config, resume_training, run_training)
+from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
+                            TrainConfig, TrainingDiverged, from_environment, recipe_config, resume_training,
+                            run_training)
 from dia_ode.rundir import CHECKPOINT, RunLocked, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
@@ -107,8 +108,8 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                                      f"torchrun started", param_hint="--batch-size")
         try:
             cfg.validate()
-        except ValueError as err:
-            raise click.UsageError(str(err)) from None
+        except ConfigError as err:
+            raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
         try:
             data = load_dataset(dataset, data_dir)
         except DataError as err:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 
 from dia_ode.models import model_entry  # a recipe is registry data: engine builds no model family
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "warmup_cosine")
+
+
+class ConfigError(ValueError):
+    """A config field holds a bad value; `option` names the field (the CLI turns it into --field-name)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass
@@ -78,27 +87,32 @@ class TrainConfig:
         return replace(self, epochs=length, warmup_epochs=warmup, extended_from=()), epoch - bounds[k]
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
+        """Raise ConfigError (a ValueError) naming the first bad field."""
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "clip_grad"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):  # a hand-edited config.json can hold Infinity
+                raise ConfigError(name, f"{name} must be a finite number, got {value}")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError("epochs", f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError("batch_size", f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ConfigError("lr", f"lr must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+            raise ConfigError("optimizer", f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
+            raise ConfigError("schedule", f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
         if self.warmup_epochs and self.schedule != "warmup_cosine":
-            raise ValueError(f"warmup_epochs applies to schedule warmup_cosine, not '{self.schedule}'")
+            raise ConfigError("warmup_epochs", f"warmup_epochs applies to schedule warmup_cosine, not '{self.schedule}'")
         if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+            raise ConfigError("warmup_epochs", f"warmup_epochs must be in [0, epochs={self.epochs}), "
+                                               f"got {self.warmup_epochs}")
         if list(self.extended_from) != sorted(set(self.extended_from)) or \
                 any(not 0 < e < self.epochs for e in self.extended_from):
-            raise ValueError(f"extended_from must rise strictly within (0, epochs={self.epochs}), "
-                             f"got {list(self.extended_from)}")
+            raise ConfigError("extended_from", f"extended_from must rise strictly within (0, epochs={self.epochs}), "
+                                               f"got {list(self.extended_from)}")
         if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be > 0, got {self.clip_grad}")
+            raise ConfigError("clip_grad", f"clip_grad must be > 0, got {self.clip_grad}")
 
 
 def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:

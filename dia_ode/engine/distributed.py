@@ -45,10 +45,11 @@ class DistContext:
         """Add a dict of numbers over all ranks (float64, so counts stay exact)."""
         if not self.enabled:
             return dict(sums)
-        keys = sorted(sums)
+        keys = sorted(sums)  # the same order on every rank, whatever order each built its dict in
         t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=self.device)
         torch_dist.all_reduce(t)
-        return dict(zip(keys, t.tolist()))
+        reduced = dict(zip(keys, t.tolist()))
+        return {k: reduced[k] for k in sums}  # the caller's order: log lines read as in one process
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (e.g. the run directory it created)."""

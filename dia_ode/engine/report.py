@@ -81,7 +81,7 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
         ax.set(xlabel="epoch", ylabel="evaluations of f per batch", title="solver cost (NFE)",
                yscale=choose_scale(values))
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, even one
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

@@ -34,7 +34,7 @@ from dia_ode.engine.optim import build_optimizer, learning_rate
 from dia_ode.engine.report import epoch_line, plot_history
 from dia_ode.engine.seeding import epoch_generator, seed_epoch, seed_everything
 from dia_ode.models import create_model, model_entry
-from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, has_results,
+from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
                             is_seed_group, load_checkpoint, lock_run, mark_failed, read_summary, seed_group_refusal,
                             write_json, write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
@@ -333,7 +333,7 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         cfg = TrainConfig.from_dict(saved)
     except (json.JSONDecodeError, AttributeError, TypeError) as err:  # not JSON, or not a dict of our fields
         raise CheckpointError(f"{config_path} is not a run configuration ({type(err).__name__}: "
-                              f"{str(err)[:100]})") from None
+                              f"{brief(str(err))})") from None
     if task is not None and task != cfg.task:
         raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
     # the lock's context only: the caller's dist (None: Trainer resolves cfg.device) goes on to the training

@@ -7,6 +7,10 @@ arXiv 1603.05027); the wide block follows "Wide Residual Networks" (Zagoruyko an
 Networks" (ResNeXt, Xie et al., arXiv 1611.05431). Layouts match the CIFAR code that DIANet builds
 on: projection shortcuts are a 1x1 convolution (+ BN for post-activation) whenever a block changes
 shape.
+
+The CIFAR ResNet blocks also build the ablations of DIANet's stabilisation experiments (arXiv
+1905.10671): `skip=False` removes the shortcut, `batch_norm=False` every BatchNorm (the
+convolutions then carry biases, which BatchNorm's shift made redundant before).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def he_init(model: nn.Module, zero_linear_bias: bool = False) -> None:
         if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:  # only a network built without BatchNorm has conv biases
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
@@ -35,48 +41,69 @@ def he_init(model: nn.Module, zero_linear_bias: bool = False) -> None:
             nn.init.zeros_(m.bias)
 
 
-def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(c_in: int, c_out: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=bias)
 
 
-def conv1x1(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=False)
+def conv1x1(c_in: int, c_out: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, kernel_size=1, stride=stride, bias=bias)
+
+
+def norm2d(channels: int, batch_norm: bool = True) -> nn.Module:
+    """BatchNorm2d(channels), or the identity in a network built without BatchNorm."""
+    return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
 
 class AbstractSequentialBlock(AbstractBlock):
     """Base of the blocks below: branch is the layer sequence `f`, shortcut is x or `projection(x)`;
-    never instantiated itself."""
+    never instantiated itself.
 
-    def __init__(self, f: nn.Sequential, projection: nn.Module | None) -> None:
+    Without skip (`skip=False`, DIANet's "removal of skip connections" ablation) the shortcut is 0,
+    so the stage computes x_{k+1} = post(h_k * f_k(x_k)): a plain feed-forward layer whose output is
+    scaled by the step, no longer an Euler step x_k + h_k f_k of any ODE (the state is replaced,
+    not updated). The stage loop stays as it is; the trace then records states with
+    x_{k+1} = post(h_k f_k) and the Euler identity x_{k+1} = post(x_k + h_k f_k) fails, as it should.
+    """
+
+    def __init__(self, f: nn.Sequential, projection: nn.Module | None, skip: bool = True) -> None:
         super().__init__()
         self.f = f
         self.projection = projection
+        self.skip = skip
 
     def branch(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.f(x)  # unconditioned: a CIFAR block ignores cond
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.skip:
+            return x.new_zeros(())  # 0-d: broadcasts to f_k's shape, whatever the block's stride
         return x if self.projection is None else self.projection(x)
 
 
-def _projection(c_in: int, c_out: int, stride: int, with_bn: bool) -> nn.Module | None:
-    if stride == 1 and c_in == c_out:
+def _projection(c_in: int, c_out: int, stride: int, with_bn: bool, skip: bool = True,
+                batch_norm: bool = True) -> nn.Module | None:
+    """The 1x1 shortcut of a block that changes shape (+ BN with_bn); None when the shapes match or the
+    block has no skip path (a projection nothing reads would be parameters without gradient)."""
+    if not skip or (stride == 1 and c_in == c_out):
         return None
-    if with_bn:
-        return nn.Sequential(conv1x1(c_in, c_out, stride), nn.BatchNorm2d(c_out))
-    return conv1x1(c_in, c_out, stride)
+    conv = conv1x1(c_in, c_out, stride, bias=not batch_norm)
+    return nn.Sequential(conv, norm2d(c_out, batch_norm)) if with_bn else conv
 
 
 class BasicBlock(AbstractSequentialBlock):
-    """f(x) = BN(conv3x3(relu(BN(conv3x3(x))))), post-activation."""
+    """f(x) = BN(conv3x3(relu(BN(conv3x3(x))))), post-activation.
+
+    skip=False drops the shortcut (see AbstractSequentialBlock); batch_norm=False makes every BN the
+    identity and gives the convolutions biases (the same for all blocks below)."""
 
     expansion = 1
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, c_in: int, planes: int, stride: int = 1, skip: bool = True, batch_norm: bool = True) -> None:
+        bias = not batch_norm
         super().__init__(nn.Sequential(
-            conv3x3(c_in, planes, stride), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-            conv3x3(planes, planes), nn.BatchNorm2d(planes),
-        ), _projection(c_in, planes, stride, with_bn=True))
+            conv3x3(c_in, planes, stride, bias), norm2d(planes, batch_norm), nn.ReLU(inplace=True),
+            conv3x3(planes, planes, bias=bias), norm2d(planes, batch_norm),
+        ), _projection(c_in, planes, stride, True, skip, batch_norm), skip)
 
 
 class Bottleneck(AbstractSequentialBlock):
@@ -84,13 +111,13 @@ class Bottleneck(AbstractSequentialBlock):
 
     expansion = 4
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1) -> None:
-        c_out = planes * self.expansion
+    def __init__(self, c_in: int, planes: int, stride: int = 1, skip: bool = True, batch_norm: bool = True) -> None:
+        c_out, bias = planes * self.expansion, not batch_norm
         super().__init__(nn.Sequential(
-            conv1x1(c_in, planes), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-            conv3x3(planes, planes, stride), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
-            conv1x1(planes, c_out), nn.BatchNorm2d(c_out),
-        ), _projection(c_in, c_out, stride, with_bn=True))
+            conv1x1(c_in, planes, bias=bias), norm2d(planes, batch_norm), nn.ReLU(inplace=True),
+            conv3x3(planes, planes, stride, bias), norm2d(planes, batch_norm), nn.ReLU(inplace=True),
+            conv1x1(planes, c_out, bias=bias), norm2d(c_out, batch_norm),
+        ), _projection(c_in, c_out, stride, True, skip, batch_norm), skip)
 
 
 class PreActBasicBlock(AbstractSequentialBlock):
@@ -100,12 +127,14 @@ class PreActBasicBlock(AbstractSequentialBlock):
 
     expansion = 1
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False) -> None:
+    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False, skip: bool = True,
+                 batch_norm: bool = True) -> None:
+        bias = not batch_norm
         super().__init__(nn.Sequential(
-            nn.BatchNorm2d(c_in), nn.ReLU(), conv3x3(c_in, planes, stride),
-            nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes),
-            *([nn.BatchNorm2d(planes)] if branch_bn else []),
-        ), _projection(c_in, planes, stride, with_bn=False))
+            norm2d(c_in, batch_norm), nn.ReLU(), conv3x3(c_in, planes, stride, bias),
+            norm2d(planes, batch_norm), nn.ReLU(inplace=True), conv3x3(planes, planes, bias=bias),
+            *([norm2d(planes, batch_norm)] if branch_bn else []),
+        ), _projection(c_in, planes, stride, False, skip, batch_norm), skip)
 
 
 class PreActBottleneck(AbstractSequentialBlock):
@@ -114,14 +143,15 @@ class PreActBottleneck(AbstractSequentialBlock):
 
     expansion = 4
 
-    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False) -> None:
-        c_out = planes * self.expansion
+    def __init__(self, c_in: int, planes: int, stride: int = 1, branch_bn: bool = False, skip: bool = True,
+                 batch_norm: bool = True) -> None:
+        c_out, bias = planes * self.expansion, not batch_norm
         super().__init__(nn.Sequential(
-            nn.BatchNorm2d(c_in), nn.ReLU(), conv1x1(c_in, planes),
-            nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv3x3(planes, planes, stride),
-            nn.BatchNorm2d(planes), nn.ReLU(inplace=True), conv1x1(planes, c_out),
-            *([nn.BatchNorm2d(c_out)] if branch_bn else []),
-        ), _projection(c_in, c_out, stride, with_bn=False))
+            norm2d(c_in, batch_norm), nn.ReLU(), conv1x1(c_in, planes, bias=bias),
+            norm2d(planes, batch_norm), nn.ReLU(inplace=True), conv3x3(planes, planes, stride, bias),
+            norm2d(planes, batch_norm), nn.ReLU(inplace=True), conv1x1(planes, c_out, bias=bias),
+            *([norm2d(c_out, batch_norm)] if branch_bn else []),
+        ), _projection(c_in, c_out, stride, False, skip, batch_norm), skip)
 
 
 class WideBasicBlock(AbstractBlock):

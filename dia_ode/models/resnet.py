@@ -6,6 +6,12 @@ with 16 channels, three stages of n blocks at widths 16, 32, 64 (x4 for bottlene
 2), global average pooling and a linear head. Depth 6n+2 uses basic blocks, 9n+2 bottlenecks.
 Each stage gets one step-size controller by attention name; the pooling is adaptive so any input
 size and channel count works (8x8 digits, 28x28 IDX, 32x32 CIFAR).
+
+Two options build the ablations of DIANet's stabilisation experiments: `skip=False` removes every
+block's shortcut (x_{k+1} = post(h_k f_k(x_k)): the stage is then a plain deep network, no longer an
+Euler integrator), `batch_norm=False` removes every BatchNorm of the backbone (stem, blocks,
+projections, final norm; the convolutions get zero-initialised biases instead). An attention's own
+layers are the attention's: CBAM's spatial gate keeps its BatchNorm.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 from torch import nn
 
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
-from dia_ode.models.blocks import he_init, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from dia_ode.models.blocks import he_init, norm2d, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
@@ -44,12 +50,16 @@ class CifarResNet(AbstractStagedCNN):
         base_width: channels of the stem and first stage (16 in the paper).
         branch_bn: pre-activation only: end every branch with a BatchNorm, as the official DIA-PreResNet
             does (theory/dia.md); post-activation branches already end in one.
+        skip: keep every block's shortcut; False removes them (and the projections) for the
+            stabilisation ablation: x_{k+1} = post(h_k f_k(x_k)), no longer an ODE step.
+        batch_norm: keep the backbone's BatchNorm layers; False replaces each by the identity and
+            gives every convolution a bias.
         **attention_options: passed to solvers.create_controller (e.g. reduction, sam).
     """
 
     def __init__(self, depth: int, attention: str = "none", pre_activation: bool = False,
                  num_classes: int = 10, in_channels: int = 3, base_width: int = 16, branch_bn: bool = False,
-                 **attention_options) -> None:
+                 skip: bool = True, batch_norm: bool = True, **attention_options) -> None:
         super().__init__()
         n, bottleneck = blocks_per_stage(depth)
         if branch_bn and not pre_activation:
@@ -61,13 +71,13 @@ class CifarResNet(AbstractStagedCNN):
         else:
             block = Bottleneck if bottleneck else BasicBlock
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, base_width, kernel_size=3, padding=1, bias=False),
-            *([] if pre_activation else [nn.BatchNorm2d(base_width), nn.ReLU(inplace=True)]),
+            nn.Conv2d(in_channels, base_width, kernel_size=3, padding=1, bias=not batch_norm),
+            *([] if pre_activation else [norm2d(base_width, batch_norm), nn.ReLU(inplace=True)]),
         )
         stages, c_in, self.feature_info = [], base_width, []
         for i, stride in enumerate((1, 2, 2)):
             planes = base_width * 2 ** i
-            extra = {"branch_bn": True} if branch_bn else {}
+            extra = {"skip": skip, "batch_norm": batch_norm, **({"branch_bn": True} if branch_bn else {})}
             blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1, **extra)
                       for k in range(n)]
             c_in = planes * block.expansion
@@ -75,7 +85,7 @@ class CifarResNet(AbstractStagedCNN):
                                         post=None if pre_activation else nn.ReLU(inplace=True)))
             self.feature_info.append(FeatureInfo(f"stages.{i}", c_in, 2 ** i))
         self.stages = nn.Sequential(*stages)
-        self.final_act = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)) if pre_activation \
+        self.final_act = nn.Sequential(norm2d(c_in, batch_norm), nn.ReLU(inplace=True)) if pre_activation \
             else nn.Identity()
         self.head = nn.Linear(c_in, num_classes)
         self._init_weights()
@@ -88,14 +98,15 @@ def _register(depth: int, pre_activation: bool) -> None:
     family = "preresnet" if pre_activation else "resnet"
 
     def build(attention: str = "none", num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
-              **attention_options) -> CifarResNet:
+              skip: bool = True, batch_norm: bool = True, **attention_options) -> CifarResNet:
         return CifarResNet(depth, attention, pre_activation, num_classes, in_channels, base_width,
-                           **attention_options)
+                           skip=skip, batch_norm=batch_norm, **attention_options)
 
     def build_pre(attention: str = "none", num_classes: int = 10, in_channels: int = 3, base_width: int = 16,
-                  branch_bn: bool = False, **attention_options) -> CifarResNet:
+                  branch_bn: bool = False, skip: bool = True, batch_norm: bool = True,
+                  **attention_options) -> CifarResNet:
         return CifarResNet(depth, attention, pre_activation, num_classes, in_channels, base_width, branch_bn,
-                           **attention_options)
+                           skip=skip, batch_norm=batch_norm, **attention_options)
 
     build = build_pre if pre_activation else build
     register_model(f"{family}{depth}", family=family, kind="discrete")(build)

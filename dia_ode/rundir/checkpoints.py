@@ -31,6 +31,16 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or not one of ours; the message is one line."""
 
 
+def brief(text: str, limit: int = 120) -> str:
+    """The first sentence of another library's error message, on one line and cut at a word boundary
+    (torch's messages run to a page of advice; a cut mid-word reads as a broken message)."""
+    words = " ".join(str(text).split())
+    sentence = re.split(r"(?<=[.!?])\s", words, maxsplit=1)[0]
+    if len(sentence) <= limit:
+        return sentence
+    return sentence[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def save_checkpoint(path: str | os.PathLike, *, epoch: int, model: dict, optimizer: dict,
                     history: list[dict], config: dict, **extra: Any) -> None:
     """Write a checkpoint atomically (temp file + rename): a crash keeps the previous one.
@@ -49,7 +59,7 @@ def load_state(target: Any, state: dict, path: str | os.PathLike) -> None:
         target.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"checkpoint {path} does not fit the {type(target).__name__} "
-                              f"({str(err).splitlines()[0][:120]})") from None
+                              f"({brief(str(err))})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -68,8 +78,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     except pickle.UnpicklingError as err:
         raise CheckpointError(_refusal(path, str(err))) from None
     except Exception as err:  # torch raises many types for truncated or foreign files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({first_line[:120]})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({brief(err) or type(err).__name__})") \
+            from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dia_ode checkpoint")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
@@ -86,13 +96,12 @@ def _refusal(path: Path, message: str) -> str:
     must not be done with a file that carries code; only the refused global (or opcode) is kept.
     """
     if not message.startswith("Weights only load failed"):
-        first_line = message.strip().splitlines()[0] if message.strip() else "UnpicklingError"
-        return f"checkpoint {path} is corrupt or unreadable ({first_line[:120]})"
+        return f"checkpoint {path} is corrupt or unreadable ({brief(message) or 'UnpicklingError'})"
     # "GLOBAL posix.system" (os.system on Linux), else torch's reason, e.g. "Unsupported operand 149"
     found = re.search(r"(GLOBAL [\w.]+)", message)
     if found:
-        return f"checkpoint {path} holds code or objects the safe loader refuses ({found.group(1)[:120]}); not loaded"
+        return f"checkpoint {path} holds code or objects the safe loader refuses ({brief(found.group(1))}); not loaded"
     # An opcode torch does not admit: garbage bytes and a plain pickle carrying code look the same here.
     found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", message)
     what = found.group(1).strip() if found else "see torch.load's weights_only"
-    return f"checkpoint {path} is corrupt or holds objects the safe loader refuses ({what[:120]}); not loaded"
+    return f"checkpoint {path} is corrupt or holds objects the safe loader refuses ({brief(what)}); not loaded"

@@ -18,7 +18,7 @@ from torch import nn
 from dia_ode.data import Split, iterate_batches, load_dataset, load_test_split
 from dia_ode.models import create_model
 from dia_ode.tasks import get_task, model_spec
-from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_state
+from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, brief, load_checkpoint, load_state
 
 
 @dataclass
@@ -88,7 +88,13 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
         raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"run directory {run_dir} has no checkpoint ({CHECKPOINT})")
-    config = json.loads((run_dir / "config.json").read_text())
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
+        raise CheckpointError(f"{run_dir / 'config.json'} cannot be read ({type(err).__name__}: "
+                              f"{brief(str(err))})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
+        raise CheckpointError(f"{run_dir / 'config.json'} is not a training run's configuration")
     ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     if "model_spec" in ckpt:
         spec, normalisation = ckpt["model_spec"], ckpt["normalisation"]

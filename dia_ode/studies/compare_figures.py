@@ -50,10 +50,11 @@ def _axes(title: str, context: str):
     return fig, ax
 
 
-def _finish(ax, xvalues: list[float] | None, yvalues: list[float]) -> None:
-    """Scales from the data (x: linear when None, as for epochs and normalised depth), legend outside."""
+def _finish(ax, xvalues: list[float] | None, yvalues: list[float] | None) -> None:
+    """Scales from the data (None: linear, as for epochs, normalised depth and accuracies, which live
+    in [0, 1] and are compared by differences), legend outside."""
     ax.set_xscale("linear" if xvalues is None else choose_scale(xvalues))
-    ax.set_yscale(choose_scale(yvalues))
+    ax.set_yscale("linear" if yvalues is None else choose_scale(yvalues))
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8, frameon=False)
 
 
@@ -67,17 +68,16 @@ def _std(value: float | None) -> float | None:
 
 def _accuracy_vs_nfe(aggregates: list[dict], context: str, spread: bool):
     fig, ax = _axes("Test accuracy vs function evaluations", context)
-    xs, ys = [], []
+    xs = []
     for a in aggregates:
         acc, nfe = (Interval.from_dict(a["intervals"][k]) for k in ("test_acc", "nfe_forward"))
         xerr, yerr = _std(nfe.std), _std(acc.std)
         ax.errorbar(nfe.mean, acc.mean, xerr=xerr, yerr=yerr, fmt=_marker(a), capsize=3,
                     label=f"{a['model']} ({a['kind']}, n={a['n']})")
         xs += [nfe.mean - (xerr or 0), nfe.mean + (xerr or 0)]
-        ys += [acc.mean - (yerr or 0), acc.mean + (yerr or 0)]
     suffix = f" ({SPREAD})" if spread else ""
     ax.set(xlabel=f"NFE per forward pass on the test set{suffix}", ylabel=f"test accuracy{suffix}")
-    _finish(ax, xs, ys)
+    _finish(ax, xs, None)
     return fig
 
 
@@ -103,7 +103,7 @@ def _nfe_over_training(aggregates: list[dict], context: str, spread: bool):
         ys += _band(ax, epochs, curve["mean"], curve["std"], marker=".", label=f"{a['model']} (n={a['n']})")
     ax.set(xlabel="epoch", ylabel="NFE per training forward pass" + (f" (mean, band {SPREAD})" if spread else ""))
     _finish(ax, None, ys)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # after the scale, which resets the locator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # after the scale, which resets it
     return fig
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dia_ode.analysis.intervals import Interval, example_note, format_number, mean_interval
+from dia_ode.analysis.intervals import Interval, example_note, format_number, mean_interval, metric_bounds
 from dia_ode.engine import TrainConfig
 
 STAT_COLUMNS = ("test_acc", "test_loss", "nfe_forward", "nfe_backward", "seconds_per_epoch", "peak_memory_mb")
@@ -123,7 +123,8 @@ def _label(row: dict, ambiguous: bool) -> str:
 
 def _aggregate(rows: list[dict], label: str, confidence: float) -> dict:
     first = rows[0]
-    intervals = {c: mean_interval([r.get(c, float("nan")) for r in rows], confidence) for c in STAT_COLUMNS}
+    intervals = {c: mean_interval([r.get(c, float("nan")) for r in rows], confidence, metric_bounds(c))
+                 for c in STAT_COLUMNS}
     params = {r["params"] for r in rows}
     return {"model": label, "model_name": first["model"], "model_options": first.get("model_options", {}),
             "kind": first["kind"], "dataset": first.get("dataset"), "n": len(rows),

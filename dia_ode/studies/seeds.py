@@ -20,7 +20,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dia_ode.analysis.intervals import Interval, example_note, format_number, mean_interval, one_example_worth
+from dia_ode.analysis.intervals import (Interval, example_note, format_number, mean_interval, metric_bounds,
+                                        one_example_worth)
 from dia_ode.data import Dataset, load_test_split
 from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import SEED_GROUP_COMMAND, has_results, read_summary, run_description, start_run, write_json
@@ -119,7 +120,8 @@ def aggregate_runs(run_dirs: Sequence[str | os.PathLike], confidence: float = 0.
             "model_options": first.get("model_options", {}), "seeds": [c.get("seed") for c in configs],
             "n": len(run_dirs), "confidence": confidence, "n_test": n_test,
             "one_test_example": one_example_worth(n_test),
-            "metrics": {k: mean_interval([s[k] for s in summaries], confidence).to_dict() for k in measured},
+            "metrics": {k: mean_interval([s[k] for s in summaries], confidence, metric_bounds(k)).to_dict()
+                        for k in measured},
             "runs": [str(d) for d in run_dirs]}
 
 

@@ -5,9 +5,21 @@ The report (studies/report) iterates over CLAIMS in this order; `dia-ode report 
 
 from __future__ import annotations
 
+from dia_ode.studies.claims.continuous_nfe import ContinuousDiaNfe
+from dia_ode.studies.claims.correlation import CrossLayerCorrelation
+from dia_ode.studies.claims.dia_vs_se import DiaImprovesBackbone
+from dia_ode.studies.claims.euler_identity import EulerStep
+from dia_ode.studies.claims.stabilisation import DiaStabilisesTraining
+from dia_ode.studies.claims.stepsize_stiffness import StepsFollowStiffness
 from dia_ode.studies.report.claim import AbstractClaim
 
 CLAIMS: dict[str, AbstractClaim] = {claim.id: claim for claim in (
+    EulerStep(),
+    CrossLayerCorrelation(),
+    StepsFollowStiffness(),
+    ContinuousDiaNfe(),
+    DiaImprovesBackbone(),
+    DiaStabilisesTraining(),
 )}
 
 

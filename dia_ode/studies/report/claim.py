@@ -98,3 +98,9 @@ class AbstractClaim(abc.ABC):
     @abc.abstractmethod
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
         """Read the finished runs (RunSpec.key() -> run directory) and return the claim's result."""
+
+
+def no_dataset(budget: Budget) -> ClaimResult:
+    """The result of a claim whose budget names no dataset present here."""
+    return ClaimResult({}, {}, Verdict("not testable here", f"none of the budget's datasets can be loaded here "
+                                                            f"({', '.join(budget.datasets)})"))

@@ -1,0 +1,71 @@
+"""report.md from the report's data (report.json's dict): a header saying where and how long it ran,
+then per claim the statement, the paper's number, ours as mean ± 95% interval with n next to its null
+references, the command, the verdict with its reason, notes, a table and links to the figures."""
+
+from __future__ import annotations
+
+from dia_ode.analysis.intervals import Interval, format_number
+
+
+def format_interval(fields: dict) -> str:
+    """"0.912 ± 0.013 [0.899, 0.925], n=3" (± the 95% half-width), or the mean, n and why there is no interval."""
+    iv = Interval.from_dict({**fields, "mean": float("nan") if fields["mean"] is None else fields["mean"]})  # JSON null
+    if iv.low is None:
+        return f"{format_number(iv.mean)}, n={iv.n} ({iv.reason})"
+    if iv.low == iv.high:
+        return f"{format_number(iv.mean)} (every value), n={iv.n}"
+    return f"{iv.format('.4g', spread='ci', spread_spec='.2g')} {iv.format_ci('.4g')}, n={iv.n}"
+
+
+def report_markdown(data: dict) -> str:
+    """The whole report.md."""
+    budget, host = data["budget"], data["machine"]
+    lines = ["# Reproduction report", "",
+             f"- budget: **{budget['name']}** ({budget['description']}); seeds {', '.join(map(str, budget['seeds']))}, "
+             f"{budget['epochs']} epochs",
+             f"- machine: {host['platform']}, {host['cores']} cores, torch {host['torch']}, device {host['device']}",
+             f"- wall time: {data['wall_seconds']:.0f} s; date: {data['date']}",
+             f"- study: `{data['study']}`", "",
+             "| claim | verdict |", "| --- | --- |",
+             *(f"| {c['id']} | {c['verdict']['status']} |" for c in data["claims"]), ""]
+    for claim in data["claims"]:
+        lines += _claim_section(claim)
+    return "\n".join(lines) + "\n"
+
+
+def _claim_section(claim: dict) -> list[str]:
+    verdict = claim["verdict"]
+    lines = [f"## {claim['id']}", "", f"**Claim.** {claim['statement']}", "", f"**Paper.** {claim['paper']}", "",
+             f"**Verdict: {verdict['status']}.** {verdict['reason']}", "",
+             f"**Reproduce:** `{claim['command']}`", ""]
+    lines += _statistics(claim["measured"], claim["references"])
+    if claim["notes"]:
+        lines += [*(f"- {note}" for note in claim["notes"]), ""]
+    if claim["table"]:
+        lines += _table(claim["table"])
+    if claim["figures"]:
+        lines += [" ".join(f"[{path.rsplit('/', 1)[-1]}]({path})" for path in claim["figures"]), ""]
+    if claim["runs"]:
+        lines += [f"Runs: {len(claim['runs'])} in `runs/` (keys {', '.join(r['key'] for r in claim['runs'])}).", ""]
+    return lines
+
+
+def _statistics(measured: dict, references: dict) -> list[str]:
+    """Each measured statistic with the reference of the same name beside it; other references after."""
+    if not measured and not references:
+        return []
+    rows = ["| statistic | ours (mean ± 95% CI, n) | reference |", "| --- | --- | --- |"]
+    for name, fields in measured.items():
+        ref = format_interval(references[name]) if name in references else ""
+        rows.append(f"| {name} | {format_interval(fields)} | {ref} |")
+    for name, fields in references.items():
+        if name not in measured:
+            rows.append(f"| {name} (reference) |  | {format_interval(fields)} |")
+    return [*rows, ""]
+
+
+def _table(rows: list[dict]) -> list[str]:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda v: format_number(v) if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |",
+            *("| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows), ""]

@@ -1,0 +1,143 @@
+"""The cross-layer-correlation claim: the SE min_hidden option, the per-epoch recorder, measure() on micro
+runs and the verdict rule on synthetic intervals (dia_ode/studies/claims/correlation.py)."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dia_ode import create_model
+from dia_ode.analysis.attention_nulls import untrained_model
+from dia_ode.analysis.correlation import PROTOCOLS, attention_vectors, protocol_correlation
+from dia_ode.analysis.intervals import mean_interval
+from dia_ode.attention.registry import get_attention
+from dia_ode.attention.se import SqueezeExcite
+from dia_ode.cli import main
+from dia_ode.engine import run_training
+from dia_ode.rundir import load_run, read_jsonl, write_json
+from dia_ode.solvers import trace
+from dia_ode.studies.claims import get_claim
+from dia_ode.studies.claims.correlation import (RECORDER, RECORDER_SAMPLES, THRESHOLD, correlation_verdict,
+                                                stage_shows_claim)
+from dia_ode.studies.report.budgets import get_budget
+from dia_ode.studies.report.recorders import epoch_callback
+
+CLAIM = get_claim("cross-layer-correlation")
+SMOKE = get_budget("smoke")
+
+
+def _hidden_units(model) -> list[int]:
+    return [m.excite[0].out_features for m in model.modules() if isinstance(m, SqueezeExcite)]
+
+
+def test_min_hidden_sets_the_fewest_bottleneck_units_and_reaches_models():
+    assert SqueezeExcite(16, reduction=16).excite[0].out_features == 1  # the default is unchanged
+    assert SqueezeExcite(16, reduction=16, min_hidden=4).excite[0].out_features == 4
+    assert SqueezeExcite(64, reduction=4, min_hidden=4).excite[0].out_features == 16  # C // r when larger
+    with pytest.raises(ValueError, match="min_hidden"):
+        SqueezeExcite(16, min_hidden=0)
+    # widths 4 / 8 / 16 with r = 4 give 1 / 2 / 4 hidden units; min_hidden lifts them all to 4
+    assert sorted(set(_hidden_units(create_model("se_resnet20", base_width=4, reduction=4)))) == [1, 2, 4]
+    assert set(_hidden_units(create_model("se_resnet20", base_width=4, reduction=4, min_hidden=4))) == {4}
+    assert "min_hidden" in get_attention("se").options() and get_attention("se").option_defaults()["min_hidden"] == 1
+    out = CliRunner().invoke(main, ["ls", "--options", "se_resnet20"]).output
+    assert [line.split() for line in out.splitlines() if line.split()[:1] == ["min_hidden"]] == \
+        [["min_hidden", "int", "1"]]
+
+
+def test_runs_list_one_se_resnet_per_seed_with_the_recorder():
+    specs = CLAIM.runs(SMOKE)
+    assert [s.config.seed for s in specs] == list(SMOKE.seeds)
+    for s in specs:
+        assert (s.config.model, s.config.dataset, s.config.epochs) == ("se_resnet20", "digits", SMOKE.epochs)
+        assert s.config.model_options == {"reduction": 4, "min_hidden": 4, "base_width": SMOKE.width}
+        assert s.recorders == (RECORDER,)
+    cpu = CLAIM.runs(get_budget("cpu"))
+    assert sorted({s.config.model for s in cpu}) == ["se_resnet20", "se_resnet56"] and len({s.key() for s in cpu}) == 6
+    nothing = dataclasses.replace(SMOKE, datasets=("cifar10",))  # no CIFAR files without --data-dir
+    assert CLAIM.runs(nothing) == []
+    assert CLAIM.measure({}, nothing).verdict.status == "not testable here"
+
+
+@pytest.fixture(scope="module")
+def micro_runs(tmp_path_factory):
+    """The smoke budget's runs (se_resnet20, width 4, 1 epoch, 2 seeds), trained with the recorder."""
+    run_dirs = {}
+    for spec in CLAIM.runs(SMOKE):
+        run_dir = tmp_path_factory.mktemp(f"seed{spec.config.seed}")
+        write_json(run_dir / "config.json", dataclasses.asdict(spec.config))  # what load_run reads back
+        run_training(spec.config, run_dir, progress=False, on_epoch_end=epoch_callback(spec.recorders, run_dir))
+        run_dirs[spec.key()] = run_dir
+    return run_dirs
+
+
+def _consecutive_r(model, x, protocol):
+    with torch.no_grad():
+        return [protocol_correlation(attention_vectors(t), protocol)["mean_r_consecutive"] for t in trace(model, x)]
+
+
+def test_the_recorder_writes_r_of_the_epochs_model_and_of_the_untrained_network(micro_runs):
+    run_dir = next(iter(micro_runs.values()))
+    rows = read_jsonl(run_dir / "records" / f"{RECORDER}.jsonl")
+    assert [r["epoch"] for r in rows] == [1] and rows[0]["samples"] == RECORDER_SAMPLES
+    run = load_run(run_dir)
+    x, _ = run.test_batch(RECORDER_SAMPLES)
+    untrained = untrained_model(run.model_spec, run.config["seed"])
+    stages = rows[0]["stages"]
+    assert len(stages) == 3 and all(s["spread"] >= 0 and s["moved"] > 0 for s in stages)
+    for protocol in ("per_sample", "centred"):
+        trained, before = _consecutive_r(run.model, x, protocol), _consecutive_r(untrained, x, protocol)
+        assert [s[protocol]["mean_r_consecutive"] for s in stages] == pytest.approx(trained, abs=1e-9)
+        assert [s[protocol]["untrained_consecutive"] for s in stages] == pytest.approx(before, abs=1e-9)
+
+
+def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_verdict(micro_runs):
+    result = CLAIM.measure(micro_runs, SMOKE)
+    names = [f"se_resnet20 {p} r (consecutive blocks), stage {s}" for s in range(3) for p in ("per_sample", "centred")]
+    assert set(names) <= set(result.measured) and len(result.table) == 3 * len(PROTOCOLS)
+    assert {row["protocol"] for row in result.table} == set(PROTOCOLS)
+    for name in names:
+        assert result.measured[name].n == 2
+        assert f"{name}, untrained" in result.references and f"{name}, channels permuted" in result.references
+    # the seeds' values are the trained networks' r on the budget's test images
+    by_seed = [_consecutive_r(load_run(d).model, load_run(d).test_batch(SMOKE.samples)[0], "per_sample")
+               for d in micro_runs.values()]
+    for s in range(3):
+        iv = result.measured[f"se_resnet20 per_sample r (consecutive blocks), stage {s}"]
+        assert iv.values == pytest.approx([r[s] for r in by_seed], abs=1e-9)
+    triples = {"se_resnet20": [tuple(d[f"se_resnet20 per_sample r (consecutive blocks), stage {s}{suffix}"]
+                                     for d, suffix in ((result.measured, ""), (result.references, ", untrained"),
+                                                       (result.references, ", channels permuted")))
+                                for s in range(3)]}
+    assert result.verdict == correlation_verdict(triples)
+    assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs"]
+    assert any("centred r by stage" in note for note in result.notes)
+
+
+def _iv(*values):
+    return mean_interval(values)
+
+
+HIGH, LOW, NULL = _iv(0.80, 0.82, 0.81), _iv(0.30, 0.32, 0.31), _iv(0.00, 0.02, -0.02)
+
+
+def test_a_stage_shows_the_claim_only_above_the_threshold_and_both_nulls():
+    assert stage_shows_claim(HIGH, NULL, NULL)
+    assert not stage_shows_claim(LOW, NULL, NULL)  # above the nulls, below 0.5
+    assert not stage_shows_claim(HIGH, _iv(0.79, 0.81, 0.80), NULL)  # what the untrained network gives already
+    assert not stage_shows_claim(HIGH, NULL, HIGH)  # what permuted channels give
+    assert stage_shows_claim(_iv(0.8), NULL, NULL) is None  # one seed: no interval
+    assert LOW.low < THRESHOLD < HIGH.low
+
+
+def test_the_verdict_branches():
+    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] * 3}).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] * 2 + [(LOW, NULL, NULL)]}).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] + [(LOW, NULL, NULL)] * 2}).status == "not reproduced"
+    both = correlation_verdict({"a": [(HIGH, NULL, NULL)] * 3, "b": [(HIGH, HIGH, NULL)] * 3})
+    assert both.status == "not reproduced" and "b: 0 of 3" in both.reason  # every model must show it
+    assert correlation_verdict({"m": [(HIGH, NULL, NULL), (_iv(math.nan, 0.5), NULL, NULL)]}).status == \
+        "not testable here"
+    assert correlation_verdict({}).status == "not testable here"

@@ -1,0 +1,162 @@
+"""The dia-stabilises-training claim and what it needs: the skip / batch_norm model options of the CIFAR
+ResNets, per-stage gradient norms, the runs at the smoke budget, measure() on hand-made run
+directories and the verdict rule on synthetic intervals (dia_ode/studies/claims/stabilisation.py)."""
+
+import copy
+import dataclasses
+import math
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from dia_ode import create_model
+from dia_ode.analysis.gradients import stage_gradient_norms
+from dia_ode.analysis.intervals import mean_interval
+from dia_ode.cli import main
+from dia_ode.cli.options import parse_model_options
+from dia_ode.engine import TrainConfig, run_training
+from dia_ode.rundir import read_summary, write_json
+from dia_ode.solvers import trace
+from dia_ode.studies.claims import get_claim
+from dia_ode.studies.claims.stabilisation import ABLATIONS, ablation_verdict, ablated_config
+from dia_ode.tasks import get_task
+from dia_ode.studies.report.budgets import get_budget
+from dia_ode.studies.report.claim import RunSpec
+
+CLAIM = get_claim("dia-stabilises-training")
+SMOKE = get_budget("smoke")
+X = torch.randn(4, 1, 8, 8)
+
+
+def test_ls_options_lists_skip_and_batch_norm_as_typed_keywords():
+    out = CliRunner().invoke(main, ["ls", "--options", "resnet20"]).output
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["skip"], ["batch_norm"])]
+    assert rows == [["skip", "bool", "True"], ["batch_norm", "bool", "True"]]
+    assert parse_model_options(("skip=False", "batch_norm=False"), "resnet20") == {"skip": False, "batch_norm": False}
+    with pytest.raises(ValueError, match="skip"):
+        create_model("resnet20", skip="no")
+
+
+@pytest.mark.parametrize("name", ["resnet20", "se_resnet20", "dia_resnet20", "dia_preresnet20"])
+def test_every_attention_builds_and_runs_without_skip_or_batch_norm(name):
+    for options in ({"skip": False}, {"batch_norm": False}, {"skip": False, "batch_norm": False}):
+        model = create_model(name, base_width=4, in_channels=1, **options)
+        out = model(X)
+        assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+def test_skip_false_removes_the_shortcut():
+    torch.manual_seed(0)
+    with_skip = create_model("dia_resnet20", base_width=4, in_channels=1).eval()
+    without = create_model("dia_resnet20", base_width=4, in_channels=1, skip=False).eval()
+    assert not any("projection" in name for name, _ in without.named_parameters())  # no unused projections
+    assert any("projection" in name for name, _ in with_skip.named_parameters())
+    without.load_state_dict(with_skip.state_dict(), strict=False)  # same weights where both have them
+    assert not torch.allclose(with_skip(X), without(X))
+    for t in trace(without, X):
+        for k in range(len(t)):
+            replaced = torch.relu(t.steps[k] * t.updates[k])  # post(h_k f_k): the state is replaced
+            assert torch.allclose(t.states[k + 1], replaced, atol=1e-6)
+            if t.states[k].shape == t.updates[k].shape:  # not an Euler step of the state
+                assert not torch.allclose(t.states[k + 1], torch.relu(t.states[k] + t.steps[k] * t.updates[k]))
+
+
+def test_batch_norm_false_leaves_no_batch_norm_and_gives_convs_zero_biases():
+    for name in ("resnet20", "se_resnet20", "dia_resnet20", "preresnet20"):
+        assert any(isinstance(m, nn.BatchNorm2d) for m in create_model(name, base_width=4).modules())
+        model = create_model(name, base_width=4, batch_norm=False)
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(m.bias is not None and not m.bias.any() for m in convs)
+
+
+def test_stage_gradient_norms_are_the_gradient_of_each_stage_and_leave_the_model_alone():
+    model = create_model("se_resnet20", base_width=4, in_channels=1).eval()
+    y = torch.arange(4)
+    before = copy.deepcopy(model.state_dict())
+    norms = stage_gradient_norms(model, (X, y), get_task("classification"))
+    assert list(norms) == ["stages.0", "stages.1", "stages.2"] and all(v > 0 for v in norms.values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # running stats untouched
+    assert all(p.grad is None for p in model.parameters())
+    net = copy.deepcopy(model).train()
+    nn.functional.cross_entropy(net(X), y).backward()
+    expected = torch.cat([p.grad.flatten() for p in net.stages[1].parameters()]).norm()
+    assert norms["stages.1"] == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="feature_info"):
+        stage_gradient_norms(nn.Linear(2, 2), (X, y), get_task("classification"))
+
+
+def test_runs_cover_every_ablation_and_model_and_share_the_reference_runs_of_claim_a():
+    specs = CLAIM.runs(SMOKE)
+    assert len(specs) == (1 + len(ABLATIONS)) * 3 * len(SMOKE.seeds) == len({s.key() for s in specs})
+    keys = {s.key() for s in specs}
+    assert {s.key() for s in get_claim("dia-improves-backbone").runs(SMOKE)} <= keys  # the unablated references
+    configs = [s.config for s in specs]
+    assert sum(c.model_options.get("skip") is False for c in configs) == 3 * len(SMOKE.seeds)
+    assert sum(c.model_options.get("batch_norm") is False for c in configs) == 3 * len(SMOKE.seeds)
+    assert sum(not c.augment for c in configs) == 3 * len(SMOKE.seeds)
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("micro")
+    cfg = TrainConfig(model="resnet20", epochs=1, model_options={"base_width": 4})
+    write_json(run_dir / "config.json", {"command": "train", **dataclasses.asdict(cfg)})  # as the report's cache does
+    run_training(cfg, run_dir, progress=False)
+    return run_dir
+
+
+# accuracies by (ablation, model) for seeds 0, 1, 2: no_skip and no_bn show the claim, no_augment does not
+ACC = {("none", "resnet20"): (0.95, 0.96, 0.97), ("none", "se_resnet20"): (0.95, 0.96, 0.97),
+       ("none", "dia_resnet20"): (0.95, 0.96, 0.97),
+       ("no_skip", "resnet20"): (0.60, 0.62, 0.61), ("no_skip", "se_resnet20"): (0.7, 0.7, 0.7),
+       ("no_skip", "dia_resnet20"): (0.90, 0.91, 0.92),
+       ("no_bn", "resnet20"): (None, 0.3, 0.3), ("no_bn", "se_resnet20"): (0.5, 0.5, 0.6),
+       ("no_bn", "dia_resnet20"): (0.80, 0.82, 0.81),
+       ("no_augment", "resnet20"): (0.95, 0.96, 0.97), ("no_augment", "se_resnet20"): (0.95, 0.96, 0.97),
+       ("no_augment", "dia_resnet20"): (0.95, 0.96, 0.97)}
+
+
+def test_measure_on_hand_made_runs_gives_the_rules_verdict(one_run, tmp_path):
+    budget = dataclasses.replace(SMOKE, seeds=(0, 1, 2), samples=16)
+    run_dirs = {}
+    for (ablation, model), values in ACC.items():
+        for seed, acc in zip(budget.seeds, values):
+            key = RunSpec(ablated_config(ablation, model, budget, seed, "digits")).key()
+            run_dir = tmp_path / key
+            shutil.copytree(one_run, run_dir)
+            summary = read_summary(run_dir)
+            write_json(run_dir / "summary.json", {**summary, "test_acc": acc} if acc is not None else
+                       {"status": "failed", "error": "TrainingDiverged: loss is nan at epoch 1, step 3"})
+            run_dirs[key] = run_dir
+    result = CLAIM.measure(run_dirs, budget)
+    assert result.measured["no_bn resnet20 test accuracy"].values == (0.1, 0.3, 0.3)  # diverged: chance
+    assert result.references["dia_resnet20 test accuracy (unablated)"].mean == pytest.approx(0.96)
+    assert result.verdict.status == "reproduced" and "no_skip, no_bn" in result.verdict.reason
+    assert "no_augment: the backbone does not degrade" in result.verdict.reason
+    row = next(r for r in result.table if (r["ablation"], r["model"]) == ("no_bn", "resnet20"))
+    assert row["diverged"] == 1
+    assert all(math.isfinite(float(v)) and float(v) > 0 for v in row["grad norm per stage (trained)"].split(" / "))
+    assert row["grad norm per stage (trained)"] != row["grad norm per stage (untrained)"]
+
+
+def _ivs(values):
+    return {a: mean_interval(v) for a, v in zip(ABLATIONS, values)}
+
+
+DROP, FLAT, GAIN = (-0.3, -0.31, -0.29), (0.01, -0.01, 0.0), (0.2, 0.21, 0.19)
+
+
+@pytest.mark.parametrize("drops, gains, status, words", [
+    ((DROP, DROP, DROP), (GAIN, GAIN, GAIN), "reproduced", "no_skip, no_bn, no_augment"),
+    ((DROP, DROP, FLAT), (GAIN, GAIN, GAIN), "reproduced", "not in no_augment"),
+    ((DROP, FLAT, FLAT), (GAIN, GAIN, GAIN), "not reproduced", "holds in 1 of 3 ablations (needs 2): holds in no_skip"),
+    ((DROP, DROP, DROP), (GAIN, FLAT, FLAT), "not reproduced", "DIA is not above"),
+    ((DROP, DROP, (0.1,)), (GAIN, GAIN, GAIN), "not testable here", "no_augment"),
+])
+def test_verdict_rule_each_branch(drops, gains, status, words):
+    verdict = ablation_verdict(_ivs(drops), _ivs(gains))
+    assert verdict.status == status and words in verdict.reason

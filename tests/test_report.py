@@ -1,0 +1,269 @@
+"""Tests for the reproduction report's framework (dia_ode/studies/report, `dia-ode report`): the study
+cache (reuse, resume after a kill, version refusal), recorders, launchers (local, local:N, submitit's
+local executor), dry runs, the written files and bad input."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dia_ode.analysis.intervals import mean_interval
+from dia_ode.cli import main
+from dia_ode.cli.train import train
+from dia_ode.engine import Trainer, TrainConfig
+from dia_ode.rundir import read_jsonl, read_summary
+from dia_ode.studies.claims import CLAIMS
+from dia_ode.studies.report import recorders
+from dia_ode.studies.report.budgets import Budget, get_budget
+from dia_ode.studies.report.cache import STUDY_FILE, execute, open_study, run_path, run_state
+from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict
+from dia_ode.studies.report.command_line import train_command
+from dia_ode.studies.report.launchers import SlurmLauncher, create_launcher
+from dia_ode.studies.report.report import run_report
+
+
+def tiny_spec(seed: int, epochs: int = 1, recorders_: tuple[str, ...] = ()) -> RunSpec:
+    return RunSpec(TrainConfig(model="resnet20", epochs=epochs, batch_size=256, augment=False, device="cpu",
+                               seed=seed, model_options={"base_width": 2}), recorders_)
+
+
+class FakeClaim(AbstractClaim):
+    """Two tiny runs; the measure is their test accuracies (or raises, to test the report's guard)."""
+
+    id = "fake"
+    statement = "tiny networks learn digits"
+    paper = "none: a test claim"
+    command = "dia-ode report --claims fake"
+
+    def __init__(self, specs: list[RunSpec], fail: bool = False) -> None:
+        self.specs, self.fail = specs, fail
+
+    def runs(self, budget: Budget) -> list[RunSpec]:
+        return list(self.specs)
+
+    def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
+        if self.fail:
+            raise RuntimeError("the measure broke\non two lines")
+        acc = mean_interval([read_summary(run_dir)["test_acc"] for run_dir in run_dirs.values()])
+        chance = mean_interval([0.1] * len(run_dirs))
+        return ClaimResult({"test accuracy": acc}, {"test accuracy": chance},
+                           Verdict("reproduced" if acc.mean > 0.1 else "not reproduced", "above chance or not"),
+                           table=[{"runs": len(run_dirs)}], notes=["a note"])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def register(specs, fail=False):
+        monkeypatch.setitem(CLAIMS, "fake", FakeClaim(specs, fail))
+    return register
+
+
+@pytest.fixture
+def epochs_trained(monkeypatch):
+    """How many epochs the trainer ran in this process (wraps Trainer._train_epoch)."""
+    count = []
+    original = Trainer._train_epoch
+
+    def counted(self, net, epoch):
+        count.append((self.cfg.seed, epoch))
+        return original(self, net, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", counted)
+    return count
+
+
+def report(*args) -> object:
+    return CliRunner().invoke(main, ["report", "--no-progress", *args])
+
+
+# ---- the smoke report through the CLI ------------------------------------------------------------
+
+def test_smoke_report_with_the_euler_claim_writes_every_file(tmp_path):
+    result = report("--budget", "smoke", "--claims", "euler-step", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (study,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert {"study.json", "report.md", "report.json", "config.json"} <= {p.name for p in study.iterdir()}
+    assert json.loads((study / STUDY_FILE).read_text())["format"] == "dia_ode.study"
+    data = json.loads((study / "report.json").read_text())
+    (claim,) = data["claims"]
+    assert claim["id"] == "euler-step" and claim["verdict"]["status"] == "reproduced"
+    assert data["budget"]["name"] == "smoke" and data["machine"]["cores"] >= 1
+    assert all(iv["n"] == 2 for iv in claim["measured"].values())  # the smoke budget's two seeds
+    text = (study / "report.md").read_text()
+    assert "## euler-step" in text and "reproduced" in text and "n=2" in text and "wall time" in text
+
+
+def test_a_fake_claim_trains_each_run_once_and_a_rerun_trains_nothing(tmp_path, fake, epochs_trained):
+    fake([tiny_spec(0), tiny_spec(1), tiny_spec(0)])  # a repeated spec is one run
+    study = tmp_path / "study"
+    first = report("--claims", "fake", "--study", str(study))
+    assert first.exit_code == 0, first.output
+    assert sorted(epochs_trained) == [(0, 0), (1, 0)]
+    runs = sorted((study / "runs").iterdir())
+    assert len(runs) == 2 and all(run_state(r) == "done" for r in runs)
+    stamps = {r: (r / "metrics.jsonl").stat().st_mtime_ns for r in runs}
+    second = report("--claims", "fake", "--study", str(study))
+    assert second.exit_code == 0, second.output
+    assert len(epochs_trained) == 2  # nothing trained again
+    assert stamps == {r: (r / "metrics.jsonl").stat().st_mtime_ns for r in runs}
+    claim = json.loads((study / "report.json").read_text())["claims"][0]
+    assert claim["measured"]["test accuracy"]["n"] == 2 and claim["references"]["test accuracy"]["mean"] == 0.1
+    assert "fake: reproduced" in second.output or "fake: not reproduced" in second.output
+
+
+def test_a_killed_report_resumes_without_retraining_finished_runs(tmp_path, fake, epochs_trained, monkeypatch):
+    """A interrupt (as Ctrl-C or SIGTERM) after run A finished and run B saved its first epoch."""
+    kill = {"armed": True}
+
+    def probe(run_dir):
+        def record(epoch, row):
+            if kill["armed"] and run_dir.name.endswith("seed1"):
+                raise KeyboardInterrupt  # before its record is written: the resume must add it
+            return {"seen": epoch}
+        return record
+
+    monkeypatch.setitem(recorders.RECORDERS, "probe", probe)
+    a, b = tiny_spec(0, recorders_=("probe",)), tiny_spec(1, epochs=2, recorders_=("probe",))
+    fake([a, b])
+    study = tmp_path / "study"
+    killed = report("--claims", "fake", "--study", str(study))
+    assert killed.exit_code == 130 and "resume with" in killed.output
+    run_a, run_b = run_path(a, study), run_path(b, study)
+    assert run_state(run_a) == "done" and run_state(run_b) == "resume"
+    before = ((run_a / "metrics.jsonl").read_bytes(), (run_a / "metrics.jsonl").stat().st_mtime_ns)
+    kill["armed"] = False
+    epochs_trained.clear()
+    resumed = report("--claims", "fake", "--study", str(study))
+    assert resumed.exit_code == 0, resumed.output
+    assert epochs_trained == [(1, 1)]  # only B's second epoch
+    assert before == ((run_a / "metrics.jsonl").read_bytes(), (run_a / "metrics.jsonl").stat().st_mtime_ns)
+    assert [r["epoch"] for r in read_jsonl(run_b / "metrics.jsonl")] == [1, 2]
+    assert [r["epoch"] for r in read_jsonl(run_b / "records" / "probe.jsonl")] == [1, 2]
+    assert read_jsonl(run_a / "records" / "probe.jsonl") == [{"epoch": 1, "seen": 0}]
+
+
+def test_a_measure_that_raises_is_reported_not_testable_and_the_report_completes(tmp_path, fake):
+    fake([tiny_spec(0)], fail=True)
+    result = report("--claims", "fake,euler-step", "--study", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "s" / "report.json").read_text())
+    fake_entry, euler = data["claims"]
+    assert fake_entry["verdict"] == {"status": "not testable here",
+                                     "reason": "RuntimeError: the measure broke on two lines"}
+    assert euler["verdict"]["status"] == "reproduced"
+    assert "!! fake: NOT TESTABLE HERE -- RuntimeError: the measure broke" in result.stderr  # loud, on stderr
+
+
+# ---- dry run and launchers -----------------------------------------------------------------------
+
+def test_dry_run_lists_every_run_with_its_train_command_and_trains_nothing(tmp_path, fake, epochs_trained):
+    specs = [tiny_spec(0), tiny_spec(1)]
+    fake(specs)
+    result = report("--claims", "fake,euler-step", "--dry-run", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("# euler-step: no training runs")
+    for spec, line in zip(specs, lines[1:]):
+        assert line.startswith(spec.key()) and f"seed={spec.config.seed}" in line and "epochs=1" in line
+        assert line.endswith(train_command(spec.config))
+    assert not epochs_trained and not any(tmp_path.iterdir())
+
+
+def test_train_command_uses_only_options_train_has():
+    cfg = TrainConfig(model="dia_vit_tiny", epochs=3, seed=4, augment=False, gamma=0.2,
+                      model_options={"image_size": 8, "sam": "eca", "tag": "12"})
+    line = train_command(cfg)
+    words = shlex.split(line.split("  #")[0])
+    flags = {w for w in words if w.startswith("--")}
+    assert flags <= {o for p in train.params for o in p.opts + p.secondary_opts}
+    assert "--optimizer" in flags and "--lr" in flags  # a recipe model gets its recipe-bound fields
+    assert "sam=eca" in words and "tag='12'" in words and line.endswith("# also: gamma=0.2")
+
+
+@pytest.mark.slow
+def test_local_2_trains_runs_in_two_processes(tmp_path, fake):
+    specs = [tiny_spec(0), tiny_spec(1)]
+    fake(specs)
+    result = report("--claims", "fake", "--launcher", "local:2", "--study", str(tmp_path / "s"))
+    assert result.exit_code == 0, result.output
+    assert all(run_state(run_path(s, tmp_path / "s")) == "done" for s in specs)
+
+
+@pytest.mark.slow
+def test_slurm_launcher_through_submitits_local_executor(tmp_path):
+    pytest.importorskip("submitit")
+    spec = tiny_spec(2)
+    study = open_study(tmp_path / "s", "smoke")
+    outcomes = SlurmLauncher({"cluster": "local", "time": "5", "cpus": "1"}).run([spec], study)
+    assert outcomes == {spec.key(): run_path(spec, study)}
+    assert run_state(run_path(spec, study)) == "done" and (study / "submitit").is_dir()
+
+
+def test_a_run_that_fails_makes_only_its_claim_untestable(tmp_path):
+    bad = RunSpec(TrainConfig(model="resnet20", dataset="fashion-mnist", data_dir=str(tmp_path / "none"), epochs=1))
+    data = run_report([FakeClaim([bad]), CLAIMS["euler-step"]], get_budget("smoke"), tmp_path / "s",
+                      create_launcher("local"))
+    fake_entry, euler = data["claims"]
+    assert fake_entry["verdict"]["status"] == "not testable here" and euler["verdict"]["status"] == "reproduced"
+    assert fake_entry["verdict"]["reason"].startswith(f"run {bad.key()} (resnet20, seed 0) failed: DataError")
+    assert "error" in fake_entry["runs"][0] and (tmp_path / "s" / "report.md").is_file()
+
+
+def test_a_diverged_run_is_a_result_the_claim_measures(tmp_path, monkeypatch):
+    from dia_ode.tasks import classification
+
+    diverging = RunSpec(TrainConfig(model="resnet20", epochs=1, batch_size=256, device="cpu",
+                                    model_options={"base_width": 2}, lr=0.5))
+    real = classification.F.cross_entropy
+    monkeypatch.setattr(classification.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("inf"))
+    seen = []
+
+    class CountsDivergence(FakeClaim):
+        def measure(self, run_dirs, budget):
+            seen.extend(read_summary(d).get("status") for d in run_dirs.values())
+            return ClaimResult({}, {}, Verdict("not reproduced", "it diverged"))
+
+    data = run_report([CountsDivergence([diverging])], get_budget("smoke"), tmp_path / "s", create_launcher("local"))
+    assert seen == ["failed"]  # the claim got the diverged run's directory, its summary saying why it stopped
+    assert data["claims"][0]["verdict"] == {"status": "not reproduced", "reason": "it diverged"}
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, option", [
+    (["--claims", "nope"], "--claims"),
+    (["--budget", "huge"], "--budget"),
+    (["--launcher", "local:0"], "--launcher"),
+    (["--launcher", "pbs"], "--launcher"),
+    (["--launcher", "slurm", "--launcher-option", "queue=x"], "--launcher-option"),
+    (["--launcher", "slurm", "--launcher-option", "time=soon"], "--launcher-option"),
+    (["--launcher-option", "time"], "--launcher-option"),
+    (["--launcher", "local", "--launcher-option", "time=5"], "--launcher-option"),
+])
+def test_bad_options_exit_2_naming_the_option(tmp_path, args, option):
+    result = report(*args, "--out", str(tmp_path))
+    assert result.exit_code == 2 and option in result.output, result.output
+    assert not any(tmp_path.iterdir())  # refused before anything is made
+    assert "Traceback" not in result.output
+
+
+def test_a_study_of_another_version_or_not_a_study_is_refused(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / STUDY_FILE).write_text(json.dumps({"format": "dia_ode.study", "version": 0}))
+    result = report("--claims", "euler-step", "--study", str(old))
+    assert result.exit_code == 2 and "--study" in result.output and str(old / STUDY_FILE) in result.output
+    assert "version 0" in result.output and len(result.output.strip().splitlines()[-1]) < 300
+    dry = report("--claims", "euler-step", "--study", str(old), "--dry-run")
+    assert dry.exit_code == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    refused = report("--claims", "euler-step", "--study", str(other))
+    assert refused.exit_code == 2 and "not a study directory" in refused.output
+    with pytest.raises(ValueError, match="unknown recorder 'nope'"):
+        execute(RunSpec(TrainConfig(), ("nope",)), open_study(tmp_path / "s", "smoke"))
