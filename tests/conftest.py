@@ -63,3 +63,27 @@ def fake_mnist():
     """fake_mnist(folder, gz, n_train=12, n_test=5) -> arrays: the four MNIST IDX files of random 6x6
     images whose first pixel is the sample id."""
     return _fake_mnist_files
+
+
+
+@pytest.fixture(scope="session")
+def train_claim_runs(tmp_path_factory):
+    """train_claim_runs(specs): train a claim's RunSpecs into fresh directories, as the report's cache does
+    (config.json first, which load_run reads back; the specs' recorders after every epoch); returns
+    RunSpec.key() -> run directory."""
+    from dataclasses import asdict
+
+    from dia_ode.engine import run_training
+    from dia_ode.rundir import write_json
+    from dia_ode.studies.report.recorders import epoch_callback
+
+    def train(specs) -> dict:
+        run_dirs = {}
+        for spec in specs:
+            run_dir = tmp_path_factory.mktemp(f"{spec.config.model}-seed{spec.config.seed}")
+            write_json(run_dir / "config.json", asdict(spec.config))
+            run_training(spec.config, run_dir, progress=False, on_epoch_end=epoch_callback(spec.recorders, run_dir))
+            run_dirs[spec.key()] = run_dir
+        return run_dirs
+
+    return train

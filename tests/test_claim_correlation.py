@@ -9,20 +9,19 @@ import torch
 from click.testing import CliRunner
 
 from dia_ode import create_model
-from dia_ode.analysis.attention_nulls import untrained_model
+from dia_ode.analysis.attention_nulls import permuted_correlation, untrained_model
 from dia_ode.analysis.correlation import PROTOCOLS, attention_vectors, protocol_correlation
 from dia_ode.analysis.intervals import mean_interval
 from dia_ode.attention.registry import get_attention
 from dia_ode.attention.se import SqueezeExcite
 from dia_ode.cli import main
-from dia_ode.engine import run_training
 from dia_ode.rundir import load_run, read_jsonl, write_json
 from dia_ode.solvers import trace
 from dia_ode.studies.claims import get_claim
 from dia_ode.studies.claims.correlation import (RECORDER, RECORDER_SAMPLES, THRESHOLD, correlation_verdict,
                                                 stage_shows_claim)
+from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.report.budgets import get_budget
-from dia_ode.studies.report.recorders import epoch_callback
 
 CLAIM = get_claim("cross-layer-correlation")
 SMOKE = get_budget("smoke")
@@ -53,6 +52,7 @@ def test_runs_list_one_se_resnet_per_seed_with_the_recorder():
     for s in specs:
         assert (s.config.model, s.config.dataset, s.config.epochs) == ("se_resnet20", "digits", SMOKE.epochs)
         assert s.config.model_options == {"reduction": 4, "min_hidden": 4, "base_width": SMOKE.width}
+        assert s.config.model_options == {**SE_OPTIONS, "base_width": SMOKE.width}  # the one shared constant
         assert s.recorders == (RECORDER,)
     cpu = CLAIM.runs(get_budget("cpu"))
     assert sorted({s.config.model for s in cpu}) == ["se_resnet20", "se_resnet56"] and len({s.key() for s in cpu}) == 6
@@ -62,15 +62,9 @@ def test_runs_list_one_se_resnet_per_seed_with_the_recorder():
 
 
 @pytest.fixture(scope="module")
-def micro_runs(tmp_path_factory):
+def micro_runs(train_claim_runs):
     """The smoke budget's runs (se_resnet20, width 4, 1 epoch, 2 seeds), trained with the recorder."""
-    run_dirs = {}
-    for spec in CLAIM.runs(SMOKE):
-        run_dir = tmp_path_factory.mktemp(f"seed{spec.config.seed}")
-        write_json(run_dir / "config.json", dataclasses.asdict(spec.config))  # what load_run reads back
-        run_training(spec.config, run_dir, progress=False, on_epoch_end=epoch_callback(spec.recorders, run_dir))
-        run_dirs[spec.key()] = run_dir
-    return run_dirs
+    return train_claim_runs(CLAIM.runs(SMOKE))
 
 
 def _consecutive_r(model, x, protocol):
@@ -91,6 +85,11 @@ def test_the_recorder_writes_r_of_the_epochs_model_and_of_the_untrained_network(
         trained, before = _consecutive_r(run.model, x, protocol), _consecutive_r(untrained, x, protocol)
         assert [s[protocol]["mean_r_consecutive"] for s in stages] == pytest.approx(trained, abs=1e-9)
         assert [s[protocol]["untrained_consecutive"] for s in stages] == pytest.approx(before, abs=1e-9)
+        # the permuted null between consecutive blocks too, like the trained curve (seed 0's permutations)
+        with torch.no_grad():
+            permuted = [permuted_correlation(attention_vectors(t), protocol, draws=4, seed=s)["mean_r_consecutive"]
+                        for s, t in enumerate(trace(run.model, x))]
+        assert [s[protocol]["permuted_consecutive"] for s in stages] == pytest.approx(permuted, abs=1e-9)
 
 
 def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_verdict(micro_runs):
@@ -107,37 +106,69 @@ def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_ver
     for s in range(3):
         iv = result.measured[f"se_resnet20 per_sample r (consecutive blocks), stage {s}"]
         assert iv.values == pytest.approx([r[s] for r in by_seed], abs=1e-9)
-    triples = {"se_resnet20": [tuple(d[f"se_resnet20 per_sample r (consecutive blocks), stage {s}{suffix}"]
-                                     for d, suffix in ((result.measured, ""), (result.references, ", untrained"),
-                                                       (result.references, ", channels permuted")))
-                                for s in range(3)]}
+    # the nulls enter as differences paired by seed: trained - untrained of each seed
+    for s in range(3):
+        name = f"se_resnet20 per_sample r (consecutive blocks), stage {s}"
+        for null, ref in (("untrained", f"{name}, untrained"), ("permuted", f"{name}, channels permuted")):
+            gain = result.measured[f"se_resnet20 per_sample r minus the {null} null (paired by seed), stage {s}"]
+            assert gain.values == pytest.approx([t - u for t, u in zip(result.measured[name].values,
+                                                                       result.references[ref].values)])
+    triples = {"se_resnet20": [tuple(result.measured[f"se_resnet20 per_sample r{suffix}, stage {s}"] for suffix in
+                                     (" (consecutive blocks)", " minus the untrained null (paired by seed)",
+                                      " minus the permuted null (paired by seed)"))
+                               for s in range(3)]}
     assert result.verdict == correlation_verdict(triples)
     assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs"]
     assert any("centred r by stage" in note for note in result.notes)
+    assert not any("left out" in note for note in result.notes)
+
+
+def test_measure_leaves_out_a_diverged_run_with_a_note(micro_runs, tmp_path):
+    diverged = dict(micro_runs)
+    spec = CLAIM.runs(SMOKE)[1]
+    write_json(tmp_path / "summary.json", {"status": "failed", "error": "TrainingDiverged: non-finite loss"})
+    diverged[spec.key()] = tmp_path  # no checkpoint: measuring it as a trained network would fail
+    result = CLAIM.measure(diverged, SMOKE)
+    assert f"se_resnet20 seed {spec.config.seed} (diverged)" in " ".join(result.notes)
+    assert result.measured["se_resnet20 per_sample r (consecutive blocks), stage 0"].n == 1
+    assert result.verdict.status == "not testable here"  # one finished seed: no interval
 
 
 def _iv(*values):
     return mean_interval(values)
 
 
-HIGH, LOW, NULL = _iv(0.80, 0.82, 0.81), _iv(0.30, 0.32, 0.31), _iv(0.00, 0.02, -0.02)
+HIGH, LOW = _iv(0.80, 0.82, 0.81), _iv(0.30, 0.32, 0.31)
+GAIN, NO_GAIN = _iv(0.50, 0.55, 0.52), _iv(-0.02, 0.03, 0.01)  # paired differences trained - null
 
 
-def test_a_stage_shows_the_claim_only_above_the_threshold_and_both_nulls():
-    assert stage_shows_claim(HIGH, NULL, NULL)
-    assert not stage_shows_claim(LOW, NULL, NULL)  # above the nulls, below 0.5
-    assert not stage_shows_claim(HIGH, _iv(0.79, 0.81, 0.80), NULL)  # what the untrained network gives already
-    assert not stage_shows_claim(HIGH, NULL, HIGH)  # what permuted channels give
-    assert stage_shows_claim(_iv(0.8), NULL, NULL) is None  # one seed: no interval
+def test_a_stage_shows_the_claim_only_above_the_threshold_and_both_paired_nulls():
+    assert stage_shows_claim(HIGH, GAIN, GAIN)
+    assert not stage_shows_claim(LOW, GAIN, GAIN)  # above the nulls, below 0.5
+    assert not stage_shows_claim(HIGH, NO_GAIN, GAIN)  # what the untrained network gives already
+    assert not stage_shows_claim(HIGH, GAIN, NO_GAIN)  # what permuted channels give
+    assert stage_shows_claim(_iv(0.8), GAIN, GAIN) is None  # one seed: no interval
+    assert stage_shows_claim(HIGH, _iv(0.5), GAIN) is None
     assert LOW.low < THRESHOLD < HIGH.low
 
 
+def test_pairing_by_seed_separates_what_unpaired_intervals_cannot():
+    trained, untrained = (0.70, 0.80, 0.90), (0.66, 0.77, 0.86)  # every seed gains 0.03-0.04 by training
+    assert _iv(*trained).low < _iv(*untrained).high  # unpaired: the intervals overlap
+    gain = _iv(*(t - u for t, u in zip(trained, untrained)))
+    assert gain.low > 0 and stage_shows_claim(_iv(*trained), gain, GAIN)
+    lost = _iv(*(u - t for t, u in zip(trained, untrained)))  # the same numbers, trained below untrained
+    assert not stage_shows_claim(_iv(*trained), lost, GAIN)
+
+
 def test_the_verdict_branches():
-    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] * 3}).status == "reproduced"
-    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] * 2 + [(LOW, NULL, NULL)]}).status == "reproduced"
-    assert correlation_verdict({"m": [(HIGH, NULL, NULL)] + [(LOW, NULL, NULL)] * 2}).status == "not reproduced"
-    both = correlation_verdict({"a": [(HIGH, NULL, NULL)] * 3, "b": [(HIGH, HIGH, NULL)] * 3})
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 3}).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 2 + [(LOW, GAIN, GAIN)]}).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] + [(LOW, GAIN, GAIN)] * 2}).status == "not reproduced"
+    both = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": [(HIGH, NO_GAIN, GAIN)] * 3})
     assert both.status == "not reproduced" and "b: 0 of 3" in both.reason  # every model must show it
-    assert correlation_verdict({"m": [(HIGH, NULL, NULL), (_iv(math.nan, 0.5), NULL, NULL)]}).status == \
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN), (_iv(math.nan, 0.5), GAIN, GAIN)]}).status == \
         "not testable here"
+    unfinished = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": []})  # every run of b diverged
+    assert unfinished.status == "not testable here" and "b: no run finished" in unfinished.reason
     assert correlation_verdict({}).status == "not testable here"

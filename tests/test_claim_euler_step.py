@@ -10,7 +10,9 @@ from dia_ode.analysis.intervals import mean_interval
 from dia_ode.models import create_model, list_models, model_entry
 from dia_ode.solvers import stage as stage_module
 from dia_ode.studies.claims import CLAIMS
-from dia_ode.studies.claims.euler_identity import TINY, TOLERANCE, euler_defects, verdict, without_zero_parameters
+from dia_ode.solvers import recorded_modules, trace
+from dia_ode.studies.claims.euler_identity import (TINY, TOLERANCE, euler_defects, euler_skip, step_defects,
+                                                 verdict, without_zero_parameters)
 from dia_ode.studies.report.budgets import get_budget
 
 
@@ -51,3 +53,27 @@ def test_verdict_rule(values, untested, status):
         assert "resnet" in result.reason and "3.0e-05" in result.reason
     if status == "not testable here":
         assert "mynet" in result.reason
+
+
+
+def test_a_stage_without_skip_connections_fails_the_check():
+    """skip=False: block.shortcut() is 0 and x_{k+1} = post(h_k f_k); the check adds h_k f_k to x_k itself."""
+    model = without_zero_parameters(create_model("resnet20", in_channels=1, base_width=4, skip=False))
+    x = torch.randn(2, 1, 8, 8)
+    assert euler_defects(model, x)[0] >= 1.0  # downsampling blocks without projection count 1.0: no Euler step
+    model.eval()
+    with torch.no_grad():
+        stage, tr = next(iter(recorded_modules(model))), trace(model, x)[0]
+        assert not stage.blocks[1].shortcut(tr.states[1]).any()  # the shortcut the old check trusted
+        # every shape-preserving block of stage 0 misses the identity (each is post(h f), not post(x + h f))
+        assert all(step_defects(stage, tr, k)[0] > 1e-2 for k in range(len(stage.blocks)))
+    assert euler_skip(stage.blocks[1], tr.states[1], tr.states[2]) is tr.states[1]
+    assert euler_skip(stage.blocks[1], tr.states[1], tr.states[2][..., ::2, ::2]) is None  # shape changes
+
+
+def test_a_projection_block_is_checked_through_its_projection():
+    model = without_zero_parameters(create_model("resnet20", in_channels=1, base_width=4))
+    block = list(recorded_modules(model))[1].blocks[0]  # the downsampling first block of stage 1
+    state = torch.randn(2, 4, 8, 8)
+    assert block.projection is not None
+    assert torch.equal(euler_skip(block, state, state[:, :, ::2, ::2]), block.shortcut(state))

@@ -9,10 +9,11 @@ import pytest
 
 from dia_ode.analysis.attention_nulls import untrained_model
 from dia_ode.analysis.intervals import mean_interval
-from dia_ode.analysis.step_radius import step_radius_pairs
-from dia_ode.engine import run_training
+from dia_ode.analysis.step_radius import step_radius_pairs, within_stage_rank_correlation
+from dia_ode.analysis.stepsize import rank_correlation
 from dia_ode.rundir import load_run, write_json
 from dia_ode.studies.claims import get_claim
+from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.stepsize_stiffness import MODELS, RADIUS_SAMPLES, stiffness_verdict
 from dia_ode.studies.report.budgets import get_budget
 
@@ -25,9 +26,14 @@ def test_runs_list_se_and_dia_resnet20_for_every_seed():
     specs = CLAIM.runs(SMOKE)
     assert [(s.config.model, s.config.seed) for s in specs] == [(m, seed) for m in MODELS for seed in SMOKE.seeds]
     assert MODELS == ("se_resnet20", "dia_resnet20")
+    options = {"se_resnet20": {**SE_OPTIONS, "base_width": 4}, "dia_resnet20": {"base_width": 4}}
     for s in specs:
-        assert (s.config.dataset, s.config.epochs, s.config.model_options) == ("digits", 1, {"base_width": 4})
+        assert (s.config.dataset, s.config.epochs, s.config.model_options) == ("digits", 1, options[s.config.model])
         assert s.recorders == ()
+    # the SE network is the one cross-layer-correlation studies: the same options, one constant
+    assert {s.config.model_options["min_hidden"] for s in specs if s.config.model == "se_resnet20"} == {4}
+    assert all(s.config.model_options == {**SE_OPTIONS, "base_width": SMOKE.width}
+               for s in get_claim("cross-layer-correlation").runs(SMOKE))
     assert len({s.key() for s in specs}) == len(specs)
     cpu = CLAIM.runs(get_budget("cpu"))
     assert len(cpu) == 6 and {s.config.model_options["base_width"] for s in cpu} == {16}
@@ -37,72 +43,99 @@ def test_runs_list_se_and_dia_resnet20_for_every_seed():
 
 
 @pytest.fixture(scope="module")
-def micro_runs(tmp_path_factory):
+def micro_runs(train_claim_runs):
     """The smoke budget's runs: se_resnet20 and dia_resnet20, width 4, 1 epoch, 2 seeds."""
-    run_dirs = {}
-    for spec in CLAIM.runs(MICRO):
-        run_dir = tmp_path_factory.mktemp(f"{spec.config.model}-seed{spec.config.seed}")
-        write_json(run_dir / "config.json", dataclasses.asdict(spec.config))  # what load_run reads back
-        run_training(spec.config, run_dir, progress=False)
-        run_dirs[spec.key()] = run_dir
-    return run_dirs
+    return train_claim_runs(CLAIM.runs(MICRO))
 
 
-def test_measure_pools_every_stage_against_the_untrained_network(micro_runs):
+def test_measure_reads_the_within_stage_rho_paired_with_the_untrained_network(micro_runs):
     result = CLAIM.measure(micro_runs, MICRO)
     for model in MODELS:
-        trained = result.measured[f"{model} Spearman(h_k, rho(J_k)), all stages pooled"]
-        untrained = result.references[f"{model} Spearman(h_k, rho(J_k)), all stages pooled"]
-        assert trained.n == untrained.n == len(MICRO.seeds)
-        assert all(-1 <= v <= 1 for v in trained.values + untrained.values)
-        assert f"{model} Spearman(h_k, rho(J_k)), within stages" in result.references
+        for what in ("within stages", "all stages pooled"):
+            trained = result.measured[f"{model} Spearman(h_k, rho(J_k)), {what}"]
+            untrained = result.references[f"{model} Spearman(h_k, rho(J_k)), {what}"]
+            gain = result.measured[f"{model} Spearman(h_k, rho(J_k)), {what}, trained minus untrained (paired by seed)"]
+            assert trained.n == untrained.n == len(MICRO.seeds)
+            assert all(-1 <= v <= 1 for v in trained.values + untrained.values)
+            assert gain.values == pytest.approx([t - u for t, u in zip(trained.values, untrained.values)])
     # the numbers are the library's: the first se_resnet20 run, recomputed here, trained and untrained
     spec = CLAIM.runs(MICRO)[0]
     run = load_run(micro_runs[spec.key()])
     x, _ = run.test_batch(MICRO.samples)
     pairs = step_radius_pairs(run.model, x, RADIUS_SAMPLES)
     null = step_radius_pairs(untrained_model(run.model_spec, spec.config.seed), x, RADIUS_SAMPLES)
-    name = "se_resnet20 Spearman(h_k, rho(J_k)), all stages pooled"
-    assert result.measured[name].values[0] == pytest.approx(pairs["spearman"]["rho"])
-    assert result.references[name].values[0] == pytest.approx(null["spearman"]["rho"])
+    for key, what in (("spearman", "all stages pooled"), ("spearman_within_stage", "within stages")):
+        name = f"se_resnet20 Spearman(h_k, rho(J_k)), {what}"
+        assert result.measured[name].values[0] == pytest.approx(pairs[key]["rho"], nan_ok=True)
+        assert result.references[name].values[0] == pytest.approx(null[key]["rho"], nan_ok=True)
     # resnet20: 3 stages x 3 blocks, the downsampling first blocks of stages 1 and 2 have no radius
     assert list(pairs["stage"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert np.isnan(pairs["radius"][[3, 6]]).all() and np.isfinite(np.delete(pairs["radius"], [3, 6])).all()
-    assert pairs["spearman"]["n"] == 7 and (pairs["h"] != null["h"]).any()  # one epoch moved the steps
-    # the verdict is the rule applied to the measured intervals
-    pooled = {m: f"{m} Spearman(h_k, rho(J_k)), all stages pooled" for m in MODELS}
-    expected = stiffness_verdict({m: (result.measured[pooled[m]], result.references[pooled[m]]) for m in MODELS})
+    assert pairs["spearman"]["n"] == pairs["spearman_within_stage"]["n"] == 7
+    assert (pairs["h"] != null["h"]).any()  # one epoch moved the steps
+    # the verdict is the rule applied to the within-stage intervals
+    within = {m: f"{m} Spearman(h_k, rho(J_k)), within stages" for m in MODELS}
+    expected = stiffness_verdict({m: (result.measured[within[m]],
+                                      result.measured[f"{within[m]}, trained minus untrained (paired by seed)"])
+                                  for m in MODELS})
     assert result.verdict == expected
     assert [row["network"] for row in result.table] == ["trained", "untrained"] * 2
     assert [name for name, _ in result.figures] == ["h_vs_radius"]
     assert len(result.figures[0][1].axes) == 2
 
 
+def test_measure_leaves_out_a_diverged_run_with_a_note(micro_runs, tmp_path):
+    spec = CLAIM.runs(MICRO)[0]  # se_resnet20, seed 0
+    write_json(tmp_path / "summary.json", {"status": "failed", "error": "TrainingDiverged: non-finite loss"})
+    result = CLAIM.measure({**micro_runs, spec.key(): tmp_path}, MICRO)
+    assert f"se_resnet20 seed {spec.config.seed} (diverged)" in " ".join(result.notes)
+    assert result.measured["se_resnet20 Spearman(h_k, rho(J_k)), within stages"].n == len(MICRO.seeds) - 1
+    assert result.measured["dia_resnet20 Spearman(h_k, rho(J_k)), within stages"].n == len(MICRO.seeds)
+
+
+def test_the_within_stage_rho_drops_a_trend_between_stages():
+    # the later stage has a larger radius and smaller steps, but within each stage h *rises* with the radius
+    stage = np.array([0, 0, 0, 1, 1, 1])
+    radius = np.array([1.0, 1.1, 1.2, 10.0, 11.0, 12.0])
+    h = np.array([0.9, 0.95, 1.0, 0.1, 0.15, 0.2])
+    assert rank_correlation(h, radius)["rho"] < -0.3  # pooled: "steps follow stiffness", from the stages alone
+    assert within_stage_rank_correlation(h, radius, stage)["rho"] > 0.8  # within stages: the opposite
+    # a block without a radius (a downsampling block) does not enter its stage's mean
+    radius_nan = np.array([10.0, 11.0, 12.0, np.nan, 1.0, 1.2])
+    h_nan = np.array([0.9, 0.95, 1.0, 50.0, 0.1, 0.2])  # a huge h on the block without a radius
+    assert within_stage_rank_correlation(h_nan, radius_nan, stage) == \
+        within_stage_rank_correlation(np.delete(h_nan, 3), np.delete(radius_nan, 3), np.delete(stage, 3))
+
+
 def _iv(*values):
     return mean_interval(values)
 
 
-def test_verdict_reproduced_when_every_model_lies_below_zero_and_below_its_untrained_network():
-    verdict = stiffness_verdict({"se": (_iv(-0.8, -0.7, -0.75), _iv(0.1, 0.0, 0.05)),
+def test_verdict_reproduced_when_every_model_lies_below_zero_and_below_its_untrained_network_paired():
+    verdict = stiffness_verdict({"se": (_iv(-0.8, -0.7, -0.75), _iv(-0.8, -0.7, -0.75)),
                                  "dia": (_iv(-0.9, -0.85, -0.88), _iv(-0.2, -0.1, -0.15))})
-    assert verdict.status == "reproduced"
+    assert verdict.status == "reproduced" and "within-stage" in verdict.reason
 
 
-@pytest.mark.parametrize("trained, untrained, why", [
-    ((-0.2, 0.3, 0.1), (0.1, 0.0, 0.05), "includes 0"),  # interval straddles 0
-    ((0.6, 0.7, 0.65), (0.1, 0.0, 0.05), "includes 0 or is positive"),  # positive
-    ((-0.8, -0.7, -0.75), (-0.8, -0.7, -0.72), "overlaps the untrained"),  # negative, but so was the untrained net
+@pytest.mark.parametrize("trained, gain, why", [
+    ((-0.2, 0.3, 0.1), (-0.3, -0.2, -0.25), "includes 0"),  # interval straddles 0
+    ((0.6, 0.7, 0.65), (0.5, 0.6, 0.55), "includes 0 or is positive"),  # positive
+    ((-0.8, -0.7, -0.75), (-0.05, 0.04, 0.0), "not below the untrained"),  # negative, but so was the untrained net
 ])
-def test_verdict_not_reproduced(trained, untrained, why):
-    verdict = stiffness_verdict({"se": (_iv(-0.8, -0.7, -0.75), _iv(0.1, 0.0, 0.05)),
-                                 "dia": (_iv(*trained), _iv(*untrained))})
+def test_verdict_not_reproduced(trained, gain, why):
+    verdict = stiffness_verdict({"se": (_iv(-0.8, -0.7, -0.75), _iv(-0.8, -0.7, -0.75)),
+                                 "dia": (_iv(*trained), _iv(*gain))})
     assert verdict.status == "not reproduced" and why in verdict.reason and "of dia" in verdict.reason
     assert "of se" not in verdict.reason  # only the model that fails is named
 
 
 def test_verdict_not_testable_without_intervals():
     assert stiffness_verdict({}).status == "not testable here"
-    one_seed = stiffness_verdict({"se": (_iv(-0.8), _iv(0.1))})
+    one_seed = stiffness_verdict({"se": (_iv(-0.8), _iv(-0.5))})
     assert one_seed.status == "not testable here" and "se" in one_seed.reason
-    undefined = stiffness_verdict({"se": (_iv(-0.8, math.nan), _iv(0.1, 0.0))})  # rho undefined for one seed
+    undefined = stiffness_verdict({"se": (_iv(-0.8, math.nan), _iv(-0.5, -0.4))})  # rho undefined for one seed
     assert undefined.status == "not testable here"
+    unpaired = stiffness_verdict({"se": (_iv(-0.8, -0.7), _iv(-0.5, math.nan))})  # the untrained rho undefined
+    assert unpaired.status == "not testable here"
+    unfinished = stiffness_verdict({"se": (_iv(-0.8, -0.7), _iv(-0.5, -0.4)), "dia": None})  # every dia run diverged
+    assert unfinished.status == "not testable here" and "dia: no run finished" in unfinished.reason

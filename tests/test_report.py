@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,12 @@ from dia_ode.analysis.intervals import mean_interval
 from dia_ode.cli import main
 from dia_ode.cli.train import train
 from dia_ode.engine import Trainer, TrainConfig
-from dia_ode.rundir import read_jsonl, read_summary
+from dia_ode.rundir import RunLocked, read_jsonl, read_summary, write_json
 from dia_ode.studies.claims import CLAIMS
 from dia_ode.studies.report import recorders
 from dia_ode.studies.report.budgets import Budget, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, execute, open_study, run_path, run_state
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict
+from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict, run_outcome
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.launchers import SlurmLauncher, create_launcher
 from dia_ode.studies.report.report import run_report
@@ -37,7 +39,6 @@ class FakeClaim(AbstractClaim):
     id = "fake"
     statement = "tiny networks learn digits"
     paper = "none: a test claim"
-    command = "dia-ode report --claims fake"
 
     def __init__(self, specs: list[RunSpec], fail: bool = False) -> None:
         self.specs, self.fail = specs, fail
@@ -243,6 +244,9 @@ def test_a_diverged_run_is_a_result_the_claim_measures(tmp_path, monkeypatch):
     (["--launcher", "slurm", "--launcher-option", "time=soon"], "--launcher-option"),
     (["--launcher-option", "time"], "--launcher-option"),
     (["--launcher", "local", "--launcher-option", "time=5"], "--launcher-option"),
+    (["--launcher", "slurm", "--launcher-option", "cluster=pbs"], "--launcher-option"),
+    (["--seed", "3"], "--seed"),  # the budget's seeds decide: refused, not silently ignored
+    (["--device", "cpu"], "--device"),
 ])
 def test_bad_options_exit_2_naming_the_option(tmp_path, args, option):
     result = report(*args, "--out", str(tmp_path))
@@ -267,3 +271,109 @@ def test_a_study_of_another_version_or_not_a_study_is_refused(tmp_path):
     assert refused.exit_code == 2 and "not a study directory" in refused.output
     with pytest.raises(ValueError, match="unknown recorder 'nope'"):
         execute(RunSpec(TrainConfig(), ("nope",)), open_study(tmp_path / "s", "smoke"))
+
+
+# ---- review fixes: the cache key, run outcomes, the study's integrity, recorders, commands ----------
+
+def test_the_cache_key_is_pinned_so_a_change_is_deliberate():
+    """Every TrainConfig field, defaults included, is hashed: a new field or a changed default changes
+    every key and a study retrains. If this fails on purpose, bump CACHE_VERSION (claim.py)."""
+    from dia_ode.studies.claims.dia_vs_se import backbone_config
+
+    assert tiny_spec(0).key() == "fdddf43a80ca4e8f"
+    # the cpu study's resnet20 run of seed 0 (the directory name the report found it under)
+    assert RunSpec(backbone_config("resnet20", get_budget("cpu"), 0, "digits")).key() == "77e3dbf8ea2b2de3"
+
+
+@pytest.mark.parametrize("summary, outcome, state", [
+    ({"test_acc": 0.5}, "finished", "done"),
+    ({"status": "failed", "error": "TrainingDiverged: loss is nan at epoch 1, step 3"}, "diverged", "done"),
+    ({"status": "failed", "error": "StepBudgetExceeded: dopri5 took 10000 steps"}, "diverged", "done"),
+    ({"status": "interrupted", "error": "KeyboardInterrupt"}, "failed", "new"),
+    ({"status": "failed", "error": "DataError: no files"}, "failed", "new"),
+    (None, "failed", "new"),
+])
+def test_run_outcome_and_terminal_errors(tmp_path, summary, outcome, state):
+    """One rule for every claim; a deterministic failure (TERMINAL_ERRORS) is reused, never retried."""
+    if summary is not None:
+        write_json(tmp_path / "summary.json", summary)
+    assert run_outcome(tmp_path) == outcome and run_state(tmp_path) == state
+
+
+def test_a_run_directory_holding_another_key_is_refused(tmp_path, fake):
+    spec = tiny_spec(0)
+    study = open_study(tmp_path / "s", "smoke")
+    run_dir = run_path(spec, study)
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "config.json", {"command": "train", "key": "0123456789abcdef"})
+    write_json(run_dir / "summary.json", {"test_acc": 0.9})
+    with pytest.raises(ValueError, match=f"{run_dir} holds the run of cache key 0123456789abcdef, not {spec.key()}"):
+        execute(spec, study)
+    fake([spec])
+    dry = report("--claims", "fake", "--study", str(study), "--dry-run")
+    assert dry.exit_code == 2 and "--study" in dry.output and "0123456789abcdef" in dry.output
+
+
+def test_a_resume_repairs_records_only_under_the_run_lock(tmp_path):
+    spec = tiny_spec(0, recorders_=("probe",))
+    recorders.RECORDERS["probe"] = lambda run_dir: (lambda epoch, row: {"seen": epoch})
+    try:
+        study = open_study(tmp_path / "s", "smoke")
+        run_dir = execute(spec, study)
+        (run_dir / "summary.json").unlink()  # as if killed after its checkpoint: state "resume"
+        write_json(run_dir / "records" / "probe.jsonl", {"epoch": 9})  # a line the repair would drop
+        records = (run_dir / "records" / "probe.jsonl").read_bytes()
+        holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; "
+                                   f"fd = os.open({str(run_dir / '.lock')!r}, os.O_RDWR | os.O_CREAT); "
+                                   "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            with pytest.raises(RunLocked):
+                execute(spec, study)
+        finally:
+            holder.kill()
+            holder.wait()
+        assert (run_dir / "records" / "probe.jsonl").read_bytes() == records  # untouched by the refused resume
+    finally:
+        recorders.RECORDERS.pop("probe")
+
+
+def test_the_framework_imports_no_claim_and_finds_claim_recorders_through_the_registry():
+    code = ("import sys; import dia_ode.studies.report.cache, dia_ode.studies.report.report; "
+            "assert not [m for m in sys.modules if m.startswith('dia_ode.studies.claims')], 'a claim imported'; "
+            "from dia_ode.studies.report.recorders import RECORDERS, check_recorders; "
+            "check_recorders(['attention_correlation']); print(sorted(RECORDERS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "attention_correlation" in out.stdout
+
+
+def test_read_jsonl_drops_only_a_last_line_cut_short(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_jsonl(path, partial_last=True) == [{"epoch": 1}, {"epoch": 2}]
+    with pytest.raises(ValueError):
+        read_jsonl(path)
+    path.write_text('{"epo\n{"epoch": 2}\n')
+    with pytest.raises(ValueError):  # a broken line in the middle is damage, not a kill during an append
+        read_jsonl(path, partial_last=True)
+
+
+def test_claim_commands_follow_the_budget_and_parts_reach_the_report(tmp_path, fake):
+    claim = CLAIMS["dia-improves-backbone"]
+    smoke, cpu = claim.commands(get_budget("smoke")), claim.commands(get_budget("cpu"))
+    assert smoke.startswith("dia-ode report --budget smoke --claims dia-improves-backbone; by hand: dia-ode train")
+    assert "--epochs 1 " in smoke and "base_width=4" in smoke and "--epochs 15 " in cpu and "base_width=16" in cpu
+
+    class TwoParts(FakeClaim):
+        def measure(self, run_dirs, budget):
+            return ClaimResult({}, {}, Verdict("not reproduced", "one part failed"),
+                               parts={"first": Verdict("reproduced", "fine"), "second": Verdict("not reproduced", "no")})
+
+    data = run_report([TwoParts([])], get_budget("smoke"), tmp_path / "s")
+    entry = data["claims"][0]
+    assert entry["command"] == "dia-ode report --budget smoke --claims fake"
+    assert entry["parts"]["second"] == {"status": "not reproduced", "reason": "no"}
+    text = (tmp_path / "s" / "report.md").read_text()
+    assert "- first: **reproduced.** fine" in text and "- second: **not reproduced.** no" in text

@@ -10,7 +10,9 @@ radius` prints the same pooled number). A negative rho is the solver-like answer
 
 Pooling mixes two trends: one within each stage (does h fall where rho rises from block to block?) and
 one between stages (later stages have other widths, resolutions and step sizes). The within-stage rho
-removes the second: each stage's mean is subtracted from h and from log rho before ranking.
+removes the second: each stage's mean over its pairs (the blocks with both an h and a rho) is subtracted
+from h and from log rho before ranking; a mean over every h of the stage would include the downsampling
+block, which has no rho, and leave a stage offset in the pairs.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def step_radius_pairs(model: nn.Module, x: torch.Tensor, radius_samples: int = 2
         {"stage": (B,) stage index of each block, "block": (B,) index within its stage,
          "h": (B,) mean step, "radius": (B,) spectral radius (NaN for shape-changing blocks),
          "spearman": rank_correlation(h, radius) over every stage's blocks pooled (NaN pairs left out),
-         "spearman_within_stage": the same after subtracting each stage's mean h and mean log radius}.
+         "spearman_within_stage": the same after subtracting each stage's mean h and mean log radius,
+         both over the stage's valid pairs}.
     """
     radii = block_radii(model, x[:radius_samples], k)
     with torch.no_grad():
@@ -69,17 +72,27 @@ def step_radius_pairs(model: nn.Module, x: torch.Tensor, radius_samples: int = 2
     stage = np.array(stage)
     return {"stage": stage, "block": np.array(block), "h": h, "radius": radius,
             "spearman": rank_correlation(h, radius),
-            "spearman_within_stage": rank_correlation(_within_stage(h, stage), _within_stage(np.log(radius), stage))}
+            "spearman_within_stage": within_stage_rank_correlation(h, radius, stage)}
 
 
-def _within_stage(values: np.ndarray, stage: np.ndarray) -> np.ndarray:
-    """`values` minus the mean of their stage's finite values (NaN stays NaN)."""
-    out = values.copy()
+def within_stage_rank_correlation(h: np.ndarray, radius: np.ndarray, stage: np.ndarray) -> dict:
+    """rank_correlation of h and log radius after removing each stage's means over its valid pairs.
+
+    Args:
+        h: (B,) mean step per block.
+        radius: (B,) spectral radius per block (NaN, inf or <= 0: not a valid pair).
+        stage: (B,) stage index per block.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_radius = np.log(radius)
+    valid = np.isfinite(h) & np.isfinite(log_radius)
+    h_in, r_in = np.full_like(h, np.nan), np.full_like(log_radius, np.nan)
     for s in np.unique(stage):
-        finite = (stage == s) & np.isfinite(values)
-        if finite.any():
-            out[stage == s] -= values[finite].mean()
-    return out
+        pairs = valid & (stage == s)
+        if pairs.any():
+            h_in[pairs] = h[pairs] - h[pairs].mean()
+            r_in[pairs] = log_radius[pairs] - log_radius[pairs].mean()
+    return rank_correlation(h_in, r_in)
 
 
-__all__ = ["block_radii", "step_radius_pairs"]
+__all__ = ["block_radii", "step_radius_pairs", "within_stage_rank_correlation"]

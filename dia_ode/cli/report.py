@@ -11,8 +11,11 @@ from dia_ode.rundir import start_run
 from dia_ode.studies.claims import CLAIMS, get_claim
 from dia_ode.studies.report.budgets import BUDGETS, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, open_study
-from dia_ode.studies.report.launchers import create_launcher
-from dia_ode.studies.report.report import NOT_TESTABLE, run_report
+from dia_ode.studies.report.claim import NOT_TESTABLE
+from dia_ode.studies.report.launchers import LauncherOptionError, create_launcher
+from dia_ode.studies.report.report import run_report
+
+UNUSED = {"seed": 0, "device": "auto"}  # common options the report has no use for: the budget and each run decide
 
 
 def _launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict[str, str]:
@@ -46,9 +49,13 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
     """Run or reuse the runs behind each claim, measure it, and write report.md, report.json and figures.
 
     Every run is cached in the study directory by the hash of its config, so a killed report resumes
-    without training a finished run twice. --seed and --device are not used: the budget's seeds and
+    without training a finished run twice. --seed and --device are refused: the budget's seeds and
     each run's own device ("auto") decide.
     """
+    for name, value in {"seed": seed, "device": device}.items():
+        if value != UNUSED[name]:
+            raise click.BadParameter(f"the report does not take --{name}: the budget's seeds and each run's "
+                                     f"device (auto) decide", param_hint=f"--{name}")
     preset = get_budget(budget)
     try:
         claims = [get_claim(c) for c in dict.fromkeys(claim_ids or CLAIMS)]
@@ -56,16 +63,21 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
         raise click.BadParameter(str(err), param_hint="--claims") from None
     try:
         runner = create_launcher(launcher, launcher_pairs)
+    except LauncherOptionError as err:
+        raise click.BadParameter(str(err), param_hint="--launcher-option") from None
     except ValueError as err:
-        hint = "--launcher-option" if "option" in str(err) else "--launcher"
-        raise click.BadParameter(str(err), param_hint=hint) from None
+        raise click.BadParameter(str(err), param_hint="--launcher") from None
     if study is not None and (not dry_run or (study / STUDY_FILE).exists()):
         try:  # a dry run makes nothing, but refuses a study it could not resume
             open_study(study, preset.name, create=not dry_run)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--study") from None
     if dry_run:
-        for line in run_report(claims, preset, study, dry_run=True)["dry_run"]:
+        try:
+            lines = run_report(claims, preset, study, dry_run=True)["dry_run"]
+        except ValueError as err:  # a run directory of the study holds another key's run (cache.run_state)
+            raise click.BadParameter(str(err), param_hint="--study") from None
+        for line in lines:
             click.echo(line)
         return
     if study is None:

@@ -84,11 +84,19 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All objects of a JSON-lines file ([] if it does not exist)."""
+def read_jsonl(path: str | os.PathLike, partial_last: bool = False) -> list[dict]:
+    """All objects of a JSON-lines file ([] if it does not exist); with `partial_last`, a last line cut
+    short (a process killed during its append) is dropped instead of raising."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1]]
+    try:
+        rows += [json.loads(line) for line in lines[-1:]]
+    except ValueError:
+        if not partial_last:
+            raise
+    return rows
 
 

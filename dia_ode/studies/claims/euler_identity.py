@@ -1,16 +1,21 @@
-"""Claim "euler-step": a residual stage is a forward-Euler step over depth, x_{k+1} = x_k + h_k ⊙ f_k(x_k).
+"""Claim "euler-step" (a construction check): a residual stage is a forward-Euler step over depth,
+x_{k+1} = x_k + h_k ⊙ f_k(x_k).
 
 The reading behind the whole project (DESIGN.md; "Dense-and-Implicit Attention Network",
 arXiv 1905.10671, and the ODE reading of ResNets, arXiv 1710.10121): every discrete family, with and
 without attention, must satisfy it exactly as its stage computes it,
 
-    x_{k+1} = post(shortcut(x_k) + h_k ⊙ f_k(x_k)),
+    x_{k+1} = post(x_k + h_k ⊙ f_k(x_k))              (a shape-preserving block: identity shortcut)
+    x_{k+1} = post(projection(x_k) + h_k ⊙ f_k(x_k))  (a block that changes shape: its projection),
 
-post the ReLU of a post-activation ResNet (identity otherwise) and shortcut a projection in a stage's
-first block (identity otherwise). No training: every registered discrete family (TINY) is built with
-attention none, se and dia (those it supports) at a tiny size for each of the budget's seeds, traced
-on random 8x8 inputs with solvers.trace (all-zero parameters drawn at random first, so that
-no branch is trivially zero), and each step is recomputed from the recorded x_k, f_k, h_k.
+post the ReLU of a post-activation ResNet (identity otherwise). The identity shortcut is x_k itself, not
+whatever the block's shortcut() returns: a block without skip (skip=False, x_{k+1} = post(h_k f_k)) is no
+Euler step and must fail the check, and a shape-changing block without a projection cannot be one
+(defect 1). It checks the construction of the code, not a finding of a paper. No training: every
+registered discrete family (TINY) is built with attention none, se and dia (those it supports) at a
+tiny size for each of the budget's seeds, traced on random 8x8 inputs with solvers.trace (all-zero
+parameters drawn at random first, so that no branch is trivially zero), and each step is recomputed
+from the recorded x_k, f_k, h_k.
 
 Statistic: per family, the largest relative defect max|x_{k+1} - post(shortcut(x_k) + h_k f_k)| /
 max|x_{k+1}| over stages, steps and attentions, one value per seed; tracing must also leave the output
@@ -33,8 +38,9 @@ import torch
 from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.models import create_model, list_models, model_entry
 from dia_ode.solvers import recorded_modules, trace
+from dia_ode.solvers.trace import StageTrace
 from dia_ode.studies.report.budgets import Budget
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict
+from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict
 
 TOLERANCE = 1e-5
 ROUNDOFF = float(torch.finfo(torch.float32).eps)
@@ -50,6 +56,14 @@ TINY: dict[str, tuple[str, dict]] = {
 }
 
 
+def euler_skip(block: torch.nn.Module, x: torch.Tensor, x_next: torch.Tensor) -> torch.Tensor | None:
+    """What an Euler step of `block` adds h_k f_k to: x itself when the block keeps the shape and has no
+    projection, the block's projection shortcut when it has one, None when it changes shape without one."""
+    if getattr(block, "projection", None) is not None:
+        return block.shortcut(x)  # the projection (WRN's reads the pre-activated x: the block knows how)
+    return x if x.shape == x_next.shape else None
+
+
 def euler_defects(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """(largest relative defect of the Euler identity, the same with h_k := 1) over the model's stages.
 
@@ -63,13 +77,22 @@ def euler_defects(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float
         for stage, tr in zip(recorded_modules(model), traces):
             if tr.kind != "discrete":
                 continue
-            for k, block in enumerate(stage.blocks):
-                x_next, skip = tr.states[k + 1], block.shortcut(tr.states[k])
-                scale = x_next.abs().max().clamp_min(torch.finfo(x_next.dtype).tiny)
-                euler = stage.post(skip + tr.steps[k] * tr.updates[k])
-                defect = max(defect, float((x_next - euler).abs().max() / scale))
-                without_step = max(without_step, float((x_next - stage.post(skip + tr.updates[k])).abs().max() / scale))
+            for k in range(len(stage.blocks)):
+                block_defect = step_defects(stage, tr, k)
+                defect, without_step = max(defect, block_defect[0]), max(without_step, block_defect[1])
     return defect, without_step
+
+
+def step_defects(stage: torch.nn.Module, tr: StageTrace, k: int) -> tuple[float, float]:
+    """(relative defect of x_{k+1} = post(skip + h_k f_k), the same with h_k := 1) of block k of a traced
+    discrete stage, skip as euler_skip gives it; (1.0, 1.0) for a block that cannot be an Euler step."""
+    x_next = tr.states[k + 1]
+    skip = euler_skip(stage.blocks[k], tr.states[k], x_next)
+    if skip is None:
+        return 1.0, 1.0
+    scale = x_next.abs().max().clamp_min(torch.finfo(x_next.dtype).tiny)
+    return tuple(float((x_next - stage.post(skip + h * tr.updates[k])).abs().max() / scale)
+                 for h in (tr.steps[k], 1.0))
 
 
 def without_zero_parameters(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,7 +108,7 @@ def without_zero_parameters(model: torch.nn.Module) -> torch.nn.Module:
 def verdict(defects: dict[str, Interval], untested: list[str]) -> Verdict:
     """The rule of the module docstring on per-family defects over seeds."""
     if untested:
-        return Verdict("not testable here", f"discrete families without a tiny setting in TINY: {', '.join(untested)}")
+        return Verdict(NOT_TESTABLE, f"discrete families without a tiny setting in TINY: {', '.join(untested)}")
     worst = max(defects, key=lambda family: max(defects[family].values))
     largest = max(defects[worst].values)
     if largest < TOLERANCE:
@@ -97,10 +120,10 @@ def verdict(defects: dict[str, Interval], untested: list[str]) -> Verdict:
 
 class EulerStep(AbstractClaim):
     id = "euler-step"
-    statement = "A residual stage is a forward-Euler step over depth: x_{k+1} = x_k + h_k ⊙ f_k(x_k)."
+    statement = ("A residual stage is a forward-Euler step over depth: x_{k+1} = x_k + h_k ⊙ f_k(x_k) (a check "
+                 "of the construction, not a finding)")
     paper = ("the ODE reading of residual networks that DIA's step-size interpretation rests on (arXiv 1710.10121; "
              "DIA, arXiv 1905.10671): an identity, exact up to float rounding")
-    command = "dia-ode report --claims euler-step"
 
     def runs(self, budget: Budget) -> list[RunSpec]:
         return []  # an identity of the construction: checked on untrained models
@@ -126,7 +149,9 @@ class EulerStep(AbstractClaim):
             defects[family] = mean_interval(per_seed)
         measured = {f"{family}: max relative defect": iv for family, iv in defects.items()}
         references = {key: mean_interval([ROUNDOFF] * len(budget.seeds)) for key in measured}
-        notes = ["reference: float32 unit roundoff; the column 'with h_k := 1' is the same check with the step "
+        notes = ["a construction check: x_{k+1} is recomputed from the traced x_k, h_k, f_k with the identity as "
+                 "shortcut (a projection only where the block has one), so a stage without skip fails it",
+                 "reference: float32 unit roundoff; the column 'with h_k := 1' is the same check with the step "
                  "left out, large for attention models: the check can tell a step from none",
                  f"families: {', '.join(families)}; attentions: {', '.join(ATTENTIONS)} where supported; "
                  f"random (4, 1, 8, 8) inputs, eval mode"]

@@ -15,16 +15,21 @@ claim's runs (same RunSpec keys: the report trains them once). Without skip conn
 no longer an Euler integrator: x_{k+1} = post(h_k f_k(x_k)) (models/blocks.py).
 
 Measured: test accuracy of each (ablation, model) as a 95% t-interval over seeds, next to the same
-model unablated (the reference); a run that diverged (TrainingDiverged) counts at chance accuracy,
-1 / number of classes, since it left no trained network. Per-stage gradient norms ||d loss /
-d theta_stage|| on a fixed batch of budget.samples test images (analysis/gradients.py), of the
-trained network and of the untrained one of the same seed, in the table.
+model unablated (the reference). Runs that did not finish follow claim.run_outcome, as in
+dia-improves-backbone: a diverged run (TrainingDiverged, StepBudgetExceeded) counts at chance accuracy,
+1 / number of classes, since training failed; a failed one is left out; the notes name both.
+Per-stage gradient norms ||d loss / d theta_stage|| on a fixed batch of budget.samples test images
+(analysis/gradients.py), of the trained network and of the untrained one of the same seed, in the
+table (finished runs only: a diverged run has no trained network to differentiate).
 
-Verdict rule, per ablation, on differences paired by seed (same data order):
-- the backbone degrades: the 95% interval of (plain ablated - plain unablated) lies below 0;
+Verdict rule, per ablation, on differences paired by seed (same data order). The claim is
+conditional on the backbone degrading, so an ablation is testable only where it does:
+- the backbone degrades: the 95% interval of (plain ablated - plain unablated) lies below 0; where it
+  does not, that ablation is "not testable (the backbone does not degrade at this depth/budget)";
 - DIA stabilises: the 95% interval of (dia ablated - plain ablated) lies above 0.
-reproduced when both hold in at least 2 of the 3 ablations; not reproduced otherwise, with the
-ablations that failed and why; not testable here with fewer than two seeds.
+reproduced when DIA stabilises in more than half of the testable ablations (2 of 3 when all degrade,
+1 of 1 when one does); not reproduced otherwise, with the ablations that failed and why; not testable
+here when no ablation degrades the backbone, or an ablation has fewer than two paired seeds.
 
 Cost at the cpu budget: 27 ablated runs (3 ablations x 3 models x 3 seeds, 15 epochs, width 16,
 digits) at about 3 s per epoch on one core (OMP_NUM_THREADS=1): ~20 minutes on one core, ~10 with
@@ -33,20 +38,20 @@ digits) at about 3 s per epoch on one core (OMP_NUM_THREADS=1): ~20 minutes on o
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from dia_ode.analysis.attention_nulls import untrained_model
 from dia_ode.analysis.gradients import stage_gradient_norms
-from dia_ode.analysis.intervals import Interval, mean_interval
+from dia_ode.analysis.intervals import Interval
 from dia_ode.engine import TrainConfig
-from dia_ode.rundir import has_results, load_run, read_summary
-from dia_ode.studies.claims.dia_vs_se import DIA, MODELS, PLAIN, backbone_config, paired_difference
+from dia_ode.rundir import load_run
+from dia_ode.studies.claims.dia_vs_se import (DIA, MODELS, PLAIN, accuracy_interval, backbone_config, chance_accuracy,
+                                              outcome_accuracy, paired_difference, unfinished_note)
 from dia_ode.studies.report.budgets import Budget, first_dataset
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict, no_dataset
+from dia_ode.studies.report.claim import (DIVERGED, FINISHED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, AbstractClaim,
+                                          ClaimResult, RunSpec, Verdict, no_dataset, run_outcome)
 from dia_ode.tasks import get_task
 
-ACCURACY = (0.0, 1.0)  # an accuracy interval is clipped to the range an accuracy can take
 
 REFERENCE = "none"
 ABLATIONS: dict[str, dict] = {  # ablation -> (TrainConfig field or model option) overrides of backbone_config
@@ -54,7 +59,7 @@ ABLATIONS: dict[str, dict] = {  # ablation -> (TrainConfig field or model option
     "no_bn": {"batch_norm": False},
     "no_augment": {"augment": False},
 }
-MIN_STABILISED = 2  # of the 3 ablations
+NO_DEGRADATION = "not testable (the backbone does not degrade at this depth/budget)"
 
 
 def ablated_config(ablation: str, model: str, budget: Budget, seed: int, dataset: str) -> TrainConfig:
@@ -71,22 +76,25 @@ def ablation_verdict(plain_drop: dict[str, Interval], dia_gain: dict[str, Interv
     """
     missing = [a for a in plain_drop if plain_drop[a].low is None or dia_gain[a].low is None]
     if missing:
-        return Verdict("not testable here", f"no interval for {', '.join(missing)} (fewer than two finished seeds)")
-    held, failed = [], []
+        return Verdict(NOT_TESTABLE, f"no interval for {', '.join(missing)} (fewer than two paired seeds)")
+    held, failed, untestable = [], [], []
     for ablation in plain_drop:
         drop, gain = plain_drop[ablation], dia_gain[ablation]
         if drop.high >= 0:
-            failed.append(f"{ablation}: the backbone does not degrade (plain - reference {drop.format_ci()})")
+            untestable.append(f"{ablation}: {NO_DEGRADATION}, plain - reference {drop.format_ci()}")
         elif gain.low <= 0:
             failed.append(f"{ablation}: DIA is not above the plain backbone (dia - plain {gain.format_ci()})")
         else:
             held.append(ablation)
-    if len(held) >= MIN_STABILISED:
-        return Verdict("reproduced", f"the backbone degrades and DIA stays above it in {', '.join(held)}"
-                                     + (f"; not in {'; '.join(failed)}" if failed else ""))
-    details = ([f"holds in {', '.join(held)}"] if held else []) + failed
-    return Verdict("not reproduced", f"holds in {len(held)} of {len(plain_drop)} ablations "
-                                     f"(needs {MIN_STABILISED}): {'; '.join(details)}")
+    testable = len(held) + len(failed)
+    if not testable:
+        return Verdict(NOT_TESTABLE, f"no ablation degrades the backbone: {'; '.join(untestable)}")
+    details = "; ".join(([f"holds in {', '.join(held)}"] if held else []) + failed + untestable)
+    if 2 * len(held) > testable:
+        return Verdict(REPRODUCED, f"DIA stays above the degraded backbone in {len(held)} of {testable} testable "
+                                   f"ablations: {details}")
+    return Verdict(NOT_REPRODUCED, f"DIA stays above the degraded backbone in {len(held)} of {testable} testable "
+                                   f"ablations (needs more than half): {details}")
 
 
 class DiaStabilisesTraining(AbstractClaim):
@@ -98,8 +106,6 @@ class DiaStabilisesTraining(AbstractClaim):
     paper = ("DIANet (arXiv 1905.10671), DIA-LSTM's regularisation experiments: removing the skip connections "
              "or the BatchNorm of the whole ResNet hurts the backbone, DIA recovers much of it; "
              "DIA (arXiv 2210.16101) adds training without augmentation")
-    command = ("dia-ode train --model dia_resnet20 --seeds 0,1,2 --epochs 15 --model-option base_width=16 "
-               "--model-option skip=False (likewise batch_norm=False, or --no-augment; resnet20, se_resnet20)")
 
     def runs(self, budget: Budget) -> list[RunSpec]:
         dataset = first_dataset(budget)
@@ -115,10 +121,10 @@ class DiaStabilisesTraining(AbstractClaim):
         task = get_task("classification")
         dirs = {(a, m): [run_dirs[RunSpec(ablated_config(a, m, budget, seed, dataset)).key()] for seed in budget.seeds]
                 for a in (REFERENCE, *ABLATIONS) for m in MODELS}
-        chance = _chance(dirs)
-        acc = {k: [_accuracy(d, chance) for d in ds] for k, ds in dirs.items()}
-        measured = {f"{a} {m} test accuracy": mean_interval(acc[a, m], bounds=ACCURACY) for a in ABLATIONS for m in MODELS}
-        references = {f"{m} test accuracy (unablated)": mean_interval(acc[REFERENCE, m], bounds=ACCURACY) for m in MODELS}
+        chance = chance_accuracy(dataset)
+        acc = {k: [outcome_accuracy(d, chance) for d in ds] for k, ds in dirs.items()}
+        measured = {f"{a} {m} test accuracy": accuracy_interval(acc[a, m]) for a in ABLATIONS for m in MODELS}
+        references = {f"{m} test accuracy (unablated)": accuracy_interval(acc[REFERENCE, m]) for m in MODELS}
         plain_drop = {a: paired_difference(acc[a, PLAIN], acc[REFERENCE, PLAIN]) for a in ABLATIONS}
         dia_gain = {a: paired_difference(acc[a, DIA], acc[a, PLAIN]) for a in ABLATIONS}
         for a in ABLATIONS:
@@ -127,43 +133,23 @@ class DiaStabilisesTraining(AbstractClaim):
         table = []
         for (a, m), ds in dirs.items():
             trained, untrained = _gradient_norms(ds, budget, task)
-            table.append({"ablation": a, "model": m, "test accuracy": mean_interval(acc[a, m], bounds=ACCURACY).format(),
-                          "95% CI": mean_interval(acc[a, m], bounds=ACCURACY).format_ci(),
-                          "diverged": sum(_diverged(d) for d in ds),
+            table.append({"ablation": a, "model": m, "test accuracy": accuracy_interval(acc[a, m]).format(),
+                          "95% CI": accuracy_interval(acc[a, m]).format_ci(),
+                          "diverged": sum(run_outcome(d) == DIVERGED for d in ds),
                           "grad norm per stage (trained)": trained, "grad norm per stage (untrained)": untrained})
         notes = [f"{dataset}, {budget.epochs} epochs, base_width {budget.width}, seeds {list(budget.seeds)}; "
                  f"a diverged run counts at chance accuracy {chance:.3f}",
+                 *unfinished_note({f"{a} {m}": ds for (a, m), ds in dirs.items()}, chance),
                  f"gradient norms: ||d loss / d theta|| per stage (stages.0 / .1 / .2), mean over seeds, on the first "
                  f"{budget.samples} test images in train mode (batch statistics)"]
         return ClaimResult(measured, references, ablation_verdict(plain_drop, dia_gain), table=table, notes=notes)
-
-
-def _diverged(run_dir: Path) -> bool:
-    return str(read_summary(run_dir).get("error", "")).startswith("TrainingDiverged")
-
-
-def _accuracy(run_dir: Path, chance: float) -> float:
-    """Test accuracy; chance for a diverged run; nan for any other run without results."""
-    summary = read_summary(run_dir)
-    if has_results(summary):
-        return float(summary["test_acc"])
-    return chance if _diverged(run_dir) else math.nan
-
-
-def _chance(dirs: dict[tuple[str, str], list[Path]]) -> float:
-    """1 / number of classes of the study's test split, read from a finished run (10 when none finished)."""
-    for ds in dirs.values():
-        for d in ds:
-            if has_results(read_summary(d)):
-                return 1.0 / (int(load_run(d).test.labels.max()) + 1)
-    return 0.1
 
 
 def _gradient_norms(run_dirs: list[Path], budget: Budget, task) -> tuple[str, str]:
     """'a / b / c' per-stage gradient norms (mean over the finished seeds), trained and untrained."""
     trained, untrained = [], []
     for d in run_dirs:
-        if not has_results(read_summary(d)):
+        if run_outcome(d) != FINISHED:  # no trained network (the notes name it)
             continue
         run = load_run(d)
         batch = run.test_batch(budget.samples)

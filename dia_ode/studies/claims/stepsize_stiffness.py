@@ -3,25 +3,31 @@
 "Understanding Self-attention Mechanism via Dynamical System Perspective" (Huang et al., ICCV 2023,
 pp. 1412-1422) reads a self-attention module as a stiffness-aware step-size adaptor of the residual ODE
 x_{k+1} = x_k + h_k ⊙ f_k(x_k): like an adaptive solver, it should take small steps h_k where f_k is
-stiff. Runs: se_resnet20 and dia_resnet20 (base width = the budget's width, the budget's epochs, every
-seed) on the budget's first available dataset.
+stiff. Runs: se_resnet20 (with the SE options of claims.se_options, as cross-layer-correlation: the
+default reduction 16 leaves 1-2 hidden units, and a dead ReLU unit makes a block's steps constant) and
+dia_resnet20 (base width = the budget's width, the budget's epochs, every seed) on the budget's first
+available dataset. A run that diverged or failed is left out with a note (claims.trained_runs).
 
 Statistic: per run, Spearman's rank correlation between h_k, the mean step of block k (over the first
 `budget.samples` test images and the channels), and rho(J_k), the spectral radius of J_k = df_k/dx at
-x_k (mean over RADIUS_SAMPLES images; analysis.step_radius, the number `dia-ode stepsize --against
-radius` prints as "all stages pooled"), over the blocks of every stage pooled: a stage of 3 blocks
-alone has fewer pairs than analysis.stepsize.MIN_PAIRS (the downsampling first block of stages 1 and 2
-has no square Jacobian, so resnet20 gives 7 pairs). Over seeds as a 95% Student-t interval. Reference:
-the same statistic on the untrained network of the same seed (analysis.attention_nulls.untrained_model):
-a negative rho there is the construction's, not something training taught the attention. Secondary
-(table and notes, not in the verdict): the within-stage rho, each stage's mean removed from h and
-log rho first, which drops the trend between stages that pooling mixes in.
+x_k (mean over RADIUS_SAMPLES images; analysis.step_radius) *within stages*: each stage's mean is
+removed from h and from log rho (over the blocks that have both) before ranking the blocks of all
+stages together. Why within: the stages differ in width, resolution and controller, which moves both
+h and rho, so the rho pooled over stages (the number `dia-ode stepsize --against radius` prints) can
+come from a trend between stages alone; a stage of 3 blocks has too few pairs for a Spearman of its
+own (analysis.stepsize.MIN_PAIRS; the downsampling first block of stages 1 and 2 has no square
+Jacobian, so resnet20 gives 7 pairs). Over seeds as a 95% Student-t interval. Reference: the same
+statistic on the untrained network of the same seed (analysis.attention_nulls.untrained_model), paired
+by seed: the difference trained - untrained per seed, as a 95% Student-t interval over seeds; a
+negative rho of the untrained network is the construction's, not something training taught the
+attention. Secondary (table, not in the verdict): the rho pooled over stages, trained and untrained.
 
-Verdict rule: a model *shows* the claim when the upper end of its trained interval lies below 0
-(larger radius, smaller step) and below the lower end of its untrained interval. "reproduced" when
-every model shows it; "not reproduced" when a model's interval includes 0, is positive, or overlaps
-its untrained reference; "not testable here" when no dataset of the budget is available or a model's
-trained or untrained rho has no interval (one seed, or rho undefined: too few pairs, constant steps).
+Verdict rule: a model *shows* the claim when the upper end of its trained within-stage interval lies
+below 0 (larger radius, smaller step) and the upper end of its paired difference trained - untrained
+lies below 0. "reproduced" when every model shows it; "not reproduced" when a model's interval
+includes 0, is positive, or its paired difference includes 0 or is positive; "not testable here" when
+no dataset of the budget is available, no run of a model finished, or a model's trained rho or paired
+difference has no interval (fewer than 2 finished seeds, or rho undefined: too few pairs, constant steps).
 
 CPU cost (2 cores shared with other jobs, OMP_NUM_THREADS=1, digits, width 16): training about 1.7 s
 (se) and 1.8 s (dia) per epoch; measure() about 30 s per run (eigen-solves of every block for the trained
@@ -39,44 +45,59 @@ from matplotlib.figure import Figure
 from dia_ode.analysis.attention_nulls import untrained_model
 from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.analysis.step_radius import step_radius_pairs
-from dia_ode.engine import recipe_config
 from dia_ode.rundir import load_run
+from dia_ode.studies.claims.se_options import SE_OPTIONS
+from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict
+from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict, study_config
 
 RANK_RANGE = (-1.0, 1.0)  # a Spearman rho: its t interval is clipped to the range rho can take
+DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two rhos
+VERDICT_STATISTIC = "spearman_within_stage"  # the pooled "spearman" is secondary (module docstring)
+STATISTICS = {"spearman_within_stage": "within stages", "spearman": "all stages pooled"}
 
 MODELS = ("se_resnet20", "dia_resnet20")
+OPTIONS = {"se_resnet20": SE_OPTIONS}  # model options besides the width
 RADIUS_SAMPLES = 2  # images whose spectra are averaged per block: 2 and 4 gave the same rho (width 16, digits)
 NETWORKS = ("trained", "untrained")
 
 
-def model_shows_claim(trained: Interval, untrained: Interval) -> bool | None:
-    """Whether the trained rho interval lies below 0 and below the untrained one; None without intervals."""
-    if trained.high is None or untrained.low is None:
+def model_shows_claim(trained: Interval, over_untrained: Interval) -> bool | None:
+    """Whether the trained within-stage rho interval and the paired difference trained - untrained both
+    lie below 0; None when one of them has no interval."""
+    if trained.high is None or over_untrained.high is None:
         return None
-    return trained.high < 0 and trained.high < untrained.low
+    return trained.high < 0 and over_untrained.high < 0
 
 
-def stiffness_verdict(models: dict[str, tuple[Interval, Interval]]) -> Verdict:
-    """The claim's verdict from each model's (trained, untrained) pooled-rho intervals (module docstring)."""
+def stiffness_verdict(models: dict[str, tuple[Interval, Interval] | None]) -> Verdict:
+    """The claim's verdict (module docstring).
+
+    Args:
+        models: model -> (trained within-stage rho, trained - untrained rho paired by seed) Intervals,
+            or None when no run of the model finished.
+    """
     if not models:
-        return Verdict("not testable here", "no run: none of the budget's datasets is available")
+        return Verdict(NOT_TESTABLE, "no run: none of the budget's datasets is available")
+    unfinished = [model for model, pair in models.items() if pair is None]
+    if unfinished:
+        return Verdict(NOT_TESTABLE, f"{', '.join(unfinished)}: no run finished (every seed diverged or "
+                                            f"failed)")
     shows = {model: model_shows_claim(*pair) for model, pair in models.items()}
     missing = [model for model, s in shows.items() if s is None]
     if missing:
-        return Verdict("not testable here", f"{', '.join(missing)}: a Spearman rho has no 95% interval (one seed, "
-                                            f"or rho undefined: too few pairs or constant steps)")
-    found = "; ".join(f"{model} {trained.format('.2f')} {trained.format_ci('.2f')} vs untrained "
-                      f"{untrained.format_ci('.2f')}" for model, (trained, untrained) in models.items())
+        return Verdict(NOT_TESTABLE, f"{', '.join(missing)}: a Spearman rho has no 95% interval (fewer than "
+                                            f"2 finished seeds, or rho undefined: too few pairs or constant steps)")
+    found = "; ".join(f"{model} {trained.format('.2f')} {trained.format_ci('.2f')}, minus untrained "
+                      f"{gain.format('.2f')} {gain.format_ci('.2f')}" for model, (trained, gain) in models.items())
     if all(shows.values()):
-        return Verdict("reproduced", f"Spearman(h_k, rho(J_k)) lies below 0 and below the untrained network's "
-                                     f"for every model ({found})")
-    why = {model: ("includes 0 or is positive" if trained.high >= 0 else "is negative but overlaps the untrained "
-                   "network's (the construction, not training)")
-           for model, (trained, untrained) in models.items() if not shows[model]}
-    return Verdict("not reproduced", "the trained interval " + "; ".join(f"of {m} {w}" for m, w in why.items())
-                   + f" ({found})")
+        return Verdict("reproduced", f"the within-stage Spearman(h_k, rho(J_k)) lies below 0 and below the untrained "
+                                     f"network's (paired by seed) for every model ({found})")
+    why = {model: ("includes 0 or is positive" if trained.high >= 0 else "is negative but not below the untrained "
+                   "network's, paired by seed (the construction, not training)")
+           for model, (trained, gain) in models.items() if not shows[model]}
+    return Verdict("not reproduced", "the trained within-stage interval " + "; ".join(
+        f"of {m} {w}" for m, w in why.items()) + f" ({found})")
 
 
 class StepsFollowStiffness(AbstractClaim):
@@ -86,17 +107,13 @@ class StepsFollowStiffness(AbstractClaim):
     statement = "attention step sizes shrink where the learned dynamics are stiff"
     paper = ("qualitative: SAMs act as stiffness-aware step-size adaptors (Understanding Self-attention "
              "Mechanism via Dynamical System Perspective, Huang et al., ICCV 2023)")
-    command = ("dia-ode train --model se_resnet20 --dataset digits --epochs 15 --seeds 0,1,2 "
-               "--model-option base_width=16 (and --model dia_resnet20); then for each run: "
-               "dia-ode stepsize RUN --against radius --samples 256 --radius-samples 2")
 
     def runs(self, budget: Budget) -> list[RunSpec]:
         dataset = first_dataset(budget)
         if dataset is None:
             return []
-        given = {"model", "dataset", "epochs", "seed", "model_options"}
-        return [RunSpec(recipe_config({"model": model, "dataset": dataset, "epochs": budget.epochs, "seed": seed,
-                                       "model_options": {"base_width": budget.width}}, given))
+        return [RunSpec(study_config(model, dataset, budget, seed,
+                                     {**OPTIONS.get(model, {}), "base_width": budget.width}))
                 for model in MODELS for seed in budget.seeds]
 
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
@@ -104,37 +121,47 @@ class StepsFollowStiffness(AbstractClaim):
         if not specs:
             return ClaimResult({}, {}, stiffness_verdict({}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
-        pairs: dict[str, list[dict]] = {}  # model -> per seed {"trained": pairs, "untrained": pairs}
-        for spec in specs:
-            pairs.setdefault(spec.config.model, []).append(_run_pairs(Path(run_dirs[spec.key()]), budget.samples))
+        runs, skipped = trained_runs(specs, run_dirs)
+        pairs: dict[str, list[dict]] = {model: [] for model in MODELS}  # per seed {"trained": .., "untrained": ..}
+        for spec, run_dir in runs:
+            pairs[spec.config.model].append(_run_pairs(run_dir, budget.samples))
         measured, references, table, verdict_pairs = {}, {}, [], {}
         for model, seeds in pairs.items():
-            ivs = {(net, key): mean_interval([seed[net][key]["rho"] for seed in seeds], bounds=RANK_RANGE)
-                   for net in NETWORKS for key in ("spearman", "spearman_within_stage")}
-            for key, what in (("spearman", "all stages pooled"), ("spearman_within_stage", "within stages")):
+            if not seeds:
+                verdict_pairs[model] = None
+                continue
+            rho = {(net, key): [seed[net][key]["rho"] for seed in seeds] for net in NETWORKS for key in STATISTICS}
+            ivs = {pair: mean_interval(values, bounds=RANK_RANGE) for pair, values in rho.items()}
+            gains = {key: mean_interval(np.subtract(rho["trained", key], rho["untrained", key]),
+                                        bounds=DIFFERENCE_RANGE)
+                     for key in STATISTICS}
+            for key, what in STATISTICS.items():
                 name = f"{model} Spearman(h_k, rho(J_k)), {what}"
                 measured[name], references[name] = ivs["trained", key], ivs["untrained", key]  # report: side by side
-            verdict_pairs[model] = (ivs["trained", "spearman"], ivs["untrained", "spearman"])
+                measured[f"{name}, trained minus untrained (paired by seed)"] = gains[key]
+            verdict_pairs[model] = (ivs["trained", VERDICT_STATISTIC], gains[VERDICT_STATISTIC])
             for net in NETWORKS:
                 table.append({"model": model, "network": net, "pairs per seed": _pair_counts(seeds, net),
                               "mean h": f"{np.mean([np.mean(s[net]['h']) for s in seeds]):.3f}",
                               "mean rho(J)": f"{np.mean([np.nanmean(s[net]['radius']) for s in seeds]):.3g}",
-                              **{label: f"{ivs[net, key].format('.2f')} {ivs[net, key].format_ci('.2f')}"
-                                 for label, key in (("Spearman pooled", "spearman"),
-                                                    ("Spearman within stages", "spearman_within_stage"))}})
+                              **{f"Spearman {what}": f"{ivs[net, key].format('.2f')} {ivs[net, key].format_ci('.2f')}"
+                                 for key, what in STATISTICS.items()}})
+        pairs = {model: seeds for model, seeds in pairs.items() if seeds}
         dataset = specs[0].config.dataset
-        notes = [f"{', '.join(pairs)} on {dataset}, {len(budget.seeds)} seeds, {budget.epochs} epochs, base width "
-                 f"{budget.width}; h_k over the first {budget.samples} test images, rho(J_k) = largest |eigenvalue| "
-                 f"of df_k/dx at x_k averaged over {RADIUS_SAMPLES} images; intervals are 95% Student-t over seeds; "
-                 f"reference: the untrained network of the same seed on the same images",
-                 "the downsampling first block of a later stage changes shape (no square Jacobian) and is left out",
-                 "pooled rho mixes the trend between stages (other widths, resolutions and controllers) with the one "
-                 "within each stage; where it differs from the within-stage rho, the step sizes follow the stages, "
-                 "not the stiffness block by block"]
+        seeds_per_model = ", ".join(f"{model} {len(seeds)} seeds" for model, seeds in pairs.items())
+        notes = skipped + [
+            f"{seeds_per_model or 'no finished run'} on {dataset}, {budget.epochs} epochs, base width {budget.width}; "
+            f"h_k over the first {budget.samples} test images, rho(J_k) = largest |eigenvalue| of df_k/dx at x_k "
+            f"averaged over {RADIUS_SAMPLES} images; intervals are 95% Student-t over seeds; reference: the "
+            f"untrained network of the same seed on the same images, compared by the per-seed difference",
+            "the downsampling first block of a later stage changes shape (no square Jacobian) and is left out",
+            "the verdict reads the within-stage rho; the pooled rho (secondary) mixes in the trend between stages "
+            "(other widths, resolutions and controllers): where only the pooled one is negative, the step sizes "
+            "follow the stages, not the stiffness block by block"]
         notes += [_undefined_note(model, seeds) for model, seeds in pairs.items() if _undefined_note(model, seeds)]
-        figure = plot_steps_against_radius(pairs, f"{dataset}, {budget.epochs} epochs, {len(budget.seeds)} seeds")
-        return ClaimResult(measured, references, stiffness_verdict(verdict_pairs), table,
-                           [("h_vs_radius", figure)], notes)
+        figures = [("h_vs_radius", plot_steps_against_radius(
+            pairs, f"{dataset}, {budget.epochs} epochs, {len(budget.seeds)} seeds"))] if pairs else []
+        return ClaimResult(measured, references, stiffness_verdict(verdict_pairs), table, figures, notes)
 
 
 def _run_pairs(run_dir: Path, samples: int) -> dict:
@@ -153,7 +180,7 @@ def _pair_counts(seeds: list[dict], net: str) -> str:
 
 def _undefined_note(model: str, seeds: list[dict]) -> str:
     """Why a seed's rho is undefined (constant steps, too few pairs), or "" when every one is defined."""
-    reasons = sorted({seed[net]["spearman"]["reason"] for seed in seeds for net in NETWORKS} - {None})
+    reasons = sorted({seed[net][key]["reason"] for seed in seeds for net in NETWORKS for key in STATISTICS} - {None})
     return f"{model}: Spearman undefined for some seed ({'; '.join(reasons)})" if reasons else ""
 
 
@@ -176,8 +203,8 @@ def plot_steps_against_radius(pairs: dict[str, list[dict]], title: str) -> Figur
                 r = np.concatenate([seed[net]["radius"][seed[net]["stage"] == s] for seed in seeds])
                 ax.scatter(r, h, s=22, edgecolors=f"C{s}", facecolors=f"C{s}" if net == "trained" else "none",
                            label=f"stage {s}, {net}")
-        rho = mean_interval([seed["trained"]["spearman"]["rho"] for seed in seeds], bounds=RANK_RANGE)
-        ax.set_title(f"{model}\npooled Spearman {rho.format('.2f')}")
+        rho = mean_interval([seed["trained"][VERDICT_STATISTIC]["rho"] for seed in seeds], bounds=RANK_RANGE)
+        ax.set_title(f"{model}\nSpearman within stages {rho.format('.2f')}")
         ax.set_xlabel("spectral radius ρ(J_k)")
         ax.set_ylabel("mean step h_k")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)

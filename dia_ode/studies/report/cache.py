@@ -6,11 +6,15 @@
 A run's directory name starts with RunSpec.key(), so a rerun of the report finds it again; its state
 decides what `execute` does:
 
-- finished (summary.json has results) or diverged (a TrainingDiverged failure: resuming on CPU repeats
-  the same epochs exactly and would diverge again): reused as it is, nothing is written;
+- finished (summary.json has results) or stopped by one of claim.TERMINAL_ERRORS (TrainingDiverged,
+  StepBudgetExceeded: resuming on CPU repeats the same epochs exactly and would fail again): reused as
+  it is, nothing is written;
 - a checkpoint: resumed with engine.resume_training (the records of the recorders repaired first,
   recorders.sync_records), so a killed report retrains at most the epoch it was in;
 - otherwise (new, or killed before its first checkpoint): started afresh.
+
+A run directory whose config.json holds another key than the RunSpec's (its name was found, its
+content is another run's) is refused with a ValueError naming it: nothing is reused or overwritten.
 
 A study written by another CACHE_VERSION is refused (ValueError naming its study.json): the keys of
 its runs hash configs whose meaning may have changed since.
@@ -24,10 +28,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from dia_ode.engine import TrainingDiverged, resume_training, run_training
-from dia_ode.rundir import (CHECKPOINT, has_results, load_checkpoint, lock_run, mark_failed, read_summary,
+from dia_ode.engine import resume_training, run_training
+from dia_ode.rundir import (CHECKPOINT, load_checkpoint, lock_run, mark_failed, read_config, read_summary,
                             run_description, versions, write_json)
-from dia_ode.studies.report.claim import CACHE_VERSION, RunSpec
+from dia_ode.studies.report.claim import CACHE_VERSION, DIVERGED, FINISHED, TERMINAL_ERRORS, RunSpec, run_outcome
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.recorders import RECORDS_DIR, epoch_callback, sync_records
 
@@ -73,11 +77,18 @@ def run_path(spec: RunSpec, study_dir: str | Path) -> Path:
     return Path(study_dir) / RUNS_DIR / f"{spec.key()}-{desc}-seed{cfg.seed}"
 
 
-def run_state(run_dir: str | Path) -> str:
-    """"done" (reuse), "resume" (has a checkpoint) or "new" (start afresh); see the module docstring."""
+def run_state(run_dir: str | Path, key: str | None = None) -> str:
+    """"done" (reuse), "resume" (has a checkpoint) or "new" (start afresh); see the module docstring.
+
+    Raises:
+        ValueError: `key` is given and the run's config.json holds another one.
+    """
     run_dir = Path(run_dir)
-    summary = read_summary(run_dir)
-    if has_results(summary) or str(summary.get("error", "")).startswith("TrainingDiverged"):
+    if key is not None:
+        found = read_config(run_dir).get("key")
+        if found is not None and found != key:
+            raise ValueError(f"{run_dir} holds the run of cache key {found}, not {key}: move it out of the study")
+    if run_outcome(run_dir) in (FINISHED, DIVERGED):
         return "done"
     return "resume" if (run_dir / CHECKPOINT).is_file() else "new"
 
@@ -86,23 +97,25 @@ def execute(spec: RunSpec, study_dir: str | Path, progress: bool = False) -> Pat
     """Train, resume or reuse the run of `spec` in the study; return its run directory.
 
     Raises:
-        Whatever the training raises (TrainingDiverged, RunLocked, a data error); the run directory
+        ValueError: the run directory holds another key's run (run_state).
+        Whatever the training raises (TERMINAL_ERRORS, RunLocked, a data error); the run directory
         keeps its last checkpoint and summary.json says why it stopped.
     """
     run_dir = run_path(spec, study_dir)
-    state = run_state(run_dir)
+    state = run_state(run_dir, spec.key())
     if state == "done":
         return run_dir
     if state == "resume":
-        sync_records(spec.recorders, run_dir, list(load_checkpoint(run_dir / CHECKPOINT)["history"]))
-        resume_training(run_dir, progress=progress, on_epoch_end=epoch_callback(spec.recorders, run_dir))
+        with lock_run(run_dir):  # held from the records' repair through the resume (the lock is reentrant):
+            sync_records(spec.recorders, run_dir, list(load_checkpoint(run_dir / CHECKPOINT)["history"]))
+            resume_training(run_dir, progress=progress, on_epoch_end=epoch_callback(spec.recorders, run_dir))
         return run_dir
     on_epoch_end = epoch_callback(spec.recorders, run_dir)  # unknown recorders fail before anything is made
     _start(spec, run_dir)
     try:
         run_training(spec.config, run_dir, progress=progress, on_epoch_end=on_epoch_end)
-    except TrainingDiverged as err:
-        if not read_summary(run_dir):  # diverged before its first checkpoint: the trainer wrote no record
+    except TERMINAL_ERRORS as err:
+        if not read_summary(run_dir):  # stopped before its first checkpoint: the trainer wrote no record
             mark_failed(run_dir, err, epochs_done=0, epochs=spec.config.epochs)
         raise
     return run_dir

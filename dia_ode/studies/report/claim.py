@@ -16,11 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from dia_ode.analysis.intervals import Interval
-from dia_ode.engine import TrainConfig
+from dia_ode.engine import TrainConfig, TrainingDiverged, recipe_config
+from dia_ode.rundir import has_results, read_summary
+from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.report.budgets import Budget
+from dia_ode.studies.report.command_line import train_command
 
-VERDICTS = ("reproduced", "not reproduced", "not testable here")
-CACHE_VERSION = 1  # bump when a RunSpec's meaning changes: old study directories are then refused
+REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)
+# Bump CACHE_VERSION when a RunSpec's meaning changes: old study directories are then refused. The key
+# hashes every TrainConfig field, defaults included, so a new field or a changed default changes every
+# key (and the study retrains): tests/test_report.py pins one spec's key so that such a change is deliberate.
+CACHE_VERSION = 1
+
+# Errors that stop a run for good: training it again from its checkpoint repeats the same epochs exactly
+# (CPU determinism) and fails the same way, so the cache reuses such a run and claims score it as diverged.
+TERMINAL_ERRORS: tuple[type[BaseException], ...] = (TrainingDiverged, StepBudgetExceeded)
+FINISHED, DIVERGED, FAILED = "finished", "diverged", "failed"
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,8 @@ class ClaimResult:
         table: optional rows for a markdown table (list of dicts with the same keys).
         figures: (name, matplotlib Figure) pairs, saved as <study>/figures/<claim>_<name>.png|pdf.
         notes: sentences a reader needs (protocol, what was left out and why).
+        parts: for a claim of several assertions, each part's own verdict (e.g. {"accuracy": ...,
+            "parameters": ...}), reported beside the overall one, whose rule combines them.
     """
 
     measured: dict[str, Interval]
@@ -74,6 +88,7 @@ class ClaimResult:
     table: list[dict[str, Any]] = field(default_factory=list)
     figures: list[tuple[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    parts: dict[str, Verdict] = field(default_factory=dict)
 
 
 class AbstractClaim(abc.ABC):
@@ -83,13 +98,23 @@ class AbstractClaim(abc.ABC):
         id: short identifier used on the command line (`dia-ode report --claims id,...`).
         statement: the claim in one sentence, as the paper makes it.
         paper: the paper's number and where it stands (title or arXiv id, table or figure).
-        command: the dia-ode command(s) that reproduce our number by hand.
+
+    The command lines that reproduce a claim's numbers are built from the budget (`commands`).
     """
 
     id: str
     statement: str
     paper: str
-    command: str
+
+    def commands(self, budget: Budget) -> str:
+        """The commands that reproduce this claim at `budget`: the report restricted to it and, when it
+        trains, the `dia-ode train` line of its first run (`--dry-run` lists every run's line)."""
+        line = f"dia-ode report --budget {budget.name} --claims {self.id}"
+        specs = self.runs(budget)
+        if not specs:
+            return line
+        more = f" (one of its {len(specs)} runs; `--dry-run` lists them all)" if len(specs) > 1 else ""
+        return f"{line}; by hand: {train_command(specs[0].config)}{more}"
 
     @abc.abstractmethod
     def runs(self, budget: Budget) -> list[RunSpec]:
@@ -100,7 +125,37 @@ class AbstractClaim(abc.ABC):
         """Read the finished runs (RunSpec.key() -> run directory) and return the claim's result."""
 
 
+def study_config(model: str, dataset: str, budget: Budget, seed: int, model_options: dict,
+                 **fields: Any) -> TrainConfig:
+    """The TrainConfig of a claim's run: the model's registry recipe, budget.epochs, `seed`,
+    `model_options` and `fields` (other TrainConfig fields). Everything named here counts as given,
+    so the recipe never overrides it; claims that pass the same arguments get the same RunSpec key."""
+    values = {"model": model, "dataset": dataset, "epochs": budget.epochs, "seed": seed,
+              "model_options": dict(model_options), **fields}
+    return recipe_config(values, set(values))
+
+
+def terminal_error(summary: dict) -> bool:
+    """Whether a run's summary records one of TERMINAL_ERRORS (its "error" starts with the class name)."""
+    error = str(summary.get("error", ""))
+    return any(error.startswith(cls.__name__) for cls in TERMINAL_ERRORS)
+
+
+def run_outcome(run_dir: str | Path) -> str:
+    """How a run of a study ended, one rule for every claim:
+
+    "finished" (summary.json has results), "diverged" (stopped by one of TERMINAL_ERRORS: a non-finite
+    loss or a blown ODE step budget; its last checkpoint is not a trained network) or "failed" (anything
+    else: no summary, killed, another error). A claim that needs a trained network skips a run that is
+    not finished, with a note; a claim about stability counts a diverged run as a failure of training.
+    """
+    summary = read_summary(run_dir)
+    if has_results(summary):
+        return FINISHED
+    return DIVERGED if terminal_error(summary) else FAILED
+
+
 def no_dataset(budget: Budget) -> ClaimResult:
     """The result of a claim whose budget names no dataset present here."""
-    return ClaimResult({}, {}, Verdict("not testable here", f"none of the budget's datasets can be loaded here "
+    return ClaimResult({}, {}, Verdict(NOT_TESTABLE, f"none of the budget's datasets can be loaded here "
                                                             f"({', '.join(budget.datasets)})"))

@@ -77,25 +77,30 @@ class SlurmLauncher(AbstractLauncher):
         return {key: _outcome(lambda j=job: Path(j.result())) for key, job in jobs.items()}
 
 
+class LauncherOptionError(ValueError):
+    """A bad --launcher-option (unknown key, bad value, or options the launcher does not take)."""
+
+
 def parse_slurm_options(options: dict[str, str]) -> dict[str, object]:
-    """--launcher-option pairs -> submitit parameters; ValueError naming a bad key or value."""
+    """--launcher-option pairs -> submitit parameters; LauncherOptionError naming a bad key or value."""
     parsed: dict[str, object] = {}
     for key, value in options.items():
         if key not in SLURM_OPTIONS:
-            raise ValueError(f"unknown launcher option '{key}'; valid: {', '.join(SLURM_OPTIONS)}")
+            raise LauncherOptionError(f"unknown launcher option '{key}'; valid: {', '.join(SLURM_OPTIONS)}")
         name, kind = SLURM_OPTIONS[key]
         try:
             converted = kind(value)
         except ValueError:
-            raise ValueError(f"launcher option {key}={value!r} must be {kind.__name__}") from None
+            raise LauncherOptionError(f"launcher option {key}={value!r} must be {kind.__name__}") from None
         if key == "cluster" and converted not in CLUSTERS:
-            raise ValueError(f"launcher option cluster={value!r}; valid: {', '.join(CLUSTERS)}")
+            raise LauncherOptionError(f"launcher option cluster={value!r}; valid: {', '.join(CLUSTERS)}")
         parsed[name or key] = converted
     return parsed
 
 
 def create_launcher(text: str, options: dict[str, str] | None = None) -> AbstractLauncher:
-    """`local`, `local:N` (N >= 1) or `slurm` -> its launcher; ValueError names what is wrong.
+    """`local`, `local:N` (N >= 1) or `slurm` -> its launcher; ValueError names a bad launcher,
+    LauncherOptionError (a ValueError) a bad option.
 
     Args:
         text: the launcher's name.
@@ -104,7 +109,7 @@ def create_launcher(text: str, options: dict[str, str] | None = None) -> Abstrac
     name, sep, count = text.partition(":")
     if name == "local":
         if options:
-            raise ValueError(f"the local launcher takes no launcher options (got {', '.join(options)})")
+            raise LauncherOptionError(f"the local launcher takes no launcher options (got {', '.join(options)})")
         if not sep:
             return LocalLauncher()
         if not count.isdigit() or int(count) < 1:

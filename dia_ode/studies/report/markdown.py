@@ -1,6 +1,7 @@
 """report.md from the report's data (report.json's dict): a header saying where and how long it ran,
 then per claim the statement, the paper's number, ours as mean ± 95% interval with n next to its null
-references, the command, the verdict with its reason, notes, a table and links to the figures."""
+references, the command, the verdict with its reason (and each part's, for a claim of several), notes,
+a table and links to the figures."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def _claim_section(claim: dict) -> list[str]:
     verdict = claim["verdict"]
     lines = [f"## {claim['id']}", "", f"**Claim.** {claim['statement']}", "", f"**Paper.** {claim['paper']}", "",
              f"**Verdict: {verdict['status']}.** {verdict['reason']}", "",
+             *(f"- {name}: **{part['status']}.** {part['reason']}" for name, part in claim.get("parts", {}).items()),
+             *([""] if claim.get("parts") else []),
              f"**Reproduce:** `{claim['command']}`", ""]
     lines += _statistics(claim["measured"], claim["references"])
     if claim["notes"]:

@@ -6,7 +6,10 @@ runs after each epoch's checkpoint is written, so `record` reads the model of th
 rundir.load_run(run_dir). Whatever dict it returns becomes one line of `<run>/records/<name>.jsonl`,
 with the epoch (1-based, as in metrics.jsonl) added; None writes nothing for that epoch.
 
-A claim that needs a recorder writes its factory in its own claim file and adds ONE line to RECORDERS.
+A claim that needs a recorder writes its factory in its own claim file and registers it there with ONE
+line, `register_recorder(name, factory)`, run when the claims registry (studies/claims/__init__.py)
+imports the claim. The framework never imports a claim module: a lookup of an unknown name imports the
+registry first (in a launcher's child process nothing else may have), then looks again.
 
 Resume: a run killed after a checkpoint but before its recorders ran misses that epoch's lines, and
 lines written after the last checkpoint describe epochs the resume trains again. `sync_records`
@@ -16,23 +19,30 @@ again from the checkpoint on disk, which is exactly the model the missing line w
 
 from __future__ import annotations
 
-import json
+import importlib
 from pathlib import Path
 from typing import Callable, Sequence
 
-from dia_ode.rundir import append_jsonl, write_jsonl
-from dia_ode.studies.claims.correlation import attention_correlation_recorder
+from dia_ode.rundir import append_jsonl, read_jsonl, write_jsonl
 
 Record = Callable[[int, dict], "dict | None"]
-RECORDERS: dict[str, Callable[[Path], Record]] = {
-    "attention_correlation": attention_correlation_recorder,
-}
+Factory = Callable[[Path], Record]
+RECORDERS: dict[str, Factory] = {}  # filled by the claim modules through register_recorder
 
 RECORDS_DIR = "records"
+CLAIMS_REGISTRY = "dia_ode.studies.claims"  # imported by name: the framework depends on no claim module
+
+
+def register_recorder(name: str, factory: Factory) -> Factory:
+    """Register `factory` as the recorder `name` (a claim module calls this once, at import)."""
+    RECORDERS[name] = factory
+    return factory
 
 
 def check_recorders(names: Sequence[str]) -> None:
     """ValueError naming the first unknown recorder and listing the valid ones."""
+    if any(name not in RECORDERS for name in names):
+        importlib.import_module(CLAIMS_REGISTRY)  # its claim modules register their recorders
     for name in names:
         if name not in RECORDERS:
             raise ValueError(f"unknown recorder '{name}'; valid: {', '.join(RECORDERS) or 'none registered'}")
@@ -63,22 +73,11 @@ def sync_records(names: Sequence[str], run_dir: str | Path, history: list[dict])
     done = len(history)
     for name in names:
         path = records_path(run_dir, name)
-        lines = [r for r in _read_lines(path) if r.get("epoch", 0) <= done]
+        lines = [r for r in read_jsonl(path, partial_last=True) if r.get("epoch", 0) <= done]
         if path.is_file():
             write_jsonl(path, lines)
         if done and (not lines or lines[-1]["epoch"] < done):
             _write(run_dir, name, RECORDERS[name](Path(run_dir))(done - 1, history[-1]), done)
-
-
-def _read_lines(path: Path) -> list[dict]:
-    """The complete lines of a records file; a line cut short by a kill during its append is dropped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 def _write(run_dir: str | Path, name: str, result: dict | None, epoch: int) -> None:

@@ -25,13 +25,12 @@ import torch
 from dia_ode.rundir import save_figure, write_json
 from dia_ode.studies.report.budgets import Budget
 from dia_ode.studies.report.cache import STUDY_FILE, open_study, run_path, run_state
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict
+from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.launchers import AbstractLauncher, LocalLauncher
 from dia_ode.studies.report.markdown import report_markdown
 
 log = logging.getLogger(__name__)
-NOT_TESTABLE = "not testable here"
 
 
 def plan(claims: Sequence[AbstractClaim], budget: Budget) -> tuple[dict[str, RunSpec], dict[str, list[str]]]:
@@ -58,7 +57,7 @@ def dry_run_lines(claims: Sequence[AbstractClaim], budget: Budget, study_dir: Pa
             lines.append(f"# {claim.id}: no training runs (measured directly)")
     for key, spec in specs.items():
         cfg = spec.config
-        state = f" [{run_state(run_path(spec, study_dir))}]" if study_dir is not None else ""
+        state = f" [{run_state(run_path(spec, study_dir), key)}]" if study_dir is not None else ""
         lines.append(f"{key} model={cfg.model} dataset={cfg.dataset} seed={cfg.seed} epochs={cfg.epochs}{state}: "
                      f"{train_command(cfg)}")
     return lines
@@ -116,7 +115,7 @@ def _claim_entry(claim: AbstractClaim, budget: Budget, study_dir: Path, keys: li
              "seed": specs[key].config.seed, "run_dir": str(run_path(specs[key], study_dir)),
              **({"error": _one_line(outcomes[key])} if isinstance(outcomes[key], BaseException) else {})}
             for key in keys]
-    entry = {"id": claim.id, "statement": claim.statement, "paper": claim.paper, "command": claim.command,
+    entry = {"id": claim.id, "statement": claim.statement, "paper": claim.paper, "command": claim.commands(budget),
              "runs": runs, "measured": {}, "references": {}, "table": [], "figures": [], "notes": []}
     # A diverged run is a result (a claim on training stability counts it), not a failure: the cache
     # reads it as done, and the claim reads its summary.json.
@@ -147,7 +146,8 @@ def _result_fields(claim_id: str, result: ClaimResult, study_dir: Path) -> dict:
         figures += [str(p.relative_to(study_dir)) for p in paths]
     return {"measured": {k: v.to_dict() for k, v in result.measured.items()},
             "references": {k: v.to_dict() for k, v in result.references.items()},
-            "verdict": asdict(result.verdict), "table": result.table, "figures": figures, "notes": result.notes}
+            "verdict": asdict(result.verdict), "parts": {k: asdict(v) for k, v in result.parts.items()},
+            "table": result.table, "figures": figures, "notes": result.notes}
 
 
 def _one_line(err: BaseException) -> str:
