@@ -5,6 +5,7 @@ tests start a subprocess (a lock holder, and a training run stopped by SIGTERM).
 """
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -193,6 +194,11 @@ def test_ls_runs_lists_runs_with_metrics_and_status(trained, tmp_path):
     test_acc = json.loads((run_dir / "summary.json").read_text())["test_acc"]
     assert row.split() == [run_dir.name, "train", "resnet20", "digits", "1/1", f"test_acc={test_acc:.4f}", "finished"]
     assert "no run directories" in invoke("ls", "runs", "--out", tmp_path).output
+    study_run = tmp_path / "0123456789abcdef-train-resnet20-digits-seed0"  # a report study's run, named by key
+    shutil.copytree(run_dir, study_run)
+    (tmp_path / "notes").mkdir()  # neither numbered nor holding a config.json: not a run
+    listed = invoke("ls", "runs", "--out", tmp_path).output.splitlines()[1:]
+    assert [line.split()[0] for line in listed] == [study_run.name]
 
 
 def test_training_figure_has_a_title_words_for_labels_nfe_and_fitting_scales(monkeypatch, tmp_path):

@@ -103,9 +103,11 @@ def _key_metric(values: dict[str, float]) -> str | None:
 
 
 def list_runs(out: str | os.PathLike) -> list[RunInfo]:
-    """Every run directory directly under `out`, in number order."""
+    """Every run directory directly under `out`, in name order: numbered ones (`NNNNN-...`) and any other
+    folder with a config.json (a report study names its runs by cache key)."""
     out = Path(out)
     if not out.is_dir():
         return []
-    dirs = sorted(p for p in out.iterdir() if p.is_dir() and RUN_NAME.match(p.name))
+    dirs = sorted(p for p in out.iterdir()
+                  if p.is_dir() and (RUN_NAME.match(p.name) or (p / "config.json").is_file()))
     return [run_info(p) for p in dirs]
