@@ -266,8 +266,19 @@ def test_out_of_range_attention_and_width_options_are_usage_errors(tmp_path, pai
                         pair.split("=")[0])
 
 
-def test_unwritable_out_is_a_usage_error():
+def test_unwritable_out_is_a_usage_error(tmp_path):
     _assert_usage_error(invoke("train", "--out", "/proc/not-a-place-for-runs"), "--out")
+    (tmp_path / "a-file").write_text("")
+    _assert_usage_error(invoke("train", "--out", tmp_path / "a-file" / "runs"), "--out", "cannot create")
+
+
+def test_a_refused_command_leaves_no_empty_out_folder(tmp_path):
+    _assert_usage_error(invoke("train", "--lr", "nan", "--out", tmp_path / "new" / "runs"), "--lr")
+    assert not (tmp_path / "new").exists()
+    result = invoke("train", "--epochs", 1, "--no-progress", "--model", "resnet20", "--model-option", "base_width=2",
+                    "--out", tmp_path / "new" / "runs")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "new" / "runs").iterdir())) == 1  # made with the run directory
 
 
 def test_run_files_get_the_usual_permissions(trained):

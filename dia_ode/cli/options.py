@@ -54,11 +54,21 @@ class CommaList(click.ParamType):
 
 
 def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path:
+    """--out must be a folder this process can create and write; the folders the check makes are
+    removed again (rundir.start_run makes them with the run directory), so a command refused later
+    leaves no empty --out behind."""
+    missing = [p for p in (out, *out.parents) if not p.exists()][::-1]  # outermost first
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        for folder in missing:
+            folder.mkdir()
+        writable = os.access(out, os.W_OK | os.X_OK)
     except OSError as err:
         raise click.BadParameter(f"cannot create {out}: {err.strerror}") from None
-    if not os.access(out, os.W_OK):
+    finally:
+        for folder in reversed(missing):
+            if folder.is_dir():
+                folder.rmdir()
+    if not writable:
         raise click.BadParameter(f"{out} is not writable")
     return out
 
