@@ -60,6 +60,11 @@ def test_compare_from_trained_runs(tmp_path):
     assert result.exit_code == 0, result.output
     rows = _check_outputs(_only_dir(tmp_path / "cmp"), ["dia_rknet", "dia_odenet"])
     assert len(rows[0]["nfe_history"]) == 1
+    (run_dirs[1] / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    refused = invoke("compare", "--from", run_dirs[0], "--from", run_dirs[1], "--out", tmp_path / "refused")
+    assert refused.exit_code == 2 and "last.pt" in refused.output
+    assert "run directory:" not in refused.output  # a directory that the clean-up removes is never named
+    assert not any((tmp_path / "refused").iterdir())
 
 
 def test_markdown_table_formats_numbers():

@@ -80,7 +80,8 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
                   "threads": threads,
                   "model_options": per_model}
     out_dir = start_run(out, desc, config)
-    click.echo(f"run directory: {out_dir}")
+    if not from_runs:  # training takes a while: say where it goes; --from only reads (its "->" line says where)
+        click.echo(f"run directory: {out_dir}")
     if from_runs:
         run_dirs = list(from_runs)
     else:
