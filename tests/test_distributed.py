@@ -53,6 +53,9 @@ def test_two_gloo_processes_train_the_model_of_one_process_and_resume(tmp_path):
     done = _torchrun(*ARGS, "--epochs", "1", "--out", str(tmp_path / "ddp"))
     assert done.returncode == 0, _why(done)
     assert done.stdout.count("run directory:") == 1  # only rank 0 speaks and writes
+    assert "Grad strides" not in done.stderr  # DDP's note on a size-1 weight dimension is silenced
+    epoch_line = next(line for line in done.stdout.splitlines() if line.startswith("epoch 1/1"))
+    assert epoch_line.index("train_loss") < epoch_line.index("train_acc")  # the single-process order
     resumed = _torchrun("--resume", str(next((tmp_path / "ddp").iterdir())), "--epochs", "2")
     assert resumed.returncode == 0, _why(resumed)
     single = _single(*ARGS, "--epochs", "1", "--out", str(tmp_path / "one"))

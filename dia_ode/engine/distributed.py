@@ -9,6 +9,7 @@ directory. Without torchrun's environment everything here is a no-op for one pro
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,10 @@ class DistContext:
                 raise ValueError("SyncBatchNorm runs on CUDA devices only (torch's rule)")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place: the optimizer's parameters stay
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # A conv on a 1-channel input (digits, Fashion-MNIST) has a weight dimension of size 1, whose
+        # stride autograd chooses freely; DDP then warns once per rank that the grad's strides differ
+        # from its bucket's, which for a size-1 dimension changes nothing. Only that message is silenced.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def close(self) -> None:
