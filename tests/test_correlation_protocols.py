@@ -230,4 +230,4 @@ def test_correlate_without_attention_or_seed_is_a_usage_error(runs, tmp_path):
     (copy / "config.json").write_text(json.dumps(config))
     result = invoke("correlate", copy, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "config.json has no integer 'seed'" in result.output.splitlines()[-1]
-    assert not any((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # no run directory, nor an empty --out
