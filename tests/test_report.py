@@ -377,3 +377,17 @@ def test_claim_commands_follow_the_budget_and_parts_reach_the_report(tmp_path, f
     assert entry["parts"]["second"] == {"status": "not reproduced", "reason": "no"}
     text = (tmp_path / "s" / "report.md").read_text()
     assert "- first: **reproduced.** fine" in text and "- second: **not reproduced.** no" in text
+
+
+def test_report_markdown_puts_each_null_under_its_statistic():
+    from dia_ode.studies.report.markdown import _statistics
+
+    iv = {name: mean_interval(values).to_dict() for name, values in
+          (("r, stage 0", [0.1, 0.2]), ("r, stage 0, untrained", [0.0, 0.1]), ("r, stage 1", [0.3, 0.4]),
+           ("chance", [0.1, 0.1]))}
+    measured = {k: iv[k] for k in ("r, stage 0", "r, stage 1")}
+    references = {k: iv[k] for k in ("r, stage 0, untrained", "r, stage 1", "chance")}
+    names = [row.split("|")[1].strip() for row in _statistics(measured, references)[2:-1]]
+    assert names == ["r, stage 0", "↳ untrained (reference)", "r, stage 1", "chance (reference)"]
+    stage_1 = _statistics(measured, references)[4]
+    assert stage_1.count("[") == 2  # the same-name reference sits in its column

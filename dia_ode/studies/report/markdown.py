@@ -54,15 +54,22 @@ def _claim_section(claim: dict) -> list[str]:
 
 
 def _statistics(measured: dict, references: dict) -> list[str]:
-    """Each measured statistic with the reference of the same name beside it; other references after."""
+    """Each measured statistic with its references beside or right under it: the reference of the same
+    name in its column, those named "<statistic>, <which null>" on the rows below; the rest after."""
     if not measured and not references:
         return []
     rows = ["| statistic | ours (mean ± 95% CI, n) | reference |", "| --- | --- | --- |"]
+    placed = set()
     for name, fields in measured.items():
         ref = format_interval(references[name]) if name in references else ""
         rows.append(f"| {name} | {format_interval(fields)} | {ref} |")
+        placed.add(name)
+        for ref_name, ref_fields in references.items():
+            if ref_name.startswith(f"{name}, ") and ref_name not in placed:
+                rows.append(f"| ↳ {ref_name[len(name) + 2:]} (reference) |  | {format_interval(ref_fields)} |")
+                placed.add(ref_name)
     for name, fields in references.items():
-        if name not in measured:
+        if name not in placed:
             rows.append(f"| {name} (reference) |  | {format_interval(fields)} |")
     return [*rows, ""]
 
