@@ -22,9 +22,8 @@ from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, c
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device, seed_everything
 from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
-from dia_ode.solvers import stages_of, trace
-from dia_ode.stiffness import (WHICH, block_spectra, continuous_blocks_of, get_problem, list_problems,
-                               problem_indices, trace_stiffness)
+from dia_ode.solvers import continuous_blocks, stages_of, trace
+from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -43,7 +42,7 @@ def open_run(run_dir: Path, device: str, continuous: bool = False) -> LoadedRun:
         run = load_run(run_dir, resolve_device(device))
     except (CheckpointError, DataError) as err:
         raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
-    if not stages_of(run.model) and not (continuous and continuous_blocks_of(run.model)):
+    if not stages_of(run.model) and not (continuous and continuous_blocks(run.model)):
         raise click.BadParameter(f"model '{run.model_name}' has no residual stages to trace "
                                  f"(continuous models: use `dia-ode stiffness` or `dia-ode compare --from`)",
                                  param_hint="RUN_DIR")

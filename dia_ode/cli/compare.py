@@ -62,18 +62,18 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
         if targets - set(names):
             raise click.BadParameter(f"options target {', '.join(sorted(targets - set(names)))}, which --models "
                                      f"does not list", param_hint="--model-option")
+        per_model = {name: parse_model_options(model_option_pairs, name) for name in names}
         for name in names:
-            check_model(name, parse_model_options(model_option_pairs, name), several_models=len(names) > 1)
+            check_model(name, per_model[name], several_models=len(names) > 1)
         try:
             data = load_dataset(dataset, data_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
         for name in names:
-            check_model(name, parse_model_options(model_option_pairs, name), data)
+            check_model(name, per_model[name], data)
+        # each model's own options replace base.model_options in train_models
         base = TrainConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
-                           batch_size=batch_size, lr=lr, seed=seed, device=device,
-                           model_options=parse_model_options(model_option_pairs))
-        per_model = {name: parse_model_options(model_option_pairs, name) for name in names}
+                           batch_size=batch_size, lr=lr, seed=seed, device=device)
         desc = f"compare-{dataset}"
         config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, **({"seeds": list(seeds)} if seeds else {"seed": seed}),

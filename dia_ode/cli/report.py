@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from dia_ode.cli.options import CONTEXT, CommaList, common_options
+from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.rundir import start_run
 from dia_ode.studies.claims import CLAIMS, get_claim
 from dia_ode.studies.report.budgets import BUDGETS, get_budget
@@ -14,8 +15,6 @@ from dia_ode.studies.report.cache import STUDY_FILE, open_study
 from dia_ode.studies.report.claim import NOT_TESTABLE
 from dia_ode.studies.report.launchers import LauncherOptionError, create_launcher
 from dia_ode.studies.report.report import run_report
-
-UNUSED = {"seed": 0, "device": "auto"}  # common options the report has no use for: the budget and each run decide
 
 
 def _launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[str, ...]) -> dict[str, str]:
@@ -52,8 +51,9 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
     without training a finished run twice. --seed and --device are refused: the budget's seeds and
     each run's own device ("auto") decide.
     """
-    for name, value in {"seed": seed, "device": device}.items():
-        if value != UNUSED[name]:
+    ctx = click.get_current_context()
+    for name in ("seed", "device"):  # given at all, even with its default value
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.BadParameter(f"the report does not take --{name}: the budget's seeds and each run's "
                                      f"device (auto) decide", param_hint=f"--{name}")
     preset = get_budget(budget)
@@ -86,10 +86,11 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
     click.echo(f"study directory: {study}")
     try:
         data = run_report(claims, preset, study, runner, progress=not no_progress)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted; finished runs are kept, resume with: dia-ode report --budget {preset.name} "
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
+        what, code = interrupt_exit(err)
+        click.echo(f"{what}; finished runs are kept, resume with: dia-ode report --budget {preset.name} "
                    f"--study {study}", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(code) from None
     for claim in data["claims"]:
         verdict = claim["verdict"]
         if verdict["status"] == NOT_TESTABLE:

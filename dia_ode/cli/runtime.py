@@ -25,13 +25,17 @@ from typing import Iterator
 import click
 
 from dia_ode.rundir import failed_runs_cleanup, run_name
-from dia_ode.rundir.directory import NAME_PATTERN
-
-SIGTERM_EXIT = 143
+from dia_ode.rundir.directory import CTRL_C_EXIT, INTERRUPT_EXITS, NAME_PATTERN, SIGTERM_EXIT
 
 
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM."""
+
+
+def interrupt_exit(err: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the command ("interrupted (Ctrl-C)" / "terminated (SIGTERM)") and its exit code."""
+    code = SIGTERM_EXIT if isinstance(err, Terminated) else CTRL_C_EXIT
+    return INTERRUPT_EXITS[code], code
 
 
 def _raise_terminated(signum, frame) -> None:

@@ -11,7 +11,7 @@ import click
 from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model, check_seeds, common_options,
                                 model_option, option_targets, parse_model_options, seeds_option)
-from dia_ode.cli.runtime import SIGTERM_EXIT, Terminated
+from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
                             TrainConfig, TrainingDiverged, from_environment, recipe_config, resume_training,
@@ -192,7 +192,7 @@ def _guarded(job, run_dir: Path, lock_hint: str = "--out"):
         where = f"the last good checkpoint is kept in {run_dir}" if kept else "no epoch finished, nothing is kept"
         raise click.ClickException(f"{what}: {err}; {where}; {advice}") from None
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
-        what, code = ("terminated (SIGTERM)", SIGTERM_EXIT) if isinstance(err, Terminated) else ("interrupted", 130)
+        what, code = interrupt_exit(err)
         if (Path(run_dir) / CHECKPOINT).is_file():
             click.echo(f"\n{what}; the last checkpoint is kept; continue with: dia-ode train --resume {run_dir}",
                        err=True)

@@ -13,7 +13,6 @@ only rank 0 writes (and holds the lock).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from dia_ode.data import Dataset, global_batches, load_dataset, shard_split
 from dia_ode.engine.checkpoint import restore_training_state, save_training_state
-from dia_ode.engine.config import TrainConfig
+from dia_ode.engine.config import ConfigError, TrainConfig
 from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
@@ -35,7 +34,7 @@ from dia_ode.engine.report import epoch_line, plot_history
 from dia_ode.engine.seeding import epoch_generator, seed_epoch, seed_everything
 from dia_ode.models import create_model, model_entry
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
-                            is_seed_group, load_checkpoint, lock_run, mark_failed, read_summary, seed_group_refusal,
+                            is_seed_group, load_checkpoint, load_run_config, lock_run, mark_failed, read_summary, seed_group_refusal,
                             write_json, write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task, means, model_spec
@@ -51,12 +50,8 @@ class RunFinished(Exception):
     """A resume of a run that has done all its epochs and has its results: nothing to do."""
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(ConfigError):
     """What a resume was asked for does not fit the saved run; `option` names the config field."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
-        self.option = option
 
 
 def build_model(spec: dict, device: torch.device | str) -> nn.Module:
@@ -137,7 +132,7 @@ class Trainer:
         else:
             (self.run_dir / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
         self._training = True
-        continuous = _is_continuous(cfg.model)
+        continuous = model_entry(cfg.model).kind == "continuous"  # its NFE is worth a column and a panel
         net = dist.wrap(self.model, cfg.sync_bn)
         meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
         for epoch in range(len(self.history), cfg.epochs):
@@ -262,14 +257,6 @@ def nfe_means(meter: DynamicsMeter) -> dict[str, float]:
             "nfe_eval": evals["nfe_forward"] / max(evals["passes"], 1)}
 
 
-def _is_continuous(model: str) -> bool:
-    """Whether the registry calls the model continuous-depth (its NFE is worth a column and a panel)."""
-    try:
-        return model_entry(model).kind == "continuous"
-    except ValueError:
-        return False
-
-
 def hold_run(run_dir: Path, dist: DistContext) -> RunLock | None:
     """Rank 0 takes the run directory's lock; every rank learns of a refusal, or the others would wait
     in their first collective forever. None on the other ranks.
@@ -323,17 +310,13 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         RunFinished: the run has done all its epochs and has its results (epochs extends it).
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
+    saved = load_run_config(run_dir)
+    if is_seed_group(saved):
+        raise CheckpointError(seed_group_refusal(run_dir))
     try:
-        saved = json.loads(config_path.read_text())
-        if isinstance(saved, dict) and is_seed_group(saved):
-            raise CheckpointError(seed_group_refusal(run_dir))
         cfg = TrainConfig.from_dict(saved)
-    except (json.JSONDecodeError, AttributeError, TypeError) as err:  # not JSON, or not a dict of our fields
-        raise CheckpointError(f"{config_path} is not a run configuration ({type(err).__name__}: "
-                              f"{brief(str(err))})") from None
+    except TypeError as err:  # a dict, but not of our fields' types
+        raise CheckpointError(f"{run_dir / 'config.json'} is not a run configuration ({brief(str(err))})") from None
     if task is not None and task != cfg.task:
         raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
     # the lock's context only: the caller's dist (None: Trainer resolves cfg.device) goes on to the training
@@ -356,7 +339,7 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
             log.info(f"extended from {planned} to {cfg.epochs} epochs: the added epochs restart the "
                      f"{cfg.schedule} schedule (for one schedule over all epochs start a new run)")
         if lock_dist.is_main:
-            write_json(config_path, {**saved, **asdict(cfg)})
+            write_json(run_dir / "config.json", {**saved, **asdict(cfg)})
             if command is not None:
                 with open(run_dir / "cmd.txt", "a") as f:
                     f.write(command + "\n")

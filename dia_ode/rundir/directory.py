@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from dia_ode.rundir.checkpoints import brief
 from dia_ode.rundir.jsonio import write_json
 from dia_ode.rundir.lock import LOCK_FILE
 
@@ -38,7 +39,8 @@ _run_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_name
 # nothing accumulates outside a command and a thread's runs are never cleaned up by another's failure
 _started: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar("started_runs", default=None)
 # exit codes of a command stopped by Ctrl-C (128 + SIGINT) or SIGTERM (128 + SIGTERM): an interruption
-INTERRUPT_EXITS = {130: "interrupted (Ctrl-C)", 143: "terminated (SIGTERM)"}
+CTRL_C_EXIT, SIGTERM_EXIT = 130, 143  # the shell's 128 + SIGINT / SIGTERM
+INTERRUPT_EXITS = {CTRL_C_EXIT: "interrupted (Ctrl-C)", SIGTERM_EXIT: "terminated (SIGTERM)"}
 
 
 def versions() -> dict[str, str]:
@@ -118,7 +120,7 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
 def mark_failed(run_dir: str | os.PathLike, error: BaseException | str, status: str = "failed", **extra) -> None:
     """Write summary.json {"status": status, "error": one line, **extra} for a run that stopped early."""
     message = error if isinstance(error, str) else (f"{type(error).__name__}: {error}".strip().rstrip(":"))
-    message = message.splitlines()[0][:300] if message else status
+    message = brief(message, 300) or status
     write_json(Path(run_dir) / "summary.json", {"status": status, "error": message, **extra})
 
 

@@ -8,7 +8,6 @@ only their test files; the embedded digits are read whole, having no official te
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from torch import nn
 from dia_ode.data import Split, iterate_batches, load_dataset, load_test_split
 from dia_ode.models import create_model
 from dia_ode.tasks import get_task, model_spec
-from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, brief, load_checkpoint, load_state
+from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_state
+from dia_ode.rundir.summary import load_run_config
 
 
 @dataclass
@@ -84,17 +84,11 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
         DataError: the run's test data can no longer be loaded.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
+    config = load_run_config(run_dir)
+    if not isinstance(config.get("dataset"), str):  # what the test split is loaded from
+        raise CheckpointError(f"{run_dir / 'config.json'} is not a training run's configuration: it names no dataset")
     if not (run_dir / CHECKPOINT).is_file():
         raise CheckpointError(f"run directory {run_dir} has no checkpoint ({CHECKPOINT})")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
-        raise CheckpointError(f"{run_dir / 'config.json'} cannot be read ({type(err).__name__}: "
-                              f"{brief(str(err))})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("dataset"), str):
-        raise CheckpointError(f"{run_dir / 'config.json'} is not a training run's configuration")
     ckpt = load_checkpoint(run_dir / CHECKPOINT, map_location=device)
     if "model_spec" in ckpt:
         spec, normalisation = ckpt["model_spec"], ckpt["normalisation"]

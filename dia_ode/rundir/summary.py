@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from dia_ode.rundir.checkpoints import CheckpointError, brief
+
 SEED_GROUP_COMMAND = "train-seeds"
 FINISHED = "finished"
 
@@ -25,6 +27,24 @@ def read_summary(run_dir: str | os.PathLike) -> dict:
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The run's config.json as a dict; {} when there is none or it cannot be read."""
     return _read_dict(Path(run_dir) / "config.json")
+
+
+def load_run_config(run_dir: str | os.PathLike) -> dict:
+    """The config.json of a run directory that must be one (for loading or resuming it).
+
+    Raises:
+        CheckpointError: no config.json, or one that cannot be read or is not a JSON object (one line).
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
+        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {brief(str(err))})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a run configuration (not a training run's settings: not a JSON object)")
+    return config
 
 
 def summary_status(summary: dict) -> str | None:

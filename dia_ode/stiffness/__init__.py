@@ -16,14 +16,14 @@ from dia_ode.stiffness.jacobian import JacobianOperator, dense_jacobian, jacobia
 from dia_ode.stiffness.network import block_spectra, eval_mode, trace_stiffness
 from dia_ode.stiffness.problems import Problem, get_problem, list_problems, problem_indices
 from dia_ode.stiffness.eigen import DENSE_MAX_N, WHICH, choose_method, spectrum, spectrum_with_info
-from dia_ode.stiffness.continuous import continuous_blocks_of, continuous_spectra, summarise_block
+from dia_ode.stiffness.continuous import continuous_spectra, summarise_block
 from dia_ode.stiffness.stability import (
     inside_region, real_axis_limit, stability_function, stability_methods, stability_polynomial,
 )
 
 __all__ = [
     "DENSE_MAX_N", "JacobianOperator", "Problem", "STABILITY_LIMITS", "WHICH", "ZERO_TOL", "block_spectra",
-    "choose_method", "continuous_blocks_of", "continuous_spectra", "dense_jacobian", "eval_mode", "get_problem",
+    "choose_method", "continuous_spectra", "dense_jacobian", "eval_mode", "get_problem",
     "inside_region", "jacobian_operator", "list_problems", "local_stiffness", "log_norm", "problem_indices",
     "problems", "real_axis_limit", "spectral_radius", "spectrum",
     "spectrum_with_info", "stability_function", "stability_methods", "stability_polynomial", "step_index",

@@ -19,16 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dia_ode.solvers import ContinuousBlock, recorded_modules, trace
+from dia_ode.solvers import ContinuousBlock, continuous_blocks, recorded_modules, trace
 from dia_ode.stiffness.eigen import check_which
-from dia_ode.stiffness.indices import zero_tolerance
+from dia_ode.stiffness.indices import STABILITY_LIMITS, zero_tolerance
 from dia_ode.stiffness.network import eval_mode, sample_step, spectral_indices
-from dia_ode.stiffness.stability import inside_region, real_axis_limit, stability_methods
-
-
-def continuous_blocks_of(model: nn.Module) -> list[ContinuousBlock]:
-    """The continuous blocks of a model, in forward order of registration."""
-    return [m for m in model.modules() if isinstance(m, ContinuousBlock)]
+from dia_ode.stiffness.stability import inside_region, stability_methods
 
 
 def step_row(block: ContinuousBlock, states: torch.Tensor, h: torch.Tensor, t: torch.Tensor, dt: float,
@@ -54,7 +49,7 @@ def step_row(block: ContinuousBlock, states: torch.Tensor, h: torch.Tensor, t: t
         # round-off puts them on either side: count |R| within the eigenvalues' noise as inside
         tol = zero_tolerance(x_k.dtype) * max(row["step_spectral_radius"], 1e-300)
         row["fraction_inside"] = float(np.mean(inside_region(block.method, z, tol=tol)))
-        row["step_index"] = row["step_spectral_radius"] / real_axis_limit(block.method)
+        row["step_index"] = row["step_spectral_radius"] / STABILITY_LIMITS[block.method]
     else:  # no tableau for this method (implicit Adams, dopri8): say so rather than guess a region
         row["fraction_inside"] = row["step_index"] = None
     return row
@@ -85,7 +80,7 @@ def continuous_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str
         ValueError: the model has no continuous block, or `which` is unknown.
     """
     check_which(which)
-    blocks = continuous_blocks_of(model)
+    blocks = continuous_blocks(model)
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no continuous block (ContinuousBlock) to analyse")
     x = x[:samples]
@@ -99,8 +94,7 @@ def continuous_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str
             tr = by_module[id(block)]
             dt = log["dt"][log["accepted"]]  # (num_steps,) float64, in the order the trace recorded them
             info.append({"block": index, "solver": block.method, "T": block.T, "num_steps": len(tr),
-                         "real_axis_limit": real_axis_limit(block.method)
-                         if block.method in stability_methods() else None})
+                         "real_axis_limit": STABILITY_LIMITS.get(block.method)})
             rows += [step_row(block, tr.states[j], tr.steps[j], tr.times[j], float(dt[j]), index, j, i, k, which,
                               method)
                      for j in range(len(tr)) for i in range(len(x))]

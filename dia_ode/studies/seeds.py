@@ -13,7 +13,6 @@ RUN`), then aggregate the finished runs with `dia-ode compare --from RUN --from 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import asdict, replace
@@ -24,7 +23,8 @@ from dia_ode.analysis.intervals import (Interval, example_note, format_number, m
                                         one_example_worth)
 from dia_ode.data import Dataset, load_test_split
 from dia_ode.engine import TrainConfig, run_training
-from dia_ode.rundir import SEED_GROUP_COMMAND, has_results, read_summary, run_description, start_run, write_json
+from dia_ode.rundir import (SEED_GROUP_COMMAND, has_results, load_run_config, read_summary, run_description,
+                            start_run, write_json)
 from dia_ode.studies.compare_stats import check_poolable
 
 # Summary fields that are settings or labels, not measurements.
@@ -108,7 +108,7 @@ def aggregate_runs(run_dirs: Sequence[str | os.PathLike], confidence: float = 0.
             raise ValueError(f"{run_dir} has no summary.json: its training has not finished")
         if not has_results(summary):  # a failed run's summary says why
             raise ValueError(f"{run_dir} did not finish: {summary.get('error', summary['status'])}")
-        configs.append(json.loads((run_dir / "config.json").read_text()))
+        configs.append(load_run_config(run_dir))  # CheckpointError (a ValueError) names a bad config.json
         summaries.append(summary)
     first = configs[0]
     check_poolable(configs, [str(d) for d in run_dirs])

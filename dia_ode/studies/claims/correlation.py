@@ -49,7 +49,7 @@ from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
 from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict, study_config
-from dia_ode.studies.report.recorders import register_recorder
+from dia_ode.studies.report.recorders import records_path, register_recorder
 
 RECORDER = "attention_correlation"
 RECORDER_SAMPLES = 64  # the first 64 test images: a fixed batch, so the curve over epochs compares like with like
@@ -186,7 +186,7 @@ class CrossLayerCorrelation(AbstractClaim):
         records: dict[str, list[list[dict]]] = {}  # model -> one recorder file per seed
         for spec, run_dir in runs:
             per_model[spec.config.model].append(_correlations(run_dir, budget.samples))
-            records.setdefault(spec.config.model, []).append(read_jsonl(run_dir / "records" / f"{RECORDER}.jsonl"))
+            records.setdefault(spec.config.model, []).append(read_jsonl(records_path(run_dir, RECORDER)))
         measured, references, table, triples, trained_r = {}, {}, [], {}, {}
         for model, seeds in per_model.items():
             triples[model], trained_r[model] = [], {protocol: [] for protocol in RECORDED_PROTOCOLS}
