@@ -98,6 +98,9 @@ def test_runs_cover_every_ablation_and_model_and_share_the_reference_runs_of_cla
     assert sum(c.model_options.get("skip") is False for c in configs) == 3 * len(SMOKE.seeds)
     assert sum(c.model_options.get("batch_norm") is False for c in configs) == 3 * len(SMOKE.seeds)
     assert sum(not c.augment for c in configs) == 3 * len(SMOKE.seeds)
+    # above the smoke budget the backbone is deeper: a 20-layer plain network does not degrade on digits
+    cpu = {s.config.model for s in CLAIM.runs(get_budget("cpu"))}
+    assert cpu == {"resnet56", "se_resnet56", "dia_resnet56"}
 
 
 @pytest.fixture(scope="module")

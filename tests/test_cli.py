@@ -82,6 +82,9 @@ def _assert_usage_error(result, *needles):
     (["--model", "odenet", "--model-option", "rtol=abc"], ["--model", "option 'rtol' takes float, got 'abc'"]),
     (["--model", "rknet", "--model-option", "odenet:rtol=1e-5"], ["--model-option", "target odenet", "rknet"]),
     (["--model-option", "nope:width=3"], ["--model-option", "unknown model 'nope'"]),
+    (["--train-examples", "0"], ["--train-examples", "0"]),
+    (["--train-examples", "100000"], ["--train-examples", "train_examples=100000", "[1, 1294]"]),
+    (["--val-fraction", "1"], ["--val-fraction"]),
 ])
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
@@ -213,6 +216,20 @@ def test_load_run_gives_the_trained_model_and_rejects_a_run_without_checkpoint(t
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
     with pytest.raises(CheckpointError, match="has no checkpoint"):
         load_run(tmp_path)
+
+
+def test_train_examples_and_val_fraction_shape_the_splits_and_the_saved_config(tmp_path):
+    result = invoke("train", "--epochs", 1, "--no-progress", "--out", tmp_path, "--train-examples", 200,
+                    "--val-fraction", 0.2)
+    assert result.exit_code == 0, result.output
+    run_dir = only_run_dir(tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["train_examples"], config["val_fraction"]) == (200, 0.2)
+    accuracy = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])["train_acc"]
+    assert accuracy * 200 == pytest.approx(round(accuracy * 200))  # a count out of the 200 examples seen
+    from dia_ode.rundir import load_run
+
+    assert load_run(run_dir).test_batch(4)[0].shape == (4, 1, 8, 8)  # the run reloads with its config
 
 
 def test_model_option_reaches_the_constructor(tmp_path):

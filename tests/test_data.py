@@ -70,6 +70,23 @@ def test_digits_split_seed(digits: Dataset) -> None:
     assert _rows(other.test) != _rows(digits.test)
 
 
+def test_train_examples_draws_a_seeded_subset_of_train_and_leaves_val_and_test_alone(digits: Dataset) -> None:
+    small = load_dataset("digits", train_examples=300)
+    assert len(small.train) == 300
+    assert _rows(small.val) == _rows(digits.val) and _rows(small.test) == _rows(digits.test)
+    assert not _rows(small.train) - _rows(digits.train)  # a subset of the full training split
+    assert _rows(load_dataset("digits", train_examples=300).train) == _rows(small.train)  # seeded
+    assert _rows(load_dataset("digits", train_examples=300, split_seed=1).train) != _rows(small.train)
+    assert small.mean != digits.mean  # normalised by the data the model sees
+    everything = load_dataset("digits", train_examples=len(digits.train))
+    assert _rows(everything.train) == _rows(digits.train)
+    for bad in (0, len(digits.train) + 1):
+        with pytest.raises(DataError) as err:
+            load_dataset("digits", train_examples=bad)
+        _assert_one_line(err, f"train_examples={bad}", f"[1, {len(digits.train)}]")
+        assert err.value.option == "train_examples"
+
+
 def test_mean_std_are_of_the_train_split(digits: Dataset) -> None:
     train = digits.train.images.numpy() / 255.0
     assert digits.mean == pytest.approx((train.mean(),), abs=1e-12)

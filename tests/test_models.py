@@ -22,6 +22,18 @@ def test_dia_overhead_is_one_cell_per_stage_and_independent_of_depth():
     assert {overhead(d) for d in (20, 32, 44, 56, 110)} == {cells}
     assert overhead(164) == sum(n_params(DIALSTMCell(c)) for c in (64, 128, 256))
     assert overhead(164, "preresnet") == overhead(164)
+    assert overhead(29) == overhead(164)  # the CPU-sized bottleneck network has resnet164's stage widths
+
+
+def test_resnet29_is_three_bottlenecks_per_stage_at_resnet164s_widths():
+    from dia_ode.models.blocks import Bottleneck
+    from dia_ode.models.resnet import blocks_per_stage
+
+    assert blocks_per_stage(29) == (3, True) and blocks_per_stage(164) == (18, True)
+    model = dia_ode.create_model("resnet29", num_classes=10, in_channels=1)
+    assert sum(isinstance(m, Bottleneck) for m in model.modules()) == 9
+    assert [info.channels for info in model.feature_info] == [64, 128, 256]
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_per_block_se_overhead_grows_with_depth():

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -277,12 +279,14 @@ def test_a_study_of_another_version_or_not_a_study_is_refused(tmp_path):
 
 def test_the_cache_key_is_pinned_so_a_change_is_deliberate():
     """Every TrainConfig field, defaults included, is hashed: a new field or a changed default changes
-    every key and a study retrains. If this fails on purpose, bump CACHE_VERSION (claim.py)."""
+    every key and a study retrains. If this fails on purpose, update the keys here, and bump CACHE_VERSION
+    (claim.py) too when what an existing key's run means has changed (a new field with a default that
+    keeps the old behaviour, like train_examples, does not: the old runs are only no longer found)."""
     from dia_ode.studies.claims.dia_vs_se import backbone_config
 
-    assert tiny_spec(0).key() == "fdddf43a80ca4e8f"
+    assert tiny_spec(0).key() == "62af05658ee6bfc8"
     # the cpu study's resnet20 run of seed 0 (the directory name the report found it under)
-    assert RunSpec(backbone_config("resnet20", get_budget("cpu"), 0, "digits")).key() == "77e3dbf8ea2b2de3"
+    assert RunSpec(backbone_config("resnet20", get_budget("cpu"), 0, "digits")).key() == "1e47f0e3d56306a5"
 
 
 @pytest.mark.parametrize("summary, outcome, state", [
@@ -391,3 +395,51 @@ def test_report_markdown_puts_each_null_under_its_statistic():
     assert names == ["r, stage 0", "↳ untrained (reference)", "r, stage 1", "chance (reference)"]
     stage_1 = _statistics(measured, references)[4]
     assert stage_1.count("[") == 2  # the same-name reference sits in its column
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc: Linux, where CI runs)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:  # the process ended while we looked
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc")
+def test_an_interrupted_local_pool_ends_its_children_and_starts_no_queued_run(tmp_path):
+    """A SIGTERM sent to the report alone (cli/runtime.py turns it into KeyboardInterrupt, as Python does
+    with SIGINT) must stop the runs in the children and drop the queued ones, not wait for all of them."""
+    script = ("import sys\n"
+              "from dia_ode.engine import TrainConfig\n"
+              "from dia_ode.studies.report.cache import open_study\n"
+              "from dia_ode.studies.report.claim import RunSpec\n"
+              "from dia_ode.studies.report.launchers import LocalLauncher\n"
+              "study = open_study(sys.argv[1], 'smoke')\n"
+              "specs = [RunSpec(TrainConfig(model='resnet20', epochs=500, batch_size=256, augment=False, device='cpu',"
+              " seed=s, model_options={'base_width': 2})) for s in range(4)]\n"
+              "print('ready', flush=True)\n"
+              "LocalLauncher(2).run(specs, study)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "s")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        for _ in range(600):  # both workers training: each has written its run's config.json
+            if len(list((tmp_path / "s" / "runs").glob("*/config.json"))) == 2:
+                break
+            time.sleep(0.1)
+        workers = [pid for pid in _children(parent.pid)
+                   if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGINT)  # to the parent only: the children get no signal from us
+        parent.wait(timeout=60)
+    finally:
+        parent.kill()
+        parent.wait()
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert len(list((tmp_path / "s" / "runs").iterdir())) == 2  # the two queued runs never started

@@ -86,7 +86,7 @@ def test_learning_rate_schedules():
 
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0), ("schedule", "linear"),
                                          ("lr", float("inf")), ("weight_decay", float("nan")),
-                                         ("clip_grad", float("inf"))])
+                                         ("clip_grad", float("inf")), ("train_examples", 0)])
 def test_bad_config_is_a_value_error_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field) as err:
         TrainConfig(**{field: value}).validate()

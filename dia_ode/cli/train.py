@@ -33,6 +33,10 @@ DEFAULTS = TrainConfig()
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, help="Epochs in total.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size,
               help="Global batch size (split over the processes under torchrun).")
+@click.option("--train-examples", type=click.IntRange(min=1), default=None,
+              help="Train on a seeded random subset of this many training examples [default: all].")
+@click.option("--val-fraction", type=FiniteFloat(0, 1, max_open=True), default=DEFAULTS.val_fraction,
+              help="Fraction of the training data held out for validation (never trained on).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS.optimizer, help="Optimizer.")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=DEFAULTS.lr, help="Peak learning rate.")
 @click.option("--momentum", type=FiniteFloat(0, 1, max_open=True), default=DEFAULTS.momentum,
@@ -61,9 +65,10 @@ DEFAULTS = TrainConfig()
                    "--epochs extends it).")
 @common_options
 @click.pass_context
-def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, optimizer, lr, momentum, nesterov,
-          weight_decay, schedule, warmup_epochs, clip_grad, no_augment, sync_bn, reduction, sam, no_cell_state,
-          no_output_gate, model_option_pairs, seeds, resume_dir, seed, device, out, no_progress) -> None:
+def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, train_examples, val_fraction,
+          optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, sync_bn,
+          reduction, sam, no_cell_state, no_output_gate, model_option_pairs, seeds, resume_dir, seed, device, out,
+          no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
     Models carry a training recipe (`dia-ode ls models --pattern NAME` shows it; the ViTs use AdamW with
@@ -94,8 +99,9 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                                      param_hint="--model-option")
         check_model(model, model_options)
         values = dict(model=model, task=task, dataset=dataset, data_dir=str(data_dir) if data_dir else None,
-                      epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-                      nesterov=nesterov, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+                      epochs=epochs, batch_size=batch_size, train_examples=train_examples,
+                      val_fraction=val_fraction, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                      weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
                       clip_grad=clip_grad, augment=not no_augment, sync_bn=sync_bn, seed=seed, device=device,
                       model_options=model_options)
         chosen = {k for k in values if given("no_augment" if k == "augment" else k)}
@@ -111,9 +117,11 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         except ConfigError as err:
             raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
         try:
-            data = load_dataset(dataset, data_dir)
+            data = load_dataset(dataset, data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+                                train_examples=cfg.train_examples)
         except DataError as err:
-            raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
+            hint = f"--{err.option.replace('_', '-')}" if err.option else "--data-dir/--dataset"
+            raise click.BadParameter(str(err), param_hint=hint) from None
         check_model(model, model_options, data, cfg.task)
         if seeds:
             _train_seeds(cfg, seeds, data, dist, out, no_progress)

@@ -15,7 +15,15 @@ from dia_ode.data.augment import Augment
 
 
 class DataError(ValueError):
-    """Bad data input: unknown dataset, missing folder or file, malformed file, bad split sizes."""
+    """Bad data input: unknown dataset, missing folder or file, malformed file, bad split sizes.
+
+    `option` names the setting at fault where it is not the dataset or its folder (e.g.
+    "train_examples"), so a command line can name its own option.
+    """
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -82,7 +82,7 @@ def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, tes
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+                 test_fraction: float = 0.2, split_seed: int = 0, train_examples: int | None = None) -> Dataset:
     """Load a dataset into memory and split it into train / val / test.
 
     Splits come from ``torch.randperm`` under ``torch.Generator().manual_seed(split_seed)``. An official
@@ -96,6 +96,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fr
         val_fraction: Fraction of the training data held out for validation, in [0, 1).
         test_fraction: Fraction held out for testing where there is no official test split, in [0, 1).
         split_seed: Seed of the split permutation.
+        train_examples: Keep a random subset of this many training samples (drawn after the val split
+            from the same generator, so val and test do not depend on it); None keeps them all. The
+            normalisation statistics are those of the subset, the data the model sees.
 
     Raises:
         DataError: Unknown name, missing or malformed data, or fractions that leave no training data.
@@ -108,6 +111,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fr
         train, test = subset(train, keep), subset(train, out)
     keep, out = held_out(len(train), val_fraction, generator)
     train, val = subset(train, keep), subset(train, out)
+    if train_examples is not None:
+        if not 0 < train_examples <= len(train):
+            raise DataError(f"{key}: train_examples={train_examples} is not in [1, {len(train)}] (the training "
+                            f"samples left after the val split)", option="train_examples")
+        train = subset(train, torch.randperm(len(train), generator=generator)[:train_examples].sort().values)
     if len(train) == 0:
         raise DataError(f"{key}: val_fraction={val_fraction} and test_fraction={test_fraction} "
                         f"leave no training samples")

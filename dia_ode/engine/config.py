@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     split_seed: int = 0
     val_fraction: float = 0.1
+    train_examples: int | None = None  # train on a seeded random subset of this many examples; None: all
     device: str = "auto"
     model_options: dict = field(default_factory=dict)
     extended_from: tuple[int, ...] = ()  # earlier totals of `epochs`, one per resume that extended the run
@@ -111,6 +112,8 @@ class TrainConfig:
                 any(not 0 < e < self.epochs for e in self.extended_from):
             raise ConfigError("extended_from", f"extended_from must rise strictly within (0, epochs={self.epochs}), "
                                                f"got {list(self.extended_from)}")
+        if self.train_examples is not None and self.train_examples < 1:
+            raise ConfigError("train_examples", f"train_examples must be >= 1, got {self.train_examples}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError("clip_grad", f"clip_grad must be > 0, got {self.clip_grad}")
 

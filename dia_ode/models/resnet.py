@@ -26,7 +26,7 @@ from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
 
 BASIC_DEPTHS = (20, 32, 44, 56, 110)
-BOTTLENECK_DEPTHS = (164,)
+BOTTLENECK_DEPTHS = (29, 164)  # 29: the bottleneck widths 64/128/256 at 3 blocks per stage, CPU-sized
 
 
 def blocks_per_stage(depth: int) -> tuple[int, bool]:
@@ -42,7 +42,7 @@ class CifarResNet(AbstractStagedCNN):
     """Stem -> three residual stages -> (pre-activation: BN-ReLU) -> GAP -> linear.
 
     Args:
-        depth: 20, 32, 44, 56, 110 (basic blocks) or 164 (bottlenecks).
+        depth: 20, 32, 44, 56, 110 (basic blocks) or 29, 164 (bottlenecks).
         attention: controller name per stage ("none", "se", "eca", "cbam", "shared", "dia").
         pre_activation: PreResNet layout instead of the original post-activation ResNet.
         num_classes: size of the head.

@@ -70,7 +70,7 @@ def _spec_from_config(config: dict) -> tuple[dict, dict]:
     """model_spec and normalisation of a checkpoint written before they were saved (format version 1):
     rebuilt from the config and the dataset, as the training code did then."""
     dataset = load_dataset(config["dataset"], config.get("data_dir"), val_fraction=config.get("val_fraction", 0.1),
-                           split_seed=config.get("split_seed", 0))
+                           split_seed=config.get("split_seed", 0), train_examples=config.get("train_examples"))
     task = get_task(config.get("task", "classification"))
     return (model_spec(config["model"], config.get("model_options", {}), task, dataset),
             {"mean": dataset.mean, "std": dataset.std})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dia_ode.studies.claims.continuous_nfe import ContinuousDiaNfe
 from dia_ode.studies.claims.correlation import CrossLayerCorrelation
+from dia_ode.studies.claims.correlation_sweep import CrossLayerCorrelationSweep
 from dia_ode.studies.claims.dia_vs_se import DiaImprovesBackbone
 from dia_ode.studies.claims.euler_identity import EulerStep
 from dia_ode.studies.claims.stabilisation import DiaStabilisesTraining
@@ -16,6 +17,7 @@ from dia_ode.studies.report.claim import AbstractClaim
 CLAIMS: dict[str, AbstractClaim] = {claim.id: claim for claim in (
     EulerStep(),
     CrossLayerCorrelation(),
+    CrossLayerCorrelationSweep(),
     StepsFollowStiffness(),
     ContinuousDiaNfe(),
     DiaImprovesBackbone(),

@@ -32,84 +32,84 @@ core (theory/correlation.md).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from dia_ode.analysis.attention_nulls import correlation_with_nulls, untrained_model
 from dia_ode.analysis.correlation import PROTOCOLS
 from dia_ode.analysis.intervals import Interval, mean_interval
-from dia_ode.rundir import load_run, read_jsonl
+from dia_ode.rundir import load_run, read_jsonl, read_summary
 from dia_ode.solvers import trace
+from dia_ode.studies.claims.correlation_recorder import (RECORDED_PROTOCOLS, RECORDER, RECORDER_SAMPLES, STATISTIC,
+                                                         THRESHOLD, VERDICT_PROTOCOL, curve_note, plot_r_over_epochs)
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
 from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict, study_config
-from dia_ode.studies.report.recorders import records_path, register_recorder
+from dia_ode.studies.report.recorders import records_path
 
-RECORDER = "attention_correlation"
-RECORDER_SAMPLES = 64  # the first 64 test images: a fixed batch, so the curve over epochs compares like with like
-RECORDED_PROTOCOLS = ("per_sample", "centred")  # recorded per epoch and reported as intervals; the table has all
-THRESHOLD = 0.5  # "strongly correlated": the paper reports up to 0.85
-VERDICT_PROTOCOL = "per_sample"  # the paper's (unpublished) protocol is most plausibly per-sample vectors
-STATISTIC = "mean_r_consecutive"
 NULLS = ("untrained", "permuted")  # each paired with the trained network of the same seed
 DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two correlations
 
+__all__ = ["RECORDER", "RECORDER_SAMPLES", "THRESHOLD", "CrossLayerCorrelation", "Setup", "SetupMeasures",
+           "correlation_verdict", "measure_setups", "stage_shows_claim"]
 
-def attention_correlation_recorder(run_dir: Path) -> Callable[[int, dict], dict]:
-    """The recorder "attention_correlation": after each epoch, r per stage on a fixed test batch.
 
-    Loads the run's last checkpoint (rundir.load_run, on the CPU), traces the first RECORDER_SAMPLES
-    test images and, once per run, the untrained network of the run's seed on the same images.
+@dataclass(frozen=True)
+class Setup:
+    """One training setup the correlation is measured in: an SE network, its options, data and length.
 
-    Args:
-        run_dir: the training run's directory.
-
-    Returns:
-        record(epoch, row) -> {"samples", "stages": [{"stage", "spread",
-        "spread_untrained", "moved", "mean_gate", "<protocol>": {"mean_r", "mean_r_consecutive",
-        "untrained", "untrained_consecutive", "permuted", "permuted_consecutive"}}]} for the protocols
-        RECORDED_PROTOCOLS: each r over all block pairs and between consecutive blocks.
+    Attributes:
+        label: how the report names the setup's statistics, unique within a claim ("se_resnet20" for
+            the claim's own models; the sweep's labels say what they vary).
+        model: an SE model name.
+        dataset: the dataset it trains on.
+        model_options: the SE options (base_width is added from the budget).
+        fields: other TrainConfig fields (epochs, train_examples, val_fraction); the budget's otherwise.
     """
-    cached: dict = {}
 
-    def record(epoch: int, row: dict) -> dict:
-        with torch.random.fork_rng(devices=[]):  # rebuilding models draws from torch's global generator
-            run = load_run(run_dir)
-            if not cached:
-                cached["x"], _ = run.test_batch(RECORDER_SAMPLES)
-                with torch.no_grad():
-                    cached["untrained"] = trace(untrained_model(run.model_spec, run.config["seed"]), cached["x"])
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # constant gates: NaN entries, counted below
-                stages = correlation_with_nulls(trace(run.model, cached["x"]), cached["untrained"],
-                                                RECORDED_PROTOCOLS, draws=4)
-        return {"samples": len(cached["x"]), "stages": [_compact(s) for s in stages]}
+    label: str
+    model: str
+    dataset: str
+    model_options: Mapping[str, Any] = field(default_factory=lambda: SE_OPTIONS)
+    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    return record
+    def runs(self, budget: Budget) -> list[RunSpec]:
+        """One run per seed of the budget, each with the per-epoch recorder."""
+        return [RunSpec(study_config(self.model, self.dataset, budget, seed,
+                                     {**self.model_options, "base_width": budget.width}, **self.fields), (RECORDER,))
+                for seed in budget.seeds]
+
+    def describe(self, budget: Budget, accuracy: Interval) -> str:
+        """One sentence: what was trained, on what, how long, how well, and how r was measured."""
+        options = dict(self.model_options)
+        se = f"SE reduction {options.get('reduction', 16)}"
+        if options.get("min_hidden", 1) > 1:
+            se += f" with at least {options['min_hidden']} hidden units"
+        examples = self.fields.get("train_examples")
+        data = f"{self.dataset} ({examples} training examples)" if examples else self.dataset
+        epochs = self.fields.get("epochs", budget.epochs)
+        return (f"{self.label}: {self.model} on {data}, {accuracy.n} seeds, {epochs} epochs, base width "
+                f"{budget.width}, {se}, test accuracy {accuracy.format('.3f')}; r on the first {budget.samples} "
+                f"test images, 8 channel permutations")
 
 
-register_recorder(RECORDER, attention_correlation_recorder)
+@dataclass
+class SetupMeasures:
+    """What measure_setups reads from the finished runs of some setups (ClaimResult's fields, and
+    `triples`: label -> per stage (trained r, trained - untrained, trained - permuted), the verdict's input)."""
 
-
-def _compact(stage: dict) -> dict:
-    """The few numbers per stage a curve over epochs needs, from one correlation_with_nulls entry."""
-    learned = stage["learning"]
-    entry = {"stage": stage["stage"], "spread": learned["spread"], "spread_untrained": learned["spread_untrained"],
-             "moved": learned["moved"], "mean_gate": learned["mean_gate"]}
-    for protocol in RECORDED_PROTOCOLS:
-        p = stage[protocol]
-        entry[protocol] = {"mean_r": p["mean_r"], "mean_r_consecutive": p["mean_r_consecutive"],
-                           "untrained": p["untrained"]["mean_r"],
-                           "untrained_consecutive": p["untrained"]["mean_r_consecutive"],
-                           "permuted": p["permuted"]["mean_r"],
-                           "permuted_consecutive": p["permuted"]["mean_r_consecutive"]}
-    return entry
+    measured: dict[str, Interval] = field(default_factory=dict)
+    references: dict[str, Interval] = field(default_factory=dict)
+    table: list[dict] = field(default_factory=list)
+    triples: dict[str, list[tuple[Interval, Interval, Interval]]] = field(default_factory=dict)
+    figures: list[tuple[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def stage_shows_claim(trained: Interval, over_untrained: Interval, over_permuted: Interval) -> bool | None:
@@ -155,8 +155,71 @@ def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interva
                                      f"trained mean r {top:.2f})")
 
 
-def _models(budget: Budget) -> tuple[str, ...]:
-    return ("se_resnet20",) if budget.name == "smoke" else ("se_resnet20", "se_resnet56")
+def _setups(budget: Budget) -> list[Setup]:
+    """The claim's own setups: se_resnet20 (and se_resnet56 above smoke) with SE_OPTIONS on the budget's
+    first available dataset; none when no dataset of the budget is available."""
+    dataset = first_dataset(budget)
+    if dataset is None:
+        return []
+    models = ("se_resnet20",) if budget.name == "smoke" else ("se_resnet20", "se_resnet56")
+    return [Setup(model, model, dataset) for model in models]
+
+
+def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budget) -> SetupMeasures:
+    """Every setup's r per stage and protocol, its nulls, what the gates learned, and r over the epochs.
+
+    Args:
+        setups: the setups measured (their runs: Setup.runs(budget)).
+        run_dirs: RunSpec.key() -> run directory, as a claim's measure() receives it.
+        budget: the report's budget.
+
+    Returns:
+        SetupMeasures: statistics named "<label> <protocol> r (consecutive blocks), stage <s>" etc., a
+        table row per setup, stage and protocol, one r-over-epochs figure per setup, and notes.
+    """
+    out = SetupMeasures()
+    for setup in setups:
+        runs, skipped = trained_runs(setup.runs(budget), run_dirs)
+        out.notes += [f"{setup.label}: {note}" for note in skipped]
+        seeds = [_correlations(run_dir, budget.samples) for _, run_dir in runs]
+        records = [read_jsonl(records_path(run_dir, RECORDER)) for _, run_dir in runs]
+        out.triples[setup.label], trained_r = [], {protocol: [] for protocol in RECORDED_PROTOCOLS}
+        for s in range(len(seeds[0]) if seeds else 0):
+            stage = [seed[s] for seed in seeds]
+            for protocol in PROTOCOLS:
+                ivs, gains = _stage_intervals(stage, protocol)
+                name = f"{setup.label} {protocol} r (consecutive blocks), stage {s}"
+                if protocol in RECORDED_PROTOCOLS:  # the other two are in the table: a report stays readable
+                    out.measured[name] = ivs["trained"]
+                    trained_r[protocol].append(ivs["trained"])
+                    out.references[f"{name}, untrained"] = ivs["untrained"]
+                    out.references[f"{name}, channels permuted"] = ivs["permuted"]
+                if protocol == VERDICT_PROTOCOL:
+                    out.triples[setup.label].append((ivs["trained"], gains["untrained"], gains["permuted"]))
+                    for null in NULLS:
+                        out.measured[f"{setup.label} {protocol} r minus the {null} null (paired by seed), "
+                                     f"stage {s}"] = gains[null]
+                out.table.append({"setup": setup.label, "stage": s, "protocol": protocol,
+                                  **{which: f"{iv.format('.3f')} {iv.format_ci('.3f')}" for which, iv in ivs.items()},
+                                  **{f"trained - {null}": f"{gains[null].format('.3f')} {gains[null].format_ci('.3f')}"
+                                     for null in NULLS}})
+            learned = {key: mean_interval([seed["learning"][key] for seed in stage])
+                       for key in ("spread", "spread_untrained", "moved")}
+            out.measured[f"{setup.label} gate spread over images, stage {s}"] = learned["spread"]
+            out.references[f"{setup.label} gate spread over images, stage {s}, untrained"] = learned["spread_untrained"]
+            out.measured[f"{setup.label} gate distance from the untrained gates, stage {s}"] = learned["moved"]
+        if not seeds:
+            continue
+        accuracy = mean_interval([read_summary(run_dir)["test_acc"] for _, run_dir in runs], bounds=(0.0, 1.0))
+        out.notes.append(setup.describe(budget, accuracy))
+        out.notes.append(_centred_note(setup.label, trained_r))
+        if all(records):
+            name = setup.label.replace(", ", "_").replace(" ", "_").replace("=", "")
+            out.figures.append((f"{name}_r_over_epochs", plot_r_over_epochs(records, f"{setup.label} on {setup.dataset}")))
+            out.notes.append(curve_note(setup.label, records))
+        else:
+            out.notes.append(f"{setup.label}: some runs have no records/{RECORDER}.jsonl, no curve over epochs")
+    return out
 
 
 class CrossLayerCorrelation(AbstractClaim):
@@ -167,65 +230,16 @@ class CrossLayerCorrelation(AbstractClaim):
                  "maps, mean Pearson r up to 0.85")
     paper = "0.85 (DIA: arXiv 2210.16101; DIANet: arXiv 1905.10671, the correlation figure)"
 
-
     def runs(self, budget: Budget) -> list[RunSpec]:
-        dataset = first_dataset(budget)
-        if dataset is None:
-            return []
-        return [RunSpec(study_config(model, dataset, budget, seed, {**SE_OPTIONS, "base_width": budget.width}),
-                        (RECORDER,))
-                for model in _models(budget) for seed in budget.seeds]
+        return [spec for setup in _setups(budget) for spec in setup.runs(budget)]
 
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
-        specs = self.runs(budget)
-        if not specs:
+        setups = _setups(budget)
+        if not setups:
             return ClaimResult({}, {}, correlation_verdict({}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
-        runs, notes = trained_runs(specs, run_dirs)
-        per_model: dict[str, list[list[dict]]] = {model: [] for model in _models(budget)}  # one list per seed
-        records: dict[str, list[list[dict]]] = {}  # model -> one recorder file per seed
-        for spec, run_dir in runs:
-            per_model[spec.config.model].append(_correlations(run_dir, budget.samples))
-            records.setdefault(spec.config.model, []).append(read_jsonl(records_path(run_dir, RECORDER)))
-        measured, references, table, triples, trained_r = {}, {}, [], {}, {}
-        for model, seeds in per_model.items():
-            triples[model], trained_r[model] = [], {protocol: [] for protocol in RECORDED_PROTOCOLS}
-            for s in range(len(seeds[0]) if seeds else 0):
-                stage = [seed[s] for seed in seeds]
-                for protocol in PROTOCOLS:
-                    ivs, gains = _stage_intervals(stage, protocol)
-                    name = f"{model} {protocol} r (consecutive blocks), stage {s}"
-                    if protocol in RECORDED_PROTOCOLS:  # the other two are in the table: a report stays readable
-                        measured[name] = ivs["trained"]
-                        trained_r[model][protocol].append(ivs["trained"])
-                        references[f"{name}, untrained"] = ivs["untrained"]
-                        references[f"{name}, channels permuted"] = ivs["permuted"]
-                    if protocol == VERDICT_PROTOCOL:
-                        triples[model].append((ivs["trained"], gains["untrained"], gains["permuted"]))
-                        for null in NULLS:
-                            measured[f"{model} {protocol} r minus the {null} null (paired by seed), stage {s}"] = \
-                                gains[null]
-                    table.append({"model": model, "stage": s, "protocol": protocol,
-                                  **{which: f"{iv.format('.3f')} {iv.format_ci('.3f')}" for which, iv in ivs.items()},
-                                  **{f"trained - {null}": f"{gains[null].format('.3f')} {gains[null].format_ci('.3f')}"
-                                     for null in NULLS}})
-                learned = {key: mean_interval([seed["learning"][key] for seed in stage])
-                           for key in ("spread", "spread_untrained", "moved")}
-                measured[f"{model} gate spread over images, stage {s}"] = learned["spread"]
-                references[f"{model} gate spread over images, stage {s}, untrained"] = learned["spread_untrained"]
-                measured[f"{model} gate distance from the untrained gates, stage {s}"] = learned["moved"]
-        dataset = specs[0].config.dataset
-        figures = [(f"{model}_r_over_epochs", plot_r_over_epochs(seeds, f"{model} on {dataset}"))
-                   for model, seeds in records.items() if all(seeds)]
-        notes += [f"{m}, {dataset}, {len(seeds)} seeds, {budget.epochs} epochs, base width {budget.width}, "
-                  f"SE reduction 4 with at least 4 hidden units; r on the first {budget.samples} test images, "
-                  f"8 channel permutations; intervals are 95% Student-t over seeds, the nulls' differences "
-                  f"paired by seed" for m, seeds in per_model.items() if seeds]
-        notes += [_centred_note(model, r) for model, r in trained_r.items() if per_model[model]]
-        notes += [_curve_note(model, seeds) for model, seeds in records.items() if all(seeds)]
-        if not all(all(seeds) for seeds in records.values()):
-            notes.append(f"some runs have no records/{RECORDER}.jsonl: no curve over epochs for them")
-        return ClaimResult(measured, references, correlation_verdict(triples), table, figures, notes)
+        m = measure_setups(setups, run_dirs, budget)
+        return ClaimResult(m.measured, m.references, correlation_verdict(m.triples), m.table, m.figures, m.notes)
 
 
 def _stage_intervals(stage: list[dict], protocol: str) -> tuple[dict[str, Interval], dict[str, Interval]]:
@@ -271,53 +285,3 @@ def _centred_note(model: str, trained_r: dict[str, list[Interval]]) -> str:
     else:
         reading = "the blocks agree neither on a shared profile nor on what varies with the input"
     return f"{model}: centred r by stage {centred}; above {THRESHOLD} in {k} of {n} stages: {reading}"
-
-
-def _curve(seeds: list[list[dict]], s: int, protocol: str, key: str) -> np.ndarray:
-    """(seeds, epochs) of one recorded value of stage s (null -> NaN)."""
-    length = min(len(rows) for rows in seeds)
-    return np.array([[rows[e]["stages"][s][protocol][key] for e in range(length)] for rows in seeds],
-                    dtype=np.float64)  # JSON null (an undefined r) becomes NaN
-
-
-def _curve_note(model: str, seeds: list[list[dict]]) -> str:
-    """Per stage the per-sample r after the first and the last recorded epoch, against the untrained r."""
-    parts = []
-    for s in range(len(seeds[0][0]["stages"])):
-        r = np.nanmean(_curve(seeds, s, VERDICT_PROTOCOL, STATISTIC), axis=0)
-        r0 = np.nanmean(_curve(seeds, s, VERDICT_PROTOCOL, "untrained_consecutive"))
-        parts.append(f"stage {s} {r[0]:.2f} -> {r[-1]:.2f} (untrained {r0:.2f})")
-    epochs = min(len(rows) for rows in seeds)
-    return f"{model}, per-sample r over epochs 1 -> {epochs} (first {RECORDER_SAMPLES} test images): {'; '.join(parts)}"
-
-
-def plot_r_over_epochs(seeds: list[list[dict]], title: str) -> Figure:
-    """r between consecutive blocks over the epochs, one panel per stage: each recorded protocol's mean over
-    seeds (thick), every seed (thin), and the untrained network's r (dashed, mean over seeds).
-
-    Args:
-        seeds: per seed the rows of records/attention_correlation.jsonl.
-        title: what was trained (model and dataset).
-    """
-    stages = len(seeds[0][0]["stages"])
-    fig = Figure(figsize=(3.2 * stages + 0.8, 3.6), layout="constrained")
-    fig.suptitle(f"Attention r between consecutive blocks over training: {title}")
-    axes = fig.subplots(1, stages, squeeze=False, sharey=True)[0]
-    for s, ax in enumerate(axes):
-        for i, protocol in enumerate(RECORDED_PROTOCOLS):
-            color = f"C{i}"
-            r = _curve(seeds, s, protocol, STATISTIC)  # (seeds, epochs)
-            epochs = np.arange(1, r.shape[1] + 1)
-            ax.plot(epochs, r.T, color=color, linewidth=0.6, alpha=0.4)
-            ax.plot(epochs, np.nanmean(r, axis=0), color=color, linewidth=2, label=f"{protocol}, trained")
-            ax.axhline(np.nanmean(_curve(seeds, s, protocol, "untrained_consecutive")), color=color,
-                       linestyle="--", linewidth=1, label=f"{protocol}, untrained")
-        ax.axhline(THRESHOLD, color="black", linestyle=":", linewidth=0.8, label=f"r = {THRESHOLD}")
-        ax.set_title(f"stage {s}")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-1.0, 1.0)
-    axes[0].set_ylabel("mean Pearson r, consecutive blocks")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(RECORDED_PROTOCOLS) * 2 + 1)
-    return fig
-

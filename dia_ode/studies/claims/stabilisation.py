@@ -5,13 +5,17 @@ DIANet (Huang et al., arXiv 1905.10671, the section on DIA-LSTM's regularisation
 skip connections or Batch Normalization in the whole residual network") reports that a ResNet
 stripped of its skip connections or of its BatchNorm trains badly, and that adding the shared DIA
 unit recovers much of the loss; the DIA journal version (arXiv 2210.16101) adds training without
-data augmentation. We run the three ablations on the backbone of claim "dia-improves-backbone".
+data augmentation. We run the three ablations on the backbone of claim "dia-improves-backbone" at a
+depth where removing a part can hurt: depth 56 (9 blocks per stage) above the smoke budget. At depth
+20 no ablation degraded the plain network on digits (cpu report of 2026-11-30, no_skip: plain -
+reference -0.021 [-0.053, 0.011]): a 20-layer plain network trains well, the degradation problem of
+He et al. (arXiv 1512.03385) appears with depth.
 
 Protocol: for each ablation in (no_skip: model option skip=False, no_bn: batch_norm=False,
-no_augment: TrainConfig augment=False) and each of resnet20, se_resnet20, dia_resnet20, every seed of
-the budget, with exactly claim dia-improves-backbone's recipe otherwise (budget.epochs, base_width =
-budget.width, the budget's first available dataset), so the unablated reference runs are that
-claim's runs (same RunSpec keys: the report trains them once). Without skip connections a stage is
+no_augment: TrainConfig augment=False) and each of resnet56, se_resnet56, dia_resnet56 (resnet20 and
+its variants at the smoke budget), every seed of the budget, with exactly claim dia-improves-backbone's
+recipe otherwise (budget.epochs, base_width = budget.width, the budget's first available dataset), so
+at the smoke budget the unablated reference runs are that claim's runs (same RunSpec keys). Without skip connections a stage is
 no longer an Euler integrator: x_{k+1} = post(h_k f_k(x_k)) (models/blocks.py).
 
 Measured: test accuracy of each (ablation, model) as a 95% t-interval over seeds, next to the same
@@ -31,9 +35,9 @@ reproduced when DIA stabilises in more than half of the testable ablations (2 of
 1 of 1 when one does); not reproduced otherwise, with the ablations that failed and why; not testable
 here when no ablation degrades the backbone, or an ablation has fewer than two paired seeds.
 
-Cost at the cpu budget: 27 ablated runs (3 ablations x 3 models x 3 seeds, 15 epochs, width 16,
-digits) at about 3 s per epoch on one core (OMP_NUM_THREADS=1): ~20 minutes on one core, ~10 with
-`--launcher local:2`, plus the 9 reference runs shared with dia-improves-backbone.
+Cost at the cpu budget: 36 runs (4 configurations x 3 models x 3 seeds, 15 epochs, width 16, digits)
+at about 4 s per epoch at depth 56 on one core (OMP_NUM_THREADS=1): ~36 minutes on one core, ~18 with
+`--launcher local:2`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from dia_ode.analysis.gradients import stage_gradient_norms
 from dia_ode.analysis.intervals import Interval
 from dia_ode.engine import TrainConfig
 from dia_ode.rundir import load_run
-from dia_ode.studies.claims.dia_vs_se import (DIA, MODELS, PLAIN, accuracy_interval, backbone_config, chance_accuracy,
+from dia_ode.studies.claims.dia_vs_se import (MODELS, accuracy_interval, backbone_config, chance_accuracy,
                                               outcome_accuracy, paired_difference, unfinished_note)
 from dia_ode.studies.report.budgets import Budget, first_dataset
 from dia_ode.studies.report.claim import (DIVERGED, FINISHED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, AbstractClaim,
@@ -60,6 +64,12 @@ ABLATIONS: dict[str, dict] = {  # ablation -> (TrainConfig field or model option
     "no_augment": {"augment": False},
 }
 NO_DEGRADATION = "not testable (the backbone does not degrade at this depth/budget)"
+DEPTH = {"smoke": 20, "cpu": 56, "full": 56}  # see the module docstring: degradation needs depth
+
+
+def stabilisation_models(budget: Budget) -> tuple[str, str, str]:
+    """(plain, se, dia) at the budget's DEPTH: claim dia-improves-backbone's models, deeper."""
+    return tuple(name.replace("20", str(DEPTH[budget.name])) for name in MODELS)
 
 
 def ablated_config(ablation: str, model: str, budget: Budget, seed: int, dataset: str) -> TrainConfig:
@@ -98,7 +108,7 @@ def ablation_verdict(plain_drop: dict[str, Interval], dia_gain: dict[str, Interv
 
 
 class DiaStabilisesTraining(AbstractClaim):
-    """Plain / SE / DIA resnet20 without skips, without BatchNorm and without augmentation."""
+    """Plain / SE / DIA resnet56 (resnet20 at smoke) without skips, BatchNorm or augmentation."""
 
     id = "dia-stabilises-training"
     statement = ("DIA stabilises training where the backbone alone degrades: skip connections removed, "
@@ -112,21 +122,24 @@ class DiaStabilisesTraining(AbstractClaim):
         if dataset is None:
             return []
         return [RunSpec(ablated_config(ablation, model, budget, seed, dataset))
-                for ablation in (REFERENCE, *ABLATIONS) for model in MODELS for seed in budget.seeds]
+                for ablation in (REFERENCE, *ABLATIONS) for model in stabilisation_models(budget)
+                for seed in budget.seeds]
 
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
         dataset = first_dataset(budget)
         if dataset is None:
             return no_dataset(budget)
         task = get_task("classification")
+        models = stabilisation_models(budget)
+        plain, dia = models[0], models[-1]
         dirs = {(a, m): [run_dirs[RunSpec(ablated_config(a, m, budget, seed, dataset)).key()] for seed in budget.seeds]
-                for a in (REFERENCE, *ABLATIONS) for m in MODELS}
+                for a in (REFERENCE, *ABLATIONS) for m in models}
         chance = chance_accuracy(dataset)
         acc = {k: [outcome_accuracy(d, chance) for d in ds] for k, ds in dirs.items()}
-        measured = {f"{a} {m} test accuracy": accuracy_interval(acc[a, m]) for a in ABLATIONS for m in MODELS}
-        references = {f"{m} test accuracy (unablated)": accuracy_interval(acc[REFERENCE, m]) for m in MODELS}
-        plain_drop = {a: paired_difference(acc[a, PLAIN], acc[REFERENCE, PLAIN]) for a in ABLATIONS}
-        dia_gain = {a: paired_difference(acc[a, DIA], acc[a, PLAIN]) for a in ABLATIONS}
+        measured = {f"{a} {m} test accuracy": accuracy_interval(acc[a, m]) for a in ABLATIONS for m in models}
+        references = {f"{m} test accuracy (unablated)": accuracy_interval(acc[REFERENCE, m]) for m in models}
+        plain_drop = {a: paired_difference(acc[a, plain], acc[REFERENCE, plain]) for a in ABLATIONS}
+        dia_gain = {a: paired_difference(acc[a, dia], acc[a, plain]) for a in ABLATIONS}
         for a in ABLATIONS:
             measured[f"{a}: plain - plain unablated (paired)"] = plain_drop[a]
             measured[f"{a}: dia - plain (paired)"] = dia_gain[a]

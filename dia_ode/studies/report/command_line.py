@@ -18,7 +18,7 @@ from dia_ode.models import model_entry
 
 ALWAYS = ("model", "dataset", "epochs", "seed")
 RECIPE_BOUND = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs")
-NO_OPTION = ("milestones", "gamma", "split_seed", "val_fraction", "extended_from")  # not on `dia-ode train`
+NO_OPTION = ("milestones", "gamma", "split_seed", "extended_from")  # not on `dia-ode train`
 
 
 def train_command(cfg: TrainConfig) -> str:

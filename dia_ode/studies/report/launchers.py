@@ -55,8 +55,12 @@ class LocalLauncher(AbstractLauncher):
             return {spec.key(): _outcome(lambda s=spec: execute(s, study_dir, progress)) for spec in specs}
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            jobs = {spec.key(): pool.submit(_execute_in_child, spec, str(study_dir), threads) for spec in specs}
-            return {key: _outcome(lambda j=job: Path(j.result())) for key, job in jobs.items()}
+            try:
+                jobs = {spec.key(): pool.submit(_execute_in_child, spec, str(study_dir), threads) for spec in specs}
+                return {key: _outcome(lambda j=job: Path(j.result())) for key, job in jobs.items()}
+            except BaseException:  # Ctrl-C or SIGTERM (cli/runtime.py): stop the children too
+                _stop_children(pool)
+                raise
 
 
 class SlurmLauncher(AbstractLauncher):
@@ -124,6 +128,17 @@ def _execute_in_child(spec: RunSpec, study_dir: str, threads: int) -> str:
     """A child process's (or a cluster job's) body: its share of the cores, then the run."""
     torch.set_num_threads(max(1, int(threads)))
     return str(execute(spec, study_dir, progress=False))
+
+
+def _stop_children(pool: ProcessPoolExecutor) -> None:
+    """Drop the queued runs and end the running ones: leaving the `with` block would otherwise wait
+    for every queued run to train (shutdown waits), and a SIGTERM sent to the report alone never
+    reaches its children. A run ended this way keeps its last checkpoint and resumes on the next report."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in multiprocessing.active_children():  # the pool's workers (the resource tracker is not one)
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(timeout=10)
 
 
 def _outcome(job) -> Outcome:
