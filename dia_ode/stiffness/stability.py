@@ -58,14 +58,18 @@ def stability_methods() -> list[str]:
 def stability_polynomial(method: str) -> np.ndarray:
     """Coefficients c_0 .. c_s of R(z) = sum_j c_j z^j (lowest degree first) of an explicit method.
 
-    c_0 = 1 and c_j = b^T A^{j-1} 1: the expansion of 1 + z b^T (I - z A)^{-1} 1 for nilpotent A.
-
     Raises:
         ValueError: a method without a tableau here (implicit Adams, dopri8, ...), listing the valid ones.
     """
     if method not in TABLEAUS:
         raise ValueError(f"no stability function for method '{method}'; valid: {', '.join(TABLEAUS)}")
-    a, b = TABLEAUS[method]
+    return tableau_polynomial(*TABLEAUS[method])
+
+
+def tableau_polynomial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """R(z)'s coefficients (lowest degree first) of the explicit method with matrix `a` and weights `b`:
+    c_0 = 1 and c_j = b^T A^{j-1} 1, the expansion of 1 + z b^T (I - z A)^{-1} 1 for nilpotent A."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     coefficients, power = [1.0], np.ones(len(b))  # power = A^{j-1} 1
     for _ in range(len(b)):
         coefficients.append(float(b @ power))
@@ -85,14 +89,15 @@ def inside_region(method: str, z: np.ndarray, tol: float = 1e-12) -> np.ndarray:
 
 def real_axis_limit(method: str) -> float:
     """The length r of the interval [-r, 0] of the negative real axis inside the region (2 for Euler)."""
-    r = np.linspace(0.0, 10.0, 10_001)  # every method here meets the axis before -10
-    outside = np.nonzero(np.abs(stability_function(method, -r)) > 1.0)[0]
+    return polynomial_real_axis_limit(stability_polynomial(method))
+
+
+def polynomial_real_axis_limit(coefficients: np.ndarray) -> float:
+    """real_axis_limit of the stability polynomial with these coefficients (lowest degree first)."""
+    r = np.linspace(0.0, 10.0, 10_001)  # every explicit method of this project meets the axis before -10
+    values = np.abs(np.polynomial.polynomial.polyval(-r, coefficients))
+    outside = np.nonzero(values > 1.0)[0]
     if not outside.size:
         return float(r[-1])
-    coefficients = stability_polynomial(method)
     return float(brentq(lambda x: abs(np.polynomial.polynomial.polyval(-x, coefficients)) - 1.0,
                         r[outside[0] - 1], r[outside[0]], xtol=1e-12))
-
-
-__all__ = ["TABLEAUS", "inside_region", "real_axis_limit", "stability_function",
-           "stability_methods", "stability_polynomial"]

@@ -1,0 +1,323 @@
+"""Explicit Runge-Kutta integration of a batch with per-sample step control, result codes and a trace.
+
+Every sample of a batch has its own time t, step h, accept/reject decision and controller state (as in
+torchode; torchdiffeq instead takes one step for the whole batch, so one stiff sample sets the step of
+all): a step is tried for the samples still running, each sample's error ratio decides for it alone,
+and a sample that finishes (or fails) drops out of the next step's batch. Time is float64 whatever the
+state's dtype. Nothing here raises on a failed solve: each sample ends with a result code (RESULTS).
+
+Written here rather than taken from torchode because the lab needs what no library returns: the
+per-step trace with Hairer's stiffness estimate (numerics/stiffness_test.py) and controllers that are
+plain objects one can replace by a learned one (numerics/controllers.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from dia_ode.numerics.controllers import AbstractController, IController
+from dia_ode.numerics.stiffness_test import StiffnessTest
+from dia_ode.numerics.tableaux import Tableau, get_tableau
+
+RUNNING, SUCCESS, MAX_STEPS, DT_UNDERFLOW, NON_FINITE = range(5)
+RESULTS = {SUCCESS: "success", MAX_STEPS: "max steps reached", DT_UNDERFLOW: "step size underflow",
+           NON_FINITE: "non-finite state", RUNNING: "running"}
+Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Trace:
+    """One row per attempted step (all samples, in order of attempt).
+
+    Attributes:
+        sample: index of the sample in the batch.
+        t: time at the start of the step (float64).
+        h: the step tried.
+        error_ratio: its error ratio (0 for a fixed-step method, inf where not finite).
+        accepted: whether the step was taken.
+        h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus (nan where the method
+            has no two stages at one node, or on a rejected step).
+        stiff: the stiffness flag after this step (the streak rule of numerics/stiffness_test.py).
+        method: the method in use.
+    """
+
+    sample: torch.Tensor
+    t: torch.Tensor
+    h: torch.Tensor
+    error_ratio: torch.Tensor
+    accepted: torch.Tensor
+    h_lambda: torch.Tensor
+    stiff: torch.Tensor
+    method: list[str] = field(default_factory=list)
+
+    def of(self, sample: int) -> dict[str, torch.Tensor]:
+        """The rows of one sample as tensors keyed by field name."""
+        rows = self.sample == sample
+        return {name: getattr(self, name)[rows] for name in ("t", "h", "error_ratio", "accepted", "h_lambda", "stiff")}
+
+
+@dataclass
+class Solution:
+    """What solve returns.
+
+    Attributes:
+        t: the save times (T,) float64.
+        y: the solution at the save times (B, T, n); NaN at times a failed sample never reached.
+        result: result code per sample (B,) (RESULTS).
+        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps.
+        trace: the per-step Trace when asked for, else None.
+    """
+
+    t: torch.Tensor
+    y: torch.Tensor
+    result: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    trace: Trace | None = None
+
+    @property
+    def success(self) -> torch.Tensor:
+        return self.result == SUCCESS
+
+    def messages(self) -> list[str]:
+        """The result of every sample in words."""
+        return [RESULTS[int(code)] for code in self.result]
+
+
+def batched(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Field:
+    """A single-sample field f(t (), y (n,)) -> (n,) as a batch field f(t (B,), y (B, n)) (torch.func.vmap)."""
+    return torch.func.vmap(f)
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean(dim=-1).sqrt()
+
+
+def _initial_step(f: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor, k: int, rtol: float,
+                  atol: float) -> torch.Tensor:
+    """Hairer's starting step (Solving ODEs I, II.4), per sample, as torchdiffeq computes it (1 more nfe)."""
+    scale = atol + y0.abs() * rtol
+    d0, d1 = _rms(y0 / scale).double(), _rms(f0 / scale).double()
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
+    f1 = f(t0 + h0, y0 + h0.to(y0.dtype)[:, None] * f0)
+    d2 = _rms((f1 - f0) / scale).double() / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+                     (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / k))
+    return torch.minimum(100 * h0, h1)
+
+
+def _hermite(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor,
+             f1: torch.Tensor) -> torch.Tensor:
+    """Cubic Hermite interpolation on a step (order 3: a dense output every method here supports).
+
+    theta (B, T) in [0, 1], h (B,), y0/f0/y1/f1 (B, n) -> (B, T, n)."""
+    th = theta[..., None].to(y0.dtype)
+    h = h.to(y0.dtype)[:, None, None]
+    h00, h10 = (1 + 2 * th) * (1 - th) ** 2, th * (1 - th) ** 2
+    h01, h11 = th ** 2 * (3 - 2 * th), th ** 2 * (th - 1)
+    return h00 * y0[:, None] + h10 * h * f0[:, None] + h01 * y1[:, None] + h11 * h * f1[:, None]
+
+
+def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tableau = "dopri5",
+          controller: AbstractController | None = None, rtol: float = 1e-6, atol: float = 1e-6,
+          step_size: float | None = None, first_step: float | None = None, t_eval: torch.Tensor | None = None,
+          max_steps: int = 100_000, trace: bool = False, stiffness: StiffnessTest | None = None,
+          args: torch.Tensor | None = None) -> Solution:
+    """Integrate y' = f(t, y) from t0 to t1 for a batch of initial values, each sample on its own steps.
+
+    Args:
+        f: batch field f(t (B,) float64, y (B, n)) -> (B, n), or f(t, y, args) when `args` is given; wrap a
+            single-sample field with batched(). It is called on the samples still running only, so a
+            per-sample parameter must come through `args` (or the state), never be captured whole.
+        y0: initial values (B, n).
+        t0, t1: the interval, t1 > t0.
+        method: a name of numerics.tableaux.TABLEAUX or a Tableau.
+        controller: step-size controller (adaptive methods); default IController().
+        rtol, atol: tolerances of the error ratio ||err / (atol + rtol max(|y|, |y_new|))||_rms.
+        step_size: fixed step (required for euler/rk4; makes an adaptive method take fixed steps too).
+        first_step: the first step of every sample; default Hairer's starting-step rule.
+        t_eval: save times in [t0, t1], increasing (default: t0 and t1); between accepted steps the
+            solution is interpolated (dopri5's 4th-order continuous extension; cubic Hermite otherwise).
+        max_steps: step budget per sample (attempts: accepted + rejected).
+        trace: record every attempted step (Solution.trace).
+        stiffness: the stiffness test run on every accepted step; default StiffnessTest(tableau).
+        args: per-sample parameters (B, ...), handed to f as its third argument, row for row.
+
+    Returns:
+        Solution. A sample that fails ends with its result code, never an exception.
+
+    Raises:
+        ValueError: bad arguments (t1 <= t0, tolerances <= 0, a fixed-step method without step_size,
+            save times outside the interval), named in the message.
+    """
+    tableau = get_tableau(method) if isinstance(method, str) else method
+    if not t1 > t0:
+        raise ValueError(f"t1 must be > t0, got t0={t0}, t1={t1}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    if step_size is None and not tableau.adaptive:
+        raise ValueError(f"method '{tableau.name}' has no error estimate: give step_size")
+    if step_size is not None and not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    if y0.dim() != 2:
+        raise ValueError(f"y0 must be (batch, n), got shape {tuple(y0.shape)}")
+    save = torch.tensor([t0, t1], dtype=torch.float64) if t_eval is None else \
+        torch.as_tensor(t_eval, dtype=torch.float64).flatten()
+    if save.numel() and (save.min() < t0 or save.max() > t1 or bool((save.diff() < 0).any())):
+        raise ValueError(f"t_eval must increase within [t0={t0}, t1={t1}]")
+    controller = controller or IController()
+    stiffness = stiffness or StiffnessTest(tableau)
+    a = torch.as_tensor(tableau.a, dtype=y0.dtype)
+    b = torch.as_tensor(tableau.b, dtype=y0.dtype)
+    e_weights = None if tableau.b_error is None else torch.as_tensor(tableau.b_error, dtype=y0.dtype)
+    c = torch.as_tensor(tableau.c, dtype=torch.float64)
+    dense = None if tableau.dense is None else torch.as_tensor(tableau.dense, dtype=y0.dtype)
+    k_exponent = tableau.error_order + 1
+    B, n = y0.shape
+    if args is not None and args.shape[0] != B:
+        raise ValueError(f"args must have the batch size {B} first, got shape {tuple(args.shape)}")
+    if args is None:
+        call = lambda tt, yy, rows: f(tt, yy)  # noqa: E731 -- one signature for the loop below
+    else:
+        call = lambda tt, yy, rows: f(tt, yy, args[rows])  # noqa: E731
+
+    t = torch.full((B,), float(t0), dtype=torch.float64)
+    end = torch.full((B,), float(t1), dtype=torch.float64)
+    y = y0.clone()
+    result = torch.full((B,), RUNNING, dtype=torch.int64)
+    stats = {key: torch.zeros(B, dtype=torch.int64)
+             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps")}
+    out = torch.full((B, save.numel(), n), float("nan"), dtype=y0.dtype)
+    out[:, save == t0] = y0[:, None]
+    everyone = torch.arange(B)
+    k1 = call(t, y, everyone)
+    stats["nfe"] += 1
+    bad = ~torch.isfinite(k1).all(dim=-1) | ~torch.isfinite(y0).all(dim=-1)
+    result[bad] = NON_FINITE
+    if step_size is not None:
+        h = torch.full((B,), float(step_size), dtype=torch.float64)
+    elif first_step is not None:
+        h = torch.full((B,), float(first_step), dtype=torch.float64)
+    else:
+        h = _initial_step(lambda tt, yy: call(tt, yy, everyone), t, y, k1, k_exponent, rtol, atol)
+        stats["nfe"] += 1
+    cstate = controller.init(B)
+    sstate = stiffness.init(B)
+    rows: list[dict[str, torch.Tensor]] = []
+
+    while True:
+        idx = (result == RUNNING).nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        ta, ya, k1a, ha = t[idx], y[idx], k1[idx], h[idx]
+        h_try = torch.minimum(ha, end[idx] - ta)
+        hy = h_try.to(y0.dtype)[:, None]
+        ks, stage_inputs = [k1a], [ya]
+        for i in range(1, tableau.stages):
+            yi = ya + hy * sum(a[i, j] * ks[j] for j in range(i) if a[i, j] != 0)
+            stage_inputs.append(yi)
+            ks.append(call(ta + c[i] * h_try, yi, idx))
+        stats["nfe"][idx] += tableau.stages - 1
+        y_new = ya + hy * sum(b[j] * ks[j] for j in range(tableau.stages) if b[j] != 0)
+        if e_weights is not None and step_size is None:
+            err = hy * sum(e_weights[j] * ks[j] for j in range(tableau.stages) if e_weights[j] != 0)
+            scale = atol + rtol * torch.maximum(ya.abs(), y_new.abs())
+            ratio = _rms(err / scale).double()
+        else:
+            ratio = torch.zeros(idx.numel(), dtype=torch.float64)
+        finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=-1)
+        ratio = torch.where(finite, ratio, torch.full_like(ratio, float("inf")))
+        sub = {key: value[idx] for key, value in cstate.items()}
+        if step_size is None:
+            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exponent)
+        else:  # fixed steps: every finite step is taken, h stays
+            accept, factor = finite, torch.ones_like(ratio)
+        accept = accept & finite
+        for key, value in sub.items():
+            cstate[key][idx] = value
+
+        t_new = torch.where(h_try == end[idx] - ta, end[idx], ta + h_try)
+        acc = accept.nonzero().flatten()
+        if tableau.fsal:
+            k_next = ks[-1]
+        else:  # the next step's first stage, evaluated now (it is also the interpolant's end slope)
+            k_next = torch.zeros_like(k1a)
+            if acc.numel():
+                k_next[acc] = call(t_new[acc], y_new[acc], idx[acc])
+                stats["nfe"][idx[acc]] += 1
+        h_lambda, stiff, ssub = stiffness.update({key: value[idx] for key, value in sstate.items()}, h_try, ks,
+                                                 stage_inputs, accept)
+        for key, value in ssub.items():
+            sstate[key][idx] = value
+        _save(out, save, idx, accept, ta, h_try, t_new, ya, k1a, y_new, k_next, ks, dense)
+
+        stats["num_steps"][idx] += 1
+        stats["num_accepted"][idx] += accept.long()
+        stats["num_rejected"][idx] += (~accept).long()
+        stats["num_stiff_steps"][idx] += (stiff & accept).long()
+        if trace:
+            rows.append({"sample": idx, "t": ta, "h": h_try, "error_ratio": ratio, "accepted": accept,
+                         "h_lambda": h_lambda, "stiff": stiff})
+        t[idx] = torch.where(accept, t_new, ta)
+        y[idx] = torch.where(accept[:, None], y_new, ya)
+        k1[idx] = torch.where(accept[:, None], k_next, k1a)
+        h_next = (h_try * factor).clamp_max(controller.limits.dt_max) if step_size is None else ha
+        h[idx] = h_next
+
+        code = result[idx]
+        code = torch.where(accept & (t_new >= end[idx]), torch.full_like(code, SUCCESS), code)
+        running = code == RUNNING
+        nonfinite_start = ~torch.isfinite(k_next).all(dim=-1) & accept
+        code = torch.where(running & nonfinite_start & (t_new < end[idx]), torch.full_like(code, NON_FINITE), code)
+        stalled = (h_next < controller.limits.dt_min) | (t[idx] + h_next == t[idx])
+        code = torch.where((code == RUNNING) & stalled, torch.full_like(code, DT_UNDERFLOW), code)
+        code = torch.where((code == RUNNING) & (stats["num_steps"][idx] >= max_steps),
+                           torch.full_like(code, MAX_STEPS), code)
+        result[idx] = code
+
+    recorded = None
+    if trace:
+        cat = {key: torch.cat([r[key] for r in rows]) if rows else torch.zeros(0) for key in
+               ("sample", "t", "h", "error_ratio", "accepted", "h_lambda", "stiff")}
+        recorded = Trace(**cat, method=[tableau.name] * len(cat["t"]))
+    return Solution(save, out, result, stats, recorded)
+
+
+def _dense(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
+           d: torch.Tensor) -> torch.Tensor:
+    """A continuous extension of order 4 from the step's stages (Hairer's DOPRI5 form), (B, T, n):
+    y(theta) = y0 + theta (r2 + (1 - theta)(r3 + theta (r4 + (1 - theta) r5)))."""
+    th = theta[..., None].to(y0.dtype)
+    hk = h.to(y0.dtype)[:, None]
+    r2 = y1 - y0
+    r3 = hk * ks[0] - r2
+    r4 = r2 - hk * ks[-1] - r3
+    r5 = hk * sum(d[j] * ks[j] for j in range(len(ks)) if d[j] != 0)
+    r2, r3, r4, r5 = (r[:, None] for r in (r2, r3, r4, r5))
+    return y0[:, None] + th * (r2 + (1 - th) * (r3 + th * (r4 + (1 - th) * r5)))
+
+
+def _save(out: torch.Tensor, save: torch.Tensor, idx: torch.Tensor, accept: torch.Tensor, ta: torch.Tensor,
+          h: torch.Tensor, t_new: torch.Tensor, ya: torch.Tensor, fa: torch.Tensor, y_new: torch.Tensor,
+          f_new: torch.Tensor, ks: list[torch.Tensor], dense: torch.Tensor | None) -> None:
+    """Write the save times inside each accepted step (ta, t_new] into out: the method's continuous
+    extension where it has one (dense), a cubic Hermite polynomial otherwise (order 3)."""
+    if not save.numel():
+        return
+    inside = (save[None] > ta[:, None]) & (save[None] <= t_new[:, None]) & accept[:, None]  # (Ba, T)
+    if not bool(inside.any()):
+        return
+    rows = inside.any(dim=1).nonzero().flatten()
+    theta = ((save[None] - ta[rows, None]) / h[rows, None]).clamp(0.0, 1.0)
+    if dense is not None:
+        values = _dense(theta, h[rows], ya[rows], y_new[rows], [k[rows] for k in ks], dense)
+    else:
+        values = _hermite(theta, h[rows], ya[rows], fa[rows], y_new[rows], f_new[rows])
+    values = torch.where((save[None] == t_new[rows, None])[..., None], y_new[rows][:, None], values)
+    mask = inside[rows]
+    block = out[idx[rows]]
+    block[mask] = values[mask]
+    out[idx[rows]] = block

@@ -1,0 +1,73 @@
+"""Hairer's stiffness test, run on every accepted step from stages the method computes anyway.
+
+Two stages evaluated at the same time t + h (dopri5's and tsit5's last two, c_6 = c_7 = 1) give, for
+free, a Rayleigh-like quotient of the Jacobian along the direction they differ in:
+
+    h * lambda  ~  h * ||k_7 - k_6|| / ||g_7 - g_6||,   g_i the stage's argument
+
+(Hairer & Wanner, Solving ODEs II, IV.2, "Automatic stiffness detection"; the DOPRI5 code). A step
+whose h * lambda exceeds the method's stability bound on the negative real axis (times Hairer's margin,
+3.25 / 3.3066 for dopri5) is limited by stability rather than accuracy: the mark of stiffness. The
+streak rule of DOPRI5 turns single marks into a flag: 15 stiff accepted steps raise it, 6 non-stiff
+ones in a row clear the count. Methods without two stages at one node (bosh3, rk4, euler) report NaN
+and never flag.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dia_ode.numerics.tableaux import Tableau, get_tableau
+
+HAIRER_MARGIN = 3.25 / get_tableau("dopri5").real_stability_limit  # DOPRI5's threshold over dopri5's bound
+STREAK_ON, STREAK_OFF = 15, 6  # DOPRI5: stiff after 15 stiff steps; 6 non-stiff ones reset the count
+
+
+class StiffnessTest:
+    """The test and its streak state for one method.
+
+    Args:
+        tableau: the method (its last two stages must share a node for an estimate).
+        margin: the threshold is margin * tableau.real_stability_limit.
+        streak_on, streak_off: the streak rule (module docstring).
+    """
+
+    def __init__(self, tableau: Tableau, margin: float = HAIRER_MARGIN, streak_on: int = STREAK_ON,
+                 streak_off: int = STREAK_OFF) -> None:
+        s = tableau.stages
+        same_node = s >= 2 and abs(tableau.c[s - 2] - tableau.c[s - 1]) < 1e-12  # c are row sums: rounding
+        self.pair = (s - 2, s - 1) if same_node else None
+        self.threshold = margin * tableau.real_stability_limit
+        self.streak_on, self.streak_off = streak_on, streak_off
+
+    def init(self, batch: int) -> dict[str, torch.Tensor]:
+        zeros = torch.zeros(batch, dtype=torch.int64)
+        return {"stiff_count": zeros, "nonstiff_count": zeros.clone(), "flag": torch.zeros(batch, dtype=torch.bool)}
+
+    def estimate(self, h: torch.Tensor, ks: list[torch.Tensor], stage_inputs: list[torch.Tensor]) -> torch.Tensor:
+        """h * lambda per sample (B,) float64; NaN without a stage pair or where the stages coincide."""
+        if self.pair is None:
+            return torch.full_like(h, math.nan)
+        i, j = self.pair
+        num = (ks[j] - ks[i]).double().norm(dim=-1)
+        den = (stage_inputs[j] - stage_inputs[i]).double().norm(dim=-1)
+        return torch.where(den > 0, h * num / den.clamp_min(1e-300), torch.full_like(h, math.nan))
+
+    def update(self, state: dict[str, torch.Tensor], h: torch.Tensor, ks: list[torch.Tensor],
+               stage_inputs: list[torch.Tensor], accept: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(h * lambda, the flag after this step, the new state) of a step; only accepted steps count.
+
+        ks[i] = f(t + c_i h, stage_inputs[i]) for every stage i of the step."""
+        h_lambda = self.estimate(h, ks, stage_inputs)
+        h_lambda = torch.where(accept, h_lambda, torch.full_like(h_lambda, math.nan))
+        over = accept & (h_lambda > self.threshold)
+        under = accept & ~(h_lambda > self.threshold)
+        stiff_count = torch.where(over, state["stiff_count"] + 1, state["stiff_count"])
+        nonstiff = torch.where(over, torch.zeros_like(state["nonstiff_count"]),
+                               torch.where(under, state["nonstiff_count"] + 1, state["nonstiff_count"]))
+        stiff_count = torch.where(nonstiff >= self.streak_off, torch.zeros_like(stiff_count), stiff_count)
+        flag = stiff_count >= self.streak_on
+        return h_lambda, flag, {"stiff_count": stiff_count, "nonstiff_count": nonstiff, "flag": flag}

@@ -1,0 +1,222 @@
+"""The controller lab's numerics (dia_ode/numerics): tableaux, convergence orders, the controllers'
+formulas, per-sample control, result codes, dense output and Hairer's stiffness test."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchdiffeq
+
+from dia_ode.numerics import (DT_UNDERFLOW, MAX_STEPS, NON_FINITE, PID_PRESETS, SUCCESS, IController, Limits,
+                              PIController, PIDController, batched, create_controller, get_tableau, list_methods,
+                              solve)
+from dia_ode.stiffness.problems import get_problem
+
+f64 = torch.float64
+
+
+def _decay(t, y):
+    return -y
+
+
+# ---- tableaux ---------------------------------------------------------------------------------------------
+
+def _order_conditions(a: np.ndarray, b: np.ndarray, order: int) -> list[float]:
+    """Residuals of the order conditions up to `order` (<= 4: the 8 trees of orders 1-4) and the
+    bushy trees b.c^(q-1) = 1/q for q = 5 when order >= 5."""
+    c = a.sum(axis=1)
+    res = [b.sum() - 1]
+    if order >= 2:
+        res.append(b @ c - 1 / 2)
+    if order >= 3:
+        res += [b @ c ** 2 - 1 / 3, b @ (a @ c) - 1 / 6]
+    if order >= 4:
+        res += [b @ c ** 3 - 1 / 4, b @ (c * (a @ c)) - 1 / 8, b @ (a @ c ** 2) - 1 / 12, b @ (a @ (a @ c)) - 1 / 24]
+    if order >= 5:
+        res.append(b @ c ** 4 - 1 / 5)
+    return res
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_tableau_meets_its_order_conditions_and_its_embedded_one_its_own(name):
+    t = get_tableau(name)
+    assert np.allclose(_order_conditions(t.a, t.b, t.order), 0, atol=1e-12)
+    assert np.allclose(t.c, t.a.sum(axis=1)) and np.all(np.triu(t.a) == 0)
+    if t.adaptive:
+        b_hat = t.b - t.b_error
+        assert np.allclose(_order_conditions(t.a, b_hat, t.error_order), 0, atol=1e-12)
+        assert abs(_order_conditions(t.a, b_hat, t.error_order + 1)[-1]) > 1e-6  # and not one order more
+    if t.fsal:
+        assert np.allclose(t.a[-1], t.b)  # the last stage is f at the new solution
+
+
+def test_dopri5_and_bosh3_are_torchdiffeqs_tables_and_dopri5s_error_estimate_is_3_2_of_torchdiffeqs():
+    from torchdiffeq._impl.bosh3 import _BOGACKI_SHAMPINE_TABLEAU as bosh3
+    from torchdiffeq._impl.dopri5 import _DORMAND_PRINCE_SHAMPINE_TABLEAU as dopri5
+
+    for ours, theirs in ((get_tableau("dopri5"), dopri5), (get_tableau("bosh3"), bosh3)):
+        assert np.allclose(ours.b, theirs.c_sol.numpy()) and np.allclose(ours.c[1:], theirs.alpha.numpy())
+    # torchdiffeq's dopri5 embeds Shampine's 4th-order solution: its error estimate is 2/3 of Hairer's
+    assert np.allclose(dopri5.c_error.numpy(), get_tableau("dopri5").b_error * 2 / 3)
+    assert np.allclose(bosh3.c_error.numpy(), get_tableau("bosh3").b_error)
+
+
+def test_the_real_stability_limits_are_the_known_ones():
+    assert get_tableau("euler").real_stability_limit == pytest.approx(2.0)
+    assert get_tableau("rk4").real_stability_limit == pytest.approx(2.7853, abs=1e-4)
+    assert get_tableau("dopri5").real_stability_limit == pytest.approx(3.3066, abs=1e-4)
+
+
+# ---- convergence and dense output ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_methods())
+def test_fixed_steps_converge_at_the_methods_order_on_decay(name):
+    order = get_tableau(name).order
+    y0 = torch.ones(1, 1, dtype=f64)
+    errors = [abs(float(solve(_decay, y0, 0.0, 1.0, method=name, step_size=h).y[0, -1, 0]) - math.exp(-1))
+              for h in (0.05, 0.025)]
+    assert math.log2(errors[0] / errors[1]) == pytest.approx(order, abs=0.2)
+
+
+def test_dense_output_of_dopri5_is_accurate_between_steps():
+    vdp = get_problem("vdp", mu=1.0)
+    times = torch.linspace(0.0, 5.0, 21, dtype=f64)
+    ref = vdp.reference(times.numpy(), rtol=1e-13, atol=1e-13)
+    errors = {}
+    for tol in (1e-6, 1e-9):
+        sol = solve(batched(vdp.f), vdp.y0[None], 0.0, 5.0, rtol=tol, atol=tol, t_eval=times)
+        errors[tol] = float(np.abs(sol.y[0].numpy() - ref).max())
+        assert errors[tol] < 20 * tol
+    assert errors[1e-9] < errors[1e-6] / 100
+
+
+# ---- controllers -----------------------------------------------------------------------------------------
+
+def test_the_i_controller_like_torchdiffeqs_reproduces_its_accepted_times():
+    vdp = get_problem("vdp", mu=1.0)
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.accepted = []
+
+        def forward(self, t, y):
+            return batched(vdp.f)(t.expand(y.shape[0]), y)
+
+        def callback_accept_step(self, t0, y0, dt):
+            self.accepted.append(float(t0 + dt))
+
+    field = Field()
+    torchdiffeq.odeint(field, vdp.y0[None], torch.tensor([0.0, 5.0], dtype=f64), rtol=1e-7, atol=1e-9,
+                       method="dopri5")
+    shampine = dataclasses.replace(get_tableau("dopri5"), b_error=get_tableau("dopri5").b_error * 2 / 3)
+    sol = solve(batched(vdp.f), vdp.y0[None], 0.0, 5.0, method=shampine, controller=IController(), rtol=1e-7,
+                atol=1e-9, trace=True)
+    steps = sol.trace.of(0)
+    ours = (steps["t"] + steps["h"])[steps["accepted"]].numpy()
+    theirs = np.array(field.accepted)
+    inner = theirs[theirs < 5.0]  # torchdiffeq steps past t1 and interpolates; we end on t1
+    assert len(inner) > 20 and ours[-1] == 5.0
+    np.testing.assert_allclose(ours[:len(inner)], inner, rtol=0, atol=1e-10)
+
+
+def test_pi_controller_follows_hairers_formula_step_by_step():
+    pi, k = PIController(), 5
+    alpha, beta = 1 / k - 0.75 * 0.04, 0.04
+    state = pi.init(1)
+    sequence = [0.5, 2.0, 0.3, 0.8]  # accept, reject, accept (right after a rejection), accept
+    expected_old, rejected = 1e-4, False
+    for e in sequence:
+        accept, factor, state = pi.adapt(state, torch.ones(1, dtype=f64), torch.tensor([e], dtype=f64), k)
+        if e <= 1:
+            want = min(max(0.9 * e ** -alpha * expected_old ** beta, 0.2), 10.0)
+            want = min(want, 1.0) if rejected else want
+            expected_old, rejected = max(e, 1e-4), False
+        else:
+            want, rejected = max(0.9 * e ** -alpha, 0.2), True
+        assert bool(accept) == (e <= 1) and float(factor) == pytest.approx(want, rel=1e-12)
+
+
+def test_pid_h211pi_filters_the_last_two_accepted_errors():
+    pid, k = PIDController("H211PI"), 5
+    state = pid.init(1)
+    h = torch.ones(1, dtype=f64)
+    _, first, state = pid.adapt(state, h, torch.tensor([0.5], dtype=f64), k)
+    assert float(first) == pytest.approx(0.9 * 0.5 ** (-1 / 30) * 1.0 ** (-1 / 30))
+    _, second, state = pid.adapt(state, 2 * h, torch.tensor([0.25], dtype=f64), k)
+    assert float(second) == pytest.approx(0.9 * 0.25 ** (-1 / 30) * 0.5 ** (-1 / 30))
+    accept, reject, after = pid.adapt(state, 2 * h, torch.tensor([4.0], dtype=f64), k)
+    assert not bool(accept) and float(reject) == pytest.approx(0.9 * 4.0 ** (-1 / 5))
+    assert torch.equal(after["e1"], state["e1"])  # a rejection leaves the filter's history
+    with pytest.raises(ValueError, match="unknown PID preset 'H999'"):
+        PIDController("H999")
+    assert {"H211PI", "H312PID", "H211b", "H312b"} <= set(PID_PRESETS)
+
+
+def test_every_controller_meets_the_tolerance_on_van_der_pol():
+    vdp = get_problem("vdp", mu=1.0)
+    ref = vdp.reference([5.0], rtol=1e-13, atol=1e-13)[0]
+    for controller in (create_controller("i"), create_controller("pi"),
+                       *(create_controller("pid", preset=p) for p in ("H211PI", "H312PID", "H211b"))):
+        sol = solve(batched(vdp.f), vdp.y0[None], 0.0, 5.0, controller=controller, rtol=1e-8, atol=1e-8)
+        assert sol.messages() == ["success"]
+        assert np.abs(sol.y[0, -1].numpy() - ref).max() < 1e-6, controller.name
+
+
+# ---- per-sample control and result codes -----------------------------------------------------------------
+
+def test_each_sample_takes_its_own_steps_a_stiff_neighbour_costs_the_easy_one_nothing():
+    rates = torch.tensor([[1.0], [1000.0]], dtype=f64)
+    both = solve(lambda t, y, rate: -rate * y, torch.ones(2, 1, dtype=f64), 0.0, 1.0, args=rates, trace=True)
+    alone = solve(_decay, torch.ones(1, 1, dtype=f64), 0.0, 1.0, trace=True)
+    for key in ("nfe", "num_steps", "num_accepted", "num_rejected"):
+        assert int(both.stats[key][0]) == int(alone.stats[key][0])
+    assert torch.equal(both.trace.of(0)["t"], alone.trace.of(0)["t"])
+    assert int(both.stats["nfe"][1]) > 20 * int(both.stats["nfe"][0])
+    assert torch.allclose(both.y[:, -1, 0], torch.exp(-rates[:, 0]), atol=1e-5)
+
+
+def test_failures_are_result_codes_never_exceptions():
+    y0 = torch.ones(3, 1, dtype=f64)
+    budget = solve(_decay, y0, 0.0, 100.0, max_steps=3)
+    assert budget.result.tolist() == [MAX_STEPS] * 3 and budget.messages()[0] == "max steps reached"
+
+    def blows_up(t, y, fragile):  # NaN from t = 0.5 on for the fragile sample (args travel with the rows)
+        bad = (t > 0.5) & fragile[:, 0]
+        return torch.where(bad[:, None], torch.full_like(y, math.nan), -y)
+
+    sol = solve(blows_up, torch.ones(2, 1, dtype=f64), 0.0, 1.0, controller=IController(Limits(dt_min=1e-3)),
+                args=torch.tensor([[False], [True]]))
+    assert sol.result[0] == SUCCESS and sol.result[1] in (DT_UNDERFLOW, NON_FINITE)
+    assert torch.isnan(sol.y[1, -1]).all() and torch.isfinite(sol.y[0, -1]).all()
+    nan_start = solve(lambda t, y: y * math.nan, y0, 0.0, 1.0)
+    assert nan_start.result.tolist() == [NON_FINITE] * 3
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"t1": 0.0}, "t1 must be > t0"), ({"rtol": 0.0}, "rtol and atol"), ({"method": "euler"}, "give step_size"),
+    ({"method": "nope"}, "unknown method 'nope'"), ({"t_eval": torch.tensor([0.5, 0.2])}, "t_eval"),
+])
+def test_bad_arguments_are_value_errors_naming_them(kwargs, words):
+    args = {"t1": 1.0, **kwargs}
+    t1 = args.pop("t1")
+    with pytest.raises(ValueError, match=words):
+        solve(_decay, torch.ones(1, 1, dtype=f64), 0.0, t1, **args)
+
+
+# ---- stiffness -------------------------------------------------------------------------------------------
+
+def test_hairers_test_flags_stiff_van_der_pol_and_never_the_mild_one():
+    stiff, mild = get_problem("vdp", mu=100.0), get_problem("vdp", mu=1.0)
+    s = solve(batched(stiff.f), stiff.y0[None], 0.0, 30.0, controller=PIController(), trace=True)
+    m = solve(batched(mild.f), mild.y0[None], 0.0, 20.0, controller=PIController(), trace=True)
+    assert s.messages() == m.messages() == ["success"]
+    assert int(s.stats["num_stiff_steps"][0]) > 0.5 * int(s.stats["num_accepted"][0])
+    assert int(m.stats["num_stiff_steps"][0]) == 0
+    steps = s.trace.of(0)
+    h_lambda = steps["h_lambda"][steps["accepted"]]
+    # a stability-limited step: h * lambda sits at dopri5's bound on the real axis, 3.3066
+    assert float(torch.nanmedian(h_lambda)) == pytest.approx(get_tableau("dopri5").real_stability_limit, rel=0.02)
+    assert torch.isnan(steps["h_lambda"][~steps["accepted"]]).all()
