@@ -16,6 +16,7 @@ from dia_ode.cli.bench import bench
 from dia_ode.cli.catalog import ls
 from dia_ode.cli.compare import compare
 from dia_ode.cli.correlate import correlate
+from dia_ode.cli.integrate import integrate
 from dia_ode.cli.options import CONTEXT
 from dia_ode.cli.report import report
 from dia_ode.cli.train import train
@@ -27,7 +28,7 @@ def main() -> None:
     """Residual networks as ODE solvers, attention as their step-size controller."""
 
 
-for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report):
+for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report, integrate):
     main.add_command(command)
 
 

@@ -18,12 +18,13 @@ import torch
 from dia_ode.analysis import (MIN_PAIRS, block_radii, per_channel_rank_correlation, plot_depth_profiles,
                               plot_eigenvalues, plot_indices_over_time, rank_correlation, spearman_text, step_sizes)
 from dia_ode.analysis.continuous_stiffness import continuous_stiffness
-from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, common_options
+from dia_ode.cli.options import (CONTEXT, build_problem, check_device, common_options,
+                                 problem_parameter_options)
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device, seed_everything
 from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import continuous_blocks, stages_of, trace
-from dia_ode.stiffness import WHICH, block_spectra, get_problem, list_problems, problem_indices, trace_stiffness
+from dia_ode.stiffness import WHICH, block_spectra, list_problems, problem_indices, trace_stiffness
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -142,9 +143,7 @@ def _stage_steps(s: int, t, radii: dict | None) -> dict:
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--problem", type=click.Choice(list_problems()), default=None,
               help="A classic stiff problem instead of a trained run: indices along its reference solution.")
-@click.option("--mu", type=FiniteFloat(min=0, min_open=True), default=None, help="Van der Pol's mu (vdp).")
-@click.option("--eigenvalues", type=CommaList(FiniteFloat()), default=None,
-              help="Comma-separated real eigenvalues (linear), e.g. -1,-1000.")
+@problem_parameter_options
 @click.option("--points", type=click.IntRange(min=2), default=41, help="Problem: times along the solution.")
 @click.option("--grid", type=click.Choice(["linear", "log"]), default="linear",
               help="Problem: spacing of the times (log suits robertson).")
@@ -214,15 +213,7 @@ INDEX_LABELS = {"spectral_radius": "spectral radius ρ(J)", "stiffness_ratio": "
 
 
 def _problem_stiffness(name: str, mu, eigenvalues, points: int, grid: str, seed: int, out: Path) -> None:
-    params = {}
-    if mu is not None:
-        params["mu"] = mu
-    if eigenvalues is not None:
-        params["eigenvalues"] = eigenvalues  # already a list of finite floats (CommaList)
-    try:
-        problem = get_problem(name, **params)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
+    problem = build_problem(name, mu, eigenvalues)
     t0, t1 = problem.t_span
     if grid == "log":  # t0 first, then log-spaced from 1e-9 of the span (robertson's fast transient)
         t_eval = np.concatenate([[t0], t0 + np.geomspace((t1 - t0) * 1e-9, t1 - t0, points - 1)])

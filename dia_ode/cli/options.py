@@ -15,6 +15,7 @@ from dia_ode.data import Dataset
 from dia_ode.engine import resolve_device
 from dia_ode.models import create_model, list_models
 from dia_ode.models.registry import resolve
+from dia_ode.stiffness import Problem, get_problem
 from dia_ode.tasks import get_task, model_spec
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
@@ -209,3 +210,25 @@ model_option = click.option(
     "--model-option", "model_option_pairs", multiple=True, metavar="KEY=VALUE",
     help="Any constructor option of the model, e.g. rtol=1e-5, width=16, num_steps=8, method=rk4 (repeatable); "
          "MODEL:KEY=VALUE gives it to one model only (`dia-ode ls models --options MODEL` lists them).")
+
+
+def problem_parameter_options(command):
+    """--mu and --eigenvalues: the parameters of the classic problems (dia_ode.stiffness.problems), for
+    every command that takes --problem."""
+    options = [
+        click.option("--mu", type=FiniteFloat(min=0, min_open=True), default=None, help="Van der Pol's mu (vdp)."),
+        click.option("--eigenvalues", type=CommaList(FiniteFloat()), default=None,
+                     help="Comma-separated real eigenvalues (linear), e.g. -1,-1000."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def build_problem(name: str, mu: float | None, eigenvalues: list[float] | None) -> Problem:
+    """The problem `name` with the parameters given; a parameter it does not take is a usage error."""
+    params = {key: value for key, value in (("mu", mu), ("eigenvalues", eigenvalues)) if value is not None}
+    try:
+        return get_problem(name, **params)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None

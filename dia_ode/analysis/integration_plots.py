@@ -1,0 +1,69 @@
+"""Figures of one ODE solve of the controller lab (`dia-ode integrate`): the solution, the step sizes
+with the rejected steps marked, and Hairer's stiffness estimate h*lambda against the method's bound."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def plot_solution(t: np.ndarray, y: np.ndarray, title: str, reference: np.ndarray | None = None) -> Figure:
+    """Each component of y (T, n) over t (T,), the reference solution dashed where given."""
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for i in range(y.shape[1]):
+        ax.plot(t, y[:, i], color=f"C{i % 10}", label=f"y{i + 1}")
+        if reference is not None:
+            ax.plot(t, reference[:, i], color="black", linestyle="--", linewidth=0.7)
+    ax.set_xlabel("t")
+    ax.set_ylabel("y")
+    ax.set_title(title + ("; dashed: scipy Radau reference" if reference is not None else ""))
+    if y.shape[1] <= 8:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _stiff_spans(t: np.ndarray, h: np.ndarray, stiff: np.ndarray) -> list[tuple[float, float]]:
+    """The time intervals covered by accepted steps flagged stiff, merged where they touch."""
+    spans: list[tuple[float, float]] = []
+    for start, step, flag in zip(t, h, stiff):
+        if not flag:
+            continue
+        if spans and np.isclose(spans[-1][1], start):
+            spans[-1] = (spans[-1][0], start + step)
+        else:
+            spans.append((start, start + step))
+    return spans
+
+
+def plot_steps_and_stiffness(trace: dict[str, np.ndarray], bound: float, title: str) -> Figure:
+    """Two panels over t: the step size h (accepted steps as a line, rejected ones as red crosses), and
+    h*lambda of the accepted steps against the stability bound, the stiff intervals shaded in both.
+
+    Args:
+        trace: one sample's Trace.of(...) as numpy arrays (t, h, accepted, h_lambda, stiff).
+        bound: the stiffness threshold (numerics.StiffnessTest.threshold); stiff intervals shaded.
+        title: the solve in words.
+    """
+    t, h, accepted = trace["t"], trace["h"], trace["accepted"].astype(bool)
+    fig = Figure(figsize=(7, 5.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.semilogy(t[accepted], h[accepted], color="C0", linewidth=1, label="accepted step")
+    if (~accepted).any():
+        top.semilogy(t[~accepted], h[~accepted], "x", color="C3", markersize=4, label="rejected step")
+    top.set_ylabel("step size h")
+    top.set_title(title)
+    h_lambda = trace["h_lambda"][accepted]
+    if np.isfinite(h_lambda).any():
+        bottom.plot(t[accepted], h_lambda, color="C1", linewidth=1, label="h·λ (Hairer's estimate)")
+    else:
+        bottom.text(0.5, 0.5, "the method has no stiffness estimate", transform=bottom.transAxes, ha="center")
+    bottom.axhline(bound, color="black", linestyle="--", linewidth=0.8,
+                   label=f"stiffness threshold {bound:.3g} (the real stability bound x Hairer's margin)")
+    bottom.set_ylabel("h·λ")
+    bottom.set_xlabel("t")
+    for ax in (top, bottom):
+        for start, end in _stiff_spans(t[accepted], h[accepted], trace["stiff"][accepted].astype(bool)):
+            ax.axvspan(start, end, color="C1", alpha=0.12, linewidth=0)
+        ax.legend(fontsize="small", loc="best")
+    return fig

@@ -1,0 +1,94 @@
+"""`dia-ode integrate`: one solve of a classic problem by the controller lab's integrator (issue 12)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from dia_ode.analysis.integration_plots import plot_solution, plot_steps_and_stiffness
+from dia_ode.cli.options import (CONTEXT, FiniteFloat, build_problem, common_options, problem_parameter_options)
+from dia_ode.numerics import (CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, batched, create_controller,
+                              get_tableau, list_methods, solve)
+from dia_ode.rundir import save_figure, start_run, write_json
+from dia_ode.stiffness import list_problems
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--problem", type=click.Choice(list_problems()), default="vdp", help="The initial value problem.")
+@problem_parameter_options
+@click.option("--method", type=click.Choice(list_methods()), default="dopri5", help="Runge-Kutta method.")
+@click.option("--controller", type=click.Choice(list(CONTROLLERS)), default="pi", help="Step-size controller.")
+@click.option("--preset", type=click.Choice(list(PID_PRESETS)), default=None,
+              help="Söderlind filter of the pid controller [default: H312PID].")
+@click.option("--rtol", type=FiniteFloat(min=0, min_open=True), default=1e-6, help="Relative tolerance.")
+@click.option("--atol", type=FiniteFloat(min=0, min_open=True), default=1e-6, help="Absolute tolerance.")
+@click.option("--t0", type=FiniteFloat(), default=None, help="Start time [default: the problem's].")
+@click.option("--t1", type=FiniteFloat(), default=None, help="End time [default: the problem's].")
+@click.option("--step-size", type=FiniteFloat(min=0, min_open=True), default=None,
+              help="Fixed steps of this size (required for euler and rk4).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=1_000_000, help="Step budget (attempts).")
+@click.option("--points", type=click.IntRange(min=2), default=201, help="Save times for the solution figure.")
+@click.option("--reference/--no-reference", default=True,
+              help="Measure the error at the save times against scipy's Radau at rtol 1e-10.")
+@common_options
+def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, t0, t1, step_size, max_steps,
+              points, reference, seed, device, out, no_progress) -> None:
+    """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
+
+    Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
+    summary.json (result, nfe, steps, rejections, stiff steps, error against the reference, seconds)
+    and figures (solution; step sizes with rejections and h*lambda against the stability bound).
+    """
+    if device == "cuda":
+        raise click.BadParameter("the controller lab integrates on the CPU (float64 time stepping of small "
+                                 "systems, one Python step at a time)", param_hint="--device")
+    if preset is not None and controller != "pid":
+        raise click.BadParameter(f"--preset is a filter of the pid controller, not of '{controller}'",
+                                 param_hint="--preset")
+    tableau = get_tableau(method)
+    if not tableau.adaptive and step_size is None:
+        raise click.BadParameter(f"method '{method}' has no error estimate: give --step-size",
+                                 param_hint="--step-size")
+    ivp = build_problem(problem, mu, eigenvalues)
+    start, end = (ivp.t_span[0] if t0 is None else t0), (ivp.t_span[1] if t1 is None else t1)
+    if not end > start:
+        raise click.BadParameter(f"--t1 ({end:g}) must be greater than --t0 ({start:g})", param_hint="--t1")
+    ctrl = create_controller(controller, **({"preset": preset} if preset else {}))
+    save_times = torch.linspace(start, end, points, dtype=torch.float64)
+    config = {"command": "integrate", "problem": problem, "params": ivp.params, "method": method,
+              "controller": controller, "preset": preset if controller == "pid" else None, "rtol": rtol,
+              "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "points": points}
+    run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
+    tic = time.perf_counter()
+    sol = solve(batched(ivp.f), ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
+                step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True)
+    seconds = time.perf_counter() - tic
+    steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}
+    write_json(run_dir / "trace.json", {**{key: value.tolist() for key, value in steps.items()}, "method": method})
+    stats = {key: int(value[0]) for key, value in sol.stats.items()}
+    summary = {"problem": problem, "params": ivp.params, "method": method, "controller": controller,
+               "result": sol.messages()[0], **stats, "seconds": seconds,
+               "stiff_fraction": stats["num_stiff_steps"] / max(stats["num_accepted"], 1),
+               "stiffness_bound": StiffnessTest(tableau).threshold}
+    y = sol.y[0].numpy()
+    ref = None
+    if reference and sol.result[0] == SUCCESS:
+        ref = ivp.reference(save_times.numpy(), rtol=1e-10)
+        summary["max_abs_error"] = float(np.abs(y - ref).max())
+    write_json(run_dir / "summary.json", summary)
+    title = f"{ivp.title()}, {method} + {controller}{' ' + preset if preset else ''}, rtol {rtol:g}"
+    save_figure(plot_solution(save_times.numpy(), y, title, ref), run_dir / "figures", "solution")
+    save_figure(plot_steps_and_stiffness(steps, summary["stiffness_bound"], title), run_dir / "figures", "steps")
+    error = f", max error {summary['max_abs_error']:.2e}" if "max_abs_error" in summary else ""
+    click.echo(f"{ivp.title()} with {method} + {controller}: {summary['result']}; nfe {stats['nfe']:,}, "
+               f"{stats['num_accepted']:,} accepted, {stats['num_rejected']:,} rejected, "
+               f"{summary['stiff_fraction']:.0%} of the accepted steps stiff{error}, {seconds:.1f} s")
+    click.echo(f"-> {run_dir}")
+    if sol.result[0] != SUCCESS:
+        raise click.ClickException(f"the solve ended with '{summary['result']}' at t = {float(steps['t'][-1]):g}; "
+                                   f"the trace is in {Path(run_dir) / 'trace.json'}"
+                                   + ("; raise --max-steps" if summary["result"] == "max steps reached" else ""))

@@ -1,0 +1,75 @@
+"""`dia-ode integrate`: the files a solve writes, its numbers against the library's, and bad input."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dia_ode.cli import main
+from dia_ode.numerics import PIController, batched, solve
+from dia_ode.stiffness.problems import get_problem
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["integrate", *map(str, args)])
+
+
+def test_integrate_writes_the_trace_summary_and_figures_of_the_librarys_solve(tmp_path):
+    result = invoke("--problem", "vdp", "--mu", 1, "--t1", 3, "--rtol", 1e-7, "--atol", 1e-7, "--points", 11,
+                    "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    for name in ("config.json", "summary.json", "trace.json", "figures/solution.png", "figures/solution.pdf",
+                 "figures/steps.png", "figures/steps.pdf"):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    vdp = get_problem("vdp", mu=1.0)
+    same = solve(batched(vdp.f), vdp.y0[None], 0.0, 3.0, controller=PIController(), rtol=1e-7, atol=1e-7)
+    assert summary["result"] == "success" and summary["nfe"] == int(same.stats["nfe"][0])
+    assert summary["num_rejected"] == int(same.stats["num_rejected"][0])
+    assert summary["max_abs_error"] < 1e-5 and summary["stiff_fraction"] == 0.0
+    trace = json.loads((run_dir / "trace.json").read_text())
+    assert len(trace["t"]) == summary["num_steps"] and sum(trace["accepted"]) == summary["num_accepted"]
+    assert trace["t"][-1] + trace["h"][-1] == pytest.approx(3.0)
+    assert "success; nfe" in result.output
+
+
+def test_an_exhausted_step_budget_keeps_the_trace_and_names_the_option(tmp_path):
+    result = invoke("--problem", "vdp", "--mu", 1, "--t1", 3, "--max-steps", 5, "--no-reference", "--out", tmp_path)
+    assert result.exit_code == 1 and "max steps reached" in result.output and "raise --max-steps" in result.output
+    run_dir = next(tmp_path.iterdir())
+    assert len(json.loads((run_dir / "trace.json").read_text())["t"]) == 5
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--method", "rk45"], ["--method", "rk45"]),
+    (["--controller", "p"], ["--controller"]),
+    (["--rtol", "0"], ["--rtol"]),
+    (["--t0", "2", "--t1", "1"], ["--t1", "must be greater than --t0"]),
+    (["--mu", "-1"], ["--mu"]),
+    (["--controller", "pi", "--preset", "H211PI"], ["--preset", "pid"]),
+    (["--controller", "pid", "--preset", "H999"], ["--preset", "H999"]),
+    (["--method", "euler"], ["--step-size", "euler"]),
+    (["--problem", "robertson", "--mu", "3"], ["mu", "robertson"]),
+    (["--device", "cuda"], ["--device", "CPU"]),
+])
+def test_bad_integrate_input_is_a_one_line_usage_error(tmp_path, args, needles):
+    result = invoke(*args, "--out", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and all(needle in error[0] for needle in needles), result.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fast, stable", [(-100.0, True), (-1000.0, False)])
+def test_fixed_rk4_steps_are_stable_only_inside_the_stability_bound(tmp_path, fast, stable):
+    # h * |lambda| = 1 lies inside rk4's bound 2.785 on the real axis, 10 far outside: the fast mode grows
+    result = invoke("--problem", "linear", "--eigenvalues", f"-1,{fast}", "--method", "rk4", "--step-size", 0.01,
+                    "--t1", 0.5, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((next(tmp_path.iterdir()) / "summary.json").read_text())
+    assert summary["num_accepted"] == 50 and summary["num_rejected"] == 0
+    assert summary["nfe"] == 4 * 50 + 1  # four stages a step; the first stage of the next step at the end
+    assert (summary["max_abs_error"] < 1e-2) == stable  # rk4 is accurate to ~1% of the fast mode at h|l| = 1
+    assert stable or summary["max_abs_error"] > 1e10
