@@ -1,4 +1,4 @@
-"""Classic stiff test problems as torch vector fields (float64), with scipy reference solutions.
+"""Classic test problems, stiff and not, as torch vector fields (float64), with scipy reference solutions.
 
 They calibrate the stiffness indices on systems whose stiffness is known (Hairer & Wanner, Solving
 ODEs II, IV.1 and IV.10; the definitions, initial values and intervals of ROBER, HIRES and OREGO
@@ -10,6 +10,9 @@ follow that test set):
   covers about one relaxation period ((3 - 2 ln 2) mu ~ 1.61 mu).
 - "hires": HIRES, 8 equations of plant physiology.
 - "orego": OREGO, the Oregonator (Belousov-Zhabotinsky reaction).
+- "lorenz": the Lorenz system (sigma 10, rho 28, beta 8/3) from (1, 1, 1) on [0, 10]: non-stiff, chaotic.
+- "brusselator": Hairer's BRUSS as an ODE (Solving ODEs I, II.10), y1' = a + y1^2 y2 - (b + 1) y1,
+  y2' = b y1 - y1^2 y2, a = 1, b = 3, y0 = (1.5, 3) on [0, 20]: non-stiff, a limit cycle.
 - "linear": y' = A y with A = Q diag(λ) Q^T, Q a fixed random orthogonal matrix (QR of a seeded
   Gaussian matrix), λ the real `eigenvalues`: A is symmetric, so its eigenvalues are λ and its
   logarithmic 2-norm is max λ. y0 = (1, ..., 1), t_span = (0, 1).
@@ -153,11 +156,28 @@ def _linear(eigenvalues: Sequence[float] = (-1.0, -1000.0)) -> Problem:
                    (0.0, 1.0))
 
 
+def _lorenz(sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> Problem:
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        y1, y2, y3 = y
+        return torch.stack([sigma * (y2 - y1), y1 * (rho - y3) - y2, y1 * y2 - beta * y3])
+    # chaotic: errors grow like exp(0.9 t), so a reference at rtol 1e-10 is good to ~1e-6 at t = 10
+    return Problem("lorenz", {"sigma": sigma, "rho": rho, "beta": beta}, f,
+                   torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64), (0.0, 10.0))
+
+
+def _brusselator(a: float = 1.0, b: float = 3.0) -> Problem:
+    def f(t: float, y: torch.Tensor) -> torch.Tensor:
+        y1, y2 = y
+        return torch.stack([a + y1 ** 2 * y2 - (b + 1.0) * y1, b * y1 - y1 ** 2 * y2])
+    return Problem("brusselator", {"a": a, "b": b}, f, torch.tensor([1.5, 3.0], dtype=torch.float64), (0.0, 20.0))
+
+
 TITLES = {"robertson": "Robertson (ROBER)", "vdp": "Van der Pol", "hires": "HIRES", "orego": "Oregonator (OREGO)",
-          "linear": "linear y' = A y"}
+          "linear": "linear y' = A y", "lorenz": "Lorenz", "brusselator": "Brusselator"}
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {
     "robertson": _robertson, "vdp": _vdp, "hires": _hires, "orego": _orego, "linear": _linear,
+    "lorenz": _lorenz, "brusselator": _brusselator,
 }
 
 
