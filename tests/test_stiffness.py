@@ -143,8 +143,8 @@ def test_bad_which_and_shape_changing_fields_raise_one_line_errors():
 
 
 def test_unknown_problem_or_parameter_raises_with_the_valid_names():
-    with pytest.raises(ValueError, match="valid: robertson, vdp, hires, orego, linear") as err:
-        problems.get("lorenz")
+    with pytest.raises(ValueError, match="valid: robertson, vdp, hires, orego, linear, lorenz, brusselator") as err:
+        problems.get("rossler")
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="valid: mu"):
         problems.get("vdp", eps=1e-3)
