@@ -91,7 +91,7 @@ def test_stiffness_of_van_der_pol(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["stiffness"], "either RUN_DIR or --problem"),
-    (["stiffness", "--problem", "brusselator"], "--problem"),
+    (["stiffness", "--problem", "rossler"], "--problem"),
     (["stiffness", "--problem", "robertson", "--mu", "3"], "mu"),
     (["stiffness", "--problem", "linear", "--eigenvalues", "-1,abc"], "--eigenvalues"),
     (["stepsize", "/nonexistent/run"], "RUN_DIR"),

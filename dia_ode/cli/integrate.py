@@ -11,7 +11,7 @@ import torch
 
 from dia_ode.analysis.integration_plots import plot_solution, plot_steps_and_stiffness
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, build_problem, common_options, problem_parameter_options)
-from dia_ode.numerics import (CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, batched, create_controller,
+from dia_ode.numerics import (CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, create_controller,
                               get_tableau, list_methods, solve)
 from dia_ode.rundir import save_figure, start_run, write_json
 from dia_ode.stiffness import list_problems
@@ -64,7 +64,7 @@ def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, 
               "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "points": points}
     run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
     tic = time.perf_counter()
-    sol = solve(batched(ivp.f), ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
+    sol = solve(ivp.f, ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
                 step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True)
     seconds = time.perf_counter() - tic
     steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}

@@ -170,11 +170,11 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         raise ValueError(f"t_eval must increase within [t0={t0}, t1={t1}]")
     controller = controller or IController()
     stiffness = stiffness or StiffnessTest(tableau)
-    a = torch.as_tensor(tableau.a, dtype=y0.dtype)
-    b = torch.as_tensor(tableau.b, dtype=y0.dtype)
-    e_weights = None if tableau.b_error is None else torch.as_tensor(tableau.b_error, dtype=y0.dtype)
-    c = torch.as_tensor(tableau.c, dtype=torch.float64)
-    dense = None if tableau.dense is None else torch.as_tensor(tableau.dense, dtype=y0.dtype)
+    a_rows = [_terms(row) for row in tableau.a]
+    b_terms = _terms(tableau.b)
+    e_terms = None if tableau.b_error is None else _terms(tableau.b_error)
+    c = [float(v) for v in tableau.c]
+    dense = None if tableau.dense is None else _terms(tableau.dense)
     k_exponent = tableau.error_order + 1
     B, n = y0.shape
     if args is not None and args.shape[0] != B:
@@ -217,13 +217,13 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         hy = h_try.to(y0.dtype)[:, None]
         ks, stage_inputs = [k1a], [ya]
         for i in range(1, tableau.stages):
-            yi = ya + hy * sum(a[i, j] * ks[j] for j in range(i) if a[i, j] != 0)
+            yi = ya + hy * _combine(a_rows[i], ks)
             stage_inputs.append(yi)
             ks.append(call(ta + c[i] * h_try, yi, idx))
         stats["nfe"][idx] += tableau.stages - 1
-        y_new = ya + hy * sum(b[j] * ks[j] for j in range(tableau.stages) if b[j] != 0)
-        if e_weights is not None and step_size is None:
-            err = hy * sum(e_weights[j] * ks[j] for j in range(tableau.stages) if e_weights[j] != 0)
+        y_new = ya + hy * _combine(b_terms, ks)
+        if e_terms is not None and step_size is None:
+            err = hy * _combine(e_terms, ks)
             scale = atol + rtol * torch.maximum(ya.abs(), y_new.abs())
             ratio = _rms(err / scale).double()
         else:
@@ -286,8 +286,22 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
     return Solution(save, out, result, stats, recorded)
 
 
+def _terms(weights) -> list[tuple[int, float]]:
+    """(stage, weight) of the nonzero weights, as Python floats: combining stages is the inner loop,
+    and a float times a tensor is cheaper than indexing a weight tensor."""
+    return [(j, float(w)) for j, w in enumerate(weights) if w != 0]
+
+
+def _combine(terms: list[tuple[int, float]], ks: list[torch.Tensor]) -> torch.Tensor:
+    """sum_j w_j k_j over the terms."""
+    total = ks[terms[0][0]] * terms[0][1]
+    for j, w in terms[1:]:
+        total = total.add(ks[j], alpha=w)
+    return total
+
+
 def _dense(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
-           d: torch.Tensor) -> torch.Tensor:
+           d: list[tuple[int, float]]) -> torch.Tensor:
     """A continuous extension of order 4 from the step's stages (Hairer's DOPRI5 form), (B, T, n):
     y(theta) = y0 + theta (r2 + (1 - theta)(r3 + theta (r4 + (1 - theta) r5)))."""
     th = theta[..., None].to(y0.dtype)
@@ -295,14 +309,14 @@ def _dense(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, y1: torch.Ten
     r2 = y1 - y0
     r3 = hk * ks[0] - r2
     r4 = r2 - hk * ks[-1] - r3
-    r5 = hk * sum(d[j] * ks[j] for j in range(len(ks)) if d[j] != 0)
+    r5 = hk * _combine(d, ks)
     r2, r3, r4, r5 = (r[:, None] for r in (r2, r3, r4, r5))
     return y0[:, None] + th * (r2 + (1 - th) * (r3 + th * (r4 + (1 - th) * r5)))
 
 
 def _save(out: torch.Tensor, save: torch.Tensor, idx: torch.Tensor, accept: torch.Tensor, ta: torch.Tensor,
           h: torch.Tensor, t_new: torch.Tensor, ya: torch.Tensor, fa: torch.Tensor, y_new: torch.Tensor,
-          f_new: torch.Tensor, ks: list[torch.Tensor], dense: torch.Tensor | None) -> None:
+          f_new: torch.Tensor, ks: list[torch.Tensor], dense: list[tuple[int, float]] | None) -> None:
     """Write the save times inside each accepted step (ta, t_new] into out: the method's continuous
     extension where it has one (dense), a cubic Hermite polynomial otherwise (order 3)."""
     if not save.numel():

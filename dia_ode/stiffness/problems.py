@@ -42,7 +42,8 @@ class Problem:
     Attributes:
         name: registry name.
         params: the parameters it was built with (defaults filled in).
-        f: the vector field, f(t, y) -> (n,).
+        f: the vector field, f(t, y) -> (n,); also on a batch, y (B, n) -> (B, n) (every field here indexes
+            the last dimension), which is how numerics.solve calls it.
         y0: initial value (n,).
         t_span: (t0, t_end) of the standard problem.
         atol: absolute tolerance of the reference solution (the smallest components matter).
@@ -94,10 +95,10 @@ class Problem:
 
 def _robertson() -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2, y3 = y
+        y1, y2, y3 = y.unbind(-1)
         return torch.stack([-0.04 * y1 + 1e4 * y2 * y3,
                             0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2,
-                            3e7 * y2 ** 2])
+                            3e7 * y2 ** 2], dim=-1)
     # y2 stays below 4e-5, so its absolute tolerance must be far smaller than that.
     return Problem("robertson", {}, f, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), (0.0, 1e11),
                    atol=1e-14)
@@ -105,14 +106,14 @@ def _robertson() -> Problem:
 
 def _vdp(mu: float = 1000.0) -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2 = y
-        return torch.stack([mu * (y1 - y1 ** 3 / 3 - y2), y1 / mu])
+        y1, y2 = y.unbind(-1)
+        return torch.stack([mu * (y1 - y1 ** 3 / 3 - y2), y1 / mu], dim=-1)
     return Problem("vdp", {"mu": mu}, f, torch.tensor([2.0, 0.0], dtype=torch.float64), (0.0, 2.0 * mu))
 
 
 def _hires() -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2, y3, y4, y5, y6, y7, y8 = y
+        y1, y2, y3, y4, y5, y6, y7, y8 = y.unbind(-1)
         r = 280.0 * y6 * y8
         return torch.stack([-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
                             1.71 * y1 - 8.75 * y2,
@@ -121,7 +122,7 @@ def _hires() -> Problem:
                             -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
                             -r + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
                             r - 1.81 * y7,
-                            -r + 1.81 * y7])
+                            -r + 1.81 * y7], dim=-1)
     y0 = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057], dtype=torch.float64)
     return Problem("hires", {}, f, y0, (0.0, 321.8122))
 
@@ -130,10 +131,10 @@ def _orego() -> Problem:
     s, q, w = 77.27, 8.375e-6, 0.161
 
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2, y3 = y
+        y1, y2, y3 = y.unbind(-1)
         return torch.stack([s * (y2 + y1 * (1.0 - q * y1 - y2)),
                             (y3 - (1.0 + y1) * y2) / s,
-                            w * (y1 - y3)])
+                            w * (y1 - y3)], dim=-1)
     return Problem("orego", {}, f, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), (0.0, 360.0))
 
 
@@ -151,15 +152,15 @@ def _linear(eigenvalues: Sequence[float] = (-1.0, -1000.0)) -> Problem:
     a = torch.from_numpy((q * lam) @ q.T)  # Q diag(λ) Q^T, (n, n) float64
 
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        return a @ y
+        return y @ a.T  # (n,) or (B, n)
     return Problem("linear", {"eigenvalues": lam.tolist()}, f, torch.ones(lam.size, dtype=torch.float64),
                    (0.0, 1.0))
 
 
 def _lorenz(sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2, y3 = y
-        return torch.stack([sigma * (y2 - y1), y1 * (rho - y3) - y2, y1 * y2 - beta * y3])
+        y1, y2, y3 = y.unbind(-1)
+        return torch.stack([sigma * (y2 - y1), y1 * (rho - y3) - y2, y1 * y2 - beta * y3], dim=-1)
     # chaotic: errors grow like exp(0.9 t), so a reference at rtol 1e-10 is good to ~1e-6 at t = 10
     return Problem("lorenz", {"sigma": sigma, "rho": rho, "beta": beta}, f,
                    torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64), (0.0, 10.0))
@@ -167,8 +168,8 @@ def _lorenz(sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> 
 
 def _brusselator(a: float = 1.0, b: float = 3.0) -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2 = y
-        return torch.stack([a + y1 ** 2 * y2 - (b + 1.0) * y1, b * y1 - y1 ** 2 * y2])
+        y1, y2 = y.unbind(-1)
+        return torch.stack([a + y1 ** 2 * y2 - (b + 1.0) * y1, b * y1 - y1 ** 2 * y2], dim=-1)
     return Problem("brusselator", {"a": a, "b": b}, f, torch.tensor([1.5, 3.0], dtype=torch.float64), (0.0, 20.0))
 
 
