@@ -21,7 +21,8 @@ from dia_ode.models.odenet import ConvField
 from dia_ode.solvers import (ConstantStep, DIAController, DIADynamics, GatedDynamics, PerBlockAttention, PlainDynamics,
                              SharedAttention, create_controller, make_dynamics)
 
-DEPTHS = (20, 32, 44, 56, 110, 164)
+DEPTHS = (20, 32, 44, 56, 110, 164)  # the names that must stay stable
+ADDED_DEPTHS = (29,)  # resnet29 / preresnet29: bottlenecks at resnet164's widths, CPU-sized (issue 9)
 PREFIXES = ("", "se_", "eca_", "cbam_", "shared_", "dia_")
 OLD_NAMES = [f"{a}{f}{d}" for a, f, d in itertools.product(PREFIXES, ("resnet", "preresnet"), DEPTHS)]
 
@@ -40,10 +41,12 @@ def test_kind_continuous_is_exactly_the_odenets():
 
 def test_family_filter():
     resnets = list_models(family="resnet")
-    assert len(resnets) == len(DEPTHS) * len(PREFIXES) == 36
+    assert len(resnets) == len(DEPTHS + ADDED_DEPTHS) * len(PREFIXES) == 42
     assert all(re.fullmatch(r"((se|eca|cbam|shared|dia)_)?resnet\d+", n) for n in resnets)
-    assert set(resnets) == {n for n in OLD_NAMES if "preresnet" not in n}
-    assert set(list_models(family="preresnet")) == {n for n in OLD_NAMES if "preresnet" in n}
+    added = {f"{a}resnet{d}" for a in PREFIXES for d in ADDED_DEPTHS}
+    assert set(resnets) == {n for n in OLD_NAMES if "preresnet" not in n} | added
+    assert set(list_models(family="preresnet")) == {n for n in OLD_NAMES if "preresnet" in n} | \
+        {f"{a}preresnet{d}" for a in PREFIXES for d in ADDED_DEPTHS}
     assert list_models(family="odenet", attention="none") == ["odenet", "rknet", "untiednet"]
     with pytest.raises(ValueError, match="no model has family 'no_such_family'; valid: odenet, preresnet"):
         list_models(family="no_such_family")  # a typo is an error, not an empty list
