@@ -73,3 +73,45 @@ def test_fixed_rk4_steps_are_stable_only_inside_the_stability_bound(tmp_path, fa
     assert summary["nfe"] == 4 * 50 + 1  # four stages a step; the first stage of the next step at the end
     assert (summary["max_abs_error"] < 1e-2) == stable  # rk4 is accurate to ~1% of the fast mode at h|l| = 1
     assert stable or summary["max_abs_error"] > 1e10
+
+
+# ---- dia-ode controllers (the benchmark) --------------------------------------------------------------
+
+def bench(*args):
+    return CliRunner().invoke(main, ["controllers", *map(str, args)])
+
+
+def test_the_controller_benchmark_puts_every_solver_on_one_problem_in_one_table(tmp_path):
+    result = bench("--problems", "brusselator", "--tolerances", "1e-4", "--controllers", "i,pid:H211PI",
+                   "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    rows = json.loads((run_dir / "controllers.json").read_text())["rows"]
+    assert [r["solver"] for r in rows] == ["ours dopri5 + i", "ours dopri5 + pid:H211PI", "scipy RK45", "scipy Radau",
+                                          "scipy LSODA", "torchdiffeq dopri5"]
+    assert all(r["result"] == "success" and r["error"] < 1e-2 and r["nfe"] > 0 for r in rows)
+    problem = get_problem("brusselator")
+    ours = solve(problem.f, problem.y0[None], 0.0, 20.0, rtol=1e-4, atol=1e-4)  # the I controller, the default
+    assert rows[0]["nfe"] == int(ours.stats["nfe"][0]) and rows[0]["rejected"] == int(ours.stats["num_rejected"][0])
+    assert rows[3]["njev"] > 0 and rows[2]["rejected"] is None  # scipy: Jacobians counted, rejections unknown
+    table = (run_dir / "controllers.md").read_text()
+    assert table.count("\n| Brusselator") == 6 and "torchode is not installed" in table
+    assert (run_dir / "figures" / "work_precision.png").is_file()
+    only = bench("--problems", "brusselator", "--tolerances", "1e-3", "--controllers", "pi", "--no-baselines",
+                 "--out", tmp_path)
+    assert only.exit_code == 0 and only.output.count("solver=") == 1
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--controllers", "pid:H999"], ["--controllers", "H999"]),
+    (["--controllers", "pi:H211PI"], ["--controllers", "takes no preset"]),
+    (["--problems", "brusselator", "--mu", "5"], ["--mu", "vdp"]),
+    (["--tolerances", "0"], ["--tolerances"]),
+    (["--problems", "rossler"], ["--problems", "rossler"]),
+])
+def test_bad_benchmark_input_is_a_one_line_usage_error(tmp_path, args, needles):
+    result = bench(*args, "--out", tmp_path)
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and all(needle in error[0] for needle in needles), result.output
+    assert not any(tmp_path.iterdir())

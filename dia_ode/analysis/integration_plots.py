@@ -67,3 +67,27 @@ def plot_steps_and_stiffness(trace: dict[str, np.ndarray], bound: float, title: 
             ax.axvspan(start, end, color="C1", alpha=0.12, linewidth=0)
         ax.legend(fontsize="small", loc="best")
     return fig
+
+
+def plot_work_precision(rows: list[dict]) -> Figure:
+    """Error against function evaluations, one panel per problem, one line per solver over the
+    tolerances (rows of studies.bench_controllers; failed solves and errors of 0 are left out)."""
+    problems = list(dict.fromkeys(row["problem"] for row in rows))
+    fig = Figure(figsize=(5.2 * len(problems), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(problems), squeeze=False)[0]
+    solvers = list(dict.fromkeys(row["solver"] for row in rows))
+    for ax, problem in zip(axes, problems):
+        for i, solver in enumerate(solvers):
+            points = sorted((row["nfe"], row["error"]) for row in rows
+                            if row["problem"] == problem and row["solver"] == solver and row["result"] == "success"
+                            and row["error"] and np.isfinite(row["error"]))
+            if points:
+                nfe, error = zip(*points)
+                style = "-o" if solver.startswith("ours") else "--s"
+                ax.loglog(nfe, error, style, color=f"C{i % 10}", markersize=4, linewidth=1, label=solver)
+        ax.set_title(problem, fontsize="medium")
+        ax.set_xlabel("function evaluations")
+        ax.set_ylabel("max |y - y_ref| / (1 + |y_ref|)")
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle("Work-precision: one point per tolerance (solid: this project's controllers)")
+    return fig

@@ -15,6 +15,7 @@ from dia_ode.cli.analyze import stepsize, stiffness
 from dia_ode.cli.bench import bench
 from dia_ode.cli.catalog import ls
 from dia_ode.cli.compare import compare
+from dia_ode.cli.controllers import controllers
 from dia_ode.cli.correlate import correlate
 from dia_ode.cli.integrate import integrate
 from dia_ode.cli.options import CONTEXT
@@ -28,7 +29,8 @@ def main() -> None:
     """Residual networks as ODE solvers, attention as their step-size controller."""
 
 
-for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report, integrate):
+for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report, integrate,
+                controllers):
     main.add_command(command)
 
 

@@ -1,0 +1,92 @@
+"""`dia-ode controllers`: the controller benchmark (studies/bench_controllers.py), issue 12."""
+
+from __future__ import annotations
+
+import click
+
+from dia_ode.analysis.integration_plots import plot_work_precision
+from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, common_options
+from dia_ode.numerics import list_methods
+from dia_ode.rundir import save_figure, start_run, write_json
+from dia_ode.stiffness import list_problems
+from dia_ode.studies.bench_controllers import (DEFAULT_CONTROLLERS, DEFAULT_PROBLEMS, SCIPY_METHODS, BenchProblem,
+                                              bench_controllers, parse_controller)
+
+COLUMNS = ("problem", "solver", "rtol", "result", "nfe", "accepted", "rejected", "error", "seconds", "stiff_fraction",
+           "njev", "nlu")
+
+
+@click.group(context_settings=CONTEXT, invoke_without_command=True)
+@click.option("--problems", type=CommaList(click.Choice(list_problems())), default=None,
+              help="Comma-separated problems [default: vdp (mu 100, [0, 30]), brusselator, lorenz ([0, 5]), "
+                   "orego ([0, 30])].")
+@click.option("--mu", type=FiniteFloat(min=0, min_open=True), default=None, help="Van der Pol's mu.")
+@click.option("--controllers", "names", type=CommaList(click.STRING), default=",".join(DEFAULT_CONTROLLERS),
+              help="Comma-separated controllers: i, pi, pid:<preset>.")
+@click.option("--tolerances", type=CommaList(FiniteFloat(min=0, min_open=True)), default="1e-4,1e-6",
+              help="Comma-separated tolerances (rtol = atol).")
+@click.option("--method", type=click.Choice(list_methods(adaptive=True)), default="dopri5", help="Our method.")
+@click.option("--no-baselines", is_flag=True, help="Only our controllers (no scipy, no torchdiffeq).")
+@common_options
+@click.pass_context
+def controllers(ctx: click.Context, problems, mu, names, tolerances, method, no_baselines, seed, device, out,
+                no_progress) -> None:
+    """Benchmark step-size controllers: problems x controllers x tolerances, beside scipy and torchdiffeq.
+
+    Writes controllers.json (one row per solve), controllers.md (the table) and a work-precision figure
+    (error against function evaluations).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if device == "cuda":
+        raise click.BadParameter("the controller lab integrates on the CPU", param_hint="--device")
+    for name in names:
+        try:
+            parse_controller(name)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--controllers") from None
+    chosen = _problems(problems, mu)
+    config = {"command": "controllers", "problems": [p.label() for p in chosen], "controllers": list(names),
+              "tolerances": list(tolerances), "method": method, "baselines": not no_baselines}
+    run_dir = start_run(out, "controllers", config)
+    rows = bench_controllers(tuple(chosen), tuple(names), tuple(tolerances), method, not no_baselines,
+                             progress=lambda row: click.echo(_line(row)))
+    write_json(run_dir / "controllers.json", {"rows": rows, "scipy": list(SCIPY_METHODS),
+                                              "torchode": "not installed: not run"})
+    (run_dir / "controllers.md").write_text(_markdown(rows))
+    save_figure(plot_work_precision(rows), run_dir / "figures", "work_precision")
+    click.echo(f"-> {run_dir}")
+
+
+def _problems(names: list[str] | None, mu: float | None) -> list[BenchProblem]:
+    """The chosen problems with the benchmark's intervals (DEFAULT_PROBLEMS) where it has one."""
+    defaults = {p.name: p for p in DEFAULT_PROBLEMS}
+    chosen = [defaults.get(name, BenchProblem(name)) for name in (names or list(defaults))]
+    if mu is not None:
+        if "vdp" not in [p.name for p in chosen]:
+            raise click.BadParameter("--mu is Van der Pol's parameter; vdp is not among --problems", param_hint="--mu")
+        chosen = [BenchProblem(p.name, (("mu", mu),), p.t1) if p.name == "vdp" else p for p in chosen]
+    return chosen
+
+
+def _format(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _line(row: dict) -> str:
+    return "  ".join(f"{key}={_format(row[key])}" for key in COLUMNS if row[key] is not None)
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_format(row[key]) for key in COLUMNS) + " |" for row in rows]
+    notes = ["", "error: max over 11 save times and the components of |y - y_ref| / (1 + |y_ref|), y_ref from scipy "
+             "Radau at rtol 1e-10; rejected: — where the solver does not report it (scipy); njev / nlu: scipy's "
+             "Jacobian evaluations and LU factorisations; torchode is not installed here and was not run."]
+    return "\n".join(lines + notes) + "\n"
