@@ -52,6 +52,7 @@ def test_an_exhausted_step_budget_keeps_the_trace_and_names_the_option(tmp_path)
     (["--method", "euler"], ["--step-size", "euler"]),
     (["--problem", "robertson", "--mu", "3"], ["mu", "robertson"]),
     (["--device", "cuda"], ["--device", "CPU"]),
+    (["--method", "rk4", "--step-size", "0.1", "--stiff-switch"], ["--stiff-switch"]),
 ])
 def test_bad_integrate_input_is_a_one_line_usage_error(tmp_path, args, needles):
     result = invoke(*args, "--out", tmp_path)
@@ -60,6 +61,18 @@ def test_bad_integrate_input_is_a_one_line_usage_error(tmp_path, args, needles):
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and all(needle in error[0] for needle in needles), result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_the_stiff_switch_is_reported_step_by_step(tmp_path):
+    result = invoke("--problem", "robertson", "--t1", 10, "--rtol", 1e-4, "--atol", 1e-8, "--stiff-switch",
+                    "--no-reference", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trace = json.loads((run_dir / "trace.json").read_text())
+    assert summary["num_implicit_steps"] == sum(a and m == "ros2" for a, m in zip(trace["accepted"], trace["method"]))
+    assert summary["num_implicit_steps"] > 0 and trace["method"][0] == "dopri5"
+    assert "stiff switch:" in result.output
 
 
 @pytest.mark.parametrize("fast, stable", [(-100.0, True), (-1000.0, False)])

@@ -231,3 +231,45 @@ def test_hairers_test_flags_stiff_van_der_pol_and_never_the_mild_one():
     # a stability-limited step: h * lambda sits at dopri5's bound on the real axis, 3.3066
     assert float(torch.nanmedian(h_lambda)) == pytest.approx(get_tableau("dopri5").real_stability_limit, rel=0.02)
     assert torch.isnan(steps["h_lambda"][~steps["accepted"]]).all()
+
+
+# ---- the stiff switch (ROS2) -----------------------------------------------------------------------------
+
+def _ros2_solve(rate: float, h: float, steps: int) -> float:
+    from dia_ode.numerics.rosenbrock import ros2_step
+
+    y = torch.ones(1, 1, dtype=f64)
+    field = lambda yy: -rate * yy  # noqa: E731
+    for _ in range(steps):
+        y = ros2_step(field, field, y, field(y), torch.tensor([h], dtype=f64))["y_new"]
+    return float(y[0, 0])
+
+
+def test_ros2_is_second_order_and_l_stable():
+    errors = [abs(_ros2_solve(1.0, 1.0 / n, n) - math.exp(-1)) for n in (40, 80)]
+    assert math.log2(errors[0] / errors[1]) == pytest.approx(2.0, abs=0.1)
+    assert abs(_ros2_solve(1e8, 1.0, 1)) < 1e-7  # R(z) -> 0 as z -> -inf: a huge stiff step damps the mode
+
+
+def test_the_stiff_switch_moves_a_stiff_solve_to_ros2_and_leaves_a_mild_one_explicit():
+    robertson = get_problem("robertson")
+    times = torch.tensor([0.0, 1.0, 10.0, 40.0], dtype=f64)
+    sol = solve(robertson.f, robertson.y0[None], 0.0, 40.0, controller=PIController(), rtol=1e-4, atol=1e-8,
+                t_eval=times, stiff_switch=True, trace=True)
+    assert sol.messages() == ["success"]
+    stats = {key: int(value[0]) for key, value in sol.stats.items()}
+    assert stats["num_implicit_steps"] > 0.5 * stats["num_accepted"]
+    assert stats["num_jacobians"] >= stats["num_implicit_steps"]  # one per ROS2 attempt, rejected ones too
+    assert stats["num_linear_solves"] == 2 * stats["num_jacobians"]  # one LU, two solves per ROS2 attempt
+    assert set(sol.trace.method) == {"dopri5", "ros2"} and sol.trace.method[0] == "dopri5"
+    ref = robertson.reference(times.numpy(), rtol=1e-10)
+    scaled = np.abs(sol.y[0].numpy() - ref) / (1e-8 + 1e-4 * np.abs(ref))
+    assert scaled.max() < 10  # measured 2.3 (LSODA: 0.8); theory/controllers.md has the other problems
+    explicit_only = solve(robertson.f, robertson.y0[None], 0.0, 40.0, controller=PIController(), rtol=1e-4,
+                          atol=1e-8, max_steps=3000)
+    assert int(sol.stats["nfe"][0]) * 5 < int(explicit_only.stats["nfe"][0])  # or it ran out of steps first
+    mild = get_problem("brusselator")
+    calm = solve(mild.f, mild.y0[None], 0.0, 20.0, controller=PIController(), stiff_switch=True, trace=True)
+    assert int(calm.stats["num_implicit_steps"][0]) == 0 and set(calm.trace.method) == {"dopri5"}
+    with pytest.raises(ValueError, match="stiff_switch"):
+        solve(_decay, torch.ones(1, 1, dtype=f64), 0.0, 1.0, method="rk4", step_size=0.1, stiff_switch=True)

@@ -31,12 +31,14 @@ from dia_ode.stiffness import list_problems
 @click.option("--step-size", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Fixed steps of this size (required for euler and rk4).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1_000_000, help="Step budget (attempts).")
+@click.option("--stiff-switch", is_flag=True,
+              help="Continue on the L-stable ROS2 where the stiffness flag rises, back when it clears.")
 @click.option("--points", type=click.IntRange(min=2), default=201, help="Save times for the solution figure.")
 @click.option("--reference/--no-reference", default=True,
               help="Measure the error at the save times against scipy's Radau at rtol 1e-10.")
 @common_options
 def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, t0, t1, step_size, max_steps,
-              points, reference, seed, device, out, no_progress) -> None:
+              stiff_switch, points, reference, seed, device, out, no_progress) -> None:
     """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
 
     Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
@@ -50,6 +52,9 @@ def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, 
         raise click.BadParameter(f"--preset is a filter of the pid controller, not of '{controller}'",
                                  param_hint="--preset")
     tableau = get_tableau(method)
+    if stiff_switch and (step_size is not None or not tableau.adaptive):
+        raise click.BadParameter("the stiff switch needs an adaptive method without --step-size",
+                                 param_hint="--stiff-switch")
     if not tableau.adaptive and step_size is None:
         raise click.BadParameter(f"method '{method}' has no error estimate: give --step-size",
                                  param_hint="--step-size")
@@ -61,14 +66,16 @@ def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, 
     save_times = torch.linspace(start, end, points, dtype=torch.float64)
     config = {"command": "integrate", "problem": problem, "params": ivp.params, "method": method,
               "controller": controller, "preset": preset if controller == "pid" else None, "rtol": rtol,
-              "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "points": points}
+              "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "stiff_switch": stiff_switch, "points": points}
     run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
     tic = time.perf_counter()
     sol = solve(ivp.f, ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
-                step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True)
+                step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True, stiff_switch=stiff_switch)
     seconds = time.perf_counter() - tic
     steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}
-    write_json(run_dir / "trace.json", {**{key: value.tolist() for key, value in steps.items()}, "method": method})
+    rows_of_sample = (sol.trace.sample == 0).tolist()
+    write_json(run_dir / "trace.json", {**{key: value.tolist() for key, value in steps.items()},
+                                        "method": [m for m, keep in zip(sol.trace.method, rows_of_sample) if keep]})
     stats = {key: int(value[0]) for key, value in sol.stats.items()}
     summary = {"problem": problem, "params": ivp.params, "method": method, "controller": controller,
                "result": sol.messages()[0], **stats, "seconds": seconds,
@@ -80,13 +87,17 @@ def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, 
         ref = ivp.reference(save_times.numpy(), rtol=1e-10)
         summary["max_abs_error"] = float(np.abs(y - ref).max())
     write_json(run_dir / "summary.json", summary)
-    title = f"{ivp.title()}, {method} + {controller}{' ' + preset if preset else ''}, rtol {rtol:g}"
+    title = (f"{ivp.title()}, {method}{' / ros2' if stiff_switch else ''} + {controller}"
+             f"{' ' + preset if preset else ''}, rtol {rtol:g}")
     save_figure(plot_solution(save_times.numpy(), y, title, ref), run_dir / "figures", "solution")
     save_figure(plot_steps_and_stiffness(steps, summary["stiffness_bound"], title), run_dir / "figures", "steps")
     error = f", max error {summary['max_abs_error']:.2e}" if "max_abs_error" in summary else ""
     click.echo(f"{ivp.title()} with {method} + {controller}: {summary['result']}; nfe {stats['nfe']:,}, "
                f"{stats['num_accepted']:,} accepted, {stats['num_rejected']:,} rejected, "
                f"{summary['stiff_fraction']:.0%} of the accepted steps stiff{error}, {seconds:.1f} s")
+    if stiff_switch:
+        click.echo(f"stiff switch: {stats['num_implicit_steps']:,} accepted steps on ros2, "
+                   f"{stats['num_jacobians']:,} Jacobians, {stats['num_linear_solves']:,} linear solves")
     click.echo(f"-> {run_dir}")
     if sol.result[0] != SUCCESS:
         raise click.ClickException(f"the solve ended with '{summary['result']}' at t = {float(steps['t'][-1]):g}; "

@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 
 from dia_ode.numerics.controllers import AbstractController, IController
+from dia_ode.numerics.rosenbrock import ERROR_ORDER as ROS2_ERROR_ORDER
+from dia_ode.numerics.rosenbrock import ros2_step
 from dia_ode.numerics.stiffness_test import StiffnessTest
 from dia_ode.numerics.tableaux import Tableau, get_tableau
 
@@ -67,7 +69,8 @@ class Solution:
         t: the save times (T,) float64.
         y: the solution at the save times (B, T, n); NaN at times a failed sample never reached.
         result: result code per sample (B,) (RESULTS).
-        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps.
+        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps, and for
+            the stiff switch num_jacobians, num_linear_solves, num_implicit_steps (accepted on ROS2).
         trace: the per-step Trace when asked for, else None.
     """
 
@@ -125,7 +128,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
           controller: AbstractController | None = None, rtol: float = 1e-6, atol: float = 1e-6,
           step_size: float | None = None, first_step: float | None = None, t_eval: torch.Tensor | None = None,
           max_steps: int = 100_000, trace: bool = False, stiffness: StiffnessTest | None = None,
-          args: torch.Tensor | None = None) -> Solution:
+          args: torch.Tensor | None = None, stiff_switch: bool = False) -> Solution:
     """Integrate y' = f(t, y) from t0 to t1 for a batch of initial values, each sample on its own steps.
 
     Args:
@@ -145,6 +148,10 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         trace: record every attempted step (Solution.trace).
         stiffness: the stiffness test run on every accepted step; default StiffnessTest(tableau).
         args: per-sample parameters (B, ...), handed to f as its third argument, row for row.
+        stiff_switch: when a sample's stiffness flag rises, continue it on ROS2 (numerics/rosenbrock.py,
+            L-stable, Jacobian by autodiff), and back on the explicit method once h times the exact
+            local spectral radius stays below the explicit method's threshold for a streak of steps
+            (LSODA's idea; the trace names the method of every step).
 
     Returns:
         Solution. A sample that fails ends with its result code, never an exception.
@@ -160,6 +167,8 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     if step_size is None and not tableau.adaptive:
         raise ValueError(f"method '{tableau.name}' has no error estimate: give step_size")
+    if stiff_switch and (step_size is not None or not tableau.adaptive):
+        raise ValueError("stiff_switch needs an adaptive method without step_size")
     if step_size is not None and not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     if y0.dim() != 2:
@@ -189,7 +198,8 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
     y = y0.clone()
     result = torch.full((B,), RUNNING, dtype=torch.int64)
     stats = {key: torch.zeros(B, dtype=torch.int64)
-             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps")}
+             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps", "num_jacobians",
+                         "num_linear_solves", "num_implicit_steps")}
     out = torch.full((B, save.numel(), n), float("nan"), dtype=y0.dtype)
     out[:, save == t0] = y0[:, None]
     everyone = torch.arange(B)
@@ -206,24 +216,33 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         stats["nfe"] += 1
     cstate = controller.init(B)
     sstate = stiffness.init(B)
+    implicit = torch.zeros(B, dtype=torch.bool)  # the samples on ROS2 (stiff_switch)
+    back = torch.zeros(B, dtype=torch.int64)  # consecutive ROS2 steps the explicit method could have taken
     rows: list[dict[str, torch.Tensor]] = []
+    methods: list[str] = []
 
-    while True:
-        idx = (result == RUNNING).nonzero().flatten()
-        if idx.numel() == 0:
-            break
+    def advance(idx: torch.Tensor, stiff_mode: bool) -> None:
+        """One attempted step for the samples idx, all on the explicit method or all on ROS2."""
         ta, ya, k1a, ha = t[idx], y[idx], k1[idx], h[idx]
         h_try = torch.minimum(ha, end[idx] - ta)
         hy = h_try.to(y0.dtype)[:, None]
-        ks, stage_inputs = [k1a], [ya]
-        for i in range(1, tableau.stages):
-            yi = ya + hy * _combine(a_rows[i], ks)
-            stage_inputs.append(yi)
-            ks.append(call(ta + c[i] * h_try, yi, idx))
-        stats["nfe"][idx] += tableau.stages - 1
-        y_new = ya + hy * _combine(b_terms, ks)
-        if e_terms is not None and step_size is None:
-            err = hy * _combine(e_terms, ks)
+        if not stiff_mode:
+            ks, stage_inputs = [k1a], [ya]
+            for i in range(1, tableau.stages):
+                yi = ya + hy * _combine(a_rows[i], ks)
+                stage_inputs.append(yi)
+                ks.append(call(ta + c[i] * h_try, yi, idx))
+            stats["nfe"][idx] += tableau.stages - 1
+            y_new = ya + hy * _combine(b_terms, ks)
+            err = hy * _combine(e_terms, ks) if e_terms is not None and step_size is None else None
+            k_exp = k_exponent
+        else:
+            step = ros2_step(lambda yy: call(ta, yy, idx), lambda yy: call(ta + h_try, yy, idx), ya, k1a, h_try)
+            y_new, err, k_exp = step["y_new"], step["error"], ROS2_ERROR_ORDER + 1
+            stats["nfe"][idx] += 1
+            stats["num_jacobians"][idx] += 1
+            stats["num_linear_solves"][idx] += 2
+        if err is not None:
             scale = atol + rtol * torch.maximum(ya.abs(), y_new.abs())
             ratio = _rms(err / scale).double()
         else:
@@ -232,7 +251,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         ratio = torch.where(finite, ratio, torch.full_like(ratio, float("inf")))
         sub = {key: value[idx] for key, value in cstate.items()}
         if step_size is None:
-            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exponent)
+            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exp)
         else:  # fixed steps: every finite step is taken, h stays
             accept, factor = finite, torch.ones_like(ratio)
         accept = accept & finite
@@ -241,18 +260,34 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
 
         t_new = torch.where(h_try == end[idx] - ta, end[idx], ta + h_try)
         acc = accept.nonzero().flatten()
-        if tableau.fsal:
+        if tableau.fsal and not stiff_mode:
             k_next = ks[-1]
         else:  # the next step's first stage, evaluated now (it is also the interpolant's end slope)
             k_next = torch.zeros_like(k1a)
             if acc.numel():
                 k_next[acc] = call(t_new[acc], y_new[acc], idx[acc])
                 stats["nfe"][idx[acc]] += 1
-        h_lambda, stiff, ssub = stiffness.update({key: value[idx] for key, value in sstate.items()}, h_try, ks,
-                                                 stage_inputs, accept)
-        for key, value in ssub.items():
-            sstate[key][idx] = value
-        _save(out, save, idx, accept, ta, h_try, t_new, ya, k1a, y_new, k_next, ks, dense)
+        if not stiff_mode:
+            h_lambda, stiff, ssub = stiffness.update({key: value[idx] for key, value in sstate.items()}, h_try, ks,
+                                                     stage_inputs, accept)
+            for key, value in ssub.items():
+                sstate[key][idx] = value
+            _save(out, save, idx, accept, ta, h_try, t_new, ya, k1a, y_new, k_next, ks, dense)
+            if stiff_switch:  # the flag rose: continue on ROS2 (LSODA's switch, with Hairer's test as the trigger)
+                implicit[idx[stiff & accept]] = True
+        else:  # the exact local spectrum: is the explicit method's stability bound still binding?
+            radius = torch.linalg.eigvals(step["jacobian"]).abs().amax(dim=-1).double()
+            h_lambda = torch.where(accept, h_try * radius, torch.full_like(radius, float("nan")))
+            stiff = ~(h_lambda < stiffness.threshold)
+            counted = torch.where(stiff, torch.zeros_like(back[idx]), back[idx] + 1)
+            back[idx] = torch.where(accept, counted, back[idx])
+            leave = accept & (back[idx] >= stiffness.streak_on)
+            implicit[idx[leave]] = False
+            back[idx[leave]] = 0
+            for key, value in stiffness.init(int(leave.sum())).items():
+                sstate[key][idx[leave]] = value
+            _save(out, save, idx, accept, ta, h_try, t_new, ya, k1a, y_new, k_next, [], None)
+            stats["num_implicit_steps"][idx] += accept.long()
 
         stats["num_steps"][idx] += 1
         stats["num_accepted"][idx] += accept.long()
@@ -261,6 +296,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         if trace:
             rows.append({"sample": idx, "t": ta, "h": h_try, "error_ratio": ratio, "accepted": accept,
                          "h_lambda": h_lambda, "stiff": stiff})
+            methods.extend(["ros2" if stiff_mode else tableau.name] * idx.numel())
         t[idx] = torch.where(accept, t_new, ta)
         y[idx] = torch.where(accept[:, None], y_new, ya)
         k1[idx] = torch.where(accept[:, None], k_next, k1a)
@@ -278,11 +314,19 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
                            torch.full_like(code, MAX_STEPS), code)
         result[idx] = code
 
+    while True:
+        running = (result == RUNNING).nonzero().flatten()
+        if running.numel() == 0:
+            break
+        for group, stiff_mode in ((running[~implicit[running]], False), (running[implicit[running]], True)):
+            if group.numel():
+                advance(group, stiff_mode)
+
     recorded = None
     if trace:
         cat = {key: torch.cat([r[key] for r in rows]) if rows else torch.zeros(0) for key in
                ("sample", "t", "h", "error_ratio", "accepted", "h_lambda", "stiff")}
-        recorded = Trace(**cat, method=[tableau.name] * len(cat["t"]))
+        recorded = Trace(**cat, method=methods)
     return Solution(save, out, result, stats, recorded)
 
 
