@@ -14,7 +14,7 @@ import pytest
 
 import dia_ode
 
-LAYERS = ["attention", "solvers", "stiffness", "numerics", "models", "data", "tasks", "rundir", "engine", "analysis",
+LAYERS = ["attention", "solvers", "numerics", "stiffness", "models", "data", "tasks", "rundir", "engine", "analysis",
           "studies", "cli"]
 ROOT = Path(dia_ode.__file__).parent
 

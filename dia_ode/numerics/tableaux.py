@@ -1,4 +1,5 @@
-"""Butcher tableaux of the explicit Runge-Kutta methods the controller lab integrates with.
+"""Butcher tableaux of the explicit Runge-Kutta methods the controller lab integrates with, and the
+stability polynomial R(z) of an explicit method (stiffness/stability.py reads both from here).
 
 Adaptive pairs (an embedded lower-order solution gives the local error estimate):
 - dopri5: Dormand & Prince 5(4) (J. Comput. Appl. Math. 6, 1980), FSAL, 7 stages;
@@ -18,8 +19,7 @@ from fractions import Fraction as F
 from functools import cached_property
 
 import numpy as np
-
-from dia_ode.stiffness.stability import polynomial_real_axis_limit, tableau_polynomial
+from scipy.optimize import brentq
 
 
 @dataclass(frozen=True, eq=False)  # arrays: identity is equality (one object per method)
@@ -110,6 +110,28 @@ TABLEAUX: dict[str, Tableau] = {t.name: t for t in (
              order=4, error_order=4, fsal=False),
     _tableau("euler", [], [F(1)], None, order=1, error_order=1, fsal=False),
 )}
+
+
+def tableau_polynomial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """R(z)'s coefficients (lowest degree first) of the explicit method with matrix `a` and weights `b`:
+    c_0 = 1 and c_j = b^T A^{j-1} 1, the expansion of 1 + z b^T (I - z A)^{-1} 1 for nilpotent A."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    coefficients, power = [1.0], np.ones(len(b))  # power = A^{j-1} 1
+    for _ in range(len(b)):
+        coefficients.append(float(b @ power))
+        power = a @ power
+    return np.trim_zeros(np.array(coefficients), "b")
+
+
+def polynomial_real_axis_limit(coefficients: np.ndarray) -> float:
+    """real_axis_limit of the stability polynomial with these coefficients (lowest degree first)."""
+    r = np.linspace(0.0, 10.0, 10_001)  # every explicit method of this project meets the axis before -10
+    values = np.abs(np.polynomial.polynomial.polyval(-r, coefficients))
+    outside = np.nonzero(values > 1.0)[0]
+    if not outside.size:
+        return float(r[-1])
+    return float(brentq(lambda x: abs(np.polynomial.polynomial.polyval(-x, coefficients)) - 1.0,
+                        r[outside[0] - 1], r[outside[0]], xtol=1e-12))
 
 
 def list_methods(adaptive: bool | None = None) -> list[str]:
