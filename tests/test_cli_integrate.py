@@ -128,3 +128,25 @@ def test_bad_benchmark_input_is_a_one_line_usage_error(tmp_path, args, needles):
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and all(needle in error[0] for needle in needles), result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_controllers_train_writes_a_controller_that_integrate_and_the_benchmark_use(tmp_path):
+    trained = CliRunner().invoke(main, ["controllers", "train", "--t1", 2, "--members", 2, "--held-out", 2,
+                                        "--iterations", 1, "--population", 1, "--out", tmp_path / "t"])
+    assert trained.exit_code == 0, trained.output
+    run_dir = next((tmp_path / "t").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(summary["objective"]) == 1 and len(summary["held_out"]["nfe_dia"]) == 2
+    assert (run_dir / "controller.pt").is_file() and "held-out members: nfe DIA / PI" in trained.output
+    used = invoke("--problem", "vdp", "--mu", 2, "--t1", 2, "--controller", "dia", "--controller-run", run_dir,
+                  "--no-reference", "--out", tmp_path / "i")
+    assert used.exit_code == 0 and "dopri5 + dia: success" in used.output
+    bench_row = bench("--problems", "brusselator", "--tolerances", "1e-3", "--controllers", f"dia:{run_dir}",
+                      "--no-baselines", "--out", tmp_path / "b")
+    assert bench_row.exit_code == 0 and "+ dia:" in bench_row.output
+    wrong = invoke("--controller", "dia", "--controller-run", next((tmp_path / "i").iterdir()), "--out", tmp_path)
+    assert wrong.exit_code == 2 and "--controller-run" in wrong.output and "holds no DIA controller" in wrong.output
+    alone = invoke("--controller", "dia", "--out", tmp_path)
+    assert alone.exit_code == 2 and "go together" in alone.output
+    reversed_range = CliRunner().invoke(main, ["controllers", "train", "--mu-range", "10,1", "--out", tmp_path])
+    assert reversed_range.exit_code == 2 and "--mu-range" in reversed_range.output

@@ -273,3 +273,47 @@ def test_the_stiff_switch_moves_a_stiff_solve_to_ros2_and_leaves_a_mild_one_expl
     assert int(calm.stats["num_implicit_steps"][0]) == 0 and set(calm.trace.method) == {"dopri5"}
     with pytest.raises(ValueError, match="stiff_switch"):
         solve(_decay, torch.ones(1, 1, dtype=f64), 0.0, 1.0, method="rk4", step_size=0.1, stiff_switch=True)
+
+
+# ---- the DIA controller ----------------------------------------------------------------------------------
+
+def test_the_untrained_dia_controller_is_the_i_controller():
+    from dia_ode.numerics.dia_controller import DIAController
+
+    vdp = get_problem("vdp", mu=5.0)
+    i = solve(vdp.f, vdp.y0[None], 0.0, 10.0, controller=IController(shrink_accepted=True), trace=True)
+    dia = solve(vdp.f, vdp.y0[None], 0.0, 10.0, controller=DIAController(), trace=True)
+    assert torch.equal(i.stats["nfe"], dia.stats["nfe"]) and torch.equal(i.trace.accepted, dia.trace.accepted)
+    assert torch.allclose(i.trace.h, dia.trace.h, rtol=1e-9)  # exp(log(.)) rounding apart
+    from dia_ode.attention import DIALSTMCell
+
+    with pytest.raises(ValueError, match="4 channels"):
+        DIAController(DIALSTMCell(8))
+
+
+def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_path):
+    from dia_ode.numerics.dia_controller import DIAController
+    from dia_ode.rundir import CheckpointError, start_run
+    from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, VdpFamily, load_dia_controller, objective,
+                                                         save_dia_controller, score, train_dia_controller)
+
+    family = VdpFamily(1.0, 5.0, t1=3.0)
+    training = train_dia_controller(family, members=2, iterations=2, population=2, seed=3)
+    assert len(training.history) == 2
+    mus = family.draw(2, 3)
+    refs = family.references(mus)
+    pi = score(PIController(), family, mus, refs, 1e-6, 1e-6)
+    trained = objective(score(training.controller, family, mus, refs, 1e-6, 1e-6), pi, 1.0)
+    untrained = objective(score(DIAController(), family, mus, refs, 1e-6, 1e-6), pi, 1.0)
+    assert trained <= untrained and trained <= min(training.history)  # the best point visited is kept
+    run_dir = start_run(tmp_path, "controllers-train-dia", {"command": TRAIN_COMMAND})
+    save_dia_controller(training.controller, run_dir)
+    loaded = load_dia_controller(run_dir)
+    for ours, theirs in zip(loaded.cell.parameters(), training.controller.cell.parameters()):
+        assert torch.equal(ours, theirs)
+    other = start_run(tmp_path, "integrate", {"command": "integrate"})
+    with pytest.raises(CheckpointError, match="was written by 'integrate'"):
+        load_dia_controller(other)
+    (run_dir / "controller.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="does not hold a DIA controller"):
+        load_dia_controller(run_dir)

@@ -91,3 +91,17 @@ def plot_work_precision(rows: list[dict]) -> Figure:
     axes[0].legend(fontsize="x-small")
     fig.suptitle("Work-precision: one point per tolerance (solid: this project's controllers)")
     return fig
+
+
+def plot_objective(history: list[float]) -> Figure:
+    """The DIA controller's training objective (nfe relative to PI + error penalty) over iterations."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    values = np.array(history, dtype=float)
+    ax.plot(np.arange(1, len(values) + 1), np.where(np.isfinite(values), values, np.nan), "-o", markersize=3)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8, label="PI (J = 1)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("J = nfe / nfe(PI) + error penalty")
+    ax.set_title("DIA controller training (failed candidates not drawn)")
+    ax.legend(fontsize="small")
+    return fig

@@ -13,15 +13,19 @@ from dia_ode.analysis.integration_plots import plot_solution, plot_steps_and_sti
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, build_problem, common_options, problem_parameter_options)
 from dia_ode.numerics import (CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, create_controller,
                               get_tableau, list_methods, solve)
-from dia_ode.rundir import save_figure, start_run, write_json
+from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
 from dia_ode.stiffness import list_problems
+from dia_ode.studies.dia_controller_training import load_dia_controller
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--problem", type=click.Choice(list_problems()), default="vdp", help="The initial value problem.")
 @problem_parameter_options
 @click.option("--method", type=click.Choice(list_methods()), default="dopri5", help="Runge-Kutta method.")
-@click.option("--controller", type=click.Choice(list(CONTROLLERS)), default="pi", help="Step-size controller.")
+@click.option("--controller", type=click.Choice([*CONTROLLERS, "dia"]), default="pi",
+              help="Step-size controller (dia: a trained one, from --controller-run).")
+@click.option("--controller-run", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The `dia-ode controllers train` run whose DIA controller to use (--controller dia).")
 @click.option("--preset", type=click.Choice(list(PID_PRESETS)), default=None,
               help="Söderlind filter of the pid controller [default: H312PID].")
 @click.option("--rtol", type=FiniteFloat(min=0, min_open=True), default=1e-6, help="Relative tolerance.")
@@ -37,8 +41,8 @@ from dia_ode.stiffness import list_problems
 @click.option("--reference/--no-reference", default=True,
               help="Measure the error at the save times against scipy's Radau at rtol 1e-10.")
 @common_options
-def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, t0, t1, step_size, max_steps,
-              stiff_switch, points, reference, seed, device, out, no_progress) -> None:
+def integrate(problem, mu, eigenvalues, method, controller, controller_run, preset, rtol, atol, t0, t1, step_size,
+              max_steps, stiff_switch, points, reference, seed, device, out, no_progress) -> None:
     """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
 
     Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
@@ -62,10 +66,20 @@ def integrate(problem, mu, eigenvalues, method, controller, preset, rtol, atol, 
     start, end = (ivp.t_span[0] if t0 is None else t0), (ivp.t_span[1] if t1 is None else t1)
     if not end > start:
         raise click.BadParameter(f"--t1 ({end:g}) must be greater than --t0 ({start:g})", param_hint="--t1")
-    ctrl = create_controller(controller, **({"preset": preset} if preset else {}))
+    if (controller == "dia") != (controller_run is not None):
+        raise click.BadParameter("--controller dia and --controller-run RUN_DIR go together",
+                                 param_hint="--controller-run")
+    if controller == "dia":
+        try:
+            ctrl = load_dia_controller(controller_run)
+        except CheckpointError as err:
+            raise click.BadParameter(str(err), param_hint="--controller-run") from None
+    else:
+        ctrl = create_controller(controller, **({"preset": preset} if preset else {}))
     save_times = torch.linspace(start, end, points, dtype=torch.float64)
     config = {"command": "integrate", "problem": problem, "params": ivp.params, "method": method,
-              "controller": controller, "preset": preset if controller == "pid" else None, "rtol": rtol,
+              "controller": controller, "preset": preset if controller == "pid" else None,
+              "controller_run": str(controller_run) if controller_run else None, "rtol": rtol,
               "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "stiff_switch": stiff_switch, "points": points}
     run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
     tic = time.perf_counter()

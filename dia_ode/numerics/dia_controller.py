@@ -1,0 +1,78 @@
+"""The DIA controller: the networks' DIA-LSTM cell (attention.DIALSTMCell, the very class) choosing the
+steps of an ODE solve.
+
+Per attempted step the cell reads four features of the step sequence,
+
+    z = (log e_n / k, log e_{n-1} / k, log(h_n / h_{n-1}), accepted_{n-1}),
+
+(e the error ratio, k the error exponent, n-1 the last accepted step) and its memory (h, c) carries the
+rest of the history. Its first output channel o in (0, 1) corrects the elementary controller in the log
+domain:
+
+    log factor = log 0.9 - (1/k) log e_n + gain * (o - 1/4) / (1/4),
+
+so a cell with every weight zero (o = 1/4 exactly) *is* the I controller that may shrink after an
+accepted step (IController(shrink_accepted=True); tests/test_numerics.py), and training moves it from
+there. It is the same interface as I, PI and PID (numerics/controllers.py): a
+filter on log e with a learned, nonlinear memory. How it is trained: studies/dia_controller_training.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dia_ode.attention import DIALSTMCell
+from dia_ode.attention.dia_cell import zero_
+from dia_ode.numerics.controllers import TINY, AbstractController, Limits, State
+
+FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted")
+UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
+
+
+def new_cell() -> DIALSTMCell:
+    """A DIA cell over the controller's features (reduction 1: four channels), every weight zero."""
+    return zero_(DIALSTMCell(len(FEATURES), reduction=1).double())
+
+
+class DIAController(AbstractController):
+    """A DIA cell as a step-size controller (module docstring).
+
+    Args:
+        cell: the cell (default new_cell(): the I controller until trained).
+        limits: safety, factor and step bounds, as for every controller.
+        gain: the largest correction of log factor the cell can make (log(e) units), each way.
+    """
+
+    name = "dia"
+
+    def __init__(self, cell: DIALSTMCell | None = None, limits: Limits | None = None, gain: float = 1.0) -> None:
+        super().__init__(limits)
+        self.cell = (cell or new_cell()).double()
+        if self.cell.channels != len(FEATURES):
+            raise ValueError(f"the DIA controller's cell needs {len(FEATURES)} channels, got {self.cell.channels}")
+        self.gain = gain
+
+    def init(self, batch: int) -> State:
+        zeros = torch.zeros(batch, len(FEATURES), dtype=torch.float64)
+        return {"h": zeros, "c": zeros.clone(), "log_e_last": torch.zeros(batch, dtype=torch.float64),
+                "h_last": torch.full((batch,), math.nan, dtype=torch.float64),
+                        "accepted": torch.ones(batch, dtype=torch.bool)}
+
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
+              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        accept = error_ratio <= 1.0
+        log_e = error_ratio.to(torch.float64).clamp(TINY, 1e10).log()
+        h = h.to(torch.float64)
+        step_ratio = torch.where(torch.isnan(state["h_last"]), torch.zeros_like(h), (h / state["h_last"]).log())
+        z = torch.stack([log_e / k, state["log_e_last"] / k, step_ratio, state["accepted"].double()], dim=-1)
+        with torch.no_grad():
+            hidden, cell = self.cell(z, (state["h"], state["c"]))
+        correction = self.gain * (hidden[:, 0] - UNTRAINED_OUTPUT) / UNTRAINED_OUTPUT
+        low, high = self.limits.factor_min, self.limits.factor_max
+        factor = (math.log(self.limits.safety) - log_e / k + correction).exp().clamp(low, high)
+        factor = torch.where(accept, factor, factor.clamp_max(1.0))  # a rejected step never grows
+        new = {"h": hidden, "c": cell, "log_e_last": torch.where(accept, log_e, state["log_e_last"]),
+               "h_last": torch.where(accept, h, state["h_last"]), "accepted": accept}
+        return accept, factor, new

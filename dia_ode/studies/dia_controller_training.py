@@ -1,0 +1,215 @@
+"""Training the DIA controller on a family of problems by a gradient-free search.
+
+Objective, over the training members i of a family (all solved in one batch: per-sample control):
+
+    J = mean_i nfe_i / nfe_i(PI) + penalty * mean_i max(0, err_i / err_i(PI) - 1),
+
+the function evaluations relative to Hairer's PI controller, plus a penalty for error above what PI
+achieves on the same member (err: the largest scaled error |y - y_ref| / (atol + rtol |y_ref|) at the
+save times, y_ref from scipy's Radau). PI is the reference because the target is to need fewer
+evaluations than PI at equal or lower error (issue 12).
+
+Search: antithetic evolution strategies (Salimans et al., arXiv 1703.03864) on the cell's flattened
+weights, from the zero cell (= the I controller), with centred-rank fitness shaping: an iteration
+draws `population` directions eps, scores theta +- sigma eps, and moves theta a fixed distance along
+the rank-weighted directions; the best point visited is kept. Why not gradients: the objective counts evaluations and accept/reject decisions, which
+are piecewise constant in the weights; a differentiable surrogate would train something else.
+
+Family: Van der Pol (Liénard form, y0 = (2, 0)) with mu drawn uniformly from a range, on [0, t1];
+held-out members come from the same range with another seed.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dia_ode.numerics import SUCCESS, AbstractController, PIController, solve
+from dia_ode.numerics.dia_controller import DIAController, new_cell
+from dia_ode.rundir import CheckpointError, atomic_write_bytes, load_run_config
+from dia_ode.stiffness.problems import get_problem
+
+SAVE_POINTS = 11
+
+
+@dataclass(frozen=True)
+class VdpFamily:
+    """Van der Pol problems with mu ~ U[mu_low, mu_high] on [0, t1] (see the module docstring)."""
+
+    mu_low: float = 1.0
+    mu_high: float = 10.0
+    t1: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mu_low <= self.mu_high:
+            raise ValueError(f"need 0 < mu_low <= mu_high, got {self.mu_low}, {self.mu_high}")
+        if not self.t1 > 0:
+            raise ValueError(f"t1 must be > 0, got {self.t1}")
+
+    def draw(self, n: int, seed: int) -> torch.Tensor:
+        """n values of mu (n, 1) float64 from the seeded generator."""
+        g = torch.Generator().manual_seed(seed)
+        return self.mu_low + (self.mu_high - self.mu_low) * torch.rand(n, 1, generator=g, dtype=torch.float64)
+
+    @staticmethod
+    def field(t: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """The batch field with each sample's mu (args of numerics.solve)."""
+        y1, y2 = y.unbind(-1)
+        m = mu[:, 0]
+        return torch.stack([m * (y1 - y1 ** 3 / 3 - y2), y1 / m], dim=-1)
+
+    def y0(self, n: int) -> torch.Tensor:
+        return torch.tensor([[2.0, 0.0]], dtype=torch.float64).expand(n, 2).clone()
+
+    def times(self) -> torch.Tensor:
+        return torch.linspace(0.0, self.t1, SAVE_POINTS, dtype=torch.float64)
+
+    def references(self, mus: torch.Tensor) -> np.ndarray:
+        """(n, SAVE_POINTS, 2): scipy Radau at rtol 1e-10 for every member."""
+        return np.stack([get_problem("vdp", mu=float(mu)).reference(self.times().numpy(), rtol=1e-10)
+                         for mu in mus[:, 0]])
+
+
+@dataclass
+class Scores:
+    """Per member: nfe, the scaled error, and whether the solve succeeded."""
+
+    nfe: np.ndarray
+    error: np.ndarray
+    success: np.ndarray
+
+
+def score(controller: AbstractController, family: VdpFamily, mus: torch.Tensor, references: np.ndarray,
+          rtol: float, atol: float, max_steps: int = 200_000) -> Scores:
+    """Solve every member in one batch with `controller` and score it (module docstring); a member
+    that needs more than max_steps attempts fails (a bad candidate stops early instead of crawling)."""
+    n = mus.shape[0]
+    sol = solve(family.field, family.y0(n), 0.0, family.t1, controller=controller, rtol=rtol, atol=atol,
+                t_eval=family.times(), args=mus, max_steps=max_steps)
+    y = sol.y.numpy()
+    scaled = np.abs(y - references) / (atol + rtol * np.abs(references))
+    error = np.where(np.isfinite(scaled).all(axis=(1, 2)), scaled.max(axis=(1, 2)), np.inf)
+    return Scores(sol.stats["nfe"].numpy().astype(float), error, (sol.result == SUCCESS).numpy())
+
+
+def objective(scores: Scores, reference: Scores, penalty: float) -> float:
+    """J of the module docstring; a failed member makes J infinite."""
+    if not scores.success.all():
+        return float("inf")
+    excess = np.maximum(0.0, scores.error / reference.error - 1.0)
+    return float(np.mean(scores.nfe / reference.nfe) + penalty * np.mean(excess))
+
+
+def _flat(cell: torch.nn.Module) -> torch.Tensor:
+    return torch.nn.utils.parameters_to_vector(cell.parameters()).detach().clone()
+
+
+def _load(cell: torch.nn.Module, theta: torch.Tensor) -> None:
+    torch.nn.utils.vector_to_parameters(theta, cell.parameters())
+
+
+@dataclass
+class Training:
+    """What train_dia_controller returns: the controller and the objective after every iteration."""
+
+    controller: DIAController
+    history: list[float] = field(default_factory=list)
+    reference_nfe: float = 0.0
+
+
+def train_dia_controller(family: VdpFamily, members: int = 8, iterations: int = 10, population: int = 6,
+                         sigma: float = 0.02, learning_rate: float = 0.05, penalty: float = 1.0,
+                         rtol: float = 1e-6, atol: float = 1e-6, gain: float = 1.0, seed: int = 0,
+                         progress=None) -> Training:
+    """Fit a DIA controller on `members` draws of the family (seed `seed`) by antithetic ES.
+
+    Args:
+        family: the problem family.
+        members, iterations, population: training members, ES iterations, direction pairs per iteration.
+        sigma, learning_rate: ES perturbation size, and the length of each step in weight space (along
+            the centred-rank-weighted directions; a fixed length, because J is flat in most directions).
+        penalty: the weight of error above PI's (module docstring).
+        rtol, atol: the tolerances every solve uses.
+        gain: the controller's largest log-factor correction.
+        seed: draws the members and the directions.
+        progress: called with (iteration, J) after every iteration.
+    """
+    mus = family.draw(members, seed)
+    references = family.references(mus)
+    pi = score(PIController(), family, mus, references, rtol, atol)
+    budget = int(pi.nfe.max() / 2)  # attempts: 3x PI's steps (dopri5: 6 evaluations a step); past that a candidate failed
+    cell = new_cell()
+    controller = DIAController(cell, gain=gain)
+    theta = _flat(cell)
+    generator = torch.Generator().manual_seed(seed + 1)
+
+    def evaluate(params: torch.Tensor) -> float:
+        _load(cell, params)
+        return objective(score(controller, family, mus, references, rtol, atol, budget), pi, penalty)
+
+    training = Training(controller, reference_nfe=float(pi.nfe.mean()))
+    best = (evaluate(theta), theta.clone())
+    for iteration in range(iterations):
+        eps = torch.randn(population, theta.numel(), generator=generator, dtype=torch.float64)
+        values = torch.tensor([[evaluate(theta + sigma * e), evaluate(theta - sigma * e)] for e in eps])
+        ranks = values.flatten().argsort().argsort().double().view_as(values)  # 0 = best (smallest J)
+        weights = 0.5 - ranks / (ranks.numel() - 1)  # centred ranks, best +0.5, worst -0.5
+        direction = ((weights[:, 0] - weights[:, 1])[:, None] * eps).sum(0)
+        theta = theta + learning_rate * direction / direction.norm().clamp_min(1e-12)  # a step of fixed length
+        training.history.append(evaluate(theta))
+        if training.history[-1] < best[0]:
+            best = (training.history[-1], theta.clone())
+        if progress is not None:
+            progress(iteration, training.history[-1])
+    _load(cell, best[1])  # the best point visited (the zero cell = the I controller if nothing beat it)
+    return training
+
+
+CONTROLLER_FILE = "controller.pt"
+TRAIN_COMMAND = "controllers train"
+
+
+def save_dia_controller(controller: DIAController, run_dir: Path) -> None:
+    """Write the cell's weights and gain to <run_dir>/controller.pt, atomically."""
+    payload = {"cell": controller.cell.state_dict(), "gain": controller.gain}
+    atomic_write_bytes(Path(run_dir) / CONTROLLER_FILE, lambda f: torch.save(payload, f))
+
+
+def load_dia_controller(run_dir: str | Path) -> DIAController:
+    """The DIA controller a `dia-ode controllers train` run saved.
+
+    Raises:
+        CheckpointError: not such a run (another command's directory, no controller.pt, a file that does
+            not hold a DIA cell), one line naming the directory.
+    """
+    config = load_run_config(run_dir)
+    if config.get("command") != TRAIN_COMMAND:
+        raise CheckpointError(f"{run_dir} was written by '{config.get('command')}', not by '{TRAIN_COMMAND}': "
+                              f"it holds no DIA controller")
+    path = Path(run_dir) / CONTROLLER_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} has no {CONTROLLER_FILE} (training did not finish)")
+    try:
+        payload = torch.load(path, weights_only=True)
+        cell = new_cell()
+        cell.load_state_dict(payload["cell"])
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path} does not hold a DIA controller ({type(err).__name__})") from None
+    return DIAController(cell, gain=float(payload["gain"]))
+
+
+def held_out_comparison(controller: DIAController, family: VdpFamily, members: int, seed: int, rtol: float,
+                        atol: float) -> dict:
+    """DIA against PI on fresh members of the family: per member nfe and scaled error, and the means of
+    their ratios (nfe_dia / nfe_pi, error_dia / error_pi)."""
+    mus = family.draw(members, seed)
+    references = family.references(mus)
+    dia = score(controller, family, mus, references, rtol, atol)
+    pi = score(PIController(), family, mus, references, rtol, atol)
+    return {"mu": mus[:, 0].tolist(), "nfe_dia": dia.nfe.tolist(), "nfe_pi": pi.nfe.tolist(),
+            "error_dia": dia.error.tolist(), "error_pi": pi.error.tolist(), "success_dia": dia.success.tolist(),
+            "nfe_ratio": float(np.mean(dia.nfe / pi.nfe)), "error_ratio": float(np.mean(dia.error / pi.error))}
