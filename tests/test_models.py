@@ -104,3 +104,18 @@ def test_preresnet_branch_bn_adds_one_batchnorm_per_block():
     assert all(isinstance(m, torch.nn.BatchNorm2d) for m in last)
     with pytest.raises(ValueError, match="branch_bn"):
         dia_ode.create_model("dia_resnet20", branch_bn=True)
+
+
+@pytest.mark.parametrize("name, low, high", [("dia_resnet56", 0.2, 0.3), ("se_resnet56", 0.4, 0.6)])
+def test_attention_gates_start_as_a_smaller_step(name, low, high):
+    """At initialisation a DIA gate is about 1/4 (sigmoid(o) * sigmoid(c) with c near 0) and an SE gate
+    about 1/2: the step h_k every residual branch is scaled by (theory/dia.md, the stabilisation finding)."""
+    from dia_ode.solvers import trace
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = dia_ode.create_model(name, num_classes=10, in_channels=1, base_width=16).eval()
+        with torch.no_grad():
+            stages = trace(model, torch.randn(16, 1, 8, 8))
+        gates = torch.stack([h.float().mean() for stage in stages for h in stage.steps])
+        assert low < float(gates.mean()) < high

@@ -5,7 +5,9 @@ Runs: SE-ResNets (se_resnet20; se_resnet56 too above the smoke budget) on the bu
 dataset, every seed, with the SE options of claims.se_options (reduction 4, at least 4 hidden units:
 the default r = 16 leaves 1-2 hidden units, and a dead ReLU unit makes a gate constant). The recorder
 "attention_correlation" traces a fixed test batch after every epoch, so r is a curve over training,
-not one number at the end. A run that diverged or failed is left out with a note (claims.trained_runs).
+not one number at the end (claims/correlation_recorder.py). A run that diverged or failed is left out
+with a note (claims.trained_runs). The measurement is per Setup (model, SE options, dataset, length), so
+the setup sweep (claims/correlation_sweep.py) measures its setups with the same code (measure_setups).
 
 Statistic: per model, stage and protocol (dia_ode.analysis.correlation.PROTOCOLS) the mean r between
 consecutive blocks (the paper's "consecutive layers"; the mean over all block pairs is in the table),
@@ -31,6 +33,7 @@ core (theory/correlation.md).
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +217,7 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
         out.notes.append(setup.describe(budget, accuracy))
         out.notes.append(_centred_note(setup.label, trained_r))
         if all(records):
-            name = setup.label.replace(", ", "_").replace(" ", "_").replace("=", "")
+            name = re.sub(r"[^A-Za-z0-9]+", "_", setup.label).strip("_")  # a file name on every system
             out.figures.append((f"{name}_r_over_epochs", plot_r_over_epochs(records, f"{setup.label} on {setup.dataset}")))
             out.notes.append(curve_note(setup.label, records))
         else:
