@@ -119,7 +119,8 @@ def train_controller(mu_range, t1, members, held_out, iterations, population, rt
                                     progress=lambda i, j: click.echo(f"iteration {i + 1}/{iterations}  J {j:.4f}"))
     save_dia_controller(training.controller, run_dir)
     comparison = held_out_comparison(training.controller, family, held_out, seed + 1000, rtol, rtol)
-    summary = {"objective": training.history, "best_objective": min(training.history),
+    summary = {"objective_untrained": training.initial, "objective": training.history,
+               "best_objective": min(training.history),
                "train_nfe_pi": training.reference_nfe, "held_out": comparison}
     write_json(run_dir / "summary.json", summary)
     save_figure(plot_objective(training.history), run_dir / "figures", "objective")

@@ -119,6 +119,7 @@ class Training:
     controller: DIAController
     history: list[float] = field(default_factory=list)
     reference_nfe: float = 0.0
+    initial: float = float("nan")  # J of the untrained cell (the I controller)
 
 
 def train_dia_controller(family: VdpFamily, members: int = 8, iterations: int = 10, population: int = 6,
@@ -153,6 +154,7 @@ def train_dia_controller(family: VdpFamily, members: int = 8, iterations: int = 
 
     training = Training(controller, reference_nfe=float(pi.nfe.mean()))
     best = (evaluate(theta), theta.clone())
+    training.initial = best[0]
     for iteration in range(iterations):
         eps = torch.randn(population, theta.numel(), generator=generator, dtype=torch.float64)
         values = torch.tensor([[evaluate(theta + sigma * e), evaluate(theta - sigma * e)] for e in eps])
