@@ -92,13 +92,13 @@ def test_dense_output_of_dopri5_is_accurate_between_steps():
     assert errors[1e-9] < errors[1e-6] / 100
 
 
-@pytest.mark.parametrize("name, t1", [("lorenz", 2.0), ("brusselator", 20.0)])
+@pytest.mark.parametrize("name, t1", [("lorenz", 2.0), ("brusselator", 8.0)])
 def test_the_non_stiff_problems_are_solved_to_their_reference(name, t1):
     problem = get_problem(name)
     times = torch.linspace(0.0, t1, 5, dtype=f64)
     sol = solve(batched(problem.f), problem.y0[None], 0.0, t1, controller=PIController(), rtol=1e-9, atol=1e-9,
                 t_eval=times)
-    ref = problem.reference(times.numpy(), rtol=1e-12, atol=1e-12)
+    ref = problem.reference(times.numpy(), rtol=1e-11, atol=1e-11)
     assert sol.messages() == ["success"] and np.abs(sol.y[0].numpy() - ref).max() < 1e-6
     assert int(sol.stats["num_stiff_steps"][0]) == 0
 
