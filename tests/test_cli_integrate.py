@@ -150,3 +150,15 @@ def test_controllers_train_writes_a_controller_that_integrate_and_the_benchmark_
     assert alone.exit_code == 2 and "go together" in alone.output
     reversed_range = CliRunner().invoke(main, ["controllers", "train", "--mu-range", "10,1", "--out", tmp_path])
     assert reversed_range.exit_code == 2 and "--mu-range" in reversed_range.output
+
+
+def test_bench_solve_batch_times_both_solvers_on_the_same_batch(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "solve-batch", "--batch", 8, "--t1", 2, "--rounds", 1,
+                                       "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    bench_json = json.loads((next(tmp_path.iterdir()) / "bench.json").read_text())
+    assert bench_json["all_succeeded"] and bench_json["torchdiffeq_accepted"] > 0
+    assert bench_json["ratio"] == pytest.approx(bench_json["ours_seconds_per_step"]
+                                                / bench_json["torchdiffeq_seconds_per_step"])
+    assert 1 <= bench_json["ours_mean_accepted"] <= bench_json["ours_max_accepted"]
+    assert "ratio" in result.output

@@ -98,3 +98,29 @@ def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, 
                f"{result['matrix_free_seconds']:.2f} s, speed-up {result['speedup']:.3g}x, "
                f"relative eigenvalue error {result['relative_error']:.1e}")
     click.echo(f"-> {run_dir}")
+
+
+@bench.command(name="solve-batch", context_settings=CONTEXT)
+@click.option("--batch", type=click.IntRange(min=1), default=1024, help="Van der Pol solves in one batch.")
+@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Van der Pol's mu.")
+@click.option("--t1", type=click.FloatRange(min=0, min_open=True), default=10.0, help="End time.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-6, help="rtol = atol.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, help="Interleaved rounds; the fastest is kept.")
+@common_options
+def bench_solve_batch_command(batch, mu, t1, tol, rounds, seed, device, out, no_progress) -> None:
+    """Time per accepted step of a batch of solves: the controller lab's per-sample integrator (PI)
+    against torchdiffeq's dopri5, in one process (issue 12's batched-speed target: ratio <= 1)."""
+    from dia_ode.studies.bench_controllers import bench_solve_batch
+
+    config = {"command": "bench solve-batch", "batch": batch, "mu": mu, "t1": t1, "tol": tol, "rounds": rounds,
+              "seed": seed, "device": "cpu"}
+    run_dir = start_run(out, "bench-solve-batch", config)
+    result = bench_solve_batch(batch, mu, t1, tol, seed, rounds)
+    write_json(run_dir / "bench.json", result)
+    write_json(run_dir / "summary.json", result)
+    click.echo(f"{batch} Van der Pol solves (mu {mu:g}, [0, {t1:g}], tol {tol:g}): ours {result['ours_seconds']:.2f} s, "
+               f"{result['ours_mean_accepted']:.0f} accepted steps per sample (max {result['ours_max_accepted']}); "
+               f"torchdiffeq {result['torchdiffeq_seconds']:.2f} s, {result['torchdiffeq_accepted']} batch steps")
+    click.echo(f"time per accepted step: ours {1e3 * result['ours_seconds_per_step']:.2f} ms, torchdiffeq "
+               f"{1e3 * result['torchdiffeq_seconds_per_step']:.2f} ms, ratio {result['ratio']:.3f}")
+    click.echo(f"-> {run_dir}")
