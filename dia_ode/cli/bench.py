@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import torch
 
-from dia_ode.cli.options import CONTEXT, CommaList, check_device, check_model, common_options
+from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, check_model, common_options
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import start_run, write_json
 from dia_ode.studies.bench_train_step import bench_train_step
@@ -102,9 +102,9 @@ def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, 
 
 @bench.command(name="solve-batch", context_settings=CONTEXT)
 @click.option("--batch", type=click.IntRange(min=1), default=1024, help="Van der Pol solves in one batch.")
-@click.option("--mu", type=click.FloatRange(min=0, min_open=True), default=1.0, help="Van der Pol's mu.")
-@click.option("--t1", type=click.FloatRange(min=0, min_open=True), default=10.0, help="End time.")
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-6, help="rtol = atol.")
+@click.option("--mu", type=FiniteFloat(min=0, min_open=True), default=1.0, help="Van der Pol's mu.")
+@click.option("--t1", type=FiniteFloat(min=0, min_open=True), default=10.0, help="End time.")
+@click.option("--tol", type=FiniteFloat(min=0, min_open=True), default=1e-6, help="rtol = atol.")
 @click.option("--rounds", type=click.IntRange(min=1), default=5, help="Interleaved rounds; the fastest is kept.")
 @common_options
 def bench_solve_batch_command(batch, mu, t1, tol, rounds, seed, device, out, no_progress) -> None:
