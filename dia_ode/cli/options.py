@@ -57,18 +57,26 @@ class CommaList(click.ParamType):
 def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path:
     """--out must be a folder this process can create and write; the folders the check makes are
     removed again (rundir.start_run makes them with the run directory), so a command refused later
-    leaves no empty --out behind."""
+    leaves no empty --out behind. Several processes may check at once (the ranks under torchrun): a
+    folder another one made first is theirs, and a folder that is no longer empty stays."""
     missing = [p for p in (out, *out.parents) if not p.exists()][::-1]  # outermost first
+    made = []
     try:
         for folder in missing:
-            folder.mkdir()
+            try:
+                folder.mkdir()
+            except FileExistsError:  # another process made it between our look and our mkdir
+                continue
+            made.append(folder)
         writable = os.access(out, os.W_OK | os.X_OK)
     except OSError as err:
         raise click.BadParameter(f"cannot create {out}: {err.strerror}") from None
     finally:
-        for folder in reversed(missing):
-            if folder.is_dir():
+        for folder in reversed(made):
+            try:
                 folder.rmdir()
+            except OSError:  # not empty any more (another process's run directory): not ours to remove
+                pass
     if not writable:
         raise click.BadParameter(f"{out} is not writable")
     return out
