@@ -17,8 +17,8 @@ error estimate's order, e ~ C h^k.
   (h_{n-1}/h_{n-2})^(-a3) over the accepted steps, with named presets (PID_PRESETS). A rejected step
   falls back to the elementary factor and leaves the filter's history as it was.
 
-theory/controllers.md reads the three as filters on log e; the DIA controller is the same interface
-with a learned memory (an issue 12 item still to build).
+theory/controllers.md reads the three as filters on log e; the DIA controller (numerics/dia_controller.py)
+is the same interface with a learned memory.
 """
 
 from __future__ import annotations
