@@ -66,6 +66,10 @@ class Problem:
         """The autonomous field y -> f(t, y) at a fixed time (what `spectrum` takes)."""
         return lambda y: self.f(t, y)
 
+    def numpy_field(self, t: float, y: np.ndarray) -> np.ndarray:
+        """f on float64 numpy arrays: the signature scipy's solve_ivp calls."""
+        return self.f(t, torch.from_numpy(y)).numpy()
+
     def jacobian(self, t: float, y: np.ndarray) -> np.ndarray:
         """df/dy at (t, y) as a float64 array (n, n), by torch.func.jacrev (cheap for these n)."""
         return dense_jacobian(self.field_at(t), torch.as_tensor(y, dtype=torch.float64))
@@ -82,11 +86,8 @@ class Problem:
         if np.all(t_eval == t0):  # nothing to integrate (solve_ivp refuses an empty interval)
             return np.tile(self.y0.numpy(), (len(t_eval), 1))
 
-        def fun(t: float, y: np.ndarray) -> np.ndarray:
-            return self.f(t, torch.from_numpy(y)).numpy()
-
         with limited_threads(1):  # thousands of tiny torch calls: threads only add waiting
-            sol = solve_ivp(fun, (t0, float(t_eval.max())), self.y0.numpy(), method=method,
+            sol = solve_ivp(self.numpy_field, (t0, float(t_eval.max())), self.y0.numpy(), method=method,
                             t_eval=t_eval, rtol=rtol, atol=self.atol if atol is None else atol, jac=self.jacobian)
         if not sol.success:
             raise RuntimeError(f"reference solution of '{self.name}' failed: {sol.message}")
@@ -104,10 +105,15 @@ def _robertson() -> Problem:
                    atol=1e-14)
 
 
+def vdp_field(y: torch.Tensor, mu: float | torch.Tensor) -> torch.Tensor:
+    """Van der Pol in Liénard form for y (..., 2); mu a number or a tensor broadcasting against y1."""
+    y1, y2 = y.unbind(-1)
+    return torch.stack([mu * (y1 - y1 ** 3 / 3 - y2), y1 / mu], dim=-1)
+
+
 def _vdp(mu: float = 1000.0) -> Problem:
     def f(t: float, y: torch.Tensor) -> torch.Tensor:
-        y1, y2 = y.unbind(-1)
-        return torch.stack([mu * (y1 - y1 ** 3 / 3 - y2), y1 / mu], dim=-1)
+        return vdp_field(y, mu)
     return Problem("vdp", {"mu": mu}, f, torch.tensor([2.0, 0.0], dtype=torch.float64), (0.0, 2.0 * mu))
 
 

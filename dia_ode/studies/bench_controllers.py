@@ -118,13 +118,9 @@ def run_scipy(problem: BenchProblem, method: str, tol: float) -> dict:
     """One solve by scipy's solve_ivp (accepted steps: the points of sol.t, with no t_eval given)."""
     ivp, (t0, t1) = problem.build(), problem.interval()
     times, ref = reference(problem)
-
-    def fun(t: float, y: np.ndarray) -> np.ndarray:
-        return ivp.f(t, torch.from_numpy(y)).numpy()
-
     jac = {"jac": ivp.jacobian} if method in ("Radau", "LSODA", "BDF") else {}
     tic = time.perf_counter()
-    sol = solve_ivp(fun, (t0, t1), ivp.y0.numpy(), method=method, rtol=tol, atol=tol, dense_output=True, **jac)
+    sol = solve_ivp(ivp.numpy_field, (t0, t1), ivp.y0.numpy(), method=method, rtol=tol, atol=tol, dense_output=True, **jac)
     seconds = time.perf_counter() - tic
     y = sol.sol(times).T if sol.success else np.full_like(ref, np.nan)
     return _row(problem, f"scipy {method}", tol, result="success" if sol.success else sol.message, nfe=int(sol.nfev),

@@ -31,7 +31,7 @@ import torch
 from dia_ode.numerics import SUCCESS, AbstractController, PIController, solve
 from dia_ode.numerics.dia_controller import DIAController, new_cell
 from dia_ode.rundir import CheckpointError, atomic_write_bytes, load_run_config
-from dia_ode.stiffness.problems import get_problem
+from dia_ode.stiffness.problems import get_problem, vdp_field
 
 SAVE_POINTS = 11
 
@@ -58,9 +58,7 @@ class VdpFamily:
     @staticmethod
     def field(t: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """The batch field with each sample's mu (args of numerics.solve)."""
-        y1, y2 = y.unbind(-1)
-        m = mu[:, 0]
-        return torch.stack([m * (y1 - y1 ** 3 / 3 - y2), y1 / m], dim=-1)
+        return vdp_field(y, mu[:, 0])
 
     def y0(self, n: int) -> torch.Tensor:
         return torch.tensor([[2.0, 0.0]], dtype=torch.float64).expand(n, 2).clone()
