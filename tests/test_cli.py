@@ -210,7 +210,7 @@ def test_load_run_gives_the_trained_model_and_rejects_a_run_without_checkpoint(t
     assert run.epoch == 1 and not run.model.training
     x, y = run.test_batch(5)
     assert x.shape == (5, 1, 8, 8) and y.shape == (5,)
-    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["model"]
     for k, v in run.model.state_dict().items():
         assert torch.equal(v, saved[k]), k
     (tmp_path / "config.json").write_text((run_dir / "config.json").read_text())
@@ -336,3 +336,16 @@ def test_an_option_given_to_every_model_names_the_model_and_advises_targeting(tm
     result = invoke("train", "--model", "odenet", "--model-option", "rtol=abc", "--out", tmp_path)
     _assert_usage_error(result, "--model-option", "option 'rtol' takes float, got 'abc'")
     assert "MODEL:KEY=VALUE" not in result.output  # one model: nothing to target
+
+
+def test_a_usage_error_of_another_torchrun_rank_alone_is_printed_with_its_rank(monkeypatch, capsys):
+    import dia_ode.cli as cli
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(cli, "RANK_ERROR_DELAY_S", 0.0)
+    monkeypatch.setattr(sys, "argv", ["dia-ode", "train", "--batch-size", "0"])
+    with pytest.raises(SystemExit) as stop:
+        cli.run()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rank 1: Error: Invalid value for '--batch-size'"), err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import click
 
@@ -34,18 +35,27 @@ for command in (train, ls, bench, correlate, stepsize, stiffness, compare, repor
     main.add_command(command)
 
 
+# How long another rank waits before it prints its own usage error: when rank 0 failed the same way,
+# torchrun (which polls its children every 0.1 s) has ended this process by then.
+RANK_ERROR_DELAY_S = 3.0
+
+
 def run() -> None:
-    """The console script: `main`, with usage errors printed by torchrun's rank 0 only.
+    """The console script: `main`, with usage errors printed by torchrun's rank 0.
 
     Every rank validates the same command line; without this a bad option would be reported once
-    per process.
+    per process. An error of another rank alone (rank 0 then waits in a collective until torchrun
+    ends it) is printed as one line naming the rank, after RANK_ERROR_DELAY_S.
     """
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
         main()
         return
     try:
         main(standalone_mode=False)
     except click.ClickException as err:
+        time.sleep(RANK_ERROR_DELAY_S)
+        click.echo(f"rank {rank}: Error: {err.format_message()}", err=True)
         sys.exit(err.exit_code)
     except click.Abort:
         sys.exit(1)

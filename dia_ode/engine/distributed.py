@@ -102,6 +102,12 @@ def from_environment(device: str = "auto") -> DistContext:
         return DistContext(resolved)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if resolved.type == "cuda":
+        # every rank checks (rank 0 is the one that speaks): NCCL refuses two ranks on one GPU, deep inside
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if local_world > torch.cuda.device_count():
+            raise ValueError(f"torchrun started {local_world} processes on this machine, but it has "
+                             f"{torch.cuda.device_count()} GPU(s): one process per GPU (--nproc_per_node), "
+                             "or --device cpu for gloo")
         resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
     if not torch_dist.is_initialized():
