@@ -65,14 +65,14 @@ def test_bad_integrate_input_is_a_one_line_usage_error(tmp_path, args, needles):
 
 def test_the_stiff_switch_is_reported_step_by_step(tmp_path):
     result = invoke("--problem", "robertson", "--t1", 10, "--rtol", 1e-4, "--atol", 1e-8, "--stiff-switch",
-                    "--no-reference", "--out", tmp_path)
+                    "--stiff-method", "rodas3", "--no-reference", "--out", tmp_path)
     assert result.exit_code == 0, result.output
     run_dir = next(tmp_path.iterdir())
     summary = json.loads((run_dir / "summary.json").read_text())
     trace = json.loads((run_dir / "trace.json").read_text())
-    assert summary["num_implicit_steps"] == sum(a and m == "ros2" for a, m in zip(trace["accepted"], trace["method"]))
+    assert summary["num_implicit_steps"] == sum(a and m == "rodas3" for a, m in zip(trace["accepted"], trace["method"]))
     assert summary["num_implicit_steps"] > 0 and trace["method"][0] == "dopri5"
-    assert "stiff switch:" in result.output
+    assert "stiff switch:" in result.output and "accepted steps on rodas3" in result.output
 
 
 @pytest.mark.parametrize("fast, stable", [(-100.0, True), (-1000.0, False)])
@@ -162,3 +162,18 @@ def test_bench_solve_batch_times_both_solvers_on_the_same_batch(tmp_path):
                                                 / bench_json["torchdiffeq_seconds_per_step"])
     assert 1 <= bench_json["ours_mean_accepted"] <= bench_json["ours_max_accepted"]
     assert "ratio" in result.output
+
+
+def test_bench_stiff_switch_puts_the_switch_beside_lsoda_on_both_problems(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "stiff-switch", "--stiff-methods", "rodas4", "--no-explicit",
+                                       "--out", tmp_path])
+    assert result.exit_code == 0, result.output
+    run_dir = next(tmp_path.iterdir())
+    rows = json.loads((run_dir / "bench.json").read_text())["rows"]
+    assert [r["solver"] for r in rows] == ["scipy LSODA", "ours dopri5 + PI -> rodas4"] * 2
+    for lsoda, ours in (rows[0:2], rows[2:4]):
+        assert lsoda["nfe_ratio"] == 1.0 and ours["nfe_ratio"] == pytest.approx(ours["nfe"] / lsoda["nfe"])
+        assert ours["implicit_steps"] > 0 and ours["error"] <= 1.0
+    assert (run_dir / "bench.md").read_text() in result.output
+    wrong = CliRunner().invoke(main, ["bench", "stiff-switch", "--stiff-methods", "bdf", "--out", tmp_path / "x"])
+    assert wrong.exit_code == 2 and "--stiff-methods" in wrong.output

@@ -124,3 +124,26 @@ def bench_solve_batch_command(batch, mu, t1, tol, rounds, seed, device, out, no_
     click.echo(f"time per accepted step: ours {1e3 * result['ours_seconds_per_step']:.2f} ms, torchdiffeq "
                f"{1e3 * result['torchdiffeq_seconds_per_step']:.2f} ms, ratio {result['ratio']:.3f}")
     click.echo(f"-> {run_dir}")
+
+
+@bench.command(name="stiff-switch", context_settings=CONTEXT)
+@click.option("--stiff-methods", type=CommaList(click.Choice(["ros2", "rodas3", "rodas4"])),
+              default="ros2,rodas3,rodas4", help="The implicit methods the switch is measured with.")
+@click.option("--no-explicit", is_flag=True, help="Leave out scipy's RK45 (the explicit reference: slow).")
+@common_options
+def bench_stiff_switch_command(stiff_methods, no_explicit, seed, device, out, no_progress) -> None:
+    """Function evaluations of the stiff switch (dopri5 + PI -> a Rosenbrock method) over scipy's LSODA
+    on Robertson [0, 40] and HIRES at rtol 1e-4, atol 1e-8, and errors in units of the tolerance
+    (issue 12's target: <= 2x LSODA's evaluations, errors <= 1)."""
+    from dia_ode.studies.bench_stiff_switch import CASES, bench_stiff_switch, stiff_switch_markdown
+
+    config = {"command": "bench stiff-switch", "stiff_methods": list(stiff_methods), "explicit": not no_explicit,
+              "cases": [vars(case) for case in CASES], "seed": seed, "device": "cpu"}
+    run_dir = start_run(out, "bench-stiff-switch", config)
+    rows = bench_stiff_switch(stiff_methods=tuple(stiff_methods), explicit=not no_explicit)
+    write_json(run_dir / "bench.json", {"rows": rows})
+    write_json(run_dir / "summary.json", {f"{r['problem']} / {r['solver']}": r["nfe_ratio"] for r in rows})
+    table = stiff_switch_markdown(rows)
+    (run_dir / "bench.md").write_text(table)
+    click.echo(table, nl=False)
+    click.echo(f"-> {run_dir}")

@@ -36,13 +36,16 @@ from dia_ode.studies.dia_controller_training import load_dia_controller
               help="Fixed steps of this size (required for euler and rk4).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1_000_000, help="Step budget (attempts).")
 @click.option("--stiff-switch", is_flag=True,
-              help="Continue on the L-stable ROS2 where the stiffness flag rises, back when it clears.")
+              help="Continue on an L-stable Rosenbrock method where stability limits the step, back when it no "
+                   "longer does.")
+@click.option("--stiff-method", type=click.Choice(["ros2", "rodas3", "rodas4"]), default="rodas4",
+              help="The implicit method of --stiff-switch (order 2, 3, 4).")
 @click.option("--points", type=click.IntRange(min=2), default=201, help="Save times for the solution figure.")
 @click.option("--reference/--no-reference", default=True,
               help="Measure the error at the save times against scipy's Radau at rtol 1e-10.")
 @common_options
 def integrate(problem, mu, eigenvalues, method, controller, controller_run, preset, rtol, atol, t0, t1, step_size,
-              max_steps, stiff_switch, points, reference, seed, device, out, no_progress) -> None:
+              max_steps, stiff_switch, stiff_method, points, reference, seed, device, out, no_progress) -> None:
     """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
 
     Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
@@ -80,11 +83,13 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
     config = {"command": "integrate", "problem": problem, "params": ivp.params, "method": method,
               "controller": controller, "preset": preset if controller == "pid" else None,
               "controller_run": str(controller_run) if controller_run else None, "rtol": rtol,
-              "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps, "stiff_switch": stiff_switch, "points": points}
+              "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps,
+              "stiff_switch": stiff_switch, "stiff_method": stiff_method if stiff_switch else None, "points": points}
     run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
     tic = time.perf_counter()
     sol = solve(ivp.f, ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
-                step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True, stiff_switch=stiff_switch)
+                step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True, stiff_switch=stiff_switch,
+                stiff_method=stiff_method)
     seconds = time.perf_counter() - tic
     steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}
     rows_of_sample = (sol.trace.sample == 0).tolist()
@@ -101,7 +106,7 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
         ref = ivp.reference(save_times.numpy(), rtol=1e-10)
         summary["max_abs_error"] = float(np.abs(y - ref).max())
     write_json(run_dir / "summary.json", summary)
-    title = (f"{ivp.title()}, {method}{' / ros2' if stiff_switch else ''} + {controller}"
+    title = (f"{ivp.title()}, {method}{' / ' + stiff_method if stiff_switch else ''} + {controller}"
              f"{' ' + preset if preset else ''}, rtol {rtol:g}")
     save_figure(plot_solution(save_times.numpy(), y, title, ref), run_dir / "figures", "solution")
     save_figure(plot_steps_and_stiffness(steps, summary["stiffness_bound"], title), run_dir / "figures", "steps")
@@ -110,7 +115,7 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
                f"{stats['num_accepted']:,} accepted, {stats['num_rejected']:,} rejected, "
                f"{summary['stiff_fraction']:.0%} of the accepted steps stiff{error}, {seconds:.1f} s")
     if stiff_switch:
-        click.echo(f"stiff switch: {stats['num_implicit_steps']:,} accepted steps on ros2, "
+        click.echo(f"stiff switch: {stats['num_implicit_steps']:,} accepted steps on {stiff_method}, "
                    f"{stats['num_jacobians']:,} Jacobians, {stats['num_linear_solves']:,} linear solves")
     click.echo(f"-> {run_dir}")
     if sol.result[0] != SUCCESS:
