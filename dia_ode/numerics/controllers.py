@@ -116,9 +116,10 @@ class PIController(AbstractController):
         accept = error_ratio <= 1.0
         alpha = 1.0 / k - 0.75 * self.beta
         safety, low, high = self.limits.safety, self.limits.factor_min, self.limits.factor_max
-        grow = (safety * e ** (-alpha) * state["error_old"] ** self.beta).clamp(low, high)
+        base = safety * e ** (-alpha)
+        grow = (base * state["error_old"] ** self.beta).clamp(low, high)
         grow = torch.where(state["rejected"], grow.clamp_max(1.0), grow)  # no growth right after a rejection
-        shrink = (safety * e ** (-alpha)).clamp(low, 1.0)
+        shrink = base.clamp(low, 1.0)
         factor = torch.where(accept, grow, shrink)
         new = {"error_old": torch.where(accept, e.clamp_min(1e-4), state["error_old"]), "rejected": ~accept}
         return accept, factor, new
