@@ -160,6 +160,8 @@ def test_bench_solve_batch_times_both_solvers_on_the_same_batch(tmp_path):
     assert bench_json["all_succeeded"] and bench_json["torchdiffeq_accepted"] > 0
     assert bench_json["ratio"] == pytest.approx(bench_json["ours_seconds_per_step"]
                                                 / bench_json["torchdiffeq_seconds_per_step"])
+    assert bench_json["ratio_no_test"] == pytest.approx(bench_json["ours_no_test_seconds_per_step"]
+                                                        / bench_json["torchdiffeq_seconds_per_step"])
     assert 1 <= bench_json["ours_mean_accepted"] <= bench_json["ours_max_accepted"]
     assert "ratio" in result.output
 

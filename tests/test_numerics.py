@@ -306,6 +306,17 @@ def test_the_stiff_switch_moves_a_stiff_solve_to_rodas4_and_leaves_a_mild_one_ex
         solve(_decay, torch.ones(1, 1, dtype=f64), 0.0, 1.0, stiff_switch=True, stiff_method="bdf")
 
 
+def test_the_stiffness_test_can_be_turned_off_for_throughput():
+    vdp = get_problem("vdp", mu=1000.0)
+    with_test = solve(vdp.f, vdp.y0[None], 0.0, 1.0, controller=PIController(), trace=True)
+    without = solve(vdp.f, vdp.y0[None], 0.0, 1.0, controller=PIController(), trace=True, stiffness=False)
+    assert int(with_test.stats["num_stiff_steps"][0]) > 0 and int(without.stats["num_stiff_steps"][0]) == 0
+    assert torch.isnan(without.trace.h_lambda).all() and not without.trace.stiff.any()
+    assert torch.equal(with_test.y, without.y)  # the steps are the same: the test only watches
+    with pytest.raises(ValueError, match="stiff_switch needs the stiffness test"):
+        solve(vdp.f, vdp.y0[None], 0.0, 1.0, stiff_switch=True, stiffness=False)
+
+
 def test_the_stiff_switch_on_robertson_needs_at_most_twice_lsodas_evaluations_within_tolerance():
     """Issue 12's target, on evaluation counts (deterministic); HIRES is in `dia-ode bench stiff-switch`."""
     from dia_ode.studies.bench_stiff_switch import SwitchCase, bench_stiff_switch
