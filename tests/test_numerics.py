@@ -340,8 +340,32 @@ def test_the_untrained_dia_controller_is_the_i_controller():
     assert torch.allclose(i.trace.h, dia.trace.h, rtol=1e-9)  # exp(log(.)) rounding apart
     from dia_ode.attention import DIALSTMCell
 
-    with pytest.raises(ValueError, match="4 channels"):
-        DIAController(DIALSTMCell(8))
+    from dia_ode.numerics.dia_controller import FEATURES
+    with pytest.raises(ValueError, match=f"{len(FEATURES)} channels"):
+        DIAController(DIALSTMCell(len(FEATURES) + 2))
+
+
+def test_controllers_see_the_stiffness_estimate_and_the_dia_cell_reads_it():
+    from dia_ode.attention import DIALSTMCell
+    from dia_ode.numerics.dia_controller import FEATURES, DIAController
+
+    seen = []
+
+    class Spy(PIController):
+        def adapt(self, state, h, error_ratio, k, stiffness=None):
+            seen.append(stiffness)
+            return super().adapt(state, h, error_ratio, k, stiffness=stiffness)
+
+    vdp = get_problem("vdp", mu=1000.0)
+    solve(vdp.f, vdp.y0[None], 0.0, 0.5, controller=Spy())
+    late = torch.cat(seen[len(seen) // 2:])
+    assert late.median() == pytest.approx(1.0, abs=0.1)  # h * lambda at the threshold: a stability-limited step
+    torch.manual_seed(0)
+    dia = DIAController(DIALSTMCell(len(FEATURES), reduction=1).double())  # a cell with nonzero weights
+    state, h, e = dia.init(1), torch.full((1,), 0.01, dtype=f64), torch.full((1,), 0.5, dtype=f64)
+    calm, stiff = (dia.adapt(state, h, e, 5, stiffness=torch.tensor([s], dtype=f64))[1] for s in (0.0, 2.0))
+    assert not torch.allclose(calm, stiff)
+    assert torch.equal(dia.adapt(state, h, e, 5)[1], calm)  # no estimate reads as 0
 
 
 def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_path):

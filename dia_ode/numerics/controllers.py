@@ -53,7 +53,10 @@ class Limits:
 
 
 class AbstractController(abc.ABC):
-    """init(batch) -> state; adapt(state, h, error_ratio, k) -> (accept, factor, state)."""
+    """init(batch) -> state; adapt(state, h, error_ratio, k, stiffness) -> (accept, factor, state).
+
+    stiffness: the step's h * lambda over the method's stability threshold (numerics/stiffness_test.py),
+    NaN where there is none; the classic filters ignore it, a learned controller may read it."""
 
     name: str
 
@@ -65,8 +68,8 @@ class AbstractController(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
-              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
+              stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
         """(accept (B,) bool, factor (B,) float64, new state) after a step of size h with this error ratio."""
 
 
@@ -84,8 +87,8 @@ class IController(AbstractController):
         super().__init__(limits)
         self.shrink_accepted = shrink_accepted
 
-    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
-              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
+              stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
         e = error_ratio.to(torch.float64)
         accept = e <= 1.0
         factor = self.limits.safety * _ratio(e) ** (-1.0 / k)
@@ -110,8 +113,8 @@ class PIController(AbstractController):
         return {"error_old": torch.full((batch,), 1e-4, dtype=torch.float64),
                 "rejected": torch.zeros(batch, dtype=torch.bool)}
 
-    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
-              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
+              stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
         e = _ratio(error_ratio)
         accept = error_ratio <= 1.0
         alpha = 1.0 / k - 0.75 * self.beta
@@ -166,8 +169,8 @@ class PIDController(AbstractController):
         return {"e1": ones, "e2": ones.clone(), "h1": torch.full((batch,), float("nan"), dtype=torch.float64),
                 "rho1": ones.clone(), "rejected": torch.zeros(batch, dtype=torch.bool)}
 
-    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
-              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
+              stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
         e, f = _ratio(error_ratio), self.filter
         accept = error_ratio <= 1.0
         h = h.to(torch.float64)

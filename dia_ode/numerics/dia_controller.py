@@ -1,12 +1,13 @@
 """The DIA controller: the networks' DIA-LSTM cell (attention.DIALSTMCell, the very class) choosing the
 steps of an ODE solve.
 
-Per attempted step the cell reads four features of the step sequence,
+Per attempted step the cell reads six features of the step sequence,
 
-    z = (log e_n / k, log e_{n-1} / k, log(h_n / h_{n-1}), accepted_{n-1}),
+    z = (log e_n / k, log e_{n-1} / k, log(h_n / h_{n-1}), accepted_{n-1}, s_n, log h_n),
 
-(e the error ratio, k the error exponent, n-1 the last accepted step) and its memory (h, c) carries the
-rest of the history. Its first output channel o in (0, 1) corrects the elementary controller in the log
+(e the error ratio, k the error exponent, n-1 the last accepted step, s the step's stiffness estimate
+h * lambda over the method's stability threshold, clipped to [0, 4], 0 where there is none) and its
+memory (h, c) carries the rest of the history. Its first output channel o in (0, 1) corrects the elementary controller in the log
 domain:
 
     log factor = log 0.9 - (1/k) log e_n + gain * (o - 1/4) / (1/4),
@@ -27,12 +28,12 @@ from dia_ode.attention import DIALSTMCell
 from dia_ode.attention.dia_cell import zero_
 from dia_ode.numerics.controllers import TINY, AbstractController, Limits, State
 
-FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted")
+FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted", "stiffness", "log_step")
 UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
 
 
 def new_cell() -> DIALSTMCell:
-    """A DIA cell over the controller's features (reduction 1: four channels), every weight zero."""
+    """A DIA cell over the controller's features (reduction 1: one channel a feature), every weight zero."""
     return zero_(DIALSTMCell(len(FEATURES), reduction=1).double())
 
 
@@ -60,13 +61,15 @@ class DIAController(AbstractController):
                 "h_last": torch.full((batch,), math.nan, dtype=torch.float64),
                         "accepted": torch.ones(batch, dtype=torch.bool)}
 
-    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int
-              ) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
+              stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
         accept = error_ratio <= 1.0
         log_e = error_ratio.to(torch.float64).clamp(TINY, 1e10).log()
         h = h.to(torch.float64)
         step_ratio = torch.where(torch.isnan(state["h_last"]), torch.zeros_like(h), (h / state["h_last"]).log())
-        z = torch.stack([log_e / k, state["log_e_last"] / k, step_ratio, state["accepted"].double()], dim=-1)
+        stiff = torch.zeros_like(h) if stiffness is None else stiffness.to(torch.float64).nan_to_num(0.0).clamp(0.0, 4.0)
+        z = torch.stack([log_e / k, state["log_e_last"] / k, step_ratio, state["accepted"].double(), stiff,
+                         h.clamp_min(TINY).log()], dim=-1)
         with torch.no_grad():
             hidden, cell = self.cell(z, (state["h"], state["c"]))
         correction = self.gain * (hidden[:, 0] - UNTRAINED_OUTPUT) / UNTRAINED_OUTPUT

@@ -267,8 +267,10 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=-1)
         ratio = ratio.masked_fill(~finite, float("inf"))  # masked_fill, not where: the step loop's ops count
         sub = {key: value[sel] for key, value in cstate.items()}
+        raw_h_lambda = None if stiff_mode else stiffness.estimate(h_try, ks, stage_inputs)
         if step_size is None:
-            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exp)
+            seen = None if raw_h_lambda is None else raw_h_lambda / stiffness.threshold
+            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exp, stiffness=seen)
         else:  # fixed steps: every finite step is taken, h stays
             accept, factor = finite, torch.ones_like(ratio)
         accept = accept & finite
@@ -285,8 +287,8 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
                 k_next[acc] = call(t_new[acc], y_new[acc], idx[acc])
                 stats["nfe"][idx[acc]] += 1
         if not stiff_mode:
-            h_lambda, stiff, ssub = stiffness.update({key: value[sel] for key, value in sstate.items()}, h_try, ks,
-                                                     stage_inputs, accept)
+            h_lambda, stiff, ssub = stiffness.update({key: value[sel] for key, value in sstate.items()}, raw_h_lambda,
+                                                     accept)
             for key, value in ssub.items():
                 sstate[key][sel] = value
             if dense is not None:  # the method's own continuous extension

@@ -55,13 +55,11 @@ class StiffnessTest:
         den = (stage_inputs[j] - stage_inputs[i]).double().norm(dim=-1)
         return (h * num / den).masked_fill(den == 0, math.nan)
 
-    def update(self, state: dict[str, torch.Tensor], h: torch.Tensor, ks: list[torch.Tensor],
-               stage_inputs: list[torch.Tensor], accept: torch.Tensor
+    def update(self, state: dict[str, torch.Tensor], h_lambda: torch.Tensor, accept: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(h * lambda, the flag after this step, the new state) of a step; only accepted steps count.
-
-        ks[i] = f(t + c_i h, stage_inputs[i]) for every stage i of the step."""
-        h_lambda = self.estimate(h, ks, stage_inputs).masked_fill(~accept, math.nan)
+        """(h * lambda of the accepted steps (NaN on the others), the flag after this step, the new
+        state) of a step whose estimate (`estimate`) is h_lambda; only accepted steps count."""
+        h_lambda = h_lambda.masked_fill(~accept, math.nan)
         over = h_lambda > self.threshold  # False where NaN: rejected steps count neither way
         under = accept & ~over
         # counts by arithmetic on booleans, not torch.where: this runs on every step of every solve
@@ -79,7 +77,9 @@ class NoStiffnessTest(StiffnessTest):
     def init(self, batch: int) -> dict[str, torch.Tensor]:
         return {}
 
-    def update(self, state: dict[str, torch.Tensor], h: torch.Tensor, ks: list[torch.Tensor],
-               stage_inputs: list[torch.Tensor], accept: torch.Tensor
+    def estimate(self, h: torch.Tensor, ks: list[torch.Tensor], stage_inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.full_like(h, math.nan)
+
+    def update(self, state: dict[str, torch.Tensor], h_lambda: torch.Tensor, accept: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        return torch.full_like(h, math.nan), torch.zeros_like(accept), {}
+        return h_lambda, torch.zeros_like(accept), {}
