@@ -10,7 +10,7 @@ from dia_ode.numerics import list_methods
 from dia_ode.rundir import save_figure, start_run, write_json
 from dia_ode.stiffness import list_problems
 from dia_ode.studies.bench_controllers import (DEFAULT_CONTROLLERS, DEFAULT_PROBLEMS, SCIPY_METHODS, BenchProblem,
-                                              bench_controllers, parse_controller)
+                                              bench_controllers, parse_controller, torchode_available)
 from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, VdpFamily, held_out_comparison,
                                                      save_dia_controller, train_dia_controller)
 
@@ -54,7 +54,8 @@ def controllers(ctx: click.Context, problems, mu, names, tolerances, method, no_
     rows = bench_controllers(tuple(chosen), tuple(names), tuple(tolerances), method, not no_baselines,
                              progress=lambda row: click.echo(_line(row)))
     write_json(run_dir / "controllers.json", {"rows": rows, "scipy": list(SCIPY_METHODS),
-                                              "torchode": "not installed: not run"})
+                                              "torchode": "run" if torchode_available() and not no_baselines
+                                              else ("not installed: not run" if not torchode_available() else "not run")})
     (run_dir / "controllers.md").write_text(_markdown(rows))
     save_figure(plot_work_precision(rows), run_dir / "figures", "work_precision")
     click.echo(f"-> {run_dir}")
@@ -90,7 +91,8 @@ def _markdown(rows: list[dict]) -> str:
     lines += ["| " + " | ".join(_format(row[key]) for key in COLUMNS) + " |" for row in rows]
     notes = ["", "error: max over 11 save times and the components of |y - y_ref| / (1 + |y_ref|), y_ref from scipy "
              "Radau at rtol 1e-10; rejected: — where the solver does not report it (scipy); njev / nlu: scipy's "
-             "Jacobian evaluations and LU factorisations; torchode is not installed here and was not run."]
+             "Jacobian evaluations and LU factorisations"
+             + ("." if torchode_available() else "; torchode is not installed here and was not run.")]
     return "\n".join(lines + notes) + "\n"
 
 

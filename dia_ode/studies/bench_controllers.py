@@ -9,7 +9,8 @@ tells them, the error against a reference, wall time. Solvers:
   problem's exact Jacobian); scipy reports no rejections, and counts Jacobians (njev) and LU
   factorisations (nlu) apart from function evaluations;
 - torchdiffeq: dopri5 with its I controller, steps counted through its accept/reject callbacks;
-- torchode: not run (it is not installed next to the pinned torch here); the row says so.
+- torchode (per-sample steps like ours; the optional extra `pip install "torch==2.13.0" -e ".[torchode]"`):
+  dopri5 with its integral controller, where it is installed; otherwise its row says "not installed".
 
 Error: the largest over the save times and components of |y - y_ref| / (1 + |y_ref|), y_ref from scipy's
 Radau at rtol 1e-10 (and the problem's atol), cached per problem and interval for the process.
@@ -18,6 +19,7 @@ Radau at rtol 1e-10 (and the problem's atol), cached per problem and interval fo
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import time
 from dataclasses import dataclass
@@ -163,6 +165,31 @@ def run_torchdiffeq(problem: BenchProblem, tol: float) -> dict:
                 rejected=field.rejected, error=mixed_error(y, ref), seconds=seconds)
 
 
+def torchode_available() -> bool:
+    """Whether torchode can be imported (an optional extra: the benchmark runs it where it is)."""
+    return importlib.util.find_spec("torchode") is not None
+
+
+def run_torchode(problem: BenchProblem, tol: float) -> dict:
+    """One solve by torchode's dopri5 with its integral (I) controller: per-sample steps, as ours."""
+    import torchode
+
+    ivp = problem.build()
+    times, ref = reference(problem)
+    term = torchode.ODETerm(lambda t, y: ivp.f(t, y))
+    solver = torchode.AutoDiffAdjoint(torchode.Dopri5(term=term),
+                                      torchode.IntegralController(atol=tol, rtol=tol, term=term), max_steps=1_000_000)
+    tic = time.perf_counter()
+    sol = solver.solve(torchode.InitialValueProblem(y0=ivp.y0[None], t_eval=torch.from_numpy(times)[None]))
+    seconds = time.perf_counter() - tic
+    ok = int(sol.status[0]) == 0
+    y = sol.ys[0].detach().numpy() if ok else np.full_like(ref, np.nan)
+    steps, accepted = int(sol.stats["n_steps"][0]), int(sol.stats["n_accepted"][0])
+    return _row(problem, "torchode dopri5", tol, result="success" if ok else f"failed: status {int(sol.status[0])}",
+                nfe=int(sol.stats["n_f_evals"][0]), accepted=accepted, rejected=steps - accepted,
+                error=mixed_error(y, ref), seconds=seconds)
+
+
 def bench_controllers(problems: tuple[BenchProblem, ...] = DEFAULT_PROBLEMS,
                       controllers: tuple[str, ...] = DEFAULT_CONTROLLERS, tolerances: tuple[float, ...] = (1e-4, 1e-6),
                       method: str = "dopri5", baselines: bool = True, progress=None) -> list[dict]:
@@ -173,7 +200,7 @@ def bench_controllers(problems: tuple[BenchProblem, ...] = DEFAULT_PROBLEMS,
         controllers: our controllers (parse_controller's names).
         tolerances: rtol = atol of every solve.
         method: our Runge-Kutta method.
-        baselines: also scipy (RK45, Radau, LSODA) and torchdiffeq dopri5.
+        baselines: also scipy (RK45, Radau, LSODA), torchdiffeq dopri5 and torchode dopri5 (where installed).
         progress: called with each finished row (e.g. to print it).
     """
     rows = []
@@ -183,6 +210,8 @@ def bench_controllers(problems: tuple[BenchProblem, ...] = DEFAULT_PROBLEMS,
             if baselines:
                 runs += [lambda m=m: run_scipy(problem, m, tol) for m in SCIPY_METHODS]
                 runs += [lambda: run_torchdiffeq(problem, tol)]
+                if torchode_available():
+                    runs += [lambda: run_torchode(problem, tol)]
             for run in runs:
                 rows.append(run())
                 if progress is not None:
