@@ -7,14 +7,13 @@ Per attempted step the cell reads six features of the step sequence,
 
 (e the error ratio, k the error exponent, n-1 the last accepted step, s the step's stiffness estimate
 h * lambda over the method's stability threshold, clipped to [0, 4], 0 where there is none) and its
-memory (h, c) carries the rest of the history. Its first output channel o in (0, 1) corrects the elementary controller in the log
-domain:
+memory (h, c) carries the rest of the history. Its first output channel o in (0, 1) corrects Hairer's
+PI controller in the log domain:
 
-    log factor = log 0.9 - (1/k) log e_n + gain * (o - 1/4) / (1/4),
+    log factor = log factor_PI + gain * (o - 1/4) / (1/4)     (then the same bounds as PI's),
 
-so a cell with every weight zero (o = 1/4 exactly) *is* the I controller that may shrink after an
-accepted step (IController(shrink_accepted=True); tests/test_numerics.py), and training moves it from
-there. It is the same interface as I, PI and PID (numerics/controllers.py): a
+so a cell with every weight zero (o = 1/4 exactly) *is* the PI controller (tests/test_numerics.py),
+and training moves it from there: what it learns is what PI's fixed filter leaves on the table. It is the same interface as I, PI and PID (numerics/controllers.py): a
 filter on log e with a learned, nonlinear memory. How it is trained: studies/dia_controller_training.py.
 """
 
@@ -26,7 +25,7 @@ import torch
 
 from dia_ode.attention import DIALSTMCell
 from dia_ode.attention.dia_cell import zero_
-from dia_ode.numerics.controllers import TINY, AbstractController, Limits, State
+from dia_ode.numerics.controllers import TINY, AbstractController, Limits, PIController, State
 
 FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted", "stiffness", "log_step")
 UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
@@ -41,7 +40,7 @@ class DIAController(AbstractController):
     """A DIA cell as a step-size controller (module docstring).
 
     Args:
-        cell: the cell (default new_cell(): the I controller until trained).
+        cell: the cell (default new_cell(): the PI controller until trained).
         limits: safety, factor and step bounds, as for every controller.
         gain: the largest correction of log factor the cell can make (log(e) units), each way.
     """
@@ -54,12 +53,14 @@ class DIAController(AbstractController):
         if self.cell.channels != len(FEATURES):
             raise ValueError(f"the DIA controller's cell needs {len(FEATURES)} channels, got {self.cell.channels}")
         self.gain = gain
+        self.base = PIController(self.limits)
 
     def init(self, batch: int) -> State:
         zeros = torch.zeros(batch, len(FEATURES), dtype=torch.float64)
         return {"h": zeros, "c": zeros.clone(), "log_e_last": torch.zeros(batch, dtype=torch.float64),
                 "h_last": torch.full((batch,), math.nan, dtype=torch.float64),
-                        "accepted": torch.ones(batch, dtype=torch.bool)}
+                "accepted": torch.ones(batch, dtype=torch.bool),
+                **{f"pi_{key}": value for key, value in self.base.init(batch).items()}}
 
     def adapt(self, state: State, h: torch.Tensor, error_ratio: torch.Tensor, k: int,
               stiffness: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
@@ -73,9 +74,12 @@ class DIAController(AbstractController):
         with torch.no_grad():
             hidden, cell = self.cell(z, (state["h"], state["c"]))
         correction = self.gain * (hidden[:, 0] - UNTRAINED_OUTPUT) / UNTRAINED_OUTPUT
+        pi_state = {key[len("pi_"):]: value for key, value in state.items() if key.startswith("pi_")}
+        _, pi_factor, pi_state = self.base.adapt(pi_state, h, error_ratio, k)
         low, high = self.limits.factor_min, self.limits.factor_max
-        factor = (math.log(self.limits.safety) - log_e / k + correction).exp().clamp(low, high)
-        factor = torch.where(accept, factor, factor.clamp_max(1.0))  # a rejected step never grows
+        factor = (pi_factor * correction.exp()).clamp(low, high)
+        factor = torch.where(accept | (correction <= 0), factor, pi_factor)  # a rejected step never grows past PI's
         new = {"h": hidden, "c": cell, "log_e_last": torch.where(accept, log_e, state["log_e_last"]),
-               "h_last": torch.where(accept, h, state["h_last"]), "accepted": accept}
+               "h_last": torch.where(accept, h, state["h_last"]), "accepted": accept,
+               **{f"pi_{key}": value for key, value in pi_state.items()}}
         return accept, factor, new
