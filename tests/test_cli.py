@@ -349,3 +349,14 @@ def test_a_usage_error_of_another_torchrun_rank_alone_is_printed_with_its_rank(m
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rank 1: Error: Invalid value for '--batch-size'"), err
+
+
+def test_a_resume_joins_torchrun_on_the_device_the_run_was_started_with(tmp_path):
+    from dia_ode.cli.train import resume_device
+    from dia_ode.rundir import start_run
+
+    cpu_run = start_run(tmp_path / "a", "train", {"command": "train", "device": "cpu"}, argv=["test"])
+    assert resume_device(cpu_run, "auto") == "cpu"  # not --device's default: on a GPU machine that joined NCCL
+    gpu_run = start_run(tmp_path / "b", "train", {"command": "train", "device": "cuda"}, argv=["test"])
+    assert resume_device(gpu_run, "auto") == "cuda"
+    assert resume_device(tmp_path / "missing", "auto") == "auto"  # resuming it reports the missing run

@@ -16,7 +16,7 @@ from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
                             TrainConfig, TrainingDiverged, from_environment, recipe_config, resume_training,
                             run_training)
-from dia_ode.rundir import CHECKPOINT, RunLocked, run_description, start_run
+from dia_ode.rundir import CHECKPOINT, CheckpointError, RunLocked, load_run_config, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
 from dia_ode.tasks import list_tasks
@@ -80,7 +80,8 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
-    dist = _join(device)
+    resuming_on = device if resume_dir is None or given("device") else resume_device(resume_dir, device)
+    dist = _join(resuming_on)
     try:
         if resume_dir is not None:
             ignored = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_OPTIONS and given(p.name)]
@@ -141,6 +142,20 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
 
 
 _RESUME_OPTIONS = ("resume_dir", "epochs", "device", "no_progress", "task")
+
+
+def resume_device(run_dir: Path, default: str) -> str:
+    """The device a resumed run trains on when --device is not given: the one it was started with.
+
+    Under torchrun the process group is joined before the run is read; joining on --device's default
+    ("auto") put a CPU run's ranks on NCCL and on GPUs that were never asked for (found on a one-GPU
+    machine: the resume failed with 'torchrun started 2 processes ... 1 GPU(s)'). A run that cannot be
+    read keeps the default: resuming reports that."""
+    try:
+        saved = load_run_config(run_dir).get("device", default)
+    except (CheckpointError, OSError):
+        return default
+    return saved if saved in ("auto", "cpu", "cuda") else default
 
 
 def _join(device: str) -> DistContext:
