@@ -73,6 +73,13 @@ def test_the_stiff_switch_is_reported_step_by_step(tmp_path):
     assert summary["num_implicit_steps"] == sum(a and m == "rodas3" for a, m in zip(trace["accepted"], trace["method"]))
     assert summary["num_implicit_steps"] > 0 and trace["method"][0] == "dopri5"
     assert "stiff switch:" in result.output and "accepted steps on rodas3" in result.output
+    implicit = [r for a, m, r in zip(trace["accepted"], trace["method"], trace["h_rho"]) if a and m == "rodas3"]
+    assert implicit and all(r is not None and r > 0 for r in implicit)  # the switch-back test's exact h * rho
+    exact = invoke("--problem", "vdp", "--mu", 1000, "--t1", 0.2, "--exact-spectrum", "--no-reference",
+                   "--out", tmp_path / "exact")
+    assert exact.exit_code == 0, exact.output
+    steps = json.loads((next((tmp_path / "exact").iterdir()) / "trace.json").read_text())
+    assert all((r is not None) == a for a, r in zip(steps["accepted"], steps["h_rho"]))  # NaN -> null when rejected
 
 
 @pytest.mark.parametrize("fast, stable", [(-100.0, True), (-1000.0, False)])

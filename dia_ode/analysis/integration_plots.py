@@ -41,7 +41,8 @@ def plot_steps_and_stiffness(trace: dict[str, np.ndarray], bound: float, title: 
     h*lambda of the accepted steps against the stability bound, the stiff intervals shaded in both.
 
     Args:
-        trace: one sample's Trace.of(...) as numpy arrays (t, h, accepted, h_lambda, stiff).
+        trace: one sample's Trace.of(...) as numpy arrays (t, h, accepted, h_lambda, stiff, and h_rho
+            where the exact spectrum was asked for).
         bound: the stiffness threshold (numerics.StiffnessTest.threshold); stiff intervals shaded.
         title: the solve in words.
     """
@@ -58,6 +59,9 @@ def plot_steps_and_stiffness(trace: dict[str, np.ndarray], bound: float, title: 
         bottom.plot(t[accepted], h_lambda, color="C1", linewidth=1, label="h·λ (Hairer's estimate)")
     else:
         bottom.text(0.5, 0.5, "the method has no stiffness estimate", transform=bottom.transAxes, ha="center")
+    h_rho = trace.get("h_rho", np.full_like(h, np.nan))[accepted]
+    if np.isfinite(h_rho).any():
+        bottom.plot(t[accepted], h_rho, color="C2", linewidth=0.8, linestyle=":", label="h·ρ(J) (exact)")
     bottom.axhline(bound, color="black", linestyle="--", linewidth=0.8,
                    label=f"stiffness threshold {bound:.3g} (the real stability bound x Hairer's margin)")
     bottom.set_ylabel("h·λ")

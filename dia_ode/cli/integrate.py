@@ -40,12 +40,15 @@ from dia_ode.studies.dia_controller_training import load_dia_controller
                    "longer does.")
 @click.option("--stiff-method", type=click.Choice(["ros2", "rodas3", "rodas4"]), default="rodas4",
               help="The implicit method of --stiff-switch (order 2, 3, 4).")
+@click.option("--exact-spectrum", is_flag=True,
+              help="Also record h times the exact spectral radius of the Jacobian on every accepted step (h_rho).")
 @click.option("--points", type=click.IntRange(min=2), default=201, help="Save times for the solution figure.")
 @click.option("--reference/--no-reference", default=True,
               help="Measure the error at the save times against scipy's Radau at rtol 1e-10.")
 @common_options
 def integrate(problem, mu, eigenvalues, method, controller, controller_run, preset, rtol, atol, t0, t1, step_size,
-              max_steps, stiff_switch, stiff_method, points, reference, seed, device, out, no_progress) -> None:
+              max_steps, stiff_switch, stiff_method, exact_spectrum, points, reference, seed, device, out,
+              no_progress) -> None:
     """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
 
     Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
@@ -84,12 +87,13 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
               "controller": controller, "preset": preset if controller == "pid" else None,
               "controller_run": str(controller_run) if controller_run else None, "rtol": rtol,
               "atol": atol, "t0": start, "t1": end, "step_size": step_size, "max_steps": max_steps,
-              "stiff_switch": stiff_switch, "stiff_method": stiff_method if stiff_switch else None, "points": points}
+              "stiff_switch": stiff_switch, "stiff_method": stiff_method if stiff_switch else None,
+              "exact_spectrum": exact_spectrum, "points": points}
     run_dir = start_run(out, f"integrate-{problem}-{method}-{controller}", config)
     tic = time.perf_counter()
     sol = solve(ivp.f, ivp.y0[None], start, end, method=tableau, controller=ctrl, rtol=rtol, atol=atol,
                 step_size=step_size, t_eval=save_times, max_steps=max_steps, trace=True, stiff_switch=stiff_switch,
-                stiff_method=stiff_method)
+                stiff_method=stiff_method, exact_spectrum=exact_spectrum)
     seconds = time.perf_counter() - tic
     steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}
     rows_of_sample = (sol.trace.sample == 0).tolist()

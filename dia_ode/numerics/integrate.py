@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from dia_ode.numerics.controllers import AbstractController, IController
-from dia_ode.numerics.rosenbrock import get_rosenbrock, rosenbrock_dense, rosenbrock_step
+from dia_ode.numerics.rosenbrock import get_rosenbrock, local_jacobian, rosenbrock_dense, rosenbrock_step
 from dia_ode.numerics.stiffness_test import NoStiffnessTest, StiffnessTest
 from dia_ode.numerics.tableaux import Tableau, get_tableau
 
@@ -31,6 +31,7 @@ Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # the user; a switch pays off as soon as stability, not accuracy, limits the step: three marks measured
 # 1.79x / 1.61x LSODA's evaluations on Robertson / HIRES, against 2.66x / 1.75x with 15 (theory/controllers.md).
 SWITCH_STREAK = 3
+TRACE_FIELDS = ("t", "h", "error_ratio", "accepted", "h_lambda", "stiff", "h_rho")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class Trace:
         h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus (nan where the method
             has no two stages at one node, or on a rejected step).
         stiff: the stiffness flag after this step (the streak rule of numerics/stiffness_test.py).
+        h_rho: h times the exact spectral radius of the Jacobian at the step's start (solve's
+            exact_spectrum, and every step of the stiff switch's implicit method; NaN elsewhere and on
+            rejected steps).
         method: the method in use.
     """
 
@@ -56,12 +60,13 @@ class Trace:
     accepted: torch.Tensor
     h_lambda: torch.Tensor
     stiff: torch.Tensor
+    h_rho: torch.Tensor
     method: list[str] = field(default_factory=list)
 
     def of(self, sample: int) -> dict[str, torch.Tensor]:
         """The rows of one sample as tensors keyed by field name."""
         rows = self.sample == sample
-        return {name: getattr(self, name)[rows] for name in ("t", "h", "error_ratio", "accepted", "h_lambda", "stiff")}
+        return {name: getattr(self, name)[rows] for name in TRACE_FIELDS}
 
 
 @dataclass
@@ -132,7 +137,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
           step_size: float | None = None, first_step: float | None = None, t_eval: torch.Tensor | None = None,
           max_steps: int = 100_000, trace: bool = False, stiffness: StiffnessTest | bool | None = None,
           args: torch.Tensor | None = None, stiff_switch: bool = False, stiff_method: str = "rodas4",
-          switch_streak: int = SWITCH_STREAK) -> Solution:
+          switch_streak: int = SWITCH_STREAK, exact_spectrum: bool = False) -> Solution:
     """Integrate y' = f(t, y) from t0 to t1 for a batch of initial values, each sample on its own steps.
 
     Args:
@@ -161,6 +166,9 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
             step). The diagnostic flag (trace.stiff, num_stiff_steps) keeps the test's own streak.
         stiff_method: "ros2", "rodas3" or "rodas4" (order 2, 3, 4; rodas4 has its own dense output).
         switch_streak: stiff marks that move a sample to the stiff method (SWITCH_STREAK).
+        exact_spectrum: also record h times the exact spectral radius of the Jacobian at every accepted
+            step's start (trace.h_rho; the Jacobian by forward-mode autodiff, its eigenvalues by
+            torch.linalg.eigvals: n Jacobian-vector products and an n x n eigenproblem a step).
 
     Returns:
         Solution. A sample that fails ends with its result code, never an exception.
@@ -296,11 +304,16 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
             else:
                 interpolate = lambda r, th: _hermite(th, h_try[r], ya[r], k1a[r], y_new[r], k_next[r])  # noqa: E731
             _save(out, save, idx, accept, ta, h_try, t_new, y_new, interpolate)
+            h_rho = torch.full_like(h_try, float("nan"))
+            if exact_spectrum:
+                radius = _spectral_radius(lambda yy: call(ta, yy, sel), ya)
+                h_rho = (h_try * radius).masked_fill(~accept, float("nan"))
             if stiff_switch:  # stability limits the step: go implicit (LSODA's switch, Hairer's test the trigger)
                 implicit[idx[accept & (ssub["stiff_count"] >= switch_streak)]] = True
         else:  # the exact local spectrum: is the explicit method's stability bound still binding?
-            radius = torch.linalg.eigvals(step["jacobian"]).abs().amax(dim=-1).double()
+            radius = _spectral_radius_of(step["jacobian"])
             h_lambda = torch.where(accept, h_try * radius, torch.full_like(radius, float("nan")))
+            h_rho = h_lambda
             stiff = ~(h_lambda < stiffness.threshold)
             counted = torch.where(stiff, torch.zeros_like(back[sel]), back[sel] + 1)
             back[sel] = torch.where(accept, counted, back[sel])
@@ -323,7 +336,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         if trace:
             # ta may be a view of t, which is updated below
             rows.append({"sample": idx, "t": ta.clone(), "h": h_try, "error_ratio": ratio, "accepted": accept,
-                         "h_lambda": h_lambda, "stiff": stiff})
+                         "h_lambda": h_lambda, "stiff": stiff, "h_rho": h_rho})
             methods.extend([implicit_method.name if stiff_mode else tableau.name] * idx.numel())
         t[sel] = torch.where(accept, t_new, ta)
         y[sel] = torch.where(accept[:, None], y_new, ya)
@@ -350,10 +363,19 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
 
     recorded = None
     if trace:
-        cat = {key: torch.cat([r[key] for r in rows]) if rows else torch.zeros(0) for key in
-               ("sample", "t", "h", "error_ratio", "accepted", "h_lambda", "stiff")}
+        cat = {key: torch.cat([r[key] for r in rows]) if rows else torch.zeros(0) for key in ("sample", *TRACE_FIELDS)}
         recorded = Trace(**cat, method=methods)
     return Solution(save, out, result, stats, recorded)
+
+
+def _spectral_radius_of(jacobian: torch.Tensor) -> torch.Tensor:
+    """max |eigenvalue| per sample of (B, n, n) Jacobians, float64."""
+    return torch.linalg.eigvals(jacobian).abs().amax(dim=-1).double()
+
+
+def _spectral_radius(field: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """The exact local spectral radius of a batch field at y (B, n), per sample."""
+    return _spectral_radius_of(local_jacobian(field, y))
 
 
 def _terms(weights) -> list[tuple[int, float]]:
