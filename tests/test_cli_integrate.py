@@ -162,6 +162,14 @@ def test_controllers_train_writes_a_controller_that_integrate_and_the_benchmark_
     assert alone.exit_code == 2 and "go together" in alone.output
     reversed_range = CliRunner().invoke(main, ["controllers", "train", "--mu-range", "10,1", "--out", tmp_path])
     assert reversed_range.exit_code == 2 and "--mu-range" in reversed_range.output
+    wrong_family = CliRunner().invoke(main, ["controllers", "train", "--family", "linear", "--mu-range", "1,2",
+                                             "--out", tmp_path])
+    assert wrong_family.exit_code == 2 and "--mu-range is not an option of the linear family" in wrong_family.output
+    linear = CliRunner().invoke(main, ["controllers", "train", "--family", "linear", "--members", 2, "--held-out", 2,
+                                       "--iterations", 1, "--population", 1, "--out", tmp_path / "lin"])
+    assert linear.exit_code == 0, linear.output
+    summary = json.loads((next((tmp_path / "lin").iterdir()) / "summary.json").read_text())
+    assert len(summary["held_out"]["members"]) == 2 and "linear family" in linear.output
 
 
 def test_bench_solve_batch_times_both_solvers_on_the_same_batch(tmp_path):

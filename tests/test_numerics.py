@@ -388,7 +388,8 @@ def test_controllers_see_the_stiffness_estimate_and_the_dia_cell_reads_it():
 def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_path):
     from dia_ode.numerics.dia_controller import DIAController
     from dia_ode.rundir import CheckpointError, start_run
-    from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, VdpFamily, load_dia_controller, objective,
+    from dia_ode.stiffness.families import VdpFamily
+    from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, load_dia_controller, objective,
                                                          save_dia_controller, score, train_dia_controller)
 
     family = VdpFamily(1.0, 5.0, t1=3.0)
@@ -413,3 +414,23 @@ def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_p
     (run_dir / "controller.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="does not hold a DIA controller"):
         load_dia_controller(run_dir)
+
+
+def test_the_linear_family_is_stable_seeded_and_its_exact_reference_is_the_solution():
+    from dia_ode.stiffness.families import LinearFamily
+
+    family = LinearFamily(1.0, 1000.0, t1=0.5, dim=3)
+    params = family.draw(4, seed=7)
+    assert torch.equal(params, family.draw(4, seed=7)) and not torch.equal(params, family.draw(4, seed=8))
+    rates = params[:, :3]
+    assert bool(((rates >= 1.0) & (rates <= 1000.0)).all())
+    eig = torch.linalg.eigvalsh(family.matrices(params))  # symmetric: real eigenvalues -rates
+    torch.testing.assert_close(eig.sort(dim=1).values, (-rates).sort(dim=1).values)
+    assert all(1.0 <= ratio <= 1000.0 for ratio in family.describe(params))
+    reference = family.references(params)
+    sol = solve(family.field, family.y0(4), 0.0, 0.5, controller=PIController(), rtol=1e-10, atol=1e-12,
+                t_eval=family.times(), args=params)
+    assert sol.success.all()
+    np.testing.assert_allclose(sol.y.numpy(), reference, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="rate"):
+        LinearFamily(10.0, 1.0)

@@ -9,9 +9,10 @@ from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, common_options
 from dia_ode.numerics import list_methods
 from dia_ode.rundir import save_figure, start_run, write_json
 from dia_ode.stiffness import list_problems
+from dia_ode.stiffness.families import FAMILIES
 from dia_ode.studies.bench_controllers import (DEFAULT_CONTROLLERS, DEFAULT_PROBLEMS, SCIPY_METHODS, BenchProblem,
                                               bench_controllers, parse_controller, torchode_available)
-from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, VdpFamily, held_out_comparison,
+from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, held_out_comparison,
                                                      save_dia_controller, train_dia_controller)
 
 COLUMNS = ("problem", "solver", "rtol", "result", "nfe", "accepted", "rejected", "error", "seconds", "stiff_fraction",
@@ -97,36 +98,49 @@ def _markdown(rows: list[dict]) -> str:
 
 
 @controllers.command("train", context_settings=CONTEXT)
-@click.option("--mu-range", type=CommaList(FiniteFloat(min=0, min_open=True)), default="1,10",
-              help="The Van der Pol family: mu drawn uniformly from LOW,HIGH.")
-@click.option("--t1", type=FiniteFloat(min=0, min_open=True), default=10.0, help="Each member's interval [0, t1].")
+@click.option("--family", type=click.Choice(list(FAMILIES)), default="vdp",
+              help="vdp: Van der Pol, mu uniform in --mu-range; linear: random stable linear systems (3 x 3), "
+                   "rates log-uniform in --rate-range.")
+@click.option("--mu-range", type=CommaList(FiniteFloat(min=0, min_open=True)), default=None,
+              help="The Van der Pol family: mu drawn uniformly from LOW,HIGH [default: 1,10].")
+@click.option("--rate-range", type=CommaList(FiniteFloat(min=0, min_open=True)), default=None,
+              help="The linear family: decay rates log-uniform in LOW,HIGH [default: 1,1000].")
+@click.option("--t1", type=FiniteFloat(min=0, min_open=True), default=None,
+              help="Each member's interval [0, t1] [default: 10 for vdp, 1 for linear].")
 @click.option("--members", type=click.IntRange(min=1), default=8, help="Training members (one batch).")
 @click.option("--held-out", type=click.IntRange(min=1), default=8, help="Fresh members for the comparison.")
-@click.option("--iterations", type=click.IntRange(min=1), default=30, help="Evolution-strategy iterations.")
+@click.option("--iterations", type=click.IntRange(min=1), default=30, help="Search iterations.")
 @click.option("--population", type=click.IntRange(min=1), default=6, help="Direction pairs per iteration.")
 @click.option("--rtol", type=FiniteFloat(min=0, min_open=True), default=1e-6, help="rtol = atol of every solve.")
 @common_options
-def train_controller(mu_range, t1, members, held_out, iterations, population, rtol, seed, device, out,
-                     no_progress) -> None:
-    """Fit the DIA controller on a Van der Pol family (antithetic evolution strategies) and compare it
-    with PI on held-out members; writes controller.pt, summary.json and the objective over iterations."""
-    if len(mu_range) != 2 or not mu_range[0] <= mu_range[1]:
-        raise click.BadParameter(f"give LOW,HIGH with LOW <= HIGH, got {','.join(map(str, mu_range))}",
-                                 param_hint="--mu-range")
-    family = VdpFamily(mu_range[0], mu_range[1], t1)
-    config = {"command": TRAIN_COMMAND, "family": "vdp", "mu_range": list(mu_range), "t1": t1, "members": members,
-              "held_out": held_out, "iterations": iterations, "population": population, "rtol": rtol, "seed": seed}
+def train_controller(family, mu_range, rate_range, t1, members, held_out, iterations, population, rtol, seed, device,
+                     out, no_progress) -> None:
+    """Fit the DIA controller on a problem family (an elitist antithetic search) and compare it with PI
+    on held-out members; writes controller.pt, summary.json and the objective over iterations."""
+    own, other = ("--mu-range", "--rate-range") if family == "vdp" else ("--rate-range", "--mu-range")
+    if (rate_range if family == "vdp" else mu_range) is not None:
+        raise click.BadParameter(f"{other} is not an option of the {family} family (its range is {own})",
+                                 param_hint=other)
+    low_high = (mu_range or [1.0, 10.0]) if family == "vdp" else (rate_range or [1.0, 1000.0])
+    if len(low_high) != 2 or not low_high[0] <= low_high[1]:
+        raise click.BadParameter(f"give LOW,HIGH with LOW <= HIGH, got {','.join(map(str, low_high))}",
+                                 param_hint=own)
+    t1 = t1 if t1 is not None else (10.0 if family == "vdp" else 1.0)
+    members_family = FAMILIES[family](low_high[0], low_high[1], t1)
+    config = {"command": TRAIN_COMMAND, "family": family, f"{own[2:].replace('-', '_')}": list(low_high), "t1": t1,
+              "members": members, "held_out": held_out, "iterations": iterations, "population": population,
+              "rtol": rtol, "seed": seed}
     run_dir = start_run(out, "controllers-train-dia", config)
-    training = train_dia_controller(family, members, iterations, population, rtol=rtol, atol=rtol, seed=seed,
+    training = train_dia_controller(members_family, members, iterations, population, rtol=rtol, atol=rtol, seed=seed,
                                     progress=lambda i, j: click.echo(f"iteration {i + 1}/{iterations}  J {j:.4f}"))
     save_dia_controller(training.controller, run_dir)
-    comparison = held_out_comparison(training.controller, family, held_out, seed + 1000, rtol, rtol)
+    comparison = held_out_comparison(training.controller, members_family, held_out, seed + 1000, rtol, rtol)
     summary = {"objective_untrained": training.initial, "objective": training.history,
                "best_objective": min(training.history),
                "train_nfe_pi": training.reference_nfe, "held_out": comparison}
     write_json(run_dir / "summary.json", summary)
     save_figure(plot_objective(training.history), run_dir / "figures", "objective")
     click.echo(f"held-out members: nfe DIA / PI {comparison['nfe_ratio']:.3f}, error DIA / PI "
-               f"{comparison['error_ratio']:.3f} (mean over {held_out} members, mu in [{mu_range[0]:g}, "
-               f"{mu_range[1]:g}])")
+               f"{comparison['error_ratio']:.3f} (mean over {held_out} members of the {family} family, "
+               f"{own[2:]} [{low_high[0]:g}, {low_high[1]:g}])")
     click.echo(f"-> {run_dir}")

@@ -18,8 +18,8 @@ train something else), and a first version that moved a fixed distance along ran
 (Salimans et al., arXiv 1703.03864) climbed from J = 1.04 to 1.1-1.4 and never back: most directions
 make J worse, so only a move that is measured to help is taken.
 
-Family: Van der Pol (Liénard form, y0 = (2, 0)) with mu drawn uniformly from a range, on [0, t1];
-held-out members come from the same range with another seed.
+Families (stiffness/families.py): Van der Pol with mu drawn uniformly from a range, or random stable
+linear systems with log-uniform rates; held-out members come from the same family with another seed.
 """
 
 from __future__ import annotations
@@ -34,46 +34,9 @@ import torch
 from dia_ode.numerics import SUCCESS, AbstractController, PIController, solve
 from dia_ode.numerics.dia_controller import DIAController, new_cell
 from dia_ode.rundir import CheckpointError, atomic_write_bytes, load_run_config
-from dia_ode.stiffness.problems import get_problem, vdp_field
+from dia_ode.stiffness.families import LinearFamily, VdpFamily
 
-SAVE_POINTS = 11
-
-
-@dataclass(frozen=True)
-class VdpFamily:
-    """Van der Pol problems with mu ~ U[mu_low, mu_high] on [0, t1] (see the module docstring)."""
-
-    mu_low: float = 1.0
-    mu_high: float = 10.0
-    t1: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.mu_low <= self.mu_high:
-            raise ValueError(f"need 0 < mu_low <= mu_high, got {self.mu_low}, {self.mu_high}")
-        if not self.t1 > 0:
-            raise ValueError(f"t1 must be > 0, got {self.t1}")
-
-    def draw(self, n: int, seed: int) -> torch.Tensor:
-        """n values of mu (n, 1) float64 from the seeded generator."""
-        g = torch.Generator().manual_seed(seed)
-        return self.mu_low + (self.mu_high - self.mu_low) * torch.rand(n, 1, generator=g, dtype=torch.float64)
-
-    @staticmethod
-    def field(t: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        """The batch field with each sample's mu (args of numerics.solve)."""
-        return vdp_field(y, mu[:, 0])
-
-    def y0(self, n: int) -> torch.Tensor:
-        return torch.tensor([[2.0, 0.0]], dtype=torch.float64).expand(n, 2).clone()
-
-    def times(self) -> torch.Tensor:
-        return torch.linspace(0.0, self.t1, SAVE_POINTS, dtype=torch.float64)
-
-    def references(self, mus: torch.Tensor) -> np.ndarray:
-        """(n, SAVE_POINTS, 2): scipy Radau at rtol 1e-10 for every member."""
-        return np.stack([get_problem("vdp", mu=float(mu)).reference(self.times().numpy(), rtol=1e-10)
-                         for mu in mus[:, 0]])
-
+Family = VdpFamily | LinearFamily
 
 @dataclass
 class Scores:
@@ -84,13 +47,13 @@ class Scores:
     success: np.ndarray
 
 
-def score(controller: AbstractController, family: VdpFamily, mus: torch.Tensor, references: np.ndarray,
+def score(controller: AbstractController, family: Family, params: torch.Tensor, references: np.ndarray,
           rtol: float, atol: float, max_steps: int = 200_000) -> Scores:
     """Solve every member in one batch with `controller` and score it (module docstring); a member
     that needs more than max_steps attempts fails (a bad candidate stops early instead of crawling)."""
-    n = mus.shape[0]
+    n = params.shape[0]
     sol = solve(family.field, family.y0(n), 0.0, family.t1, controller=controller, rtol=rtol, atol=atol,
-                t_eval=family.times(), args=mus, max_steps=max_steps)
+                t_eval=family.times(), args=params, max_steps=max_steps)
     y = sol.y.numpy()
     scaled = np.abs(y - references) / (atol + rtol * np.abs(references))
     error = np.where(np.isfinite(scaled).all(axis=(1, 2)), scaled.max(axis=(1, 2)), np.inf)
@@ -123,7 +86,7 @@ class Training:
     initial: float = float("nan")  # J of the untrained cell (the PI controller: 1)
 
 
-def train_dia_controller(family: VdpFamily, members: int = 8, iterations: int = 10, population: int = 6,
+def train_dia_controller(family: Family, members: int = 8, iterations: int = 10, population: int = 6,
                          sigma: float = 0.05, penalty: float = 1.0,
                          rtol: float = 1e-6, atol: float = 1e-6, gain: float = 1.0, seed: int = 0,
                          progress=None) -> Training:
@@ -139,18 +102,18 @@ def train_dia_controller(family: VdpFamily, members: int = 8, iterations: int = 
         seed: draws the members and the directions.
         progress: called with (iteration, J) after every iteration.
     """
-    mus = family.draw(members, seed)
-    references = family.references(mus)
-    pi = score(PIController(), family, mus, references, rtol, atol)
+    params = family.draw(members, seed)
+    references = family.references(params)
+    pi = score(PIController(), family, params, references, rtol, atol)
     budget = int(pi.nfe.max() / 2)  # attempts: 3x PI's steps (dopri5: 6 evaluations a step); past that a candidate failed
     cell = new_cell()
     controller = DIAController(cell, gain=gain)
     theta = _flat(cell)
     generator = torch.Generator().manual_seed(seed + 1)
 
-    def evaluate(params: torch.Tensor) -> float:
-        _load(cell, params)
-        return objective(score(controller, family, mus, references, rtol, atol, budget), pi, penalty)
+    def evaluate(weights: torch.Tensor) -> float:
+        _load(cell, weights)
+        return objective(score(controller, family, params, references, rtol, atol, budget), pi, penalty)
 
     training = Training(controller, reference_nfe=float(pi.nfe.mean()))
     current = evaluate(theta)
@@ -204,14 +167,14 @@ def load_dia_controller(run_dir: str | Path) -> DIAController:
     return DIAController(cell, gain=float(payload["gain"]))
 
 
-def held_out_comparison(controller: DIAController, family: VdpFamily, members: int, seed: int, rtol: float,
+def held_out_comparison(controller: DIAController, family: Family, members: int, seed: int, rtol: float,
                         atol: float) -> dict:
     """DIA against PI on fresh members of the family: per member nfe and scaled error, and the means of
     their ratios (nfe_dia / nfe_pi, error_dia / error_pi)."""
-    mus = family.draw(members, seed)
-    references = family.references(mus)
-    dia = score(controller, family, mus, references, rtol, atol)
-    pi = score(PIController(), family, mus, references, rtol, atol)
-    return {"mu": mus[:, 0].tolist(), "nfe_dia": dia.nfe.tolist(), "nfe_pi": pi.nfe.tolist(),
+    params = family.draw(members, seed)
+    references = family.references(params)
+    dia = score(controller, family, params, references, rtol, atol)
+    pi = score(PIController(), family, params, references, rtol, atol)
+    return {"members": family.describe(params), "nfe_dia": dia.nfe.tolist(), "nfe_pi": pi.nfe.tolist(),
             "error_dia": dia.error.tolist(), "error_pi": pi.error.tolist(), "success_dia": dia.success.tolist(),
             "nfe_ratio": float(np.mean(dia.nfe / pi.nfe)), "error_ratio": float(np.mean(dia.error / pi.error))}
