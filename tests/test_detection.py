@@ -1,0 +1,135 @@
+"""Detection building blocks (issue 11): box ops and NMS, the generated digit scenes, COCO export and
+COCOeval through pycocotools."""
+
+import math
+
+import pytest
+import torch
+
+from dia_ode.data.coco import to_coco
+from dia_ode.data.scenes import VISIBLE, compose_scenes, digit_scenes
+from dia_ode.models.boxes import (batched_nms, box_area, box_iou, clip_boxes, flip_boxes, nms, xywh_to_xyxy,
+                                  xyxy_to_xywh)
+from dia_ode.tasks.coco_eval import METRICS, coco_metrics
+
+
+def _random_boxes(n, seed, size=50.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * size
+    wh = torch.rand(n, 2, generator=g) * size / 2 + 1
+    return torch.cat([xy, xy + wh], dim=1), torch.rand(n, generator=g)
+
+
+def _brute_force_nms(boxes, scores, threshold):
+    """The definition, one pair at a time: visit boxes by falling score, keep one unless it overlaps a
+    kept box by more than the threshold."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    kept = []
+    for i in order:
+        if all(float(box_iou(boxes[i:i + 1], boxes[j:j + 1])) <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def test_box_formats_areas_and_iou():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 15.0, 25.0]])
+    torch.testing.assert_close(xywh_to_xyxy(xyxy_to_xywh(boxes)), boxes)
+    torch.testing.assert_close(box_area(boxes), torch.tensor([100.0, 200.0]))
+    iou = box_iou(boxes, boxes)
+    torch.testing.assert_close(iou, torch.tensor([[1.0, 25 / 275], [25 / 275, 1.0]]))
+    torch.testing.assert_close(flip_boxes(flip_boxes(boxes, 32), 32), boxes)
+    torch.testing.assert_close(flip_boxes(boxes[:1], 32), torch.tensor([[22.0, 0.0, 32.0, 10.0]]))
+    torch.testing.assert_close(clip_boxes(torch.tensor([[-3.0, 2.0, 40.0, 50.0]]), 32, 20),
+                               torch.tensor([[0.0, 2.0, 20.0, 32.0]]))
+    assert box_iou(torch.tensor([[0.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0, 0.0]])).item() == 0.0
+
+
+@pytest.mark.parametrize("seed, threshold", [(0, 0.5), (1, 0.3), (2, 0.7), (3, 0.0)])
+def test_nms_matches_the_brute_force_definition(seed, threshold):
+    boxes, scores = _random_boxes(60, seed)
+    assert nms(boxes, scores, threshold).tolist() == _brute_force_nms(boxes, scores, threshold)
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+
+
+def test_batched_nms_suppresses_within_each_class_only():
+    boxes, scores = _random_boxes(80, 5)
+    classes = torch.randint(0, 3, (80,), generator=torch.Generator().manual_seed(5))
+    kept = set(batched_nms(boxes, scores, classes, 0.4).tolist())
+    expected = set()
+    for c in range(3):
+        members = (classes == c).nonzero().flatten()
+        expected |= {int(members[i]) for i in _brute_force_nms(boxes[members], scores[members], 0.4)}
+    assert kept == expected
+    same = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    assert len(batched_nms(same, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5)) == 2  # two classes: both
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return digit_scenes(n_train=40, n_val=10, n_test=20, seed=3)
+
+
+def test_every_box_holds_its_object_tightly_and_nothing_visible_lies_outside_the_boxes(scenes):
+    for split in (scenes.train, scenes.val, scenes.test):
+        for image, boxes, labels in zip(split.images, split.boxes, split.labels):
+            assert 2 <= len(boxes) <= 4 and len(labels) == len(boxes)
+            visible = image[0] >= VISIBLE
+            covered = torch.zeros_like(visible)
+            for x0, y0, x1, y1 in boxes.long().tolist():
+                assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+                covered[y0:y1, x0:x1] = True
+                inside = visible[y0:y1, x0:x1]  # tight: every edge row and column has a visible pixel
+                assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            assert not (visible & ~covered).any()
+
+
+def test_train_val_and_test_scenes_come_from_disjoint_digits_and_the_generator_is_seeded(scenes):
+    used = {name: set(torch.cat(getattr(scenes, name).sources).tolist()) for name in ("train", "val", "test")}
+    assert not used["train"] & used["test"] and not used["train"] & used["val"] and not used["val"] & used["test"]
+    again = digit_scenes(n_train=40, n_val=10, n_test=20, seed=3)
+    assert torch.equal(again.train.images, scenes.train.images)
+    assert all(torch.equal(a, b) for a, b in zip(again.test.boxes, scenes.test.boxes))
+    other = digit_scenes(n_train=40, n_val=10, n_test=20, seed=4)
+    assert not torch.equal(other.train.images, scenes.train.images)
+    assert scenes.num_classes == 10 and scenes.image_size == 64 and len(scenes.train) == 40
+
+
+def test_overlap_between_objects_stays_bounded():
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    sources = torch.from_numpy((digits.images * 16).clip(0, 255).astype("uint8"))[:, None]
+    split = compose_scenes(sources, torch.from_numpy(digits.target).long(), torch.arange(100), 30,
+                           max_overlap=0.0, seed=1)
+    for boxes in split.boxes:  # disjoint squares: the tight boxes inside them cannot overlap
+        iou = box_iou(boxes, boxes)
+        assert (iou - torch.eye(len(boxes))).abs().max() == 0
+
+
+def test_coco_export_has_one_based_categories_and_xywh_boxes(scenes):
+    coco = to_coco(scenes.test, scenes.categories)
+    assert len(coco["images"]) == 20 and [c["id"] for c in coco["categories"]] == list(range(1, 11))
+    assert len(coco["annotations"]) == sum(len(b) for b in scenes.test.boxes)
+    first = coco["annotations"][0]
+    x0, y0, x1, y1 = scenes.test.boxes[0][0].tolist()
+    assert first["bbox"] == [x0, y0, x1 - x0, y1 - y0] and first["area"] == (x1 - x0) * (y1 - y0)
+    assert first["category_id"] == int(scenes.test.labels[0][0]) + 1 and first["image_id"] == 1
+
+
+def _detections(coco, shift=0.0):
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 0.9,
+             "bbox": [a["bbox"][0] + shift * a["bbox"][2], a["bbox"][1], a["bbox"][2], a["bbox"][3]]}
+            for a in coco["annotations"]]
+
+
+def test_cocoeval_scores_a_perfect_prediction_one_and_a_shifted_one_less(scenes):
+    coco = to_coco(scenes.test, scenes.categories)
+    perfect = coco_metrics(coco, _detections(coco))
+    assert set(perfect) == set(METRICS)
+    assert perfect["ap"] == pytest.approx(1.0) and perfect["ap50"] == pytest.approx(1.0)
+    assert perfect["ar100"] == pytest.approx(1.0)
+    shifted = coco_metrics(coco, _detections(coco, shift=0.3))  # IoU 0.54: counts at .50, not at .75
+    assert shifted["ap50"] == pytest.approx(1.0) and shifted["ap75"] == pytest.approx(0.0) and shifted["ap"] < 0.5
+    far = coco_metrics(coco, _detections(coco, shift=0.6))  # IoU 0.25: a miss at every threshold
+    assert far["ap50"] == pytest.approx(0.0)
+    assert coco_metrics(coco, []) == dict.fromkeys(METRICS, 0.0)
+    assert math.isnan(perfect["ap_large"])  # no object above 96^2 pixels on a 64x64 canvas: undefined
