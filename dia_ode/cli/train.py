@@ -19,7 +19,7 @@ from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, Res
 from dia_ode.rundir import CHECKPOINT, CheckpointError, RunLocked, load_run_config, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
-from dia_ode.tasks import list_tasks
+from dia_ode.tasks import get_task, list_tasks
 
 DEFAULTS = TrainConfig()
 
@@ -120,6 +120,7 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         try:
             data = load_dataset(dataset, data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
                                 train_examples=cfg.train_examples)
+            get_task(cfg.task).check_dataset(data)
         except DataError as err:
             hint = f"--{err.option.replace('_', '-')}" if err.option else "--data-dir/--dataset"
             raise click.BadParameter(str(err), param_hint=hint) from None

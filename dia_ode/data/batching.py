@@ -81,7 +81,10 @@ def global_batches(n: int, batch_size: int, world: int = 1, drop_last: bool = Fa
     return [(start, size) for start, size in sizes if size >= world]
 
 
-def shard_split(split: Split, rank: int, world: int) -> Split:
-    """This rank's contiguous part of a split (evaluation: every sample on exactly one rank)."""
+def shard_split(split, rank: int, world: int):
+    """This rank's contiguous part of a split (evaluation: every sample on exactly one rank); a split
+    type with its own `subset` (detection) keeps what it carries beside the images."""
     index = torch.arange(len(split)).tensor_split(world)[rank]
+    if hasattr(split, "subset"):
+        return split.subset(index)
     return Split(split.images[index], split.labels[index])

@@ -1,7 +1,9 @@
 """Dataset names -> loaders, and the seeded train / val / test split of every dataset.
 
 Datasets: ``digits`` (scikit-learn's embedded 8x8 digits, the default), ``mnist`` and ``fashion-mnist``
-(IDX files) and ``cifar10``/``cifar100`` (local python pickle batches). A new dataset is a loader
+(IDX files) and ``cifar10``/``cifar100`` (local python pickle batches); for detection the generated
+``digit-scenes`` (data/scenes.py: its own seeded train / val / test scenes; split_seed seeds it and
+train_examples sets the number of training scenes). A new dataset is a loader
 file plus one row of DATASETS.
 """
 
@@ -18,6 +20,7 @@ from dia_ode.data.cifar import cifar_loader
 from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_stats, held_out, subset
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
+from dia_ode.data.scenes import DetectionDataset, digit_scenes
 
 
 class _Spec(NamedTuple):
@@ -41,9 +44,13 @@ DATASETS: dict[str, _Spec] = {
 }
 
 
+# Generated detection datasets (data/scenes.py): (n_train, n_val, n_test, seed) -> DetectionDataset
+DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": digit_scenes}
+
+
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(DATASETS)
+    return sorted([*DATASETS, *DETECTION_DATASETS])
 
 
 
@@ -82,7 +89,8 @@ def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, tes
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, split_seed: int = 0, train_examples: int | None = None) -> Dataset:
+                 test_fraction: float = 0.2, split_seed: int = 0,
+                 train_examples: int | None = None) -> Dataset | DetectionDataset:
     """Load a dataset into memory and split it into train / val / test.
 
     Splits come from ``torch.randperm`` under ``torch.Generator().manual_seed(split_seed)``. An official
@@ -103,6 +111,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fr
     Raises:
         DataError: Unknown name, missing or malformed data, or fractions that leave no training data.
     """
+    key = name.strip().lower().replace("_", "-")
+    if key in DETECTION_DATASETS:  # generated with their own splits (disjoint source images)
+        if train_examples is not None and train_examples < 1:
+            raise DataError(f"{key}: train_examples={train_examples} must be >= 1", option="train_examples")
+        kept = {} if train_examples is None else {"n_train": train_examples}
+        return DETECTION_DATASETS[key](seed=split_seed, **kept)
     key, spec, root = _locate(name, data_dir, val_fraction, test_fraction)
     train, test = spec.loader(root, True)
     generator = torch.Generator().manual_seed(split_seed)

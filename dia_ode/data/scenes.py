@@ -35,12 +35,14 @@ class DetectionSplit:
         labels: per image a (k,) int64 tensor of class indices (0-based).
         sources: per image the (k,) indices of the source images its objects came from (generated
             scenes; empty tensors for a loaded dataset).
+        ids: (N,) int64 image ids, 1-based (COCO's image_id; kept by subset, so shards keep theirs).
     """
 
     images: torch.Tensor
     boxes: list[torch.Tensor]
     labels: list[torch.Tensor]
     sources: list[torch.Tensor]
+    ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -49,6 +51,14 @@ class DetectionSplit:
                             f"{self.images.dtype}")
         if not len(self.boxes) == len(self.labels) == len(self.sources) == n:
             raise DataError(f"{n} images but {len(self.boxes)} box lists, {len(self.labels)} label lists")
+        if self.ids is None:
+            object.__setattr__(self, "ids", torch.arange(1, n + 1))
+
+    def subset(self, index: torch.Tensor) -> "DetectionSplit":
+        """The images at `index` (their ids kept)."""
+        pick = index.tolist()
+        return DetectionSplit(self.images[index], [self.boxes[i] for i in pick], [self.labels[i] for i in pick],
+                              [self.sources[i] for i in pick], self.ids[index])
 
     def __len__(self) -> int:
         return self.images.shape[0]

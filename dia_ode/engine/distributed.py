@@ -52,6 +52,14 @@ class DistContext:
         reduced = dict(zip(keys, t.tolist()))
         return {k: reduced[k] for k in sums}  # the caller's order: log lines read as in one process
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order, on every rank ([obj] for one process)."""
+        if not self.enabled:
+            return [obj]
+        box: list[Any] = [None] * self.world_size
+        torch_dist.all_gather_object(box, obj)
+        return box
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (e.g. the run directory it created)."""
         if not self.enabled:

@@ -84,6 +84,7 @@ class Trainer:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the world size {dist.world_size}")
         self.dataset = dataset or load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction,
                                                split_seed=cfg.split_seed, train_examples=cfg.train_examples)
+        self.task.check_dataset(self.dataset)
         self.progress = progress and dist.is_main
         self.on_epoch_end = on_epoch_end
         self.spec = model_spec(cfg.model, cfg.model_options, self.task, self.dataset)

@@ -26,6 +26,9 @@ from torch import nn
 from dia_ode.attention.registry import ATTENTIONS, get_attention
 
 KINDS = ("discrete", "continuous")
+# backbones with multi-scale maps (forward_stages): the detector (models/detector.py) sits on them
+DETECTION_READY = ("classification", "detection")
+HEADS = ("classifier", "detection")
 
 
 @dataclass(frozen=True)
@@ -203,12 +206,18 @@ def create_model(name: str, **kwargs) -> nn.Module:
     Args:
         name: a base name ("resnet56") or short name ("dia_resnet56") from list_models().
         **kwargs: attention (with a base name), num_classes, in_channels, the backbone's options
-            and the attention's options (reduction, sam, ...).
+            and the attention's options (reduction, sam, ...); head="detection" (with neck_channels, out_stride)
+            builds the CenterNet detector of models/detector.py on the backbone instead of a classifier.
 
     Raises:
         ValueError: unknown name (the message lists close matches), attention or option.
     """
     entry, attention = resolve(name)
+    head = kwargs.pop("head", "classifier")
+    if head not in HEADS:
+        raise ValueError(f"unknown head '{head}'; valid: {', '.join(HEADS)}")
+    if head == "detection":
+        return _detector(name, entry, kwargs)
     if "attention" in kwargs:
         asked = kwargs.pop("attention")
         if attention != "none" and asked != attention:
@@ -220,3 +229,16 @@ def create_model(name: str, **kwargs) -> nn.Module:
         return entry.constructor(attention=attention, **kwargs)
     except TypeError as err:  # a value of the wrong type (heads="abc"): the keys were checked above
         raise ValueError(f"model '{name}': an option has a value of the wrong type ({err})") from None
+
+
+def _detector(name: str, entry: ModelEntry, kwargs: dict) -> nn.Module:
+    """The CenterNet detector on the backbone `name` (its classifier head stays unused)."""
+    from dia_ode.models.detector import CenterNetDetector  # the detector imports backbones: after them
+
+    if "detection" not in entry.tasks:
+        raise ValueError(f"model '{name}' has no multi-scale maps for a detector (detection serves: "
+                         f"{', '.join(n for n, e in sorted(_ENTRIES.items()) if 'detection' in e.tasks)[:200]}...)")
+    neck_channels, out_stride = kwargs.pop("neck_channels", 32), kwargs.pop("out_stride", 4)
+    backbone = create_model(name, **kwargs)
+    return CenterNetDetector(backbone, kwargs.get("num_classes", 10), neck_channels=neck_channels,
+                             out_stride=out_stride)

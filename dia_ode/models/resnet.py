@@ -21,7 +21,7 @@ from torch import nn
 
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, norm2d, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from dia_ode.models.registry import register_model
+from dia_ode.models.registry import DETECTION_READY, register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
 
@@ -109,7 +109,7 @@ def _register(depth: int, pre_activation: bool) -> None:
                            skip=skip, batch_norm=batch_norm, **attention_options)
 
     build = build_pre if pre_activation else build
-    register_model(f"{family}{depth}", family=family, kind="discrete")(build)
+    register_model(f"{family}{depth}", family=family, kind="discrete", tasks=DETECTION_READY)(build)
 
 
 for _depth in BASIC_DEPTHS + BOTTLENECK_DEPTHS:

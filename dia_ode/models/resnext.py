@@ -13,7 +13,7 @@ from torch import nn
 
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, ResNeXtBottleneck, conv3x3
-from dia_ode.models.registry import register_model
+from dia_ode.models.registry import DETECTION_READY, register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
 
@@ -84,7 +84,7 @@ def _register(name: str, depth: int, cardinality: int, base_width: int) -> None:
         return CifarResNeXt(depth, cardinality, base_width, attention, num_classes=num_classes,
                             in_channels=in_channels, **attention_options)
 
-    register_model(name, family="resnext", kind="discrete")(build)
+    register_model(name, family="resnext", kind="discrete", tasks=DETECTION_READY)(build)
 
 
 for _name, (_depth, _cardinality, _base_width) in CONFIGS.items():

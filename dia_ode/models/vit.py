@@ -18,7 +18,7 @@ from torch import nn
 
 from dia_ode.attention.registry import ATTENTIONS
 from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
-from dia_ode.models.registry import register_model
+from dia_ode.models.registry import DETECTION_READY, register_model
 from dia_ode.solvers.controllers import AbstractController, create_controller
 from dia_ode.solvers.interleaved import AlternatingController
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
@@ -225,7 +225,8 @@ def _register(name: str, dim: int, depth: int, heads: int, mlp_ratio: float) -> 
         return VisionTransformer(attention, num_classes, in_channels, image_size, patch_size, dim, depth, heads,
                                  mlp_ratio, dropout, split_controller, **attention_options)
 
-    register_model(name, family="vit", kind="discrete", attentions=VIT_ATTENTIONS, recipe=VIT_RECIPE)(build)
+    register_model(name, family="vit", kind="discrete", tasks=DETECTION_READY, attentions=VIT_ATTENTIONS,
+                   recipe=VIT_RECIPE)(build)
 
 
 for _name, _size in VIT_SIZES.items():

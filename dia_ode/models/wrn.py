@@ -14,7 +14,7 @@ from torch import nn
 
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, WideBasicBlock, conv3x3
-from dia_ode.models.registry import register_model
+from dia_ode.models.registry import DETECTION_READY, register_model
 from dia_ode.solvers.controllers import create_controller
 from dia_ode.solvers.stage import ResidualStage
 
@@ -79,7 +79,7 @@ def _register(depth: int, widen_factor: int) -> None:
         return WideResNet(depth, widen_factor, attention, num_classes, in_channels, dropout, branch_bn, base_width,
                           **attention_options)
 
-    register_model(f"wrn{depth}_{widen_factor}", family="wrn", kind="discrete")(build)
+    register_model(f"wrn{depth}_{widen_factor}", family="wrn", kind="discrete", tasks=DETECTION_READY)(build)
 
 
 for _depth, _widen in CONFIGS:

@@ -5,9 +5,11 @@ A new task is a file with an AbstractTask subclass plus one line in TASKS.
 
 from dia_ode.tasks.base import AbstractTask, means, model_spec
 from dia_ode.tasks.classification import ClassificationTask
+from dia_ode.tasks.detection import DetectionTask
 
 TASKS: dict[str, type[AbstractTask]] = {
     ClassificationTask.name: ClassificationTask,
+    DetectionTask.name: DetectionTask,
 }
 
 
@@ -23,4 +25,4 @@ def get_task(name: str) -> AbstractTask:
     return TASKS[name]()
 
 
-__all__ = ["AbstractTask", "ClassificationTask", "TASKS", "get_task", "list_tasks", "means", "model_spec"]
+__all__ = ["AbstractTask", "ClassificationTask", "DetectionTask", "TASKS", "get_task", "list_tasks", "means", "model_spec"]

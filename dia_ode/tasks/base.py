@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterable, Iterator
 import torch
 from torch import nn
 
-from dia_ode.data import Dataset, Split
+from dia_ode.data import DataError, Dataset, Split
 from dia_ode.models import model_entry
 from dia_ode.solvers import regularization_loss
 
@@ -25,15 +25,24 @@ class AbstractTask(abc.ABC):
 
     Class attributes:
         name: the task's name (`dia-ode train --task NAME`).
+        dataset_type, dataset_names: the dataset class it trains on and the names of such datasets.
         metric_names: the per-sample means a split reports, e.g. ("loss", "acc") -> val_loss, val_acc.
         selection_metric: the metric whose best validation value the summary reports.
         higher_is_better: the direction of selection_metric.
     """
 
     name: ClassVar[str]
+    dataset_type: ClassVar[type]
+    dataset_names: ClassVar[tuple[str, ...]]
     metric_names: ClassVar[tuple[str, ...]]
     selection_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
+
+    def check_dataset(self, dataset: Any) -> None:
+        """DataError (naming the dataset and the task) when the dataset is not of this task's kind."""
+        if not isinstance(dataset, self.dataset_type):
+            raise DataError(f"dataset '{dataset.name}' is not a {self.name} dataset; {self.name} takes: "
+                            f"{', '.join(self.dataset_names)}")
 
     @abc.abstractmethod
     def model_options(self, dataset: Dataset, accepted: Iterable[str]) -> dict[str, Any]:

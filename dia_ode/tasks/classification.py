@@ -16,6 +16,8 @@ class ClassificationTask(AbstractTask):
     """Batches are (images (B, C, H, W), labels (B,)); the model returns logits (B, num_classes)."""
 
     name = "classification"
+    dataset_type = Dataset
+    dataset_names = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
     metric_names = ("loss", "acc")
     selection_metric = "acc"
 
