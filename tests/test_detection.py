@@ -133,3 +133,123 @@ def test_cocoeval_scores_a_perfect_prediction_one_and_a_shifted_one_less(scenes)
     assert far["ap50"] == pytest.approx(0.0)
     assert coco_metrics(coco, []) == dict.fromkeys(METRICS, 0.0)
     assert math.isnan(perfect["ap_large"])  # no object above 96^2 pixels on a 64x64 canvas: undefined
+
+
+# ---- the detector, its targets and the task ---------------------------------------------------------------
+
+def _perfect_outputs(targets, num_classes, size, stride):
+    """Head outputs that encode the targets exactly: the target heatmap as logits, sizes and offsets."""
+    from dia_ode.tasks.centernet_loss import centernet_targets
+
+    t = centernet_targets(targets, num_classes, size // stride, size // stride, stride)
+    heat = t["heatmap"].clamp(1e-6, 1 - 1e-6)
+    outputs = {"heatmap": torch.log(heat / (1 - heat)), "size": torch.zeros(len(targets), 2, size // stride,
+                                                                              size // stride),
+               "offset": torch.zeros(len(targets), 2, size // stride, size // stride)}
+    for name in ("size", "offset"):
+        flat = outputs[name].flatten(2)
+        flat[t["image"], :, t["cell"]] = t[name]
+    return outputs, t
+
+
+def test_centernet_encoding_decodes_back_to_the_boxes_and_scores_ap_one(scenes):
+    from dia_ode.models import create_model
+    from dia_ode.tasks.detection import detection_dicts, ground_truth
+
+    detector = create_model("resnet20", head="detection", num_classes=10, in_channels=1, base_width=4)
+    split = scenes.test
+    targets = [{"boxes": b, "labels": l, "image_id": int(i)} for b, l, i in zip(split.boxes, split.labels, split.ids)]
+    outputs, t = _perfect_outputs(targets, 10, 64, detector.stride)
+    assert detector.stride == 4 and t["heatmap"].amax() == 1.0
+    assert int((t["heatmap"] == 1).sum()) == len(t["cell"])  # one peak per object (distinct centres here)
+    decoded = detector.decode(outputs)
+    for target, found in zip(targets, decoded):
+        assert len(found["boxes"]) == len(target["boxes"])
+        matched = box_iou(found["boxes"], target["boxes"]).amax(dim=0)
+        assert bool((matched > 0.999).all())
+    detections = [d for target, found in zip(targets, decoded) for d in detection_dicts(target["image_id"], found)]
+    truth = [(tg["image_id"], tg["boxes"], tg["labels"]) for tg in targets]
+    assert coco_metrics(ground_truth(truth, 10), detections)["ap"] == pytest.approx(1.0)
+
+
+def test_box_augmentation_moves_boxes_with_their_objects_and_is_seeded(scenes):
+    from dia_ode.data.detection_batches import BoxAugment
+
+    split = scenes.train
+    x = split.images[:8].float() / 255
+    targets = [{"boxes": split.boxes[i], "labels": split.labels[i], "image_id": i + 1} for i in range(8)]
+    flipped, moved = BoxAugment(scale=(1.0, 1.0), flip=True)(x, targets, torch.Generator().manual_seed(0))
+    flips = 0
+    for image, after, moved_target, target in zip(x, flipped, moved, targets):
+        if torch.equal(image, after):  # not flipped
+            assert torch.equal(moved_target["boxes"], target["boxes"])
+        else:
+            flips += 1
+            assert torch.equal(after, image.flip(-1))
+            assert torch.equal(moved_target["boxes"], flip_boxes(target["boxes"], 64))
+    assert 0 < flips < 8
+    jitter = BoxAugment(scale=(0.7, 1.3))
+    a = jitter(x, targets, torch.Generator().manual_seed(5))
+    b = jitter(x, targets, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and all(torch.equal(p["boxes"], q["boxes"]) for p, q in zip(a[1], b[1]))
+    for image, target in zip(*a):  # every kept box still frames something bright
+        for x0, y0, x1, y1 in target["boxes"].tolist():
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            assert image[0, int(y0):int(y1) + 1, int(x0):int(x1) + 1].max() > 0.3
+
+
+def test_detection_batches_split_over_ranks_like_one_process(scenes):
+    from dia_ode.data.detection_batches import BoxAugment, iterate_detection_batches
+
+    def run(shard):
+        return list(iterate_detection_batches(scenes.train, 10, mean=scenes.mean, std=scenes.std, shuffle=True,
+                                              generator=torch.Generator().manual_seed(1), augment=BoxAugment(),
+                                              shard=shard))
+    whole, parts = run((0, 1)), [run((r, 2)) for r in range(2)]
+    for (x, t), (x0, t0), (x1, t1) in zip(whole, *parts):
+        assert torch.equal(torch.cat([x0, x1]), x)
+        assert [d["image_id"] for d in t] == [d["image_id"] for d in t0 + t1]
+
+
+def test_a_backbone_without_multi_scale_maps_has_no_detector():
+    from dia_ode.models import create_model
+    with pytest.raises(ValueError, match="no multi-scale maps"):
+        create_model("odenet", head="detection", num_classes=10, in_channels=1)
+    with pytest.raises(ValueError, match="unknown head"):
+        create_model("resnet20", head="segmentation")
+
+
+def test_train_detection_through_the_cli_writes_coco_metrics_and_refuses_a_dataset_of_another_task(tmp_path):
+    from click.testing import CliRunner
+
+    from dia_ode.cli import main
+
+    def train(*args):
+        return CliRunner().invoke(main, ["train", "--no-progress", "--out", str(tmp_path), *map(str, args)])
+
+    done = train("--task", "detection", "--dataset", "digit-scenes", "--model", "resnet20", "--model-option",
+                 "base_width=4", "--epochs", 1, "--train-examples", 16, "--batch-size", 8)
+    assert done.exit_code == 0, done.output
+    (run_dir,) = tmp_path.iterdir()
+    import json
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"] == "detection" and {"test_ap", "test_ap50", "test_ar100"} <= set(summary)
+    assert 0.0 <= summary["test_ap50"] <= 1.0 and "best_val_ap" in summary
+    for args, needle in ((("--dataset", "digit-scenes"), "'digit-scenes' is not a classification dataset"),
+                         (("--task", "detection", "--dataset", "digits"), "'digits' is not a detection dataset")):
+        refused = train(*args, "--out", str(tmp_path / "refused"))
+        assert refused.exit_code == 2 and needle in refused.output, refused.output
+        assert "Traceback" not in refused.output
+
+
+def test_the_detection_task_brings_its_own_training_defaults_and_the_user_still_wins():
+    from dataclasses import asdict
+
+    from dia_ode.engine import TrainConfig, recipe_config
+
+    values = {**asdict(TrainConfig()), "task": "detection"}
+    cfg = recipe_config(values, {"task"})
+    assert (cfg.dataset, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("digit-scenes", "adamw", 2e-3, 32, 12)
+    mine = recipe_config({**values, "lr": 0.01, "epochs": 3}, {"task", "lr", "epochs"})
+    assert (mine.lr, mine.epochs, mine.optimizer) == (0.01, 3, "adamw")
+    assert recipe_config(asdict(TrainConfig()), set()).dataset == "digits"  # classification keeps its own

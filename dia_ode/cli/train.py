@@ -118,7 +118,7 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         except ConfigError as err:
             raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
         try:
-            data = load_dataset(dataset, data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
+            data = load_dataset(cfg.dataset, data_dir, val_fraction=cfg.val_fraction, split_seed=cfg.split_seed,
                                 train_examples=cfg.train_examples)
             get_task(cfg.task).check_dataset(data)
         except DataError as err:
@@ -130,7 +130,7 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
             return
         run_dir = None
         if dist.is_main:
-            run_dir = start_run(out, run_description("train", model, model_options, dataset),
+            run_dir = start_run(out, run_description("train", model, model_options, cfg.dataset),
                                 {"command": "train", **asdict(cfg)})
             click.echo(f"run directory: {run_dir}")
         run_dir = dist.broadcast(run_dir)
