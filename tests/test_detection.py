@@ -235,6 +235,7 @@ def test_train_detection_through_the_cli_writes_coco_metrics_and_refuses_a_datas
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "detection" and {"test_ap", "test_ap50", "test_ar100"} <= set(summary)
     assert 0.0 <= summary["test_ap50"] <= 1.0 and "best_val_ap" in summary
+    _detect_writes_predictions_metrics_and_figures(run_dir, tmp_path / "detect", main)
     for args, needle in ((("--dataset", "digit-scenes"), "'digit-scenes' is not a classification dataset"),
                          (("--task", "detection", "--dataset", "digits"), "'digits' is not a detection dataset")):
         refused = train(*args, "--out", str(tmp_path / "refused"))
@@ -253,3 +254,35 @@ def test_the_detection_task_brings_its_own_training_defaults_and_the_user_still_
     mine = recipe_config({**values, "lr": 0.01, "epochs": 3}, {"task", "lr", "epochs"})
     assert (mine.lr, mine.epochs, mine.optimizer) == (0.01, 3, "adamw")
     assert recipe_config(asdict(TrainConfig()), set()).dataset == "digits"  # classification keeps its own
+
+
+def _detect_writes_predictions_metrics_and_figures(run_dir, out, main):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    def detect(*args):
+        return CliRunner().invoke(main, ["detect", str(run_dir), "--out", str(out), *map(str, args)])
+
+    on_split = detect("--split", "test", "--show", 2)
+    assert on_split.exit_code == 0, on_split.output
+    (first,) = out.iterdir()
+    summary = json.loads((first / "detect.json").read_text())
+    assert summary["images"] == 500 and set(summary["metrics"]) >= {"ap", "ap50", "ar100"}
+    predictions = json.loads((first / "predictions.json").read_text())
+    assert len(predictions) == summary["detections"] and all(len(p["bbox"]) == 4 for p in predictions)
+    assert (first / "figures" / "detections.png").is_file() and (first / "figures" / "detections.pdf").is_file()
+    folder = out.parent / "images"
+    folder.mkdir()
+    for k in range(2):
+        Image.fromarray((torch.rand(48, 80) * 255).byte().numpy()).save(folder / f"photo{k}.png")
+    on_files = detect("--images", folder)
+    assert on_files.exit_code == 0, on_files.output
+    newest = max(out.iterdir(), key=lambda p: p.name)
+    assert json.loads((newest / "detect.json").read_text())["files"] == ["photo0.png", "photo1.png"]
+    (folder / "broken.png").write_bytes(b"not an image")
+    broken = detect("--images", folder)
+    assert broken.exit_code == 2 and "cannot read image" in broken.output and "broken.png" in broken.output
+    both = detect("--images", folder, "--split", "test")
+    assert both.exit_code == 2 and "not both" in both.output

@@ -18,6 +18,7 @@ from dia_ode.cli.catalog import ls
 from dia_ode.cli.compare import compare
 from dia_ode.cli.controllers import controllers
 from dia_ode.cli.correlate import correlate
+from dia_ode.cli.detect import detect
 from dia_ode.cli.integrate import integrate
 from dia_ode.cli.options import CONTEXT
 from dia_ode.cli.report import report
@@ -31,7 +32,7 @@ def main() -> None:
 
 
 for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report, integrate,
-                controllers):
+                controllers, detect):
     main.add_command(command)
 
 

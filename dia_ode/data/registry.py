@@ -20,7 +20,7 @@ from dia_ode.data.cifar import cifar_loader
 from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_stats, held_out, subset
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
-from dia_ode.data.scenes import DetectionDataset, digit_scenes
+from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes
 
 
 class _Spec(NamedTuple):
@@ -77,9 +77,12 @@ def _locate(name: str, data_dir: str | os.PathLike | None, val_fraction: float,
 
 
 def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
-                    split_seed: int = 0) -> Split:
+                    split_seed: int = 0) -> Split | DetectionSplit:
     """The test split exactly as load_dataset makes it, without reading a training set that has its
     own files (IDX, CIFAR); digits, which has no official test split, is read whole (it is embedded)."""
+    key = name.strip().lower().replace("_", "-")
+    if key in DETECTION_DATASETS:  # the test scenes depend on the seed alone, not on the train count
+        return DETECTION_DATASETS[key](n_train=1, n_val=1, seed=split_seed).test
     key, spec, root = _locate(name, data_dir, 0.0, test_fraction)
     train, test = spec.loader(root, False)
     if test is None:  # held out first with the same generator as load_dataset

@@ -1,0 +1,121 @@
+"""A trained detector applied to a split or to image files: COCO results, metrics and drawn boxes.
+
+Reads a run directory loaded back (rundir.load_run); the images are normalised with the run's own
+statistics. Image files are read with Pillow (the library matplotlib already installs), converted to
+the run's channels and letterboxed to its square input size (scaled to fit, centred on black), and
+their boxes are mapped back to the file's own pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from dia_ode.data import DataError, normalise
+from dia_ode.tasks import get_task
+from dia_ode.tasks.coco_eval import coco_metrics
+from dia_ode.tasks.detection import detection_dicts, ground_truth
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@torch.no_grad()
+def detect_split(run, batch_size: int = 128) -> tuple[list[dict], dict[str, float], list[dict]]:
+    """(COCO results, COCO metrics, per-image detections in input pixels) of the run's test split."""
+    task = get_task("detection")
+    split = run.test
+    stats = type("Stats", (), {"mean": run.mean, "std": run.std})  # what batches() reads of a dataset
+    results, per_image, truth = [], [], []
+    for x, targets in task.batches(split, batch_size, dataset=stats, device="cpu"):
+        found = run.model.decode(run.model(x))
+        for target, image_found in zip(targets, found):
+            results.extend(detection_dicts(target["image_id"], image_found))
+            per_image.append(image_found)
+            truth.append((target["image_id"], target["boxes"], target["labels"]))
+    return results, coco_metrics(ground_truth(truth, run.model.num_classes), results), per_image
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """(C, size, size) uint8 of an (H, W, C) uint8 image scaled to fit and centred; the scale and the
+    (x, y) offset of the image on the square."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
+    resized = torch.nn.functional.interpolate(chw, size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+    out = torch.zeros(image.shape[2], size, size)
+    dy, dx = (size - new_h) // 2, (size - new_w) // 2
+    out[:, dy:dy + new_h, dx:dx + new_w] = resized
+    return out.round().clamp(0, 255).to(torch.uint8), scale, (dx, dy)
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """(H, W, channels) uint8 of an image file; DataError naming the file if Pillow cannot decode it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # Pillow's decompression-bomb limit stays on
+            image = image.convert("L" if channels == 1 else "RGB")
+            array = np.array(image, dtype=np.uint8)  # a writable copy (torch refuses read-only memory)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: {type(err).__name__}: {' '.join(str(err).split())[:160]}") \
+            from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+@torch.no_grad()
+def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.ndarray], list[str]]:
+    """(COCO results with image ids 1.. in file-name order, per-image detections in the files' pixels,
+    the images, their names) of every image file in `folder` (not its subfolders)."""
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    channels, size = run.test.images.shape[1], run.test.images.shape[-1]  # what the model was trained on
+    results, per_image, images = [], [], []
+    for image_id, path in enumerate(paths, start=1):
+        image = read_image(path, channels)
+        boxed, scale, (dx, dy) = letterbox(image, size)
+        x = normalise(boxed[None].float() / 255.0, run.mean, run.std)
+        found = run.model.decode(run.model(x))[0]
+        shift = torch.tensor([dx, dy, dx, dy], dtype=found["boxes"].dtype)
+        found = {**found, "boxes": (found["boxes"] - shift) / scale}
+        results.extend(detection_dicts(image_id, found))
+        per_image.append(found)
+        images.append(image)
+    return results, per_image, images, [p.name for p in paths]
+
+
+def plot_detections(images: list[np.ndarray], detections: list[dict], categories: list[str],
+                    truth: list[torch.Tensor] | None = None, score_threshold: float = 0.3, columns: int = 4) -> Figure:
+    """A grid of images with their detections above score_threshold (label and score) and, where given,
+    the true boxes dashed."""
+    rows = max(1, -(-len(images) // columns))
+    fig = Figure(figsize=(2.6 * columns, 2.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
+        ax.set_axis_off()
+        if k >= len(images):
+            continue
+        image = images[k]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
+        if truth is not None:
+            for x0, y0, x1, y1 in truth[k].tolist():
+                ax.add_patch(_rectangle(x0, y0, x1, y1, "C2", "--"))
+        found = detections[k]
+        for (x0, y0, x1, y1), score, label in zip(found["boxes"].tolist(), found["scores"].tolist(),
+                                                  found["labels"].tolist()):
+            if score < score_threshold:
+                continue
+            ax.add_patch(_rectangle(x0, y0, x1, y1, "C3", "-"))
+            ax.text(x0, y0, f"{categories[label]} {score:.2f}", color="yellow", fontsize=7, va="bottom")
+    return fig
+
+
+def _rectangle(x0, y0, x1, y1, color, style):
+    from matplotlib.patches import Rectangle
+    # pixel centres sit at integer coordinates in imshow: a box edge at x lies at x - 0.5
+    return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linestyle=style,
+                     linewidth=1)
