@@ -1,9 +1,9 @@
 """A trained detector applied to a split or to image files: COCO results, metrics and drawn boxes.
 
 Reads a run directory loaded back (rundir.load_run); the images are normalised with the run's own
-statistics. Image files are read with Pillow (the library matplotlib already installs), converted to
-the run's channels and letterboxed to its square input size (scaled to fit, centred on black), and
-their boxes are mapped back to the file's own pixels.
+statistics. Image files are read and letterboxed as a COCO folder's are (data/coco_folder.py: Pillow,
+the run's channels, scaled to fit its square input, centred on black), and their boxes are mapped
+back to the file's own pixels.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from dia_ode.data import DataError, normalise
+from dia_ode.data.coco_folder import decode_image, letterbox
 from dia_ode.tasks import get_task
 from dia_ode.tasks.coco_eval import coco_metrics
 from dia_ode.tasks.detection import detection_dicts, ground_truth
@@ -38,34 +39,6 @@ def detect_split(run, batch_size: int = 128) -> tuple[list[dict], dict[str, floa
     return results, coco_metrics(ground_truth(truth, run.model.num_classes), results), per_image
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
-    """(C, size, size) uint8 of an (H, W, C) uint8 image scaled to fit and centred; the scale and the
-    (x, y) offset of the image on the square."""
-    height, width = image.shape[:2]
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
-    resized = torch.nn.functional.interpolate(chw, size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-    out = torch.zeros(image.shape[2], size, size)
-    dy, dx = (size - new_h) // 2, (size - new_w) // 2
-    out[:, dy:dy + new_h, dx:dx + new_w] = resized
-    return out.round().clamp(0, 255).to(torch.uint8), scale, (dx, dy)
-
-
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """(H, W, channels) uint8 of an image file; DataError naming the file if Pillow cannot decode it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:  # Pillow's decompression-bomb limit stays on
-            image = image.convert("L" if channels == 1 else "RGB")
-            array = np.array(image, dtype=np.uint8)  # a writable copy (torch refuses read-only memory)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {type(err).__name__}: {' '.join(str(err).split())[:160]}") \
-            from None
-    return array[..., None] if array.ndim == 2 else array
-
-
 @torch.no_grad()
 def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.ndarray], list[str]]:
     """(COCO results with image ids 1.. in file-name order, per-image detections in the files' pixels,
@@ -76,7 +49,7 @@ def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.nd
     channels, size = run.test.images.shape[1], run.test.images.shape[-1]  # what the model was trained on
     results, per_image, images = [], [], []
     for image_id, path in enumerate(paths, start=1):
-        image = read_image(path, channels)
+        image = decode_image(path, channels)
         boxed, scale, (dx, dy) = letterbox(image, size)
         x = normalise(boxed[None].float() / 255.0, run.mean, run.std)
         found = run.model.decode(run.model(x))[0]

@@ -3,7 +3,7 @@
 Datasets: ``digits`` (scikit-learn's embedded 8x8 digits, the default), ``mnist`` and ``fashion-mnist``
 (IDX files) and ``cifar10``/``cifar100`` (local python pickle batches); for detection the generated
 ``digit-scenes`` (data/scenes.py: its own seeded train / val / test scenes; split_seed seeds it and
-train_examples sets the number of training scenes). A new dataset is a loader
+train_examples sets the number of training scenes) and ``coco``, a user's COCO folder (data/coco_folder.py). A new dataset is a loader
 file plus one row of DATASETS.
 """
 
@@ -20,6 +20,7 @@ from dia_ode.data.cifar import cifar_loader
 from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_stats, held_out, subset
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
+from dia_ode.data.coco_folder import load_coco_folder
 from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes
 
 
@@ -44,8 +45,21 @@ DATASETS: dict[str, _Spec] = {
 }
 
 
-# Generated detection datasets (data/scenes.py): (n_train, n_val, n_test, seed) -> DetectionDataset
-DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": digit_scenes}
+def _digit_scenes(root: Path | None, seed: int, val_fraction: float, train_examples: int | None) -> DetectionDataset:
+    return digit_scenes(seed=seed, **({} if train_examples is None else {"n_train": train_examples}))
+
+
+def _coco(root: Path | None, seed: int, val_fraction: float, train_examples: int | None) -> DetectionDataset:
+    if root is None:
+        raise DataError("dataset 'coco' needs --data-dir (a COCO folder: annotations/instances_*.json + images)")
+    if not root.is_dir():
+        raise DataError(f"data dir {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    return load_coco_folder(root, val_fraction=val_fraction, seed=seed, train_examples=train_examples)
+
+
+# Detection datasets: (folder or None, seed, val_fraction, train_examples) -> DetectionDataset. digit-scenes
+# is generated (data/scenes.py, its own seeded splits); coco is a user's folder (data/coco_folder.py).
+DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": _digit_scenes, "coco": _coco}
 
 
 def list_datasets() -> list[str]:
@@ -81,8 +95,9 @@ def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, tes
     """The test split exactly as load_dataset makes it, without reading a training set that has its
     own files (IDX, CIFAR); digits, which has no official test split, is read whole (it is embedded)."""
     key = name.strip().lower().replace("_", "-")
-    if key in DETECTION_DATASETS:  # the test scenes depend on the seed alone, not on the train count
-        return DETECTION_DATASETS[key](n_train=1, n_val=1, seed=split_seed).test
+    if key in DETECTION_DATASETS:  # generated test scenes depend on the seed alone, not on the train count
+        root = None if data_dir is None else Path(data_dir).expanduser()
+        return DETECTION_DATASETS[key](root, split_seed, 0.1, 1).test
     key, spec, root = _locate(name, data_dir, 0.0, test_fraction)
     train, test = spec.loader(root, False)
     if test is None:  # held out first with the same generator as load_dataset
@@ -115,11 +130,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fr
         DataError: Unknown name, missing or malformed data, or fractions that leave no training data.
     """
     key = name.strip().lower().replace("_", "-")
-    if key in DETECTION_DATASETS:  # generated with their own splits (disjoint source images)
+    if key in DETECTION_DATASETS:
         if train_examples is not None and train_examples < 1:
             raise DataError(f"{key}: train_examples={train_examples} must be >= 1", option="train_examples")
-        kept = {} if train_examples is None else {"n_train": train_examples}
-        return DETECTION_DATASETS[key](seed=split_seed, **kept)
+        root = None if data_dir is None else Path(data_dir).expanduser()
+        return DETECTION_DATASETS[key](root, split_seed, val_fraction, train_examples)
     key, spec, root = _locate(name, data_dir, val_fraction, test_fraction)
     train, test = spec.loader(root, True)
     generator = torch.Generator().manual_seed(split_seed)
