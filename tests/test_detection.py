@@ -286,3 +286,14 @@ def _detect_writes_predictions_metrics_and_figures(run_dir, out, main):
     assert broken.exit_code == 2 and "cannot read image" in broken.output and "broken.png" in broken.output
     both = detect("--images", folder, "--split", "test")
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_fashion_scenes_take_test_objects_from_the_test_images_only(tmp_path, fake_mnist):
+    from dia_ode.data.scenes import fashion_scenes
+
+    fake_mnist(tmp_path, gz=True, n_train=40, n_test=10)
+    data = fashion_scenes(tmp_path, n_train=12, n_val=4, n_test=6, seed=2)
+    used = {name: set(torch.cat(getattr(data, name).sources).tolist()) for name in ("train", "val", "test")}
+    assert all(i < 40 for i in used["train"] | used["val"]) and all(i >= 40 for i in used["test"])
+    assert not used["train"] & used["val"]
+    assert data.flip and data.categories[0] == "t-shirt" and data.name == "fashion-scenes"

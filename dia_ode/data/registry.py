@@ -21,7 +21,7 @@ from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_st
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
 from dia_ode.data.coco_folder import load_coco_folder
-from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes
+from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes, fashion_scenes
 
 
 class _Spec(NamedTuple):
@@ -57,9 +57,16 @@ def _coco(root: Path | None, seed: int, val_fraction: float, train_examples: int
     return load_coco_folder(root, val_fraction=val_fraction, seed=seed, train_examples=train_examples)
 
 
+def _fashion_scenes(root: Path | None, seed: int, val_fraction: float,
+                    train_examples: int | None) -> DetectionDataset:
+    return fashion_scenes(root or FASHION_MNIST_DIR, seed=seed,
+                          **({} if train_examples is None else {"n_train": train_examples}))
+
+
 # Detection datasets: (folder or None, seed, val_fraction, train_examples) -> DetectionDataset. digit-scenes
 # is generated (data/scenes.py, its own seeded splits); coco is a user's folder (data/coco_folder.py).
-DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": _digit_scenes, "coco": _coco}
+DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": _digit_scenes,
+                                                                   "fashion-scenes": _fashion_scenes, "coco": _coco}
 
 
 def list_datasets() -> list[str]:

@@ -1,6 +1,7 @@
 """Generated detection scenes: objects from a small image set pasted onto a canvas, with their boxes.
 
-`digit-scenes` pastes the embedded 8x8 digits, upscaled, onto a 64x64 canvas: 2 to 4 objects a scene at
+`digit-scenes` pastes the embedded 8x8 digits, upscaled, onto a 64x64 canvas (`fashion-scenes` the
+Fashion-MNIST items, where that dataset is installed): 2 to 4 objects a scene at
 random positions and sizes, a new object placed only where its square overlaps every earlier one by IoU
 <= max_overlap (bounded overlap; after `tries` refusals the scene keeps fewer objects). Overlapping
 pixels take the brighter value. Each box is the tight box of the object's visible pixels (value >=
@@ -86,6 +87,7 @@ class DetectionDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     categories: tuple[str, ...]
+    flip: bool = False  # whether a left-right flip keeps an object what it is (not for digits)
 
 
 def compose_scenes(sources: torch.Tensor, source_labels: torch.Tensor, pool: torch.Tensor, n: int, *,
@@ -160,3 +162,29 @@ def digit_scenes(n_train: int = 2000, n_val: int = 200, n_test: int = 500, *, ca
     return DetectionDataset("digit-scenes", splits["train"], splits["val"], splits["test"], num_classes=10,
                             in_channels=1, image_size=canvas, mean=mean, std=std,
                             categories=tuple(str(d) for d in range(10)))
+
+
+FASHION_CATEGORIES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                      "ankle boot")
+
+
+def fashion_scenes(root, n_train: int = 2000, n_val: int = 200, n_test: int = 500, *, canvas: int = 64,
+                   seed: int = 0) -> DetectionDataset:
+    """`fashion-scenes`: scenes of Fashion-MNIST items (IDX files in root) as digit-scenes are built, the
+    items 16 to 32 pixels; train and val scenes from disjoint parts of the training images (a fixed
+    seeded 10% for val), test scenes from the test images. Flipping an item left-right keeps its class."""
+    from dia_ode.data.idx import idx_loader
+
+    train, test = idx_loader("fashion-mnist")(root, True)
+    sources = torch.cat([train.images, test.images])
+    source_labels = torch.cat([train.labels, test.labels])
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(1234))
+    n_val_src = len(train) // 10
+    pools = {"val": perm[:n_val_src], "train": perm[n_val_src:], "test": torch.arange(len(train), len(sources))}
+    splits = {name: compose_scenes(sources, source_labels, pools[name], n, canvas=canvas, sizes=(16, 32),
+                                   seed=seed + k)
+              for k, (name, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test)))}
+    mean, std = channel_stats(splits["train"].images)
+    return DetectionDataset("fashion-scenes", splits["train"], splits["val"], splits["test"], num_classes=10,
+                            in_channels=1, image_size=canvas, mean=mean, std=std, categories=FASHION_CATEGORIES,
+                            flip=True)

@@ -29,7 +29,7 @@ class DetectionTask(AbstractTask):
 
     name = "detection"
     dataset_type = DetectionDataset
-    dataset_names = ("digit-scenes", "coco")
+    dataset_names = ("digit-scenes", "fashion-scenes", "coco")
     metric_names = ("loss", *REPORTED)
     selection_metric = "ap"
 
