@@ -271,6 +271,9 @@ def _detect_writes_predictions_metrics_and_figures(run_dir, out, main):
     summary = json.loads((first / "detect.json").read_text())
     assert summary["images"] == 500 and set(summary["metrics"]) >= {"ap", "ap50", "ar100"}
     predictions = json.loads((first / "predictions.json").read_text())
+    truth = json.loads((first / "ground_truth.json").read_text())
+    assert len(truth["images"]) == 500 and {p["image_id"] for p in predictions} <= {i["id"] for i in truth["images"]}
+    assert coco_metrics(truth, predictions)["ap"] == pytest.approx(summary["metrics"]["ap"])  # the same scoring
     assert len(predictions) == summary["detections"] and all(len(p["bbox"]) == 4 for p in predictions)
     assert (first / "figures" / "detections.png").is_file() and (first / "figures" / "detections.pdf").is_file()
     folder = out.parent / "images"
@@ -297,3 +300,24 @@ def test_fashion_scenes_take_test_objects_from_the_test_images_only(tmp_path, fa
     assert all(i < 40 for i in used["train"] | used["val"]) and all(i >= 40 for i in used["test"])
     assert not used["train"] & used["val"]
     assert data.flip and data.categories[0] == "t-shirt" and data.name == "fashion-scenes"
+
+
+def test_the_vit_detector_reads_its_single_scale_and_learns_on_one_batch(scenes):
+    from dia_ode.models import create_model
+    from dia_ode.tasks.centernet_loss import centernet_loss
+
+    torch.manual_seed(0)
+    vit = create_model("dia_vit_tiny", head="detection", num_classes=10, in_channels=1, image_size=64, dim=32,
+                       depth=2, heads=2)
+    assert vit.stride == vit.backbone.feature_info[0].stride
+    x = scenes.train.images[:8].float() / 255
+    targets = [{"boxes": scenes.train.boxes[i], "labels": scenes.train.labels[i], "image_id": i + 1} for i in range(8)]
+    optimizer = torch.optim.AdamW(vit.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(15):
+        loss, parts = centernet_loss(vit(x), targets, vit.stride)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0] and set(parts) == {"heatmap", "size", "offset"}

@@ -9,6 +9,7 @@ import click
 from dia_ode.analysis.detections import detect_images, detect_split, plot_detections
 from dia_ode.cli.options import CONTEXT, FiniteFloat, check_device, common_options
 from dia_ode.data import DataError
+from dia_ode.data.coco import to_coco
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, write_json
 
@@ -25,8 +26,8 @@ from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, wr
 @common_options
 def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out, no_progress) -> None:
     """Run a trained detector (a `dia-ode train --task detection` run) on its test split or on a folder
-    of images; writes predictions.json (COCO results), detect.json (COCO metrics on a split) and a
-    figure of the first images with their boxes."""
+    of images; writes predictions.json (COCO results), on the split also ground_truth.json (its boxes as
+    COCO instances) and detect.json (COCO metrics), and a figure of the first images with their boxes."""
     if split is not None and images_dir is not None:
         raise click.BadParameter("give --split or --images, not both", param_hint="--images")
     check_device(device)
@@ -54,6 +55,8 @@ def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out,
               "images": str(images_dir) if images_dir else None, "score_threshold": score_threshold}
     out_dir = start_run(out, f"detect-{run.model_name}", config)
     write_json(out_dir / "predictions.json", results)
+    if images_dir is None:  # the split's boxes as COCO instances: for any other COCO evaluator
+        write_json(out_dir / "ground_truth.json", to_coco(run.test, categories))
     summary = {"run_dir": str(run_dir), "model": run.model_name, "images": len(found), "detections": len(results)}
     if metrics is not None:
         summary["metrics"] = metrics
