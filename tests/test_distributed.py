@@ -102,3 +102,19 @@ def test_bad_data_parallel_options_are_usage_errors_printed_once(tmp_path, args,
     assert done.stderr.count(message) == 1, done.stderr[-2000:]  # rank 0 only
     assert "exitcode: 2" in done.stderr  # torchrun reports the usage error's exit code
     assert not any(tmp_path.iterdir())  # no run directory was made
+
+
+def test_two_gloo_processes_train_a_detector_and_score_every_test_scene_once(tmp_path):
+    done = _torchrun("--task", "detection", "--model", "resnet20", "--model-option", "base_width=4", "--epochs", "1",
+                     "--train-examples", "16", "--batch-size", "8", "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path))
+    assert done.returncode == 0, _why(done)
+    (run_dir,) = tmp_path.iterdir()
+    summary = __import__("json").loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["task"] == "detection"
+    from dia_ode.rundir import load_run
+    from dia_ode.analysis.detections import detect_split
+    _, metrics, found = detect_split(load_run(run_dir))  # one process, the whole split: the same COCO numbers
+    assert len(found) == 500
+    assert summary["test_ap50"] == pytest.approx(metrics["ap50"], abs=1e-9)
+    assert summary["test_ar100"] == pytest.approx(metrics["ar100"], abs=1e-9)

@@ -33,6 +33,9 @@ class AbstractBackbone(nn.Module, abc.ABC):
     """A network with stages, a feature map and a head; never instantiated."""
 
     feature_info: list[FeatureInfo]
+    # modules forward_stages never uses (the classifier's): a detector drops them, or DDP would wait
+    # for their gradients forever
+    classifier_only: tuple[str, ...] = ("head",)
 
     @abc.abstractmethod
     def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:

@@ -59,7 +59,7 @@ class CenterNetDetector(nn.Module):
     """backbone -> FPNNeck -> heatmap / size / offset heads (module docstring).
 
     Args:
-        backbone: any AbstractBackbone (its classifier head is unused).
+        backbone: any AbstractBackbone (its classifier_only modules are replaced by identities).
         num_classes: object classes K.
         neck_channels: channels of the merged map and the heads.
         out_stride: the output grid's stride (the nearest stride the backbone has): 4 puts a 14-28 pixel
@@ -72,6 +72,8 @@ class CenterNetDetector(nn.Module):
     def __init__(self, backbone: AbstractBackbone, num_classes: int, neck_channels: int = 32,
                  out_stride: int = 4) -> None:
         super().__init__()
+        for name in backbone.classifier_only:  # unused here: no parameter may go without a gradient (DDP)
+            setattr(backbone, name, nn.Identity())
         self.backbone = backbone
         strides = [info.stride for info in backbone.feature_info]
         # the output grid: out_stride where a level has it, else the nearest level's stride

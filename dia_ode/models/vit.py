@@ -197,6 +197,8 @@ class VisionTransformer(AbstractBackbone):
         z = z.flatten(2).transpose(1, 2)  # (B, N, C)
         return self.pos_drop(z + self.position_embedding(gh, gw)), (gh, gw)
 
+    classifier_only = ("head", "norm")  # forward_stages reads the encoder's tokens before the final norm
+
     def forward_stages(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
         z, (gh, gw) = self.embed(x)
         z = self.encoder(z)  # (B, N, C)
