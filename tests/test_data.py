@@ -38,7 +38,8 @@ def _assert_one_line(err: pytest.ExceptionInfo, *fragments: str) -> None:
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist"]
+    assert list_datasets() == ["cifar10", "cifar100", "coco", "digit-scenes", "digits", "fashion-mnist",
+                               "fashion-scenes", "mnist"]
 
 
 def test_digits_shapes_and_split_sizes(digits: Dataset) -> None:
@@ -178,7 +179,7 @@ def test_data_errors(tmp_path: Path) -> None:
     _assert_one_line(err, str(tmp_path / "nope"), "does not exist")
     with pytest.raises(DataError) as err:
         load_dataset("foo")
-    _assert_one_line(err, "'foo'", "cifar10, cifar100, digits, fashion-mnist, mnist")
+    _assert_one_line(err, "'foo'", "cifar10, cifar100, coco, digit-scenes, digits, fashion-mnist, fashion-scenes, mnist")
     with pytest.raises(DataError) as err:
         load_dataset("mnist")
     _assert_one_line(err, "mnist", "--data-dir")
