@@ -1,10 +1,11 @@
 """Dataset names -> loaders, and the seeded train / val / test split of every dataset.
 
 Datasets: ``digits`` (scikit-learn's embedded 8x8 digits, the default), ``mnist`` and ``fashion-mnist``
-(IDX files) and ``cifar10``/``cifar100`` (local python pickle batches); for detection the generated
-``digit-scenes`` (data/scenes.py: its own seeded train / val / test scenes; split_seed seeds it and
-train_examples sets the number of training scenes) and ``coco``, a user's COCO folder (data/coco_folder.py). A new dataset is a loader
-file plus one row of DATASETS.
+(IDX files) and ``cifar10``/``cifar100`` (local python pickle batches). For detection: the generated
+``digit-scenes`` and ``fashion-scenes`` (data/scenes.py: their own seeded train / val / test scenes;
+split_seed seeds them, train_examples sets the number of training scenes) and ``coco``, a user's COCO
+folder (data/coco_folder.py). A new dataset is a loader file plus one row of DATASETS (or
+DETECTION_DATASETS).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch
 
 from dia_ode.data.augment import Augment
 from dia_ode.data.cifar import cifar_loader
+from dia_ode.data.coco_folder import load_coco_folder
 from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_stats, held_out, subset
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
-from dia_ode.data.coco_folder import load_coco_folder
 from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes, fashion_scenes
 
 
@@ -63,8 +64,8 @@ def _fashion_scenes(root: Path | None, seed: int, val_fraction: float,
                           **({} if train_examples is None else {"n_train": train_examples}))
 
 
-# Detection datasets: (folder or None, seed, val_fraction, train_examples) -> DetectionDataset. digit-scenes
-# is generated (data/scenes.py, its own seeded splits); coco is a user's folder (data/coco_folder.py).
+# Detection datasets: (folder or None, seed, val_fraction, train_examples) -> DetectionDataset. The scenes
+# are generated (data/scenes.py, their own seeded splits); coco is a user's folder (data/coco_folder.py).
 DETECTION_DATASETS: dict[str, Callable[..., DetectionDataset]] = {"digit-scenes": _digit_scenes,
                                                                    "fashion-scenes": _fashion_scenes, "coco": _coco}
 
