@@ -1,7 +1,7 @@
 """The controller lab's numerics: explicit Runge-Kutta methods from their tableaux, step-size
 controllers (I, PI, Söderlind's PID filters, the DIA cell), Hairer's stiffness test, a batched
-integrator with per-sample step control and a switch to the L-stable ROS2 (issue 12). Any vector field: the classic problems of dia_ode.stiffness.problems
-or a network's."""
+integrator with per-sample step control and a switch to an L-stable Rosenbrock method (ROS2, RODAS3,
+RODAS4; issue 12). Any vector field: the classic problems of dia_ode.stiffness.problems or a network's."""
 
 from dia_ode.numerics.controllers import (CONTROLLERS, PID_PRESETS, AbstractController, IController, Limits,
                                           PIController, PIDController, create_controller)
