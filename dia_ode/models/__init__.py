@@ -8,6 +8,7 @@ from dia_ode.models.odenet import ODENet
 from dia_ode.models.resnext import CifarResNeXt
 from dia_ode.models.wrn import WideResNet
 from dia_ode.models.vit import VisionTransformer
+from dia_ode.models.unet import UNet
 
 __all__ = ["AbstractBackbone", "AbstractStagedCNN", "CifarResNeXt", "CifarResNet", "FeatureInfo", "ModelEntry", "ODENet",
-           "VisionTransformer", "WideResNet", "create_model", "list_models", "model_entry", "register_model"]
+           "UNet", "VisionTransformer", "WideResNet", "create_model", "list_models", "model_entry", "register_model"]
