@@ -53,6 +53,7 @@ TINY: dict[str, tuple[str, dict]] = {
     "resnext": ("resnext29_8x64d", {"base_width": 4}),
     "vit": ("vit_tiny", {"image_size": 8, "dim": 12, "depth": 2, "heads": 2}),
     "odenet": ("untiednet", {"width": 4}),  # its discrete reading with per-block steps (rknet ties them)
+    "unet": ("unet_s", {"base_width": 8}),  # traced at diffusion time 0 (forward's default cond)
 }
 
 
