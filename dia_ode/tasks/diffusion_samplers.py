@@ -1,0 +1,106 @@
+"""Samplers of a noise-prediction model eps(x_t, t): ancestral DDPM, DDIM, and the probability-flow ODE.
+
+Each returns (samples, nfe). The model is any callable eps_model(x, t) with t a (B,) tensor of (possibly
+fractional) timesteps in [0, T - 1] (noise_schedule.py's 0-based steps).
+
+- DDPM (Ho et al. 2020, arXiv 2006.11239, Algorithm 2): T steps, x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t)
+  eps) / sqrt(alpha_t) + sigma_t z with sigma_t^2 the posterior variance beta_t (1 - abar_{t-1}) / (1 - abar_t).
+- DDIM (Song, Meng & Ermon 2021, arXiv 2010.02502, eq. 12): any increasing subsequence of the timesteps;
+  eta = 0 is deterministic, eta = 1 with every timestep is the ancestral sampler in distribution.
+- Probability-flow ODE: in DDIM's variables xbar = x / sqrt(abar), sbar = sqrt((1 - abar) / abar) the
+  deterministic sampler is the ODE d xbar / d sbar = eps(x, t) (Song et al. 2021, section 4.3; Karras et
+  al. 2022 call this the sigma parametrisation), solved in u = log sbar (d xbar / du = sbar eps: fixed
+  steps in u spread over every noise scale, where steps uniform in sbar would skip the small ones) from
+  t = T - 1 down to t = 0 by torchdiffeq (adaptive dopri5 with rtol / atol, or a fixed-step method with a
+  number of steps), counting every evaluation. t(sbar) interpolates the schedule's log sbar table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchdiffeq
+
+from dia_ode.tasks.noise_schedule import NoiseSchedule
+
+
+def ddpm_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator
+                ) -> tuple[torch.Tensor, int]:
+    """Ancestral sampling over all T steps; (x_0, T)."""
+    betas, abar = schedule.betas, schedule.alphas_cumprod
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    for t in range(schedule.steps - 1, -1, -1):
+        eps = eps_model(x, torch.full((shape[0],), float(t), dtype=torch.float64))
+        mean = (x - betas[t] / (1 - abar[t]).sqrt() * eps) / (1 - betas[t]).sqrt()
+        if t == 0:
+            x = mean
+        else:
+            variance = betas[t] * (1 - abar[t - 1]) / (1 - abar[t])
+            x = mean + variance.sqrt() * torch.randn(shape, generator=generator, dtype=torch.float64)
+    return x, schedule.steps
+
+
+def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int, generator: torch.Generator,
+                eta: float = 0.0) -> tuple[torch.Tensor, int]:
+    """DDIM over `steps` evenly spaced timesteps (the last one T - 1); (x_0, steps)."""
+    if not 1 <= steps <= schedule.steps:
+        raise ValueError(f"DDIM steps must be in [1, {schedule.steps}], got {steps}")
+    abar = schedule.alphas_cumprod
+    times = torch.linspace(0, schedule.steps - 1, steps).round().long().unique()
+    x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    for i in range(len(times) - 1, -1, -1):
+        t = int(times[i])
+        a_t, a_prev = abar[t], (abar[int(times[i - 1])] if i > 0 else torch.tensor(1.0, dtype=torch.float64))
+        eps = eps_model(x, torch.full((shape[0],), float(t), dtype=torch.float64))
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        sigma = eta * ((1 - a_prev) / (1 - a_t)).sqrt() * (1 - a_t / a_prev).sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
+        if i > 0 and eta > 0:
+            x = x + sigma * torch.randn(shape, generator=generator, dtype=torch.float64)
+    return x, len(times)
+
+
+def probability_flow_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator,
+                            method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
+                            steps: int | None = None) -> tuple[torch.Tensor, int]:
+    """The probability-flow ODE from t = T - 1 to t = 0 (module docstring); (x_0, function evaluations)."""
+    abar = schedule.alphas_cumprod
+    sbar = ((1 - abar) / abar).sqrt()  # increasing in t
+    log_sbar = sbar.log()
+    nfe = 0
+
+    def t_of(s: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep of sbar = s (linear in log sbar between the table's entries)."""
+        ls = s.log().clamp(log_sbar[0], log_sbar[-1])
+        i = torch.searchsorted(log_sbar, ls.reshape(1)).clamp(1, len(log_sbar) - 1)[0]
+        w = (ls - log_sbar[i - 1]) / (log_sbar[i] - log_sbar[i - 1])
+        return (i - 1 + w).to(torch.float64)
+
+    def field(u: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
+        """d xbar / d u with u = log sbar: eps(x, t) * sbar (uniform steps in u spread over every scale)."""
+        nonlocal nfe
+        nfe += 1
+        u = u.clamp(log_sbar[0], log_sbar[-1])  # the solver's first-step probe may look past the interval
+        s = u.exp()
+        a = 1 / (1 + s ** 2)  # abar at sbar = s
+        return eps_model(xbar * a.sqrt(), t_of(s).expand(shape[0])) * s
+
+    x_T = torch.randn(shape, generator=generator, dtype=torch.float64)  # the prior N(0, I), as DDPM's
+    start = x_T / abar[-1].sqrt()  # xbar = x / sqrt(abar)
+    span = torch.stack([log_sbar[-1], log_sbar[0]])
+    options = {} if steps is None else {"step_size": float((log_sbar[-1] - log_sbar[0]) / steps)}
+    kwargs = {"rtol": rtol, "atol": atol} if steps is None else {}
+    xbar = torchdiffeq.odeint(field, start, span, method=method, options=options, **kwargs)[-1]
+    return xbar * abar[0].sqrt(), nfe
+
+
+def alpha_bar_at(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+    """abar at fractional timesteps t, interpolated as the probability-flow sampler does (log sbar linear
+    between integer timesteps); exact at integers."""
+    abar = schedule.alphas_cumprod
+    log_sbar = (((1 - abar) / abar).sqrt()).log()
+    t = t.to(torch.float64).clamp(0, schedule.steps - 1)
+    low = t.floor().long().clamp(max=schedule.steps - 2) if schedule.steps > 1 else t.floor().long()
+    w = t - low
+    high = (low + 1).clamp(max=schedule.steps - 1)
+    ls = (1 - w) * log_sbar[low] + w * log_sbar[high]
+    return 1 / (1 + ls.exp() ** 2)
