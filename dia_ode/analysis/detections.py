@@ -16,26 +16,24 @@ from matplotlib.figure import Figure
 
 from dia_ode.data import DataError, normalise
 from dia_ode.data.coco_folder import decode_image, letterbox
-from dia_ode.tasks import get_task
+from dia_ode.data.detection_batches import iterate_detection_batches
 from dia_ode.tasks.coco_eval import coco_metrics
-from dia_ode.tasks.detection import detection_dicts, ground_truth
+from dia_ode.tasks.detection import decoded, detection_dicts, ground_truth
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
 @torch.no_grad()
 def detect_split(run, batch_size: int = 128) -> tuple[list[dict], dict[str, float], list[dict]]:
-    """(COCO results, COCO metrics, per-image detections in input pixels) of the run's test split."""
-    task = get_task("detection")
-    split = run.test
-    stats = type("Stats", (), {"mean": run.mean, "std": run.std})  # what batches() reads of a dataset
+    """(COCO results, COCO metrics, per-image detections in input pixels) of the run's test split, on the
+    device the run's model sits on."""
+    device = next(run.model.parameters()).device
     results, per_image, truth = [], [], []
-    for x, targets in task.batches(split, batch_size, dataset=stats, device="cpu"):
-        found = run.model.decode(run.model(x))
-        for target, image_found in zip(targets, found):
-            results.extend(detection_dicts(target["image_id"], image_found))
-            per_image.append(image_found)
-            truth.append((target["image_id"], target["boxes"], target["labels"]))
+    for x, targets in iterate_detection_batches(run.test, batch_size, mean=run.mean, std=run.std, device=device):
+        found_results, found_truth, found = decoded(run.model, run.model(x), targets)
+        results.extend(found_results)
+        truth.extend(found_truth)
+        per_image.extend({key: value.cpu() for key, value in image.items()} for image in found)
     return results, coco_metrics(ground_truth(truth, run.model.num_classes), results), per_image
 
 
@@ -47,12 +45,13 @@ def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.nd
     if not paths:
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     channels, size = run.test.images.shape[1], run.test.images.shape[-1]  # what the model was trained on
+    device = next(run.model.parameters()).device
     results, per_image, images = [], [], []
     for image_id, path in enumerate(paths, start=1):
         image = decode_image(path, channels)
         boxed, scale, (dx, dy) = letterbox(image, size)
-        x = normalise(boxed[None].float() / 255.0, run.mean, run.std)
-        found = run.model.decode(run.model(x))[0]
+        x = normalise(boxed[None].to(device).float() / 255.0, run.mean, run.std)
+        found = {key: value.cpu() for key, value in run.model.decode(run.model(x))[0].items()}
         shift = torch.tensor([dx, dy, dx, dy], dtype=found["boxes"].dtype)
         found = {**found, "boxes": (found["boxes"] - shift) / scale}
         results.extend(detection_dicts(image_id, found))

@@ -39,7 +39,6 @@ def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out,
         raise click.BadParameter(f"{run_dir} trained task '{run.task}', not detection", param_hint="RUN_DIR")
     if images_dir is not None and not images_dir.is_dir():
         raise click.BadParameter(f"{images_dir} is not a folder", param_hint="--images")
-    run.model.cpu()
     categories = [str(k) for k in range(run.model.num_classes)]
     if images_dir is None:
         results, metrics, found = detect_split(run)

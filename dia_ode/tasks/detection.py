@@ -66,9 +66,9 @@ class DetectionTask(AbstractTask):
             outputs = model(x)
             loss, _ = centernet_loss(outputs, targets, _stride(model))
             loss_sum, count = loss_sum + loss.item() * len(targets), count + len(targets)
-            for target, found in zip(targets, _module(model).decode(outputs)):
-                detections.extend(detection_dicts(target["image_id"], found))
-                truth.append((target["image_id"], target["boxes"].cpu(), target["labels"].cpu()))
+            found_results, found_truth, _ = decoded(_module(model), outputs, targets)
+            detections.extend(found_results)
+            truth.extend(found_truth)
         if dist is not None and dist.enabled:
             sums = dist.all_reduce_sums({"loss": loss_sum, "count": float(count)})
             loss_sum, count = sums["loss"], int(sums["count"])
@@ -76,6 +76,15 @@ class DetectionTask(AbstractTask):
             truth = [t for part in dist.gather_objects(truth) for t in part]
         metrics = coco_metrics(ground_truth(truth, _module(model).num_classes), detections)
         return {"loss": loss_sum / count if count else float("nan"), **{k: metrics[k] for k in REPORTED}}
+
+
+def decoded(detector: nn.Module, outputs: dict[str, torch.Tensor], targets: list[dict]
+            ) -> tuple[list[dict], list[tuple[int, torch.Tensor, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """(COCO results, (image_id, boxes, labels) ground truth on the CPU, per-image detections) of one batch."""
+    found = detector.decode(outputs)
+    results = [d for target, image_found in zip(targets, found) for d in detection_dicts(target["image_id"], image_found)]
+    truth = [(target["image_id"], target["boxes"].cpu(), target["labels"].cpu()) for target in targets]
+    return results, truth, found
 
 
 def detection_dicts(image_id: int, found: dict[str, torch.Tensor]) -> list[dict]:
