@@ -7,6 +7,7 @@ import torch
 
 from dia_ode.analysis.frechet import feature_distance, frechet_distance, gaussian_stats
 from dia_ode.tasks.noise_schedule import make_schedule
+from dia_ode.solvers import StepBudgetExceeded
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -74,18 +75,25 @@ def test_ddpm_ddim_and_the_probability_flow_ode_sample_a_gaussian_with_its_exact
     schedule = make_schedule("linear", 1000)
     eps = _exact_eps(schedule)
     shape = (10_000, 2)
-    ddpm, nfe = ddpm_sample(eps, schedule, shape, torch.Generator().manual_seed(0))
-    assert nfe == 1000
+    ddpm, stats = ddpm_sample(eps, schedule, shape, torch.Generator().manual_seed(0))
+    assert stats["nfe"] == 1000
     _moments_match(ddpm, 0.03)
-    stochastic, nfe = ddim_sample(eps, schedule, shape, 1000, torch.Generator().manual_seed(1), eta=1.0)
-    assert nfe == 1000  # eta = 1 over every timestep: the ancestral sampler in distribution
+    stochastic, stats = ddim_sample(eps, schedule, shape, 1000, torch.Generator().manual_seed(1), eta=1.0)
+    assert stats["nfe"] == 1000  # eta = 1 over every timestep: the ancestral sampler in distribution
     _moments_match(stochastic, 0.03)
-    flow, nfe = probability_flow_sample(eps, schedule, shape, torch.Generator().manual_seed(3), rtol=1e-6, atol=1e-6)
+    flow, stats = probability_flow_sample(eps, schedule, shape, torch.Generator().manual_seed(3), rtol=1e-6, atol=1e-6)
     _moments_match(flow, 0.03)
-    assert 10 < nfe < 500  # measured 170
-    fixed, nfe = probability_flow_sample(eps, schedule, shape, torch.Generator().manual_seed(3), method="rk4",
-                                         steps=40)
-    assert nfe == 160 and torch.allclose(fixed, flow, atol=0.01)  # rk4: 4 evaluations a step
+    assert 10 < stats["nfe"] < 500  # measured 170
+    # the continuous block's record: accepted steps cover the whole log-sbar interval, each step's size logged
+    span = stats["log_sbar"][0] - (stats["log_sbar"][-1] - stats["step"][-1])
+    assert len(stats["step"]) == stats["num_accepted"] and sum(stats["step"]) == pytest.approx(span)
+    fixed, stats = probability_flow_sample(eps, schedule, shape, torch.Generator().manual_seed(3), method="rk4",
+                                           steps=40)
+    assert stats["nfe"] == 160 and torch.allclose(fixed, flow, atol=0.01)  # rk4: 4 evaluations a step
+    assert stats["num_accepted"] == 40 and stats["num_rejected"] == 0
+    with pytest.raises(StepBudgetExceeded, match="max_num_steps=5"):
+        probability_flow_sample(eps, schedule, shape, torch.Generator().manual_seed(3), rtol=1e-6, atol=1e-6,
+                                max_num_steps=5)
     # deterministic DDIM from the same x_T is Euler on this ODE: first order in the number of steps
     errors = [float((ddim_sample(eps, schedule, shape, n, torch.Generator().manual_seed(3))[0] - flow).abs().max())
               for n in (50, 200)]

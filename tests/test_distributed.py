@@ -118,3 +118,15 @@ def test_two_gloo_processes_train_a_detector_and_score_every_test_scene_once(tmp
     assert len(found) == 500
     assert summary["test_ap50"] == pytest.approx(metrics["ap50"], abs=1e-9)
     assert summary["test_ar100"] == pytest.approx(metrics["ar100"], abs=1e-9)
+
+
+def test_two_gloo_processes_train_a_diffusion_unet_with_its_moving_average(tmp_path):
+    done = _torchrun("--task", "diffusion", "--model", "dia_unet_s", "--model-option", "base_width=8",
+                     "--model-option", "blocks=1", "--epochs", "1", "--train-examples", "32", "--batch-size", "16",
+                     "--task-option", "timesteps=20", "--device", "cpu", "--no-progress", "--out", str(tmp_path))
+    assert done.returncode == 0, _why(done)
+    (run_dir,) = tmp_path.iterdir()
+    summary = __import__("json").loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["task"] == "diffusion"
+    assert load_checkpoint(run_dir / CHECKPOINT)["ema"]["updates"] == 2  # one per global step, rank 0's
+    assert (run_dir / "figures" / "samples" / "epoch_0001.png").is_file()  # drawn by rank 0 alone

@@ -22,6 +22,7 @@ from dia_ode.cli.detect import detect
 from dia_ode.cli.integrate import integrate
 from dia_ode.cli.options import CONTEXT
 from dia_ode.cli.report import report
+from dia_ode.cli.sample import sample
 from dia_ode.cli.train import train
 
 
@@ -32,7 +33,7 @@ def main() -> None:
 
 
 for command in (train, ls, bench, correlate, stepsize, stiffness, compare, report, integrate,
-                controllers, detect):
+                controllers, detect, sample):
     main.add_command(command)
 
 

@@ -25,6 +25,7 @@ from dia_ode.engine import resolve_device, seed_everything
 from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import continuous_blocks, stages_of, trace
 from dia_ode.stiffness import WHICH, block_spectra, list_problems, problem_indices, trace_stiffness
+from dia_ode.tasks import get_task
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -56,9 +57,34 @@ def figure_title(what: str, run: LoadedRun) -> str:
 
 
 @torch.no_grad()
-def traced(run: LoadedRun, x: torch.Tensor):
-    """The run's per-stage traces on x, without building an autograd graph."""
-    return trace(run.model, x)
+def traced(run: LoadedRun, x: torch.Tensor, cond: torch.Tensor | None = None):
+    """The run's per-stage traces on x (and cond, a diffusion run's timesteps), without an autograd graph."""
+    return trace(run.model, x, cond)
+
+
+diffusion_time_option = click.option(
+    "--diffusion-time", type=click.IntRange(min=0), default=None,
+    help="Diffusion runs: trace the UNet on test images noised to this timestep, x_t at t [T // 2].")
+
+
+def analysis_batch(run: LoadedRun, samples: int, device: str, diffusion_time: int | None, seed: int
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x, cond) to trace: the first test images; for a diffusion run x_t = q(x_t | x_0) at one timestep
+    (noise from `seed`) and cond its timesteps, since a UNet's blocks are steps at a diffusion time."""
+    x, _ = run.test_batch(samples, resolve_device(device))
+    if run.task != "diffusion":
+        if diffusion_time is not None:
+            raise click.BadParameter(f"applies to diffusion runs; {run.run_dir} trained {run.task}",
+                                     param_hint="--diffusion-time")
+        return x, None
+    task = get_task("diffusion", run.config.get("task_options"))
+    t = task.timesteps // 2 if diffusion_time is None else diffusion_time
+    if t >= task.timesteps:
+        raise click.BadParameter(f"the run's timesteps are 0 .. {task.timesteps - 1}, got {t}",
+                                 param_hint="--diffusion-time")
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(x.device)
+    timesteps = torch.full((len(x),), t, device=x.device)
+    return task.schedule.q_sample(x, timesteps, noise), timesteps.float()
 
 
 def start_analysis(command: str, run: LoadedRun, out: Path, options: dict) -> Path:
@@ -66,6 +92,10 @@ def start_analysis(command: str, run: LoadedRun, out: Path, options: dict) -> Pa
                      {"command": command, "source_run": str(run.run_dir), "model": run.model_name,
                       "dataset": run.dataset_name, "epoch": run.epoch, **options})
 
+
+# block Jacobians are taken of block.branch(x) alone; a UNet's branch also reads the timestep embedding
+NO_UNET_JACOBIANS = ("block Jacobians of a UNet need its timestep embedding, which they do not take yet; "
+                     "`stepsize --against quotient` and `correlate` (with --diffusion-time) read a diffusion run")
 
 AGAINST = {"quotient": "depth-wise difference quotient ρ_k", "radius": "block spectral radius ρ(J_k)"}
 
@@ -78,17 +108,21 @@ AGAINST = {"quotient": "depth-wise difference quotient ρ_k", "radius": "block s
                    "(from the trace), or the spectral radius of block k's Jacobian (ARPACK, slower).")
 @click.option("--radius-samples", type=click.IntRange(min=1), default=2, show_default=True,
               help="With --against radius: samples whose spectra are averaged per block.")
+@diffusion_time_option
 @common_options
-def stepsize(run_dir, samples, against, radius_samples, seed, device, out, no_progress) -> None:
+def stepsize(run_dir, samples, against, radius_samples, diffusion_time, seed, device, out, no_progress) -> None:
     """Step sizes h_k per block and channel, and their rank correlation with a stiffness estimate."""
     seed_everything(seed)
     run = open_run(run_dir, device)
-    x, _ = run.test_batch(samples, resolve_device(device))
+    x, cond = analysis_batch(run, samples, device, diffusion_time, seed)
+    if cond is not None and against == "radius":
+        raise click.BadParameter(NO_UNET_JACOBIANS, param_hint="--against")
     radii = block_radii(run.model, x[:radius_samples]) if against == "radius" else None
-    stages = [_stage_steps(s, t, radii) for s, t in enumerate(traced(run, x))]
+    stages = [_stage_steps(s, t, radii) for s, t in enumerate(traced(run, x, cond))]
     # every stage's pairs pooled: the one rho a small model (3 blocks per stage) can have
     pooled = rank_correlation(*(np.concatenate([st[key] for st in stages]) for key in ("h_paired", "stiffness_block")))
     out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "against": against, "seed": seed,
+                                                    **({"diffusion_time": int(cond[0])} if cond is not None else {}),
                                                     **({"radius_samples": radius_samples} if radii else {})})
     write_json(out_dir / "stepsize.json", stages)
     write_json(out_dir / "summary.json", {
@@ -162,6 +196,8 @@ def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which
         return
     seed_everything(seed)
     run = open_run(run_dir, device, continuous=True)
+    if run.task == "diffusion":
+        raise click.BadParameter(NO_UNET_JACOBIANS, param_hint="RUN_DIR")
     x, _ = run.test_batch(samples, resolve_device(device))
     if stages_of(run.model):
         result, summary, figures, lines = _stage_stiffness(run, x, k, which, samples, log_norms)

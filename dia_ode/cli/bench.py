@@ -8,7 +8,7 @@ import torch
 from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, check_model, common_options
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import start_run, write_json
-from dia_ode.studies.bench_train_step import bench_train_step
+from dia_ode.studies.bench_train_step import bench_train_step, step_loss
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -27,26 +27,33 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
               help="Comma-separated model names; ratios are relative to the first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
 @click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
+@click.option("--in-channels", type=click.IntRange(min=1), default=3, help="Input channels (digits: 1).")
 @click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed SGD steps per round.")
 @click.option("--rounds", type=click.IntRange(min=1), default=7,
               help="Interleaved rounds; each model's fastest round is kept.")
 @click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @common_options
-def bench_train_step_command(models, batch_size, image_size, steps, rounds, channels_last, threads,
+def bench_train_step_command(models, batch_size, image_size, in_channels, steps, rounds, channels_last, threads,
                              seed, device, out, no_progress) -> None:
-    """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one process."""
+    """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one
+    process. A classifier times a cross-entropy step, a UNet a DDPM step (a random timestep per image)."""
     check_device(device)
     names = models
     for name in names:
         check_model(name, {})
+        try:
+            step_loss(name)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--models") from None
     if threads:
         torch.set_num_threads(threads)
     config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
-              "steps": steps, "rounds": rounds, "channels_last": channels_last, "threads": torch.get_num_threads(),
+              "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last, "threads": torch.get_num_threads(),
               "seed": seed, "device": str(resolve_device(device))}
     run_dir = start_run(out, "bench-train-step", config)
-    rows = bench_train_step(names, batch_size=batch_size, image_size=image_size, steps=steps, rounds=rounds,
+    rows = bench_train_step(names, batch_size=batch_size, image_size=image_size, in_channels=in_channels,
+                            steps=steps, rounds=rounds,
                             device=resolve_device(device), channels_last=channels_last, seed=seed)
     ratios = _named_ratios(rows)
     write_json(run_dir / "bench.json", rows)

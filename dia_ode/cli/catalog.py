@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from dia_ode.data import list_datasets
 from dia_ode.models import list_models, model_entry
 from dia_ode.models.registry import KINDS, resolve
 from dia_ode.rundir import RunInfo, list_runs
-from dia_ode.tasks import list_tasks
+from dia_ode.tasks import TASKS, list_tasks
 
 
 @click.command(name="ls", context_settings=CONTEXT)
@@ -65,7 +66,14 @@ def ls(what: str, pattern: str, family, kind, attention, task, options_of, out: 
     if what in ("all", "tasks"):
         click.echo("tasks:")
         for name in list_tasks():
-            click.echo(f"  {name}")
+            click.echo(f"  {name:<15} options: {_task_options(name) or 'none'}")
+
+
+def _task_options(name: str) -> str:
+    """`schedule='linear', timesteps=1000`: the task's --task-option names and defaults."""
+    parameters = inspect.signature(TASKS[name].__init__).parameters.values()
+    return ", ".join(f"{p.name}={p.default!r}" for p in parameters
+                     if p.name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _list_runs(out: Path) -> None:

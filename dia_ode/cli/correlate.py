@@ -18,7 +18,8 @@ from dia_ode.analysis import plot_correlation_heatmaps
 from dia_ode.analysis.attention_nulls import correlation_with_nulls, untrained_model
 from dia_ode.analysis.correlation import PROTOCOLS
 from dia_ode.analysis.correlation_plots import plot_correlation_nulls
-from dia_ode.cli.analyze import RUN_DIR, figure_title, open_run, samples_option, start_analysis, traced
+from dia_ode.cli.analyze import (RUN_DIR, analysis_batch, diffusion_time_option, figure_title, open_run,
+                                 samples_option, start_analysis, traced)
 from dia_ode.cli.options import CONTEXT, common_options
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import LoadedRun, save_figure, write_json
@@ -35,25 +36,27 @@ from dia_ode.solvers import trace
                    "vector (theory/correlation.md).")
 @click.option("--permutations", type=click.IntRange(min=1), default=8,
               help="Channel permutations averaged in the permuted null reference.")
+@diffusion_time_option
 @common_options
-def correlate(run_dir, samples, protocol, permutations, seed, device, out, no_progress) -> None:
+def correlate(run_dir, samples, protocol, permutations, diffusion_time, seed, device, out, no_progress) -> None:
     """Cross-layer attention correlation per stage and protocol, next to its untrained and permuted nulls
     (the DIA paper reports mean r up to 0.85)."""
     run = open_run(run_dir, device)
     protocols = list(PROTOCOLS) if protocol == "all" else [protocol]
-    x, _ = run.test_batch(samples, resolve_device(device))
+    x, cond = analysis_batch(run, samples, device, diffusion_time, seed)
     untrained = untrained_model(run.model_spec, _run_seed(run), resolve_device(device))
     with torch.no_grad():
-        untrained_traces = trace(untrained, x)
+        untrained_traces = trace(untrained, x, cond)
     try:
         with warnings.catch_warnings():  # constant gates: said once per stage below, from the learning measures
             warnings.simplefilter("ignore", RuntimeWarning)
-            stages = correlation_with_nulls(traced(run, x), untrained_traces, protocols, permutations, seed)
+            stages = correlation_with_nulls(traced(run, x, cond), untrained_traces, protocols, permutations, seed)
     except ValueError as err:  # a plain model: constant step, nothing to correlate
         raise click.BadParameter(f"model '{run.model_name}' has no attention to correlate ({err})",
                                  param_hint="RUN_DIR") from None
     out_dir = start_analysis("correlate", run, out, {"samples": len(x), "seed": seed, "protocols": protocols,
-                                                     "permutations": permutations, "run_seed": _run_seed(run)})
+                                                     "permutations": permutations, "run_seed": _run_seed(run),
+                                                     **({"diffusion_time": int(cond[0])} if cond is not None else {})})
     write_json(out_dir / "correlation.json", stages)
     write_json(out_dir / "summary.json", _summary(run, stages, protocols, len(x)))
     for name in protocols:

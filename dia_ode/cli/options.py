@@ -157,14 +157,31 @@ def parse_model_options(pairs: tuple[str, ...], model: str | None = None) -> dic
             raise click.BadParameter(f"{key} comes from the dataset and cannot be set", param_hint="--model-option")
         if colon and target.strip() != model:
             continue
-        try:
-            options[key] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[key] = value.strip()
-        if not _finite(options[key]):
-            raise click.BadParameter(f"{model or 'every model'}: {key}={value.strip()} is not a finite number",
-                                     param_hint="--model-option")
+        options[key] = _option_value(value, f"{model or 'every model'}: {key}", "--model-option")
     return options
+
+
+def parse_task_options(pairs: tuple[str, ...]) -> dict:
+    """--task-option KEY=VALUE pairs -> the task's options (VALUE as in parse_model_options); the task
+    itself checks names and values (tasks.get_task)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--task-option")
+        options[key.strip()] = _option_value(value, key.strip(), "--task-option")
+    return options
+
+
+def _option_value(text: str, what: str, hint: str):
+    """A Python literal (1e-5, 8, True), or else the string; BadParameter for a non-finite number."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        value = text.strip()
+    if not _finite(value):
+        raise click.BadParameter(f"{what}={text.strip()} is not a finite number", param_hint=hint)
+    return value
 
 
 def _finite(value) -> bool:
@@ -218,6 +235,12 @@ model_option = click.option(
     "--model-option", "model_option_pairs", multiple=True, metavar="KEY=VALUE",
     help="Any constructor option of the model, e.g. rtol=1e-5, width=16, num_steps=8, method=rk4 (repeatable); "
          "MODEL:KEY=VALUE gives it to one model only (`dia-ode ls models --options MODEL` lists them).")
+
+
+task_option = click.option(
+    "--task-option", "task_option_pairs", multiple=True, metavar="KEY=VALUE",
+    help="An option of the task, e.g. schedule=cosine, timesteps=1000, sample_every=10 for diffusion "
+         "(repeatable; `dia-ode ls tasks` lists them).")
 
 
 def problem_parameter_options(command):

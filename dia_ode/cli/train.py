@@ -10,7 +10,8 @@ import click
 
 from dia_ode.attention.dia import DIA_SAMS
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model, check_seeds, common_options,
-                                model_option, option_targets, parse_model_options, seeds_option)
+                                model_option, option_targets, parse_model_options, parse_task_options, seeds_option,
+                                task_option)
 from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
@@ -51,6 +52,9 @@ DEFAULTS = TrainConfig()
 @click.option("--clip-grad", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Clip the global gradient norm to this value.")
 @click.option("--no-augment", is_flag=True, help="Train without random crop / flip.")
+@click.option("--ema-decay", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=DEFAULTS.ema_decay,
+              help="Keep a moving average of the weights with this decay; it is evaluated, saved and sampled "
+                   "(the diffusion recipe: 0.999).")
 @click.option("--sync-bn", is_flag=True, help="Under torchrun: convert BatchNorm to SyncBatchNorm.")
 @click.option("--reduction", type=click.IntRange(min=1), default=None,
               help="Attention bottleneck ratio r (default: 4 for dia, 16 for se/cbam/shared).")
@@ -59,6 +63,7 @@ DEFAULTS = TrainConfig()
 @click.option("--no-cell-state", is_flag=True, help="DIA ablation: drop the cell state c.")
 @click.option("--no-output-gate", is_flag=True, help="DIA ablation: drop the output gate o.")
 @model_option
+@task_option
 @seeds_option
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (its saved options are used; "
@@ -66,8 +71,8 @@ DEFAULTS = TrainConfig()
 @common_options
 @click.pass_context
 def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, train_examples, val_fraction,
-          optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, sync_bn,
-          reduction, sam, no_cell_state, no_output_gate, model_option_pairs, seeds, resume_dir, seed, device, out,
+          optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, ema_decay,
+          sync_bn, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds, resume_dir, seed, device, out,
           no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
@@ -103,9 +108,13 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                       epochs=epochs, batch_size=batch_size, train_examples=train_examples,
                       val_fraction=val_fraction, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                       weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-                      clip_grad=clip_grad, augment=not no_augment, sync_bn=sync_bn, seed=seed, device=device,
-                      model_options=model_options)
+                      clip_grad=clip_grad, augment=not no_augment, ema_decay=ema_decay, sync_bn=sync_bn, seed=seed,
+                      device=device, model_options=model_options, task_options=parse_task_options(task_option_pairs))
         chosen = {k for k in values if given("no_augment" if k == "augment" else k)}
+        try:
+            get_task(task, values["task_options"])
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--task-option") from None
         cfg = recipe_config(values, chosen | ({"model_options"} if model_options else set()))
         if cfg.sync_bn and dist.enabled and dist.device.type != "cuda":
             raise click.BadParameter("SyncBatchNorm runs on CUDA devices only (torch's rule); on CPU leave it off",

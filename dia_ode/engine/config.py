@@ -14,9 +14,14 @@ SCHEDULES = ("cosine", "step", "warmup_cosine")
 # A task's training defaults where they differ from classification's. Detection: measured with
 # `dia-ode train --task detection` (experiments/README.md D1): AdamW 2e-3 reaches val AP50 0.95 after
 # 3 epochs of 2,000 digit scenes; SGD's 0.1 is the classifiers' setting.
+# Diffusion: AdamW 2e-3 without weight decay and an EMA of the weights (what samples; Ho et al. use
+# 0.9999 over 800k steps, 0.999 suits a few thousand), no augmentation (a cropped digit is not a digit);
+# epochs measured to fit the 10-minute budget on 2 cores (experiments/README.md F1).
 TASK_RECIPES: dict[str, dict] = {
     "detection": {"dataset": "digit-scenes", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
                   "batch_size": 32, "epochs": 12},
+    "diffusion": {"dataset": "digits", "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.0, "batch_size": 64,
+                  "epochs": 100, "augment": False, "ema_decay": 0.999},
 }
 
 
@@ -56,6 +61,8 @@ class TrainConfig:
     train_examples: int | None = None  # train on a seeded random subset of this many examples; None: all
     device: str = "auto"
     model_options: dict = field(default_factory=dict)
+    task_options: dict = field(default_factory=dict)  # the task's own settings (tasks/: e.g. a noise schedule)
+    ema_decay: float | None = None  # keep an exponential moving average of the weights; it is evaluated and saved
     extended_from: tuple[int, ...] = ()  # earlier totals of `epochs`, one per resume that extended the run
 
     @classmethod
@@ -98,7 +105,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError (a ValueError) naming the first bad field."""
-        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "clip_grad"):
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma", "clip_grad", "ema_decay"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):  # a hand-edited config.json can hold Infinity
                 raise ConfigError(name, f"{name} must be a finite number, got {value}")
@@ -125,6 +132,8 @@ class TrainConfig:
             raise ConfigError("train_examples", f"train_examples must be >= 1, got {self.train_examples}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError("clip_grad", f"clip_grad must be > 0, got {self.clip_grad}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError("ema_decay", f"ema_decay must be in (0, 1), got {self.ema_decay}")
 
 
 def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:

@@ -66,9 +66,11 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for ax, name in zip(axes, metric_names):
         values = []
-        for prefix, split in (("train", "train"), ("val", "validation")):
+        for color, (prefix, split) in enumerate((("train", "train"), ("val", "validation"))):
             series = [r.get(f"{prefix}_{name}", math.nan) for r in history]
-            ax.plot(epochs, series, marker="o", label=split)
+            if all(math.isnan(v) for v in series):  # a metric only evaluation reports (diffusion's per quarter)
+                continue
+            ax.plot(epochs, series, marker="o", label=split, color=f"C{color}")
             values += series
         ax.set(xlabel="epoch", ylabel=label(name), title=label(name), yscale=choose_scale(values))
     if nfe:
@@ -83,7 +85,8 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole, even one
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a metric no split reported (detection's undefined AP_large)
+            ax.legend()
     if title:
         fig.suptitle(title)
     save_figure(fig, figures_dir, "training")

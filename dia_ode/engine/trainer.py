@@ -3,8 +3,9 @@
 The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per
 epoch or step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the
 end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per
-epoch, and the run directory's lock (rundir/lock.py: one process per run). All randomness of an
-epoch (shuffling and augmentation from a generator, what the model draws from torch's global one)
+epoch, an optional moving average of the weights (engine/ema.py: evaluated in the weights' place
+and saved beside them), a task's own figures after an epoch, and the run directory's lock
+(rundir/lock.py: one process per run). All randomness of an epoch (shuffling and augmentation from a generator, what the model draws from torch's global one)
 is seeded by (seed, epoch), so a resumed run reproduces an uninterrupted one exactly on CPU. Under
 torchrun (engine/distributed.py) each rank trains on its part of every global batch, metric sums are
 all-reduced (the nfe_* columns are rank 0's own), evaluation uses rank 0's BatchNorm statistics, and
@@ -28,14 +29,15 @@ from dia_ode.data import Dataset, global_batches, load_dataset, shard_split
 from dia_ode.engine.checkpoint import restore_training_state, save_training_state
 from dia_ode.engine.config import ConfigError, TrainConfig
 from dia_ode.engine.device import peak_memory_mb, resolve_device
-from dia_ode.engine.distributed import DistContext, unwrap
+from dia_ode.engine.distributed import DistContext
+from dia_ode.engine.ema import averaged_module, make_ema
 from dia_ode.engine.optim import build_optimizer, learning_rate
 from dia_ode.engine.report import epoch_line, plot_history
 from dia_ode.engine.seeding import epoch_generator, seed_epoch, seed_everything
 from dia_ode.models import create_model, model_entry
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
-                            is_seed_group, load_checkpoint, load_run_config, lock_run, mark_failed, read_summary, seed_group_refusal,
-                            write_json, write_jsonl)
+                            is_seed_group, load_checkpoint, load_run_config, lock_run, mark_failed, read_summary, save_figure,
+                            seed_group_refusal, write_json, write_jsonl)
 from dia_ode.solvers.statistics import DynamicsMeter
 from dia_ode.tasks import get_task, means, model_spec
 
@@ -77,7 +79,7 @@ class Trainer:
                  on_epoch_end: Callable[[int, dict], None] | None = None) -> None:
         cfg.validate()
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.task = get_task(cfg.task)
+        self.task = get_task(cfg.task, cfg.task_options)
         dist = dist or DistContext(resolve_device(cfg.device))
         self.dist, self.device = dist, dist.device
         if cfg.batch_size % dist.world_size:
@@ -91,6 +93,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
         self.optimizer = build_optimizer(cfg, self.model)
+        self.ema = None if cfg.ema_decay is None else make_ema(self.model, cfg.ema_decay)
         self.history: list[dict] = []
         self.epochs_saved = 0  # epochs in the checkpoint on disk
         self._training = False  # set once the state is restored: from then on a failure is the run's
@@ -98,7 +101,13 @@ class Trainer:
 
     @property
     def normalisation(self) -> dict:
-        return {"mean": list(self.dataset.mean), "std": list(self.dataset.std)}
+        return self.task.normalisation(self.dataset)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that evaluation, load_run and the task's epoch_figures see: the weights' moving
+        average where the run keeps one."""
+        return averaged_module(self.ema, self.model)
 
     def fit(self, resume: bool = False) -> dict:
         """Train the remaining epochs, test, write summary.json and figures; return the summary.
@@ -125,7 +134,7 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         if resume:
             self.history = restore_training_state(self.run_dir / CHECKPOINT, cfg, self.model, self.optimizer,
-                                                  self.device)
+                                                  self.device, self.ema)
             self.epochs_saved = len(self.history)
             if dist.is_main:
                 write_jsonl(self.run_dir / "metrics.jsonl", self.history)  # drop lines written after the checkpoint
@@ -136,27 +145,33 @@ class Trainer:
         continuous = model_entry(cfg.model).kind == "continuous"  # its NFE is worth a column and a panel
         net = dist.wrap(self.model, cfg.sync_bn)
         meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
+        eval_meter = meter if self.ema is None else DynamicsMeter(self.evaluated)
         for epoch in range(len(self.history), cfg.epochs):
             start = time.perf_counter()
             meter.reset()
+            eval_meter.reset()
             row = {"epoch": epoch + 1, **self._train_epoch(net, epoch)}
-            row.update(self._evaluate(net, "val"))
+            row.update(self._evaluate("val"))
             row["seconds"] = time.perf_counter() - start
-            row.update(nfe_means(meter))
+            row.update(nfe_means(meter, eval_meter))
             self.history.append(row)
             if dist.is_main:
                 save_training_state(self.run_dir / CHECKPOINT, epoch=epoch + 1, model=self.model,
                                     optimizer=self.optimizer, history=self.history, cfg=cfg, model_spec=self.spec,
-                                    normalisation=self.normalisation)
+                                    normalisation=self.normalisation, ema=self.ema)
                 self.epochs_saved = epoch + 1
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
                 log.info(epoch_line(row, cfg.epochs, nfe=continuous))
+                for name, figure in self.task.epoch_figures(self.evaluated, self.dataset, epoch + 1,
+                                                            cfg.epochs).items():
+                    save_figure(figure, (self.run_dir / "figures" / name).parent, Path(name).name)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(epoch, row)
-        meter.reset()
-        test = self._evaluate(net, "test")
-        nfe_test = nfe_means(meter)["nfe_eval"]
+        eval_meter.reset()
+        test = self._evaluate("test")
+        nfe_test = nfe_means(meter, eval_meter)["nfe_eval"]
         meter.close()
+        eval_meter.close()
         summary = self._summary(test, nfe_test)
         if dist.is_main:
             write_json(self.run_dir / "summary.json", summary)
@@ -195,6 +210,8 @@ class Trainer:
             if cfg.clip_grad is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             for key, value in sums.items():
                 totals[key] = totals.get(key, 0.0) + value
             if not bar.disable:
@@ -228,13 +245,15 @@ class Trainer:
         if not math.isfinite(loss_sum):
             raise TrainingDiverged(f"loss is {loss_sum} at epoch {epoch + 1}, step {step + 1}")
 
-    def _evaluate(self, net: nn.Module, split: str) -> dict[str, float]:
+    def _evaluate(self, split: str) -> dict[str, float]:
         # Each rank's BatchNorm statistics moved with its own part of the batches: evaluate, like the
         # checkpoint rank 0 writes, with rank 0's.
         self.dist.broadcast_buffers(self.model)
+        if self.ema is not None:  # averaged from each rank's own statistics: rank 0's, as saved
+            self.dist.broadcast_buffers(self.ema.module)
         data = shard_split(getattr(self.dataset, split), *self.dist.shard)
         batches = self.task.batches(data, 256, dataset=self.dataset, device=self.device)
-        return {f"{split}_{k}": v for k, v in self.task.evaluate(unwrap(net), batches, self.dist).items()}
+        return {f"{split}_{k}": v for k, v in self.task.evaluate(self.evaluated, batches, self.dist).items()}
 
     def _summary(self, test: dict[str, float], nfe_test: float) -> dict:
         cfg, history, best = self.cfg, self.history, max if self.task.higher_is_better else min
@@ -249,10 +268,10 @@ class Trainer:
                 "world_size": self.dist.world_size}
 
 
-def nfe_means(meter: DynamicsMeter) -> dict[str, float]:
-    """Mean vector-field evaluations per batch: forward and backward in training, forward in eval."""
-    totals = meter.read()
-    train, evals = totals["train"], totals["eval"]
+def nfe_means(meter: DynamicsMeter, eval_meter: DynamicsMeter | None = None) -> dict[str, float]:
+    """Mean vector-field evaluations per batch: forward and backward in training (`meter`), forward in
+    eval (`eval_meter`, the evaluated model's where that is the moving average; default `meter`)."""
+    train, evals = meter.read()["train"], (eval_meter or meter).read()["eval"]
     return {"nfe_forward": train["nfe_forward"] / max(train["passes"], 1),
             "nfe_backward": train["nfe_backward"] / max(train["passes"], 1),
             "nfe_eval": evals["nfe_forward"] / max(evals["passes"], 1)}

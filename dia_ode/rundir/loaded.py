@@ -28,7 +28,8 @@ class LoadedRun:
     Attributes:
         run_dir: the directory.
         config: config.json as written by the run (model, task, dataset, options, ...).
-        model: the model with the checkpoint's weights, in eval mode.
+        model: the model with the checkpoint's weights (their moving average where the run kept one,
+            engine/ema.py), in eval mode.
         model_spec: {"name", "options"}: what rebuilt the model.
         epoch: epochs done.
         mean: per-channel normalisation mean of the training data.
@@ -103,6 +104,8 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
         raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} names a model this version cannot build ({err})") \
             from None
     load_state(model, ckpt["model"], run_dir / CHECKPOINT)
+    if isinstance(ckpt.get("ema"), dict):  # a run that kept a moving average evaluates (and samples) with it
+        load_state(model, ckpt["ema"]["weights"], run_dir / CHECKPOINT)
     test = load_test_split(config["dataset"], config.get("data_dir"), split_seed=config.get("split_seed", 0))
     return LoadedRun(run_dir, config, model.eval(), spec, ckpt["epoch"], tuple(normalisation["mean"]),
                      tuple(normalisation["std"]), test)

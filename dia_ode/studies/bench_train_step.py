@@ -1,7 +1,7 @@
 """Benchmarks that print ratios measured in one process (this machine is noisy).
 
 `bench_train_step` times full SGD steps (forward, backward, update) of several models on the same
-random batch. Rounds are interleaved (model A, B, C, A, B, C, ...) so that slow phases of the
+random batch: a classifier's cross-entropy step, or a UNet's DDPM step (tasks/diffusion.py). Rounds are interleaved (model A, B, C, A, B, C, ...) so that slow phases of the
 machine hit every model alike, and each model's time is its fastest round: interference from other
 processes only ever adds time, so the minimum is the least noisy estimate of what a step costs.
 """
@@ -10,15 +10,31 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
 from dia_ode.models import create_model, model_entry
+from dia_ode.tasks import get_task
 
 
-def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
-    """Mean seconds of one SGD step over `steps` steps."""
+def step_loss(name: str) -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss a model's training step backpropagates: cross-entropy for a classifier, the DDPM noise
+    error (a random timestep per image) for a model that serves diffusion only (the UNets)."""
+    tasks = model_entry(name).tasks
+    if "classification" in tasks:
+        return lambda model, x, y: F.cross_entropy(model(x), y)
+    if "diffusion" in tasks:
+        task = get_task("diffusion")
+        return lambda model, x, y: task.loss(model, (x, y))[0]
+    raise ValueError(f"model '{name}' serves neither classification nor diffusion: no train step to time")
+
+
+def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                     loss: Callable | None = None) -> float:
+    """Mean seconds of one SGD step over `steps` steps of `loss(model, x, y)` (default cross-entropy)."""
+    loss = loss or (lambda m, inputs, labels: F.cross_entropy(m(inputs), labels))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
@@ -26,7 +42,7 @@ def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s
     start = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        loss(model, x, y).backward()
         optimizer.step()
     sync()
     return (time.perf_counter() - start) / steps
@@ -47,15 +63,16 @@ def bench_train_step(models: list[str], *, batch_size: int = 64, image_size: int
     x = torch.randn(batch_size, in_channels, image_size, image_size, device=device)
     x = x.contiguous(memory_format=memory_format)
     y = torch.randint(num_classes, (batch_size,), device=device)
-    built = {name: create_model(name, num_classes=num_classes, in_channels=in_channels,
-                                **({"image_size": image_size} if "image_size" in model_entry(name).options() else {}))
+    data_options = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    built = {name: create_model(name, **{k: v for k, v in data_options.items() if k in model_entry(name).options()})
              .to(device, memory_format=memory_format) for name in models}
-    for model in built.values():
-        time_train_steps(model, x, y, 1)  # warm-up: allocator, kernels, lazy init
+    losses = {name: step_loss(name) for name in models}
+    for name, model in built.items():
+        time_train_steps(model, x, y, 1, losses[name])  # warm-up: allocator, kernels, lazy init
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in built.items():
-            times[name].append(time_train_steps(model, x, y, steps))
+            times[name].append(time_train_steps(model, x, y, steps, losses[name]))
     first = min(times[models[0]])
     rows = []
     for name in models:

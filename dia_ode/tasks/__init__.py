@@ -6,10 +6,12 @@ A new task is a file with an AbstractTask subclass plus one line in TASKS.
 from dia_ode.tasks.base import AbstractTask, means, model_spec
 from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.detection import DetectionTask
+from dia_ode.tasks.diffusion import DiffusionTask
 
 TASKS: dict[str, type[AbstractTask]] = {
     ClassificationTask.name: ClassificationTask,
     DetectionTask.name: DetectionTask,
+    DiffusionTask.name: DiffusionTask,
 }
 
 
@@ -18,11 +20,12 @@ def list_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str) -> AbstractTask:
-    """A task by name; ValueError lists the valid ones."""
+def get_task(name: str, options: dict | None = None) -> AbstractTask:
+    """A task by name with its options (config's task_options); ValueError lists the valid names, or
+    names the bad option."""
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}'; valid: {', '.join(list_tasks())}")
-    return TASKS[name]()
+    return TASKS[name](**(options or {}))
 
 
-__all__ = ["AbstractTask", "ClassificationTask", "DetectionTask", "TASKS", "get_task", "list_tasks", "means", "model_spec"]
+__all__ = ["AbstractTask", "ClassificationTask", "DetectionTask", "DiffusionTask", "TASKS", "get_task", "list_tasks", "means", "model_spec"]

@@ -38,6 +38,26 @@ class AbstractTask(abc.ABC):
     selection_metric: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
 
+    def __init__(self, **options: Any) -> None:
+        """A task's own settings (`dia-ode train --task-option KEY=VALUE`); this one takes none.
+
+        Raises:
+            ValueError: an option the task does not take, or a bad value (the message names it).
+        """
+        if options:
+            raise ValueError(f"task '{self.name}' takes no options, got {', '.join(sorted(options))}")
+
+    def normalisation(self, dataset: Dataset) -> dict[str, list[float]]:
+        """The per-channel {"mean", "std"} (in [0, 1] pixel units) the model sees its images through;
+        saved with the checkpoint. Default: the training split's statistics."""
+        return {"mean": list(dataset.mean), "std": list(dataset.std)}
+
+    def epoch_figures(self, model: nn.Module, dataset: Dataset, epoch: int, epochs: int) -> dict[str, Any]:
+        """Figures to save after epoch `epoch` (1-based) of `epochs`, as {name: matplotlib Figure} (the
+        name may hold a folder: "samples/epoch_0010"); called on rank 0 with the evaluated model (the
+        weights' moving average where the run keeps one). Default: none."""
+        return {}
+
     def check_dataset(self, dataset: Any) -> None:
         """DataError (naming the dataset and the task) when the dataset is not of this task's kind."""
         if not isinstance(dataset, self.dataset_type):

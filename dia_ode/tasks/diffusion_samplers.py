@@ -1,6 +1,6 @@
 """Samplers of a noise-prediction model eps(x_t, t): ancestral DDPM, DDIM, and the probability-flow ODE.
 
-Each returns (samples, nfe). The model is any callable eps_model(x, t) with t a (B,) tensor of (possibly
+Each returns (samples, stats) with stats["nfe"] the noise predictor's evaluations. The model is any callable eps_model(x, t) with t a (B,) tensor of (possibly
 fractional) timesteps in [0, T - 1] (noise_schedule.py's 0-based steps).
 
 - DDPM (Ho et al. 2020, arXiv 2006.11239, Algorithm 2): T steps, x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t)
@@ -12,20 +12,22 @@ fractional) timesteps in [0, T - 1] (noise_schedule.py's 0-based steps).
   al. 2022 call this the sigma parametrisation), solved in u = log sbar (d xbar / du = sbar eps: fixed
   steps in u spread over every noise scale, where steps uniform in sbar would skip the small ones) from
   t = T - 1 down to t = 0 by torchdiffeq (adaptive dopri5 with rtol / atol, or a fixed-step method with a
-  number of steps), counting every evaluation. t(sbar) interpolates the schedule's log sbar table.
+  number of steps) inside the project's continuous block (solvers/continuous.py), so sampling reports
+  what a neural ODE's forward does: evaluations, accepted and rejected steps, each step's size, and a
+  step budget. t(sbar) interpolates the schedule's log sbar table.
 """
 
 from __future__ import annotations
 
 import torch
-import torchdiffeq
 
+from dia_ode.solvers import AbstractController, AbstractDynamics, ConstantStep, ContinuousBlock
 from dia_ode.tasks.noise_schedule import NoiseSchedule
 
 
 def ddpm_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator
-                ) -> tuple[torch.Tensor, int]:
-    """Ancestral sampling over all T steps; (x_0, T)."""
+                ) -> tuple[torch.Tensor, dict]:
+    """Ancestral sampling over all T steps; (x_0, {"nfe": T})."""
     betas, abar = schedule.betas, schedule.alphas_cumprod
     x = torch.randn(shape, generator=generator, dtype=torch.float64)
     for t in range(schedule.steps - 1, -1, -1):
@@ -36,12 +38,12 @@ def ddpm_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], gene
         else:
             variance = betas[t] * (1 - abar[t - 1]) / (1 - abar[t])
             x = mean + variance.sqrt() * torch.randn(shape, generator=generator, dtype=torch.float64)
-    return x, schedule.steps
+    return x, {"nfe": schedule.steps}
 
 
 def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], steps: int, generator: torch.Generator,
-                eta: float = 0.0) -> tuple[torch.Tensor, int]:
-    """DDIM over `steps` evenly spaced timesteps (the last one T - 1); (x_0, steps)."""
+                eta: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """DDIM over `steps` evenly spaced timesteps (the last one T - 1); (x_0, {"nfe": steps})."""
     if not 1 <= steps <= schedule.steps:
         raise ValueError(f"DDIM steps must be in [1, {schedule.steps}], got {steps}")
     abar = schedule.alphas_cumprod
@@ -56,41 +58,71 @@ def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], step
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp_min(0).sqrt() * eps
         if i > 0 and eta > 0:
             x = x + sigma * torch.randn(shape, generator=generator, dtype=torch.float64)
-    return x, len(times)
+    return x, {"nfe": len(times)}
+
+
+class ProbabilityFlow(AbstractDynamics):
+    """d xbar / d tau of the probability-flow ODE, tau = log sbar(T - 1) - log sbar: time runs forward from
+    the prior (tau = 0) to the data (tau = span), as a continuous block integrates. (Euler in tau is not
+    DDIM: DDIM is Euler in sbar itself; theory/unet.md.)"""
+
+    def __init__(self, eps_model, schedule: NoiseSchedule, batch: int) -> None:
+        super().__init__()
+        abar = schedule.alphas_cumprod
+        self.log_sbar = (((1 - abar) / abar).sqrt()).log()  # increasing in t
+        self.eps_model, self.batch = eps_model, batch
+        self.f = None  # no separate vector field module: the noise predictor is a plain callable
+
+    @property
+    def span(self) -> float:
+        return float(self.log_sbar[-1] - self.log_sbar[0])
+
+    def timestep(self, tau: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep at tau (linear in log sbar between the table's entries)."""
+        log_sbar = self.log_sbar
+        u = (log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(log_sbar[0], log_sbar[-1])
+        i = torch.searchsorted(log_sbar, u.reshape(1)).clamp(1, len(log_sbar) - 1)[0]
+        w = (u - log_sbar[i - 1]) / (log_sbar[i] - log_sbar[i - 1])
+        return (i - 1 + w).to(torch.float64)
+
+    def forward(self, tau: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
+        # the solver's first-step probe may look past the interval: clamp to the schedule
+        u = (self.log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(self.log_sbar[0], self.log_sbar[-1])
+        s = u.exp()
+        a = 1 / (1 + s ** 2)  # abar at sbar = s
+        eps = self.eps_model(xbar * a.sqrt().to(xbar.device), self.timestep(tau).expand(self.batch))
+        return -eps * s.to(xbar.device)  # d xbar / d tau = - sbar eps
+
+    def euler_controller(self, dt: float) -> AbstractController:
+        return ConstantStep(dt)
 
 
 def probability_flow_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator,
                             method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-                            steps: int | None = None) -> tuple[torch.Tensor, int]:
-    """The probability-flow ODE from t = T - 1 to t = 0 (module docstring); (x_0, function evaluations)."""
+                            steps: int | None = None, max_num_steps: int | None = None
+                            ) -> tuple[torch.Tensor, dict]:
+    """The probability-flow ODE from t = T - 1 to t = 0 (module docstring) as a continuous block:
+    (x_0, {"nfe", "num_accepted", "num_rejected", "log_sbar", "step"}), "log_sbar" and "step" the start
+    and size (in log sbar) of every accepted step.
+
+    Raises:
+        StepBudgetExceeded: more than max_num_steps attempted steps.
+    """
+    dynamics = ProbabilityFlow(eps_model, schedule, shape[0])
+    span = dynamics.span
+    step_size = None if steps is None else span / steps
+    block = ContinuousBlock(dynamics, T=span, method=method, rtol=rtol, atol=atol, step_size=step_size,
+                            max_num_steps=max_num_steps)
     abar = schedule.alphas_cumprod
-    sbar = ((1 - abar) / abar).sqrt()  # increasing in t
-    log_sbar = sbar.log()
-    nfe = 0
-
-    def t_of(s: torch.Tensor) -> torch.Tensor:
-        """Fractional timestep of sbar = s (linear in log sbar between the table's entries)."""
-        ls = s.log().clamp(log_sbar[0], log_sbar[-1])
-        i = torch.searchsorted(log_sbar, ls.reshape(1)).clamp(1, len(log_sbar) - 1)[0]
-        w = (ls - log_sbar[i - 1]) / (log_sbar[i] - log_sbar[i - 1])
-        return (i - 1 + w).to(torch.float64)
-
-    def field(u: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
-        """d xbar / d u with u = log sbar: eps(x, t) * sbar (uniform steps in u spread over every scale)."""
-        nonlocal nfe
-        nfe += 1
-        u = u.clamp(log_sbar[0], log_sbar[-1])  # the solver's first-step probe may look past the interval
-        s = u.exp()
-        a = 1 / (1 + s ** 2)  # abar at sbar = s
-        return eps_model(xbar * a.sqrt(), t_of(s).expand(shape[0])) * s
-
     x_T = torch.randn(shape, generator=generator, dtype=torch.float64)  # the prior N(0, I), as DDPM's
-    start = x_T / abar[-1].sqrt()  # xbar = x / sqrt(abar)
-    span = torch.stack([log_sbar[-1], log_sbar[0]])
-    options = {} if steps is None else {"step_size": float((log_sbar[-1] - log_sbar[0]) / steps)}
-    kwargs = {"rtol": rtol, "atol": atol} if steps is None else {}
-    xbar = torchdiffeq.odeint(field, start, span, method=method, options=options, **kwargs)[-1]
-    return xbar * abar[0].sqrt(), nfe
+    xbar = block(x_T / abar[-1].sqrt())  # xbar = x / sqrt(abar)
+    record = block.log.tensors()
+    accepted = record["accepted"]
+    stats = {"nfe": block.stats["nfe_forward"], "num_accepted": block.stats["num_accepted"],
+             "num_rejected": block.stats["num_rejected"],
+             "log_sbar": (dynamics.log_sbar[-1] - record["t"][accepted]).tolist(),
+             "step": record["dt"][accepted].tolist()}
+    return xbar * abar[0].sqrt(), stats
 
 
 def alpha_bar_at(schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:

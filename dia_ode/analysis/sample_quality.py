@@ -1,0 +1,145 @@
+"""Sample quality of generated images: a Fréchet distance and confident labels, by a project-trained classifier.
+
+The standard FID network (Inception v3) cannot be downloaded here, so the feature network is a
+classifier this project trains on the same dataset: its pooled features (what its linear head reads)
+give the Fréchet distance (frechet.py), its softmax the labels. Every number comes with its floor on
+real images: the distance between the real training and test images, and the confident fraction of
+the real test images. The network is either a run given by the user (`--feature-run RUN_DIR`: a
+classification run on the same dataset) or trained once here and cached (FEATURE_RECIPE, under
+$DIA_ODE_CACHE or ~/.cache/dia_ode, keyed by dataset and split seed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from dia_ode.analysis.frechet import feature_distance
+from dia_ode.data import Split
+from dia_ode.engine import TrainConfig, run_training
+from dia_ode.rundir import LoadedRun, load_run, read_summary, write_json
+
+# resnet20 for 20 epochs: test accuracy 0.98+ on digits in about a minute on 2 cores
+FEATURE_RECIPE = {"model": "resnet20", "epochs": 20}
+CONFIDENT = 0.9  # a sample is confidently labelled when the classifier's top probability reaches this
+
+
+class FeatureNetError(ValueError):
+    """The feature network does not fit the run whose samples it is to judge."""
+
+
+def cache_root() -> Path:
+    """$DIA_ODE_CACHE, else ~/.cache/dia_ode."""
+    return Path(os.environ.get("DIA_ODE_CACHE") or Path.home() / ".cache" / "dia_ode").expanduser()
+
+
+def cached_feature_run(dataset: str, *, data_dir: str | None = None, split_seed: int = 0,
+                       device: str = "cpu", progress: bool = False) -> Path:
+    """The cached feature classifier's run directory for a dataset, trained first if it is not there.
+
+    Trained into a temporary folder and moved into place once finished, so an interrupted training
+    leaves no half-made cache entry.
+    """
+    name = f"{dataset}-split{split_seed}-{FEATURE_RECIPE['model']}-{FEATURE_RECIPE['epochs']}ep"
+    target = cache_root() / "feature-nets" / name
+    if read_summary(target).get("status") == "finished":
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        cfg = TrainConfig(dataset=dataset, data_dir=data_dir, split_seed=split_seed, device=device, **FEATURE_RECIPE)
+        write_json(staging / "config.json", {"command": "train", **asdict(cfg)})
+        run_training(cfg, staging, progress=progress)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@dataclass
+class FeatureNet:
+    """A trained classifier read as a feature map: pooled features and class probabilities of images.
+
+    Attributes:
+        run: the classification run (its model in eval mode, its normalisation).
+    """
+
+    run: LoadedRun
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, dataset: str, device: torch.device | str = "cpu") -> "FeatureNet":
+        """The classifier of a run directory, checked to be a classification run on `dataset`.
+
+        Raises:
+            CheckpointError: not a loadable run.
+            FeatureNetError: another task or dataset.
+        """
+        run = load_run(run_dir, device)
+        if run.task != "classification" or run.dataset_name != dataset:
+            raise FeatureNetError(f"feature run {run_dir} trains {run.task} on {run.dataset_name}; it must be a "
+                                  f"classification run on {dataset}")
+        if not isinstance(getattr(run.model, "head", None), nn.Module):
+            raise FeatureNetError(f"feature run {run_dir}: model {run.model_name} has no linear head to read "
+                                  f"features before")
+        return cls(run)
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """(features (N, D), probabilities (N, K)) of images (N, C, H, W) in [0, 1]."""
+        model, device = self.run.model, next(self.run.model.parameters()).device
+        mean = torch.tensor(self.run.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.run.std, device=device).view(1, -1, 1, 1)
+        captured: list[torch.Tensor] = []
+        hook = model.head.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1)))
+        try:
+            probabilities = [model((images[i:i + batch_size].to(device) - mean) / std).softmax(dim=1)
+                             for i in range(0, len(images), batch_size)]
+        finally:
+            hook.remove()
+        return torch.cat(captured).double().cpu().numpy(), torch.cat(probabilities).double().cpu().numpy()
+
+
+def pixels(split: Split) -> torch.Tensor:
+    """A split's images as float32 in [0, 1]."""
+    return split.images.float() / 255
+
+
+def sample_quality(net: FeatureNet, samples: torch.Tensor, train: Split, test: Split) -> dict:
+    """The quality numbers of generated images against the real ones (module docstring).
+
+    Returns:
+        fid: Fréchet distance of the samples' features to the training images'.
+        fid_floor: the same distance of the real test images (the value a perfect generator reaches
+            at this test-set size).
+        fid_ratio: fid / fid_floor.
+        confident: fraction of samples whose top class probability >= CONFIDENT; confident_real: the
+            same of the real test images. mean_confidence: the samples' mean top probability.
+        class_histogram: the fraction of samples per predicted class (mode collapse shows here).
+        feature_net: the classifier's run directory and test accuracy.
+    """
+    train_features, _ = net.read(pixels(train))
+    test_features, test_probabilities = net.read(pixels(test))
+    features, probabilities = net.read(samples)
+    fid, floor = feature_distance(features, train_features), feature_distance(test_features, train_features)
+    top = probabilities.max(axis=1)
+    classes = probabilities.shape[1]
+    histogram = np.bincount(probabilities.argmax(axis=1), minlength=classes) / len(probabilities)
+    return {"fid": fid, "fid_floor": floor, "fid_ratio": fid / floor if floor > 0 else float("inf"),
+            "confident": float((top >= CONFIDENT).mean()),
+            "confident_real": float((test_probabilities.max(axis=1) >= CONFIDENT).mean()),
+            "mean_confidence": float(top.mean()), "class_histogram": [round(float(h), 4) for h in histogram],
+            "feature_net": {"run": str(net.run.run_dir), "model": net.run.model_name,
+                            "test_acc": read_summary(net.run.run_dir).get("test_acc")},
+            "feature_dims": int(features.shape[1]), "confident_threshold": CONFIDENT}
+
+
+__all__ = ["CONFIDENT", "FEATURE_RECIPE", "FeatureNet", "FeatureNetError", "cache_root", "cached_feature_run",
+           "pixels", "sample_quality"]
