@@ -50,10 +50,29 @@ def test_evaluation_scores_every_image_in_every_quarter_with_fixed_noise():
     assert first == second  # the same noise and timesteps at every evaluation: epochs are comparable
     quarters = [first[f"loss_q{k}"] for k in range(1, 5)]
     assert first["loss"] == pytest.approx(sum(quarters) / 4)
-    x, _ = next(batches())
+    x, _, (offset, size) = next(batches())
     assert -1 <= x.min() < -0.9 and 0.9 < x.max() <= 1  # pixels scaled to [-1, 1]
-    loss, sums = task.loss(model, (x, None))
+    assert (offset, size) == (0, len(x))
+    loss, sums = task.loss(model, (x, None, (offset, size)))
     assert loss.requires_grad and sums["count"] == len(x) and sums["loss"] == pytest.approx(loss.item() * len(x))
+
+
+def test_a_rank_draws_its_part_of_the_global_batch_timesteps_and_noise():
+    """Under torchrun each rank's loss is its slice of what one process draws for the whole batch."""
+    task = get_task("diffusion", {"timesteps": 100})
+    data = load_dataset("digits")
+    model = create_model("unet_s", in_channels=1, **TINY_UNET)
+    cpu = torch.device("cpu")
+    whole = next(task.batches(data.val, 10, dataset=data, device=cpu))
+    parts = [next(task.batches(data.val, 10, dataset=data, device=cpu, shard=(rank, 3))) for rank in range(3)]
+    assert [p[2] for p in parts] == [(0, 10), (4, 10), (7, 10)]  # tensor_split of 10 into 3: 4, 3, 3
+    torch.manual_seed(5)
+    one = task.loss(model, whole)[1]["loss"]
+    shards = []
+    for part in parts:
+        torch.manual_seed(5)  # the trainer seeds every rank alike
+        shards.append(task.loss(model, part)[1]["loss"])
+    assert sum(shards) == pytest.approx(one, rel=1e-5)
 
 
 def test_the_moving_average_warms_up_then_decays_at_its_rate():
@@ -127,6 +146,12 @@ def _sample(trained, *args):
     return invoke("sample", diffusion, "--feature-run", classifier, "--out", out / "samples", "--num", 24, *args)
 
 
+def _sample_images(trained, *args):
+    """Samples without the quality numbers (no feature network)."""
+    diffusion, _, out = trained
+    return invoke("sample", diffusion, "--no-quality", "--out", out / "samples", "--num", 24, *args)
+
+
 def test_sampling_through_the_cli_writes_every_promised_file(trained):
     result = _sample(trained, "--sampler", "ddim", "--steps", 5)
     assert result.exit_code == 0, result.output
@@ -145,12 +170,12 @@ def test_sampling_through_the_cli_writes_every_promised_file(trained):
 
 
 def test_the_ode_sampler_reports_its_steps_and_a_fixed_method_its_exact_cost(trained):
-    result = _sample(trained, "--sampler", "ode", "--steps", 3, "--no-quality")  # rk4 by default
+    result = _sample_images(trained, "--sampler", "ode", "--steps", 3)  # rk4 by default
     assert result.exit_code == 0, result.output
     row = json.loads((next((trained[2] / "samples").glob("*ode-rk4-3-steps")) / "sample.json").read_text())
     assert row["nfe"] == 12 and row["solver"]["num_accepted"] == 3 and len(row["solver"]["step"]) == 3
     assert "quality" not in row
-    result = _sample(trained, "--sampler", "ode", "--rtol", 1e-2, "--no-quality")
+    result = _sample_images(trained, "--sampler", "ode", "--rtol", 1e-2)
     assert result.exit_code == 0, result.output
     out_dir = next((trained[2] / "samples").glob("*ode-dopri5-rtol-1e-02"))
     solver = json.loads((out_dir / "sample.json").read_text())["solver"]
@@ -208,8 +233,10 @@ def test_bad_sampling_input_is_one_line_with_exit_code_2(trained):
     assert_usage_error(_sample(trained, "--sampler", "ddim", "--steps", 0), "--steps")
     assert_usage_error(_sample(trained, "--sampler", "heun"), "--sampler")
     assert_usage_error(_sample(trained, "--num", 0), "--num")
-    assert_usage_error(_sample(trained, "--sampler", "ode", "--rtol", 1e-9, "--max-steps", 2, "--no-quality"),
-                       "max_num_steps=2", "raise --max-steps")
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--rtol", 1e-9, "--max-steps", 2),
+                       "max_num_steps=2", "raise --max-steps", "--rtol")
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--steps", 5, "--max-steps", 2),
+                       "max_num_steps=2", "fewer --steps")
     assert_usage_error(_sample(trained, "--sampler", "ddpm", "--steps", 10), "--steps")
     assert_usage_error(_sample(trained, "--sampler", "ode", "--method", "rk4"), "needs --steps")
     assert_usage_error(invoke("sample", diffusion, "--feature-run", diffusion, "--out", out, "--num", 4),
@@ -226,3 +253,35 @@ def test_the_train_step_benchmark_times_a_unet_by_its_ddpm_step(tmp_path):
     rows = json.loads((next(tmp_path.iterdir()) / "bench.json").read_text())
     assert [r["model"] for r in rows] == ["unet_s", "dia_unet_s"] and rows[1]["params"] > rows[0]["params"]
     assert "dia_unet_s/unet_s" in result.output
+
+
+def test_a_batchnorm_classifier_keeps_a_moving_average_too(tmp_path):
+    cfg = TrainConfig(model="resnet20", epochs=1, train_examples=64, batch_size=32, ema_decay=0.9, device="cpu",
+                      model_options={"base_width": 4})
+    run_dir = start_run(tmp_path, "bn", {"command": "train", **cfg.__dict__})
+    summary = run_training(cfg, run_dir, progress=False)
+    averaged = load_checkpoint(run_dir / "checkpoints" / "last.pt")["ema"]["weights"]
+    tracked = [k for k in averaged if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(averaged[k]) == 2 for k in tracked)  # counts copied, not averaged
+    assert 0 <= summary["test_acc"] <= 1
+
+
+def test_sampling_options_that_would_be_ignored_are_refused(trained):
+    diffusion, classifier, out = trained
+    assert_usage_error(_sample(trained, "--no-quality", "--sampler", "ddim", "--steps", 2), "--feature-run")
+    assert_usage_error(invoke("sample", diffusion, "--num", 1, "--feature-run", classifier, "--out", out), "--num")
+    assert_usage_error(invoke("sample", diffusion, "--sweep", "--sampler", "ddim", "--feature-run", classifier,
+                              "--out", out), "--sweep", "--sampler")
+    assert_usage_error(_sample(trained, "--sampler", "ddim", "--rtol", 1e-4), "--rtol")
+    assert_usage_error(_sample(trained, "--sampler", "ddim", "--steps", 41), "T = 40")
+    assert_usage_error(invoke("compare", "--from", diffusion, "--out", out), "trained diffusion")
+
+
+def test_one_ddim_step_starts_at_the_last_timestep():
+    from dia_ode.tasks.diffusion_samplers import ddim_sample
+    from dia_ode.tasks.noise_schedule import make_schedule
+
+    seen = []
+    ddim_sample(lambda x, t: seen.append(float(t[0])) or torch.zeros_like(x), make_schedule("linear", 50), (2, 1),
+                1, torch.Generator())
+    assert seen == [49.0]

@@ -3,8 +3,8 @@
 The standard FID network (Inception v3) cannot be downloaded here, so the feature network is a
 classifier this project trains on the same dataset: its pooled features (what its linear head reads)
 give the Fréchet distance (frechet.py), its softmax the labels. Every number comes with its floor on
-real images: the distance between the real training and test images, and the confident fraction of
-the real test images. The network is either a run given by the user (`--feature-run RUN_DIR`: a
+real images: the distance between the real training and test images (at the same number of images as
+the samples it is compared with), and the confident fraction of the real test images. The network is either a run given by the user (`--feature-run RUN_DIR`: a
 classification run on the same dataset) or trained once here and cached (FEATURE_RECIPE, under
 $DIA_ODE_CACHE or ~/.cache/dia_ode, keyed by dataset and split seed).
 """
@@ -112,34 +112,64 @@ def pixels(split: Split) -> torch.Tensor:
     return split.images.float() / 255
 
 
-def sample_quality(net: FeatureNet, samples: torch.Tensor, train: Split, test: Split) -> dict:
+@dataclass
+class RealFeatures:
+    """The feature network's reading of the real images, computed once for any number of sample sets.
+
+    Attributes:
+        net: the feature network.
+        train: features of the training images (N_train, D).
+        test: features of the test images (N_test, D).
+        test_top: the classifier's top probability on each test image (N_test,).
+    """
+
+    net: FeatureNet
+    train: np.ndarray
+    test: np.ndarray
+    test_top: np.ndarray
+
+    @classmethod
+    def of(cls, net: FeatureNet, train: Split, test: Split) -> "RealFeatures":
+        train_features, _ = net.read(pixels(train))
+        test_features, test_probabilities = net.read(pixels(test))
+        return cls(net, train_features, test_features, test_probabilities.max(axis=1))
+
+
+def sample_quality(samples: torch.Tensor, real: RealFeatures) -> dict:
     """The quality numbers of generated images against the real ones (module docstring).
 
+    FID is biased upwards at small n, so the ratio to the floor compares equal numbers of images: the
+    floor is the distance of n real test images to the training images, n = min(samples, test images),
+    and `fid_ratio` divides the distance of the first n samples by it.
+
     Returns:
-        fid: Fréchet distance of the samples' features to the training images'.
-        fid_floor: the same distance of the real test images (the value a perfect generator reaches
-            at this test-set size).
-        fid_ratio: fid / fid_floor.
+        fid: Fréchet distance of all the samples' features to the training images'.
+        fid_matched, fid_floor, matched_n: the same for the first n samples, and for the n real test
+            images (the value a perfect generator reaches at this n); fid_ratio = fid_matched / fid_floor.
         confident: fraction of samples whose top class probability >= CONFIDENT; confident_real: the
             same of the real test images. mean_confidence: the samples' mean top probability.
         class_histogram: the fraction of samples per predicted class (mode collapse shows here).
         feature_net: the classifier's run directory and test accuracy.
+
+    Raises:
+        ValueError: fewer than 2 samples (a covariance needs two).
     """
-    train_features, _ = net.read(pixels(train))
-    test_features, test_probabilities = net.read(pixels(test))
-    features, probabilities = net.read(samples)
-    fid, floor = feature_distance(features, train_features), feature_distance(test_features, train_features)
+    if len(samples) < 2:
+        raise ValueError(f"FID needs at least 2 samples, got {len(samples)}")
+    features, probabilities = real.net.read(samples)
+    n = min(len(features), len(real.test))
+    matched, floor = feature_distance(features[:n], real.train), feature_distance(real.test[:n], real.train)
     top = probabilities.max(axis=1)
-    classes = probabilities.shape[1]
-    histogram = np.bincount(probabilities.argmax(axis=1), minlength=classes) / len(probabilities)
-    return {"fid": fid, "fid_floor": floor, "fid_ratio": fid / floor if floor > 0 else float("inf"),
-            "confident": float((top >= CONFIDENT).mean()),
-            "confident_real": float((test_probabilities.max(axis=1) >= CONFIDENT).mean()),
+    histogram = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]) / len(probabilities)
+    run = real.net.run
+    return {"fid": feature_distance(features, real.train), "fid_matched": matched, "fid_floor": floor,
+            "matched_n": n, "fid_ratio": matched / floor if floor > 0 else float("inf"),
+            "confident": float((top >= CONFIDENT).mean()), "confident_real": float((real.test_top >= CONFIDENT).mean()),
             "mean_confidence": float(top.mean()), "class_histogram": [round(float(h), 4) for h in histogram],
-            "feature_net": {"run": str(net.run.run_dir), "model": net.run.model_name,
-                            "test_acc": read_summary(net.run.run_dir).get("test_acc")},
+            "feature_net": {"run": str(run.run_dir), "model": run.model_name,
+                            "test_acc": read_summary(run.run_dir).get("test_acc")},
             "feature_dims": int(features.shape[1]), "confident_threshold": CONFIDENT}
 
 
-__all__ = ["CONFIDENT", "FEATURE_RECIPE", "FeatureNet", "FeatureNetError", "cache_root", "cached_feature_run",
-           "pixels", "sample_quality"]
+__all__ = ["CONFIDENT", "FEATURE_RECIPE", "FeatureNet", "FeatureNetError", "RealFeatures", "cache_root",
+           "cached_feature_run", "pixels", "sample_quality"]

@@ -49,7 +49,8 @@ def bench_train_step_command(models, batch_size, image_size, in_channels, steps,
     if threads:
         torch.set_num_threads(threads)
     config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
-              "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last, "threads": torch.get_num_threads(),
+              "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last,
+              "threads": torch.get_num_threads(),
               "seed": seed, "device": str(resolve_device(device))}
     run_dir = start_run(out, "bench-train-step", config)
     rows = bench_train_step(names, batch_size=batch_size, image_size=image_size, in_channels=in_channels,

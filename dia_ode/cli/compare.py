@@ -94,7 +94,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
             raise click.ClickException(str(err)) from None
     try:
         rows = compare_runs(run_dirs, resolve_device(device), samples=samples)
-    except (CheckpointError, DataError) as err:
+    except (CheckpointError, DataError, CompareError) as err:
         raise click.BadParameter(str(err), param_hint="--from") from None
     pooled = aggregate_rows(rows)  # per model over its seeds
     write_json(out_dir / "compare.json", {"runs": rows, "models": pooled})

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from dia_ode.analysis.sample_quality import FeatureNet, FeatureNetError, cached_feature_run
+from dia_ode.analysis.sample_quality import FeatureNet, FeatureNetError, RealFeatures, cached_feature_run
 from dia_ode.cli.options import CONTEXT, FiniteFloat, check_device, common_options
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS, StepBudgetExceeded
-from dia_ode.studies.sampling import (NotADiffusionRun, References, Setting, diffusion_task, plot_sweep,
+from dia_ode.studies.sampling import (NotADiffusionRun, Setting, diffusion_task, fits, plot_sweep, real_features,
                                       sample_setting, sweep, sweep_markdown, write_samples)
 from dia_ode.tasks.diffusion import SAMPLERS
 
@@ -41,8 +41,9 @@ from dia_ode.tasks.diffusion import SAMPLERS
               help="Run the NFE-vs-FID grid (DDPM; DDIM 100/50/20/10; ODE dopri5 rtol 1e-2..1e-5; rk4 5/10/25 "
                    "steps) on every RUN_DIR instead of one sampler.")
 @common_options
-def sample(run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, num, batch_size, feature_run, no_quality,
-           sweep_grid, seed, device, out, no_progress) -> None:
+@click.pass_context
+def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, num, batch_size,
+           feature_run, no_quality, sweep_grid, seed, device, out, no_progress) -> None:
     """Generate images from trained diffusion runs (`dia-ode train --task diffusion`) with the weights'
     moving average, and measure them: a Fréchet distance in the features of a classifier trained on the
     same data (not Inception's, which cannot be downloaded here: compare numbers of one feature network
@@ -55,7 +56,19 @@ def sample(run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, num, ba
                                  param_hint="RUN_DIR")
     if sweep_grid and no_quality:
         raise click.BadParameter("a sweep measures quality: drop --no-quality", param_hint="--no-quality")
+    if no_quality and feature_run is not None:
+        raise click.BadParameter("--feature-run is for the quality numbers that --no-quality skips",
+                                 param_hint="--feature-run")
+    if not no_quality and num < 2:
+        raise click.BadParameter("FID needs at least 2 samples (or give --no-quality)", param_hint="--num")
+    given = {p.name: p.opts[0] for p in ctx.command.params
+             if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
+    if sweep_grid and set(given) & set(_ONE_SETTING):
+        raise click.BadParameter(f"--sweep runs its own grid of samplers; drop "
+                                 f"{', '.join(given[k] for k in _ONE_SETTING if k in given)}", param_hint="--sweep")
     setting = _setting(sampler, steps, eta, method, rtol, atol, max_steps)
+    if (setting.sampler != "ode" or setting.method in FIXED_GRID_METHODS) and {"rtol", "atol"} & set(given):
+        raise click.BadParameter("--rtol and --atol apply to an adaptive --sampler ode", param_hint="--rtol")
     target = resolve_device(device)
     runs = []
     for run_dir in run_dirs:
@@ -67,27 +80,29 @@ def sample(run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, num, ba
         runs.append(run)
     if len({run.dataset_name for run in runs}) > 1:
         raise click.BadParameter("a sweep compares runs on one dataset", param_hint="RUN_DIR")
-    references = None if no_quality else _references(runs[0], feature_run, device, no_progress)
+    if not sweep_grid and fits(runs[0], setting) is not None:
+        raise click.BadParameter(fits(runs[0], setting), param_hint="--steps")
+    real = None if no_quality else _real_features(runs[0], feature_run, device, no_progress)
     config = {"command": "sample", "run_dirs": [str(r) for r in run_dirs], "num": num, "seed": seed,
-              "sweep": sweep_grid, **({} if sweep_grid else {"setting": setting.label})}
+              "batch_size": batch_size, "sweep": sweep_grid,
+              "feature_run": None if real is None else str(real.net.run.run_dir),
+              **({} if sweep_grid else {"setting": setting.label, "atol": setting.atol or setting.rtol})}
     name = "sweep" if sweep_grid else setting.tag
     out_dir = start_run(out, f"sample-{runs[0].model_name}-{name}", config)
     try:
         if sweep_grid:
-            rows = sweep(runs, references, num=num, seed=seed, batch_size=batch_size, max_steps=max_steps,
-                         progress=lambda row: click.echo(_line(row)))
+            rows = sweep(runs, real, num=num, seed=seed, batch_size=batch_size, max_steps=max_steps,
+                         progress=lambda row: click.echo(_line(row)), on_skip=click.echo)
             write_json(out_dir / "sweep.json", rows)
             (out_dir / "sweep.md").write_text(sweep_markdown(rows))
             save_figure(plot_sweep(rows), out_dir / "figures", "fid_vs_nfe")
         else:
-            images, row = sample_setting(runs[0], setting, num=num, seed=seed, batch_size=batch_size,
-                                         references=references)
+            images, row = sample_setting(runs[0], setting, num=num, seed=seed, batch_size=batch_size, real=real)
             write_samples(out_dir, images, row)
             click.echo(_line(row))
     except StepBudgetExceeded as err:
-        raise click.UsageError(f"{err}: raise --max-steps or loosen --rtol/--atol") from None
-    except ValueError as err:  # what only the run can tell: DDIM steps beyond its T
-        raise click.BadParameter(str(err), param_hint="--steps") from None
+        advice = "raise --max-steps or give fewer --steps" if setting.steps else "raise --max-steps or loosen --rtol/--atol"
+        raise click.UsageError(f"{err}: {advice}") from None
     click.echo(f"-> {out_dir}")
 
 
@@ -109,7 +124,7 @@ def _setting(sampler, steps, eta, method, rtol, atol, max_steps) -> Setting:
     return Setting(sampler, steps, eta, method, rtol, atol, max_steps)
 
 
-def _references(run, feature_run: Path | None, device: str, no_progress: bool) -> References:
+def _real_features(run, feature_run: Path | None, device: str, no_progress: bool) -> RealFeatures:
     """The feature network (given, or the cached one, trained first where missing) and the real splits."""
     config = run.config
     try:
@@ -119,9 +134,13 @@ def _references(run, feature_run: Path | None, device: str, no_progress: bool) -
                                              split_seed=config.get("split_seed", 0), device=device,
                                              progress=not no_progress)
         net = FeatureNet.from_run(feature_run, run.dataset_name, resolve_device(device))
-        return References.of_run(run, net)
+        return real_features(run, net)
     except (CheckpointError, DataError, FeatureNetError) as err:
         raise click.BadParameter(str(err), param_hint="--feature-run") from None
+
+
+# the options that describe one sampler setting (a sweep has its own grid)
+_ONE_SETTING = ("sampler", "steps", "eta", "method", "rtol", "atol")
 
 
 def _line(row: dict) -> str:

@@ -72,8 +72,8 @@ DEFAULTS = TrainConfig()
 @click.pass_context
 def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, train_examples, val_fraction,
           optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, ema_decay,
-          sync_bn, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds, resume_dir, seed, device, out,
-          no_progress) -> None:
+          sync_bn, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds,
+          resume_dir, seed, device, out, no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
     Models carry a training recipe (`dia-ode ls models --pattern NAME` shows it; the ViTs use AdamW with

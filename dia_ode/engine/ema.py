@@ -15,7 +15,8 @@ from torch.optim.swa_utils import AveragedModel
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     """A copy of `model` averaged by w <- d w + (1 - d) w_model at the n-th update, d = min(decay,
-    (1 + n) / (10 + n)); buffers (BatchNorm statistics) are averaged too. Its first update copies the model.
+    (1 + n) / (10 + n)); floating-point buffers (BatchNorm's running statistics) are averaged too, integer
+    ones copied. Its first update copies the model.
 
     Why the warm-up (TensorFlow's ExponentialMovingAverage with num_updates): with a fixed 0.999 the
     average of a run of a few hundred steps is still mostly its random initialisation.
@@ -23,7 +24,10 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel:
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         d = min(decay, (1 + float(n)) / (10 + float(n)))
         for a, c in zip(averaged, current):
-            a.lerp_(c, 1 - d)
+            if a.is_floating_point():
+                a.lerp_(c, 1 - d)
+            else:  # an integer buffer (BatchNorm's num_batches_tracked) is a count, not a statistic
+                a.copy_(c)
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 

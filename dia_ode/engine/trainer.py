@@ -1,15 +1,15 @@
 """One trainer for every task: epochs, atomic checkpoints, exact resume, metrics, data parallelism.
 
-The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per
-epoch or step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the
-end, one atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per
-epoch, an optional moving average of the weights (engine/ema.py: evaluated in the weights' place
-and saved beside them), a task's own figures after an epoch, and the run directory's lock
-(rundir/lock.py: one process per run). All randomness of an epoch (shuffling and augmentation from a generator, what the model draws from torch's global one)
-is seeded by (seed, epoch), so a resumed run reproduces an uninterrupted one exactly on CPU. Under
-torchrun (engine/distributed.py) each rank trains on its part of every global batch, metric sums are
-all-reduced (the nfe_* columns are rank 0's own), evaluation uses rank 0's BatchNorm statistics, and
-only rank 0 writes (and holds the lock).
+The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per epoch or
+step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the end, one
+atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per epoch, an optional
+moving average of the weights (engine/ema.py: evaluated in the weights' place and saved beside them), a
+task's own figures after an epoch, and the run directory's lock (rundir/lock.py: one process per run). All
+randomness of an epoch (shuffling and augmentation from a generator, what the model draws from torch's
+global one) is seeded by (seed, epoch), so a resumed run reproduces an uninterrupted one exactly on CPU.
+Under torchrun (engine/distributed.py) each rank trains on its part of every global batch, metric sums are
+all-reduced (the nfe_* columns are rank 0's own), evaluation uses rank 0's BatchNorm statistics, and only
+rank 0 writes (and holds the lock).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Benchmarks that print ratios measured in one process (this machine is noisy).
 
-`bench_train_step` times full SGD steps (forward, backward, update) of several models on the same
-random batch: a classifier's cross-entropy step, or a UNet's DDPM step (tasks/diffusion.py). Rounds are interleaved (model A, B, C, A, B, C, ...) so that slow phases of the
-machine hit every model alike, and each model's time is its fastest round: interference from other
-processes only ever adds time, so the minimum is the least noisy estimate of what a step costs.
+`bench_train_step` times full SGD steps (forward, backward, update) of several models on the same random
+batch: a classifier's cross-entropy step, or a UNet's DDPM step (tasks/diffusion.py). Rounds are interleaved
+(model A, B, C, A, B, C, ...) so that slow phases of the machine hit every model alike, and each model's
+time is its fastest round: interference from other processes only ever adds time, so the minimum is the
+least noisy estimate of what a step costs.
 """
 
 from __future__ import annotations
@@ -19,22 +20,26 @@ from dia_ode.models import create_model, model_entry
 from dia_ode.tasks import get_task
 
 
+def _cross_entropy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
 def step_loss(name: str) -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss a model's training step backpropagates: cross-entropy for a classifier, the DDPM noise
     error (a random timestep per image) for a model that serves diffusion only (the UNets)."""
     tasks = model_entry(name).tasks
     if "classification" in tasks:
-        return lambda model, x, y: F.cross_entropy(model(x), y)
+        return _cross_entropy
     if "diffusion" in tasks:
         task = get_task("diffusion")
-        return lambda model, x, y: task.loss(model, (x, y))[0]
+        return lambda model, x, y: task.loss(model, (x, y, (0, len(x))))[0]
     raise ValueError(f"model '{name}' serves neither classification nor diffusion: no train step to time")
 
 
 def time_train_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
                      loss: Callable | None = None) -> float:
     """Mean seconds of one SGD step over `steps` steps of `loss(model, x, y)` (default cross-entropy)."""
-    loss = loss or (lambda m, inputs, labels: F.cross_entropy(m(inputs), labels))
+    loss = loss or _cross_entropy
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)

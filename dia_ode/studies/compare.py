@@ -34,7 +34,7 @@ COLUMNS = ("model", "kind", "params", "test_acc", "nfe_forward", "nfe_backward",
 
 
 class CompareError(RuntimeError):
-    """A model's training failed; the message names the model and its error."""
+    """A model's training failed, or a run is not a classifier's; the message names the model or run."""
 
 
 # What compare always shares between models (its budget); the rest follows each model's recipe
@@ -137,6 +137,8 @@ def compare_runs(run_dirs: list[Path], device: torch.device | str = "cpu", sampl
     rows = []
     for run_dir in run_dirs:
         run = load_run(run_dir, device)
+        if run.task != "classification":  # its accuracy and NFE columns are a classifier's
+            raise CompareError(f"{run_dir} trained {run.task}; compare reads classification runs")
         summary = read_summary(run_dir)
         history = read_jsonl(run_dir / "metrics.jsonl")
         with DynamicsMeter(run.model) as meter:

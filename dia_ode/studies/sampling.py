@@ -10,14 +10,14 @@ the table is measured against the same references.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
-from dia_ode.analysis.sample_quality import FeatureNet, sample_quality
+from dia_ode.analysis.sample_quality import FeatureNet, RealFeatures, sample_quality
 from dia_ode.data import load_dataset
 from dia_ode.rundir import LoadedRun, save_figure, write_json
 from dia_ode.tasks import DiffusionTask, get_task
@@ -70,31 +70,30 @@ def diffusion_task(run: LoadedRun) -> DiffusionTask:
     if run.task != "diffusion":
         raise NotADiffusionRun(f"{run.run_dir} trained task '{run.task}', not diffusion: `dia-ode sample` needs a "
                                f"run of `dia-ode train --task diffusion`")
-    task = get_task("diffusion", run.config.get("task_options"))
-    assert isinstance(task, DiffusionTask)
-    return task
+    return cast(DiffusionTask, get_task("diffusion", run.config.get("task_options")))
 
 
-@dataclass
-class References:
-    """What every setting is measured against: the feature network and the real train / test splits."""
+def real_features(run: LoadedRun, net: FeatureNet) -> RealFeatures:
+    """The feature network's reading of the run's real train and test images: what every setting is
+    measured against."""
+    config = run.config
+    data = load_dataset(config["dataset"], config.get("data_dir"), val_fraction=config.get("val_fraction", 0.1),
+                        split_seed=config.get("split_seed", 0))
+    return RealFeatures.of(net, data.train, data.test)
 
-    net: FeatureNet
-    train: object
-    test: object
 
-    @classmethod
-    def of_run(cls, run: LoadedRun, net: FeatureNet) -> "References":
-        config = run.config
-        data = load_dataset(config["dataset"], config.get("data_dir"), val_fraction=config.get("val_fraction", 0.1),
-                            split_seed=config.get("split_seed", 0))
-        return cls(net, data.train, data.test)
+def fits(run: LoadedRun, setting: Setting) -> str | None:
+    """None when the setting can sample the run, else why not (DDIM with more steps than the run's T)."""
+    timesteps = diffusion_task(run).timesteps
+    if setting.sampler == "ddim" and (setting.steps or 50) > timesteps:
+        return f"{setting.label}: more steps than the run's T = {timesteps}"
+    return None
 
 
 def sample_setting(run: LoadedRun, setting: Setting, *, num: int, seed: int, batch_size: int,
-                   references: References | None) -> tuple[torch.Tensor, dict]:
+                   real: RealFeatures | None) -> tuple[torch.Tensor, dict]:
     """(images (N, C, H, W) in [0, 1], the result row) of one setting on one run; quality numbers only
-    with references.
+    with the real images' features.
 
     Raises:
         NotADiffusionRun, StepBudgetExceeded (the ODE's max_steps), ValueError (a bad setting).
@@ -105,12 +104,12 @@ def sample_setting(run: LoadedRun, setting: Setting, *, num: int, seed: int, bat
                          atol=setting.atol or setting.rtol, max_num_steps=setting.max_steps, seed=seed,
                          batch_size=batch_size)
     row = {"run": str(run.run_dir), "model": run.model_name, "dataset": run.dataset_name, "epoch": run.epoch,
-           "setting": setting.label, **asdict(setting), "num": num, "seed": seed, "nfe": made.nfe,
-           "seconds": made.seconds}
+           "setting": setting.label, **asdict(setting), "num": num, "seed": seed, "batch_size": batch_size,
+           "nfe": made.nfe, "seconds": made.seconds}
     if setting.sampler == "ode":
         row["solver"] = made.solver
-    if references is not None:
-        row["quality"] = sample_quality(references.net, made.images, references.train, references.test)
+    if real is not None:
+        row["quality"] = sample_quality(made.images, real)
     return made.images, row
 
 
@@ -143,16 +142,23 @@ def plot_steps(solver: dict, title: str = ""):
     return fig
 
 
-def sweep(runs: list[LoadedRun], references: References, *, num: int, seed: int, batch_size: int,
-          settings: tuple[Setting, ...] | None = None, max_steps: int | None = None, progress=None) -> list[dict]:
+def sweep(runs: list[LoadedRun], real: RealFeatures, *, num: int, seed: int, batch_size: int,
+          settings: tuple[Setting, ...] | None = None, max_steps: int | None = None, progress=None,
+          on_skip=None) -> list[dict]:
     """Every setting (default SWEEP) on every run: rows as sample_setting's, without the images.
-    `progress(row)` is called after each."""
+    `progress(row)` is called after each; a setting the run cannot take (`fits`) is skipped with
+    `on_skip(reason)`."""
     rows = []
     for run in runs:
         for setting in SWEEP if settings is None else settings:
             if max_steps is not None:
                 setting = replace(setting, max_steps=max_steps)
-            _, row = sample_setting(run, setting, num=num, seed=seed, batch_size=batch_size, references=references)
+            reason = fits(run, setting)
+            if reason is not None:
+                if on_skip is not None:
+                    on_skip(f"{run.model_name}: skipped {reason}")
+                continue
+            _, row = sample_setting(run, setting, num=num, seed=seed, batch_size=batch_size, real=real)
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -161,13 +167,17 @@ def sweep(runs: list[LoadedRun], references: References, *, num: int, seed: int,
 
 def sweep_markdown(rows: list[dict]) -> str:
     """The sweep as a markdown table: model, setting, NFE, FID, FID / floor, confident fraction, seconds."""
-    lines = ["| model | setting | NFE | FID | FID / floor | confident | seconds |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | setting | NFE | FID | FID (first n) / floor | confident | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         q = row["quality"]
         lines.append(f"| {row['model']} | {row['setting']} | {row['nfe']:.0f} | {q['fid']:.3g} | {q['fid_ratio']:.2f} | "
                      f"{q['confident']:.3f} | {row['seconds']:.1f} |")
-    floor = rows[0]["quality"]["fid_floor"] if rows else math.nan
-    lines.append(f"\nFID floor (real test vs train images, same feature network): {floor:.3g}")
+    if rows:
+        q = rows[0]["quality"]
+        lines.append(f"\nFID: all {rows[0]['num']} samples against the training images. Floor: {q['matched_n']} real "
+                     f"test images against them, {q['fid_floor']:.3g} (same feature network); the ratio compares "
+                     f"the first {q['matched_n']} samples with it.")
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +197,8 @@ def plot_sweep(rows: list[dict]):
         ax.plot([r["nfe"] for r in members], [r["quality"]["fid"] for r in members], marker=markers.get(family, "."),
                 label=f"{model}: {family}")
     if rows:
-        ax.axhline(rows[0]["quality"]["fid_floor"], color="gray", ls="--", label="floor (real test vs train)")
+        q = rows[0]["quality"]
+        ax.axhline(q["fid_floor"], color="gray", ls="--", label=f"floor ({q['matched_n']} real test images)")
     ax.set(xscale="log", yscale="log", xlabel="evaluations of the noise predictor (NFE)",
            ylabel="Fréchet distance (project classifier features)", title="sample quality against NFE")
     ax.grid(alpha=0.3, which="both")
@@ -195,5 +206,5 @@ def plot_sweep(rows: list[dict]):
     return fig
 
 
-__all__ = ["NotADiffusionRun", "References", "SWEEP", "Setting", "diffusion_task", "plot_steps", "plot_sweep",
-           "sample_setting", "sweep", "sweep_markdown", "write_samples"]
+__all__ = ["NotADiffusionRun", "SWEEP", "Setting", "diffusion_task", "fits", "plot_steps", "plot_sweep",
+           "real_features", "sample_setting", "sweep", "sweep_markdown", "write_samples"]

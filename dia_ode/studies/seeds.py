@@ -142,8 +142,10 @@ def seeds_markdown(aggregate: dict, prefix: str = "test_") -> str:
             iv = Interval.from_dict(fields)
             lines.append(f"| {name} | {iv.format()} | {iv.format_ci()} | {iv.n} | "
                          f"{', '.join(format_number(v, '.4f') for v in iv.values)} |")
+    # what one example is worth is an accuracy's resolution; a loss or a COCO AP has none so simple
+    note = f"; {example_note(aggregate['n_test'])}" if aggregate.get("task", "classification") == "classification" else ""
     lines += ["", f"std: sample standard deviation over seeds (ddof=1); {level} CI: Student-t interval of the "
-                  f"mean; {example_note(aggregate['n_test'])}."]
+                  f"mean{note}."]
     return "\n".join(lines) + "\n"
 
 

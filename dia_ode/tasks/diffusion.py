@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dia_ode.data import Dataset, Split, iterate_batches
+from dia_ode.data import Dataset, Split, global_batches, iterate_batches
 from dia_ode.tasks.base import AbstractTask
 from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.diffusion_samplers import ddim_sample, ddpm_sample, probability_flow_sample
@@ -97,17 +97,28 @@ class DiffusionTask(AbstractTask):
 
     def batches(self, split: Split, batch_size: int, *, dataset: Dataset, device: torch.device,
                 shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]:
+        """(images in [-1, 1], labels, (offset, size)): this rank's part of a global batch of `size`
+        images, starting at `offset` in it, so the loss can draw the global batch's timesteps and noise."""
         norm = self.normalisation(dataset)
-        return iterate_batches(split, batch_size, mean=norm["mean"], std=norm["std"], shuffle=shuffle,
-                               generator=generator, augment=dataset.augment if augment else None, device=device,
-                               shard=shard)
+        rank, world = shard
+        parts = iterate_batches(split, batch_size, mean=norm["mean"], std=norm["std"], shuffle=shuffle,
+                                generator=generator, augment=dataset.augment if augment else None, device=device,
+                                shard=shard)
+        for (x, y), (_, size) in zip(parts, global_batches(len(split), batch_size, world)):
+            offset = sum(len(part) for part in torch.arange(size).tensor_split(world)[:rank])
+            yield x, y, (offset, size)
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        x0, _ = batch
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, tuple[int, int]]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        x0, _, (offset, size) = batch
         n = len(x0)
-        t = ((torch.arange(n) + torch.rand(n)) * self.timesteps / n).long().clamp(max=self.timesteps - 1)
-        loss = self._noise_error(model, x0, t.to(x0.device), torch.randn_like(x0)).mean()
+        # drawn for the whole global batch (from torch's generator, which the trainer seeds alike on every
+        # rank) and sliced: under torchrun each rank takes its own part of one draw, as one process would
+        t = ((torch.arange(size) + torch.rand(size)) * self.timesteps / size).long().clamp(max=self.timesteps - 1)
+        noise = torch.randn((size, *x0.shape[1:]))
+        part = slice(offset, offset + n)
+        loss = self._noise_error(model, x0, t[part].to(x0.device), noise[part].to(x0.device)).mean()
         return self.add_regularization(model, loss, {"loss": loss.item() * n, "count": n})
 
     def _noise_error(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -124,8 +135,8 @@ class DiffusionTask(AbstractTask):
         finally:
             self._eval_generator = None
 
-    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        x0, _ = batch
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, Any]) -> dict[str, float]:
+        x0 = batch[0]
         n, width = len(x0), self.timesteps / QUARTERS
         generator = self._eval_generator or torch.Generator().manual_seed(0)
         sums: dict[str, float] = {"count": n}
@@ -153,8 +164,9 @@ class DiffusionTask(AbstractTask):
                  batch_size: int = 500) -> Generated:
         """`num` images from the model by a sampler: "ddpm" (T steps), "ddim" (`steps`, default 50; `eta`),
         "ode" (the probability-flow ODE: adaptive `method` with rtol / atol, or a fixed-step method with
-        `steps`; at most max_num_steps attempted steps per batch). Seeded: the same seed gives the same
-        images.
+        `steps`; at most max_num_steps attempted steps per batch). Seeded: the same seed and batch_size
+        give the same images (the noise is drawn batch by batch, and an adaptive solve controls the error
+        of a whole batch).
 
         Raises:
             ValueError: an unknown sampler, or steps out of range.
@@ -162,9 +174,10 @@ class DiffusionTask(AbstractTask):
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}")
-        if steps is not None and not 1 <= steps <= (self.timesteps if sampler == "ddim" else steps):
-            raise ValueError(f"steps must be in [1, {self.timesteps}] for DDIM (the run's T), got {steps}"
-                             if sampler == "ddim" else f"steps must be >= 1, got {steps}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if sampler == "ddim" and (steps or 50) > self.timesteps:
+            raise ValueError(f"DDIM steps must be at most the run's T = {self.timesteps}, got {steps or 50}")
         model.eval()
         eps, generator = self.noise_predictor(model), torch.Generator().manual_seed(seed)
         parts, nfes, solver = [], [], {}

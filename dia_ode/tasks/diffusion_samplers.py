@@ -1,7 +1,8 @@
-"""Samplers of a noise-prediction model eps(x_t, t): ancestral DDPM, DDIM, and the probability-flow ODE.
+"""Samplers of a noise predictor eps(x_t, t): ancestral DDPM, DDIM, and the probability-flow ODE.
 
-Each returns (samples, stats) with stats["nfe"] the noise predictor's evaluations. The model is any callable eps_model(x, t) with t a (B,) tensor of (possibly
-fractional) timesteps in [0, T - 1] (noise_schedule.py's 0-based steps).
+Each returns (samples, stats) with stats["nfe"] the noise predictor's evaluations. The model is any
+callable eps_model(x, t) with t a (B,) tensor of (possibly fractional) timesteps in [0, T - 1]
+(noise_schedule.py's 0-based steps).
 
 - DDPM (Ho et al. 2020, arXiv 2006.11239, Algorithm 2): T steps, x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t)
   eps) / sqrt(alpha_t) + sigma_t z with sigma_t^2 the posterior variance beta_t (1 - abar_{t-1}) / (1 - abar_t).
@@ -47,7 +48,8 @@ def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], step
     if not 1 <= steps <= schedule.steps:
         raise ValueError(f"DDIM steps must be in [1, {schedule.steps}], got {steps}")
     abar = schedule.alphas_cumprod
-    times = torch.linspace(0, schedule.steps - 1, steps).round().long().unique()
+    # from T - 1 down, so that one step starts at the prior's end (linspace(0, T - 1, 1) would be [0])
+    times = torch.linspace(schedule.steps - 1, 0, steps).round().long().unique()
     x = torch.randn(shape, generator=generator, dtype=torch.float64)
     for i in range(len(times) - 1, -1, -1):
         t = int(times[i])
@@ -77,20 +79,22 @@ class ProbabilityFlow(AbstractDynamics):
     def span(self) -> float:
         return float(self.log_sbar[-1] - self.log_sbar[0])
 
-    def timestep(self, tau: torch.Tensor) -> torch.Tensor:
-        """Fractional timestep at tau (linear in log sbar between the table's entries)."""
+    def log_sbar_at(self, tau: torch.Tensor) -> torch.Tensor:
+        """u = log sbar at tau, clamped to the schedule (the solver's first-step probe may look past it)."""
+        return (self.log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(self.log_sbar[0], self.log_sbar[-1])
+
+    def timestep(self, u: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep at u = log sbar (linear in log sbar between the table's entries)."""
         log_sbar = self.log_sbar
-        u = (log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(log_sbar[0], log_sbar[-1])
         i = torch.searchsorted(log_sbar, u.reshape(1)).clamp(1, len(log_sbar) - 1)[0]
         w = (u - log_sbar[i - 1]) / (log_sbar[i] - log_sbar[i - 1])
         return (i - 1 + w).to(torch.float64)
 
     def forward(self, tau: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
-        # the solver's first-step probe may look past the interval: clamp to the schedule
-        u = (self.log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(self.log_sbar[0], self.log_sbar[-1])
+        u = self.log_sbar_at(tau)
         s = u.exp()
         a = 1 / (1 + s ** 2)  # abar at sbar = s
-        eps = self.eps_model(xbar * a.sqrt().to(xbar.device), self.timestep(tau).expand(self.batch))
+        eps = self.eps_model(xbar * a.sqrt().to(xbar.device), self.timestep(u).expand(self.batch))
         return -eps * s.to(xbar.device)  # d xbar / d tau = - sbar eps
 
     def euler_controller(self, dt: float) -> AbstractController:
