@@ -121,18 +121,22 @@ class RealFeatures:
         train: features of the training images (N_train, D).
         test: features of the test images (N_test, D).
         test_top: the classifier's top probability on each test image (N_test,).
+        about: the classifier's run directory, model and test accuracy (for every result row).
     """
 
     net: FeatureNet
     train: np.ndarray
     test: np.ndarray
     test_top: np.ndarray
+    about: dict
 
     @classmethod
     def of(cls, net: FeatureNet, train: Split, test: Split) -> "RealFeatures":
         train_features, _ = net.read(pixels(train))
         test_features, test_probabilities = net.read(pixels(test))
-        return cls(net, train_features, test_features, test_probabilities.max(axis=1))
+        run = net.run
+        about = {"run": str(run.run_dir), "model": run.model_name, "test_acc": read_summary(run.run_dir).get("test_acc")}
+        return cls(net, train_features, test_features, test_probabilities.max(axis=1), about)
 
 
 def sample_quality(samples: torch.Tensor, real: RealFeatures) -> dict:
@@ -161,13 +165,11 @@ def sample_quality(samples: torch.Tensor, real: RealFeatures) -> dict:
     matched, floor = feature_distance(features[:n], real.train), feature_distance(real.test[:n], real.train)
     top = probabilities.max(axis=1)
     histogram = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1]) / len(probabilities)
-    run = real.net.run
     return {"fid": feature_distance(features, real.train), "fid_matched": matched, "fid_floor": floor,
             "matched_n": n, "fid_ratio": matched / floor if floor > 0 else float("inf"),
             "confident": float((top >= CONFIDENT).mean()), "confident_real": float((real.test_top >= CONFIDENT).mean()),
             "mean_confidence": float(top.mean()), "class_histogram": [round(float(h), 4) for h in histogram],
-            "feature_net": {"run": str(run.run_dir), "model": run.model_name,
-                            "test_acc": read_summary(run.run_dir).get("test_acc")},
+            "feature_net": real.about,
             "feature_dims": int(features.shape[1]), "confident_threshold": CONFIDENT}
 
 
