@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dia_ode.data.strides import with_standard_strides
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -48,7 +50,8 @@ class Augment:
             b = torch.arange(B, device=x.device)[:, None, None]  # (B, 1, 1)
             # Advanced indices split by the channel slice put the broadcast dims first: (B, H, W, C).
             x = padded[b, :, rows[:, :, None], cols[:, None, :]]
-            x = x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+            # not .contiguous(): for C = 1 the permuted strides already count as contiguous (strides.py)
+            x = with_standard_strides(x.permute(0, 3, 1, 2))  # (B, C, H, W)
         if self.flip:
             flip = (torch.rand(B, generator=generator) < 0.5).to(x.device)  # (B,)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)

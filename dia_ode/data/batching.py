@@ -11,12 +11,18 @@ import torch
 
 from dia_ode.data.augment import Augment
 from dia_ode.data.dataset import Split
+from dia_ode.data.strides import with_standard_strides
 
 
 def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(x - mean) / std per channel of a (B, C, H, W) batch, returned with standard strides.
+
+    Every batch a model sees passes through here, so this is where the layout is forced: element-wise
+    operations keep their input's strides, and one-channel strides can be ambiguous (strides.py).
+    """
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    return (x - m) / s
+    return with_standard_strides((x - m) / s)
 
 
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

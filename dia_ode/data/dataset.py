@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from dia_ode.data.augment import Augment
+from dia_ode.data.strides import with_standard_strides
 
 
 class DataError(ValueError):
@@ -43,6 +44,7 @@ class Split:
         if x.dtype != torch.uint8 or x.dim() != 4 or y.dtype != torch.int64 or y.shape != x.shape[:1]:
             raise DataError(f"a split needs (N, C, H, W) uint8 images and (N,) int64 labels, got "
                             f"{tuple(x.shape)} {x.dtype} and {tuple(y.shape)} {y.dtype}")
+        object.__setattr__(self, "images", with_standard_strides(x))  # indexing keeps a stored layout
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -89,7 +91,7 @@ def checked_split(images: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     labels = labels.to(torch.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError(f"labels in {source} outside 0..{num_classes - 1}")
-    return Split(images.contiguous(), labels)
+    return Split(images, labels)  # Split stores standard strides
 
 
 

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from dia_ode.data.dataset import DataError, channel_stats
+from dia_ode.data.strides import with_standard_strides
 from dia_ode.models.boxes import box_iou
 
 VISIBLE = 64  # uint8 value from which a pixel counts as part of an object (its box is tight around these)
@@ -54,6 +55,7 @@ class DetectionSplit:
             raise DataError(f"{n} images but {len(self.boxes)} box lists, {len(self.labels)} label lists")
         if self.ids is None:
             object.__setattr__(self, "ids", torch.arange(1, n + 1))
+        object.__setattr__(self, "images", with_standard_strides(self.images))  # indexing keeps a stored layout
 
     def subset(self, index: torch.Tensor) -> "DetectionSplit":
         """The images at `index` (their ids kept)."""

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dia_ode.data import Dataset, Split, global_batches, iterate_batches
+from dia_ode.data import Dataset, Split, global_batches, iterate_batches, with_standard_strides
 from dia_ode.tasks.base import AbstractTask
 from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.diffusion_samplers import ddim_sample, ddpm_sample, probability_flow_sample
@@ -123,7 +123,8 @@ class DiffusionTask(AbstractTask):
 
     def _noise_error(self, model: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per-image mean squared error of the predicted noise at timesteps t (B,)."""
-        predicted = model(self.schedule.q_sample(x0, t, noise), t.to(x0.dtype))
+        x_t = with_standard_strides(self.schedule.q_sample(x0, t, noise))  # (B, C, H, W); why: data/strides.py
+        predicted = model(x_t, t.to(x0.dtype))
         return F.mse_loss(predicted, noise, reduction="none").flatten(1).mean(dim=1)
 
     @torch.no_grad()
