@@ -32,9 +32,8 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
 @click.option("--rounds", type=click.IntRange(min=1), default=7,
               help="Interleaved rounds; each model's fastest round is kept.")
 @click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @common_options
-def bench_train_step_command(models, batch_size, image_size, in_channels, steps, rounds, channels_last, threads,
+def bench_train_step_command(models, batch_size, image_size, in_channels, steps, rounds, channels_last,
                              seed, device, out, no_progress) -> None:
     """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one
     process. A classifier times a cross-entropy step, a UNet a DDPM step (a random timestep per image)."""
@@ -46,8 +45,6 @@ def bench_train_step_command(models, batch_size, image_size, in_channels, steps,
             step_loss(name)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--models") from None
-    if threads:
-        torch.set_num_threads(threads)
     config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
               "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last,
               "threads": torch.get_num_threads(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import torch
 
 from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, check_device, check_model, check_seeds,
                                 common_options, model_option, option_targets, parse_model_options, seeds_option)
@@ -24,7 +25,6 @@ from dia_ode.studies.compare_stats import aggregate_rows, check_pools, markdown_
 @click.option("--epochs", type=click.IntRange(min=1), default=15, help="Epochs per model (the shared budget).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=0.1, help="Peak learning rate.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, help="torch threads of each training process.")
 @click.option("--samples", type=click.IntRange(min=1), default=32, help="Test samples for the step-size profile.")
 @model_option
 @seeds_option
@@ -32,7 +32,7 @@ from dia_ode.studies.compare_stats import aggregate_rows, check_pools, markdown_
               help="Evaluate these trained run directories instead of training (repeat the option).")
 @common_options
 @click.pass_context
-def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, lr, threads, samples,
+def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, lr, samples,
             model_option_pairs, seeds, from_runs, seed, device, out, no_progress) -> None:
     """Accuracy, parameters, NFE, time and memory of discrete and continuous-depth models in one table.
 
@@ -77,7 +77,6 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
         desc = f"compare-{dataset}"
         config = {"command": "compare", "models": names, "dataset": dataset, "epochs": epochs,
                   "batch_size": batch_size, "lr": lr, **({"seeds": list(seeds)} if seeds else {"seed": seed}),
-                  "threads": threads,
                   "model_options": per_model}
     out_dir = start_run(out, desc, config)
     if not from_runs:  # training takes a while: say where it goes; --from only reads (its "->" line says where)
@@ -87,7 +86,7 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
     else:
         try:
             lr_given = ctx.get_parameter_source("lr") == click.core.ParameterSource.COMMANDLINE
-            run_dirs = train_models(base, names, out_dir / "runs", threads=threads,
+            run_dirs = train_models(base, names, out_dir / "runs", threads=torch.get_num_threads(),
                                     given=SHARED | ({"lr"} if lr_given else set()), model_options=per_model,
                                     seeds=seeds)
         except CompareError as err:

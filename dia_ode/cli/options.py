@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from dia_ode.cli.runtime import command_runtime, name_option
+from dia_ode.cli.runtime import command_runtime, name_option, threads_option
 from dia_ode.data import Dataset
 from dia_ode.engine import resolve_device
 from dia_ode.models import create_model, list_models
@@ -83,8 +83,8 @@ def _writable_dir(ctx: click.Context, param: click.Parameter, out: Path) -> Path
 
 
 def common_options(command):
-    """--seed, --device, --out, --no-progress and --name, defined once for every command, and the
-    runtime every command shares (cli/runtime.py: failed-run clean-up, log lines, SIGTERM)."""
+    """--seed, --device, --out, --no-progress, --name and --threads, defined once for every command, and
+    the runtime every command shares (cli/runtime.py: threads, failed-run clean-up, log lines, SIGTERM)."""
     command = command_runtime(command)
     options = [
         click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, help="Random seed."),
@@ -94,6 +94,7 @@ def common_options(command):
                      callback=_writable_dir, help="Parent folder of the run directories."),
         click.option("--no-progress", is_flag=True, help="Hide progress bars (the per-epoch lines still print)."),
         name_option,
+        threads_option,
     ]
     for option in reversed(options):
         command = option(command)

@@ -1,8 +1,12 @@
-"""What every command gets around its body: --name, clean-up of failed runs, log lines, SIGTERM.
+"""What every command gets around its body: --name, --threads, clean-up of failed runs, log lines, SIGTERM.
 
 - `--name TAG` reaches rundir.start_run through rundir.run_name, so no command passes it along; a
   group's tag (`dia-ode bench --name T train-step`) is kept in the click context's meta, which its
   subcommands share, and applies to a subcommand that has no tag of its own.
+- `--threads N` sets torch's intra-op threads for the command and restores them after it (a command
+  run in-process, as the tests and a notebook do, must not change its caller's setting); a group's
+  value reaches its subcommands like its tag. Without it torch's default stands: all cores, or
+  OMP_NUM_THREADS where set. start_run records the number in config.json.
 - A command that fails leaves no half-made run directory (rundir.failed_runs_cleanup).
 - The library's log lines (the trainer's epoch lines, "resumed at epoch 2 of 30") print on stdout,
   once: they do not also propagate to a root handler a caller may have configured.
@@ -23,6 +27,7 @@ import threading
 from typing import Iterator
 
 import click
+import torch
 
 from dia_ode.rundir import failed_runs_cleanup, run_name
 from dia_ode.rundir.directory import CTRL_C_EXIT, INTERRUPT_EXITS, NAME_PATTERN, SIGTERM_EXIT
@@ -91,25 +96,52 @@ name_option = click.option("--name", "run_tag", default=None, callback=check_nam
                            help="A tag for the run directory's name and config.json.")
 
 
-_GROUP_TAG = "dia_ode.run_tag"  # key in click's Context.meta, shared by a group and its subcommands
+threads_option = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                              help="torch intra-op threads of this command (default: all cores, or "
+                                   "OMP_NUM_THREADS); give each of several jobs on one machine its share.")
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Within the block torch uses `threads` intra-op threads (None: leave the setting as it is)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# keys in click's Context.meta, shared by a group and its subcommands
+_GROUP_TAG, _GROUP_THREADS = "dia_ode.run_tag", "dia_ode.threads"
+
+
+def _group_value(ctx: click.Context | None, key: str, value):
+    """A group's callback returns before its subcommand runs, so its blocks are over by then: the value
+    waits in meta for the subcommand; a subcommand's own value wins."""
+    if ctx is None:
+        return value
+    value = value or ctx.meta.get(key)
+    if value:
+        ctx.meta[key] = value
+    return value
 
 
 def command_runtime(command):
-    """Wrap a command callback (see the module docstring); consumes its `run_tag` argument."""
+    """Wrap a command callback (see the module docstring); consumes its `run_tag` and `threads` arguments."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        tag = kwargs.pop("run_tag", None)
         ctx = click.get_current_context(silent=True)
-        if ctx is not None:
-            # a group's callback returns before its subcommand runs, so its run_name block is over by
-            # then: the tag waits in meta; a subcommand's own --name wins
-            tag = tag or ctx.meta.get(_GROUP_TAG)
-            if tag:
-                ctx.meta[_GROUP_TAG] = tag
+        tag = _group_value(ctx, _GROUP_TAG, kwargs.pop("run_tag", None))
+        threads = _group_value(ctx, _GROUP_THREADS, kwargs.pop("threads", None))
         try:
             with contextlib.ExitStack() as stack:
                 if tag:
                     stack.enter_context(run_name(tag))
+                stack.enter_context(intra_op_threads(threads))
                 stack.enter_context(library_log())
                 stack.enter_context(sigterm_as_interrupt())
                 stack.enter_context(failed_runs_cleanup())

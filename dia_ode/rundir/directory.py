@@ -99,7 +99,10 @@ def create_run_dir(out: str | os.PathLike, desc: str) -> Path:
 
 def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] | None = None,
               name: str | None = None) -> Path:
-    """Create a run directory and write config.json (config + name + versions) and cmd.txt.
+    """Create a run directory and write config.json (config + name + threads + versions) and cmd.txt.
+
+    `threads` is torch's intra-op thread count when the run starts (the CLI's --threads), unless the
+    config gives its own.
 
     Args:
         name: a tag for the directory name and config.json; None takes the one of run_name(), if any.
@@ -108,7 +111,8 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
     if name is not None and not NAME_PATTERN.match(name):
         raise ValueError(f"run name {name!r} must be 1-40 letters, digits or _.+=-")
     run_dir = create_run_dir(out, f"{desc}-{name}" if name else desc)
-    write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}), "versions": versions()})
+    write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}),
+                                         "threads": config.get("threads", torch.get_num_threads()), "versions": versions()})
     argv = sys.argv if argv is None else argv
     (run_dir / "cmd.txt").write_text(" ".join(argv) + "\n")
     started = _started.get()

@@ -5,7 +5,8 @@ launcher only decides where `execute(spec, study)` is called:
 
 - `local` trains them one after another in this process;
 - `local:N` in N spawned processes at once (spawn, not fork: a forked child would inherit this
-  process's torch threads), each with max(1, cores // N) torch threads so N runs share the cores;
+  process's torch threads), each with max(1, threads // N) torch threads, threads being this
+  process's (the CLI's --threads, by default all cores), so N runs share them;
 - `slurm` submits one job per run through submitit (https://github.com/facebookincubator/submitit),
   with the executor options of --launcher-option KEY=VALUE (SLURM_OPTIONS); `cluster=local` or
   `cluster=debug` runs the same jobs through submitit's local or in-process executor (tests, and a
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import abc
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -53,7 +53,7 @@ class LocalLauncher(AbstractLauncher):
     def run(self, specs: Sequence[RunSpec], study_dir: Path, progress: bool = False) -> dict[str, Outcome]:
         if self.workers == 1:
             return {spec.key(): _outcome(lambda s=spec: execute(s, study_dir, progress)) for spec in specs}
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = max(1, torch.get_num_threads() // self.workers)
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             try:
                 jobs = {spec.key(): pool.submit(_execute_in_child, spec, str(study_dir), threads) for spec in specs}
