@@ -235,8 +235,8 @@ def test_correlation_heatmaps():
 def test_depth_profiles():
     fig = plot_depth_profiles([np.ones(3), np.arange(4.0)], [np.arange(3.0), None], ["s0", "s1"],
                               step_std=[np.zeros(3), np.ones(4)], log_stiffness=True)
-    assert len(fig.axes) == 3  # two stages, one twin axis for the stage with a stiffness estimate
-    assert [len(ax.lines) for ax in fig.axes] == [1, 1, 1]
+    assert len(fig.axes) == 4  # per stage a panel of steps above a panel of the stiffness estimate
+    assert [len(ax.containers) for ax in fig.axes] == [1, 1, 1, 0]  # the stage without an estimate says so
     assert fig.axes[2].get_yscale() == "log"
     plt.close(fig)
 
@@ -262,3 +262,22 @@ def test_indices_over_time():
     assert len(fig.axes) == 2 and [len(ax.lines) for ax in fig.axes] == [1, 1]
     assert [ax.get_yscale() for ax in fig.axes] == ["log", "linear"]
     plt.close(fig)
+
+
+def test_depth_advice_names_the_shallowest_model_whose_stages_gain_the_missing_pairs():
+    from dia_ode.analysis import with_depth_advice
+
+    def pairs(*n):
+        return [{"rho": math.nan, "n": k, "reason": "too few"} for k in n]
+
+    # the quotient: 3 blocks give 2 pairs, 1 where the first block changes shape; 4 needed -> 5 and 6 blocks
+    advised = with_depth_advice("dia_resnet20", [3, 3, 3], pairs(2, 1, 1))
+    assert [a["instead"] for a in advised] == ["train a deeper model, e.g. dia_resnet44 (7 blocks per stage)"] * 3
+    assert advised[0]["reason"] == "too few"  # the reason is kept
+    # the spectral radius pairs every block: 3 and 2 pairs -> 4 and 5 blocks
+    assert with_depth_advice("dia_resnet20", [3, 3, 3], pairs(3, 2, 2))[0]["instead"].endswith(
+        "dia_resnet32 (5 blocks per stage)")
+    plain = with_depth_advice("resnet20", [3, 3, 3], pairs(2, 1, 1))[0]["instead"]
+    assert "with attention" in plain and "dia_resnet44" in plain  # a plain model's constant steps rank nothing
+    assert [a["instead"] for a in with_depth_advice("dia_resnet56", [9, 9, 9], pairs(8, 7, 7))] == [None] * 3
+    assert "no registered model" in with_depth_advice("dia_resnet164", [18] * 3, pairs(1, 1, 1))[0]["instead"]

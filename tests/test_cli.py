@@ -360,3 +360,13 @@ def test_a_resume_joins_torchrun_on_the_device_the_run_was_started_with(tmp_path
     gpu_run = start_run(tmp_path / "b", "train", {"command": "train", "device": "cuda"}, argv=["test"])
     assert resume_device(gpu_run, "auto") == "cuda"
     assert resume_device(tmp_path / "missing", "auto") == "auto"  # resuming it reports the missing run
+
+
+def test_ls_models_shows_the_tasks_each_model_serves():
+    from dia_ode.models import model_entry
+
+    lines = invoke("ls", "models").output.splitlines()[1:]
+    tasks = {line.split()[0]: line.split()[3] for line in lines}  # name, family, kind, tasks[, recipe]
+    assert tasks["dia_resnet20"] == "classification,detection" and tasks["dia_unet_s"] == "diffusion"
+    assert tasks["odenet"] == "classification"
+    assert all(listed == ",".join(model_entry(name).tasks) for name, listed in tasks.items())

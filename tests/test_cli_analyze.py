@@ -67,6 +67,19 @@ def test_stepsize_pairs_steps_with_stiffness(runs, tmp_path):
     assert (out / "figures" / "stepsize_vs_stiffness.png").is_file()
 
 
+def test_stepsize_of_the_quick_start_model_says_per_stage_why_spearman_is_na_and_what_to_train(runs, tmp_path):
+    result = invoke("stepsize", runs["dia_resnet20"], "--samples", 8, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    advice = "train a deeper model, e.g. dia_resnet44 (7 blocks per stage)"
+    lines = [line for line in result.output.splitlines() if line.startswith("stage ")]
+    assert len(lines) == 3 and all("Spearman n/a (3 blocks: only" in line and advice in line for line in lines), lines
+    out = _output_dir(tmp_path)
+    stages = json.loads((out / "stepsize.json").read_text())
+    assert all(s["spearman_block"]["reason"].endswith("need >= 4") for s in stages)
+    assert [s["spearman_block"]["instead"] for s in stages] == [advice] * 3
+    assert json.loads((out / "summary.json").read_text())["spearman_block_instead"] == [advice] * 3
+
+
 def test_stiffness_of_a_run_writes_spectra_per_block(runs, tmp_path):
     result = invoke("stiffness", runs["dia_resnet20"], "--samples", 1, "--k", 3, "--out", tmp_path)
     assert result.exit_code == 0, result.output

@@ -235,6 +235,9 @@ def test_train_detection_through_the_cli_writes_coco_metrics_and_refuses_a_datas
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"] == "detection" and {"test_ap", "test_ap50", "test_ar100"} <= set(summary)
     assert 0.0 <= summary["test_ap50"] <= 1.0 and "best_val_ap" in summary
+    # digit scenes hold no large objects: the metric stays in summary.json but no line prints "nan"
+    final = [line for line in done.output.splitlines() if " on digit-scenes: " in line]
+    assert summary["test_ap_large"] is None and len(final) == 1 and "nan" not in final[0]  # strict JSON: NaN -> null
     _detect_writes_predictions_metrics_and_figures(run_dir, tmp_path / "detect", main)
     for args, needle in ((("--dataset", "digit-scenes"), "'digit-scenes' is not a classification dataset"),
                          (("--task", "detection", "--dataset", "digits"), "'digits' is not a detection dataset")):

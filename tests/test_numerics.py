@@ -234,6 +234,21 @@ def test_hairers_test_flags_stiff_van_der_pol_and_never_the_mild_one():
     assert torch.isnan(steps["h_lambda"][~steps["accepted"]]).all()
 
 
+def test_the_stiff_fraction_means_the_same_for_every_controller_the_streak_flag_does_not():
+    vdp = get_problem("vdp", mu=100.0)
+    solves = {name: solve(vdp.f, vdp.y0[None], 0.0, 30.0, controller=controller, rtol=1e-4, atol=1e-4)
+              for name, controller in (("i", IController()), ("pi", PIController()),
+                                       ("H312PID", PIDController("H312PID")))}
+    stiff = {name: int(s.stats["num_stiff_steps"][0]) / int(s.stats["num_accepted"][0]) for name, s in solves.items()}
+    # measured 0.996 (I, PI) and 0.991 (H312PID): each step judged alone, whatever the controller's swing
+    assert all(fraction > 0.97 for fraction in stiff.values()), stiff
+    assert stiff["H312PID"] == pytest.approx(stiff["pi"], abs=0.02)
+    assert float(solves["H312PID"].per_accepted("num_stiff_steps")[0]) == stiff["H312PID"]
+    # the streak flag: up on 98% of PI's steps; H312PID's swings (5 marks, then 6 unmarked steps) keep it down
+    flagged = {name: float(s.per_accepted("num_flagged_steps")[0]) for name, s in solves.items()}
+    assert flagged["pi"] > 0.95 and flagged["i"] > 0.95 and flagged["H312PID"] == 0.0, flagged
+
+
 # ---- the stiff switch (Rosenbrock methods) ---------------------------------------------------------------
 
 def _vdp1(y):

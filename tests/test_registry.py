@@ -137,8 +137,8 @@ def build_calls(monkeypatch):
      "takes no option 'reduction'; valid: num_classes, in_channels, base_width, skip, batch_norm, h"),
     ("eca_resnet20", {"reduction": 4},
      "takes no option 'reduction'; valid: num_classes, in_channels, base_width, skip, batch_norm, kernel_size"),
-    ("se_resnet20", {"base_widht": 4}, "takes no option 'base_widht'; valid: num_classes, in_channels, base_width, "
-                                       "skip, batch_norm, reduction, min_hidden"),
+    ("se_resnet20", {"base_widht": 4}, "takes no option 'base_widht' (did you mean 'base_width'?); valid: "
+                                       "num_classes, in_channels, base_width, skip, batch_norm, reduction, min_hidden"),
     ("se_resnet20", {"sam": "eca"}, "option 'sam' applies to shared and dia"),
     ("dia_resnet20", {"sam": "mlp"}, "unknown sam 'mlp'"),
     ("dia_resnet20", {"attention": "se"}, "already has attention"),

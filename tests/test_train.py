@@ -165,3 +165,40 @@ def test_json_output_is_strict_and_plain(tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"nan": None, "inf": None, "arr": [0, 1, 2], "t": [0.5], "z": [1.0, -2.0],
                                 "path": str(tmp_path)}
+
+
+def test_train_from_python_leaves_the_run_the_command_leaves_and_load_run_reads_it(tmp_path):
+    from click.testing import CliRunner
+
+    import dia_ode
+    from dia_ode.cli import main
+    from dia_ode.engine.start import FIELDS
+
+    tiny = dict(epochs=1, train_examples=64, device="cpu", model_options={"base_width": 4})
+    run_dir = dia_ode.train(out=tmp_path / "py", progress=False, **tiny)
+    assert run_dir.name == "00000-train-dia_resnet20-base_width=4-digits"
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 1
+    run = dia_ode.load_run(run_dir)
+    assert run.model_name == "dia_resnet20" and run.epoch == 1
+    assert run.model(run.test_batch(4)[0]).shape == (4, 10)
+
+    result = CliRunner().invoke(main, ["train", "--epochs", 1, "--train-examples", 64, "--device", "cpu",
+                                       "--model-option", "base_width=4", "--no-progress", "--out", tmp_path / "cli"])
+    assert result.exit_code == 0, result.output
+    (cli_dir,) = (tmp_path / "cli").iterdir()
+    python_config, cli_config = (json.loads((d / "config.json").read_text()) for d in (run_dir, cli_dir))
+    assert {k: python_config[k] for k in FIELDS} == {k: cli_config[k] for k in FIELDS}
+
+
+def test_train_from_python_refuses_a_bad_call_and_leaves_no_run(tmp_path):
+    import dia_ode
+
+    with pytest.raises(TypeError, match="did you mean 'epochs'"):
+        dia_ode.train(epoch=1, out=tmp_path)
+    with pytest.raises(TypeError, match="not both"):
+        dia_ode.train(TrainConfig(**TINY), epochs=1, out=tmp_path)
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        dia_ode.train(lr=-1.0, out=tmp_path)
+    with pytest.raises(ValueError, match="did you mean 'reduction'"):  # found once the dataset is known
+        dia_ode.train(epochs=1, device="cpu", model_options={"reducton": 2}, out=tmp_path, progress=False)
+    assert not any(path.is_dir() for path in tmp_path.rglob("*"))

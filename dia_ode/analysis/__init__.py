@@ -14,7 +14,7 @@ from dia_ode.analysis.plots import (plot_correlation_heatmaps, plot_depth_profil
                                     plot_indices_over_time, plot_step_spectra, spearman_text)
 from dia_ode.analysis.step_radius import block_radii, step_radius_pairs
 from dia_ode.analysis.stepsize import (MIN_PAIRS, channel_steps, per_channel_rank_correlation, rank_correlation,
-                                       step_sizes)
+                                       step_sizes, with_depth_advice)
 from dia_ode.rundir.figures import choose_scale  # re-exported: where analysis users found it
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "one_example_worth", "layer_correlation", "mean_off_diagonal",
     "per_channel_rank_correlation", "plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues",
     "plot_indices_over_time", "plot_step_spectra", "rank_correlation", "spearman_text", "stage_correlations",
-    "step_radius_pairs", "step_sizes",
+    "step_radius_pairs", "step_sizes", "with_depth_advice",
 ]

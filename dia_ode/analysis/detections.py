@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patheffects import withStroke
 
 from dia_ode.data import DataError, normalise
 from dia_ode.data.coco_folder import decode_image, letterbox
@@ -60,34 +63,116 @@ def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.nd
     return results, per_image, images, [p.name for p in paths]
 
 
+# Where a box's label may go, tried in this order (data coordinates of an image: y grows downwards): just
+# above the box, just below it, inside along its top, inside along its bottom; each from the left edge,
+# then from the right. The first spot inside the image that touches no label placed before is taken.
+LABEL_SPOTS = tuple((x, y, ha, va) for x, ha in ((0, "left"), (2, "right"))
+                    for y, va in ((1, "bottom"), (3, "top"), (1, "top"), (3, "bottom")))
+# the true boxes: white with a black edge, no class's colour and visible on dark and light pixels alike
+TRUTH_STYLE = {"color": "white", "linestyle": "--", "path_effects": [withStroke(linewidth=2.2, foreground="black")]}
+
+
 def plot_detections(images: list[np.ndarray], detections: list[dict], categories: list[str],
                     truth: list[torch.Tensor] | None = None, score_threshold: float = 0.3, columns: int = 4) -> Figure:
-    """A grid of images with their detections above score_threshold (label and score) and, where given,
-    the true boxes dashed."""
+    """A grid of images with their detections scoring at least score_threshold and, where given, the true
+    boxes dashed.
+
+    Each detection is a solid box in its class's colour with a label "class score"; labels are placed so
+    that no two overlap (LABEL_SPOTS), and a legend below the grid says which colour is which class.
+
+    Args:
+        images: (H, W, C) arrays, C = 1 (drawn grey) or 3.
+        detections: per image {"boxes": (k, 4) xyxy in the image's pixels, "scores": (k,), "labels": (k,)}.
+        categories: class names, index = label.
+        truth: per image the true boxes (m, 4) xyxy, or None.
+        score_threshold: the least score drawn.
+        columns: images per row.
+
+    Returns:
+        The figure, its layout fixed (labels were placed on the laid-out axes).
+    """
     rows = max(1, -(-len(images) // columns))
-    fig = Figure(figsize=(2.6 * columns, 2.6 * rows), layout="constrained")
+    fig = Figure(figsize=(2.6 * columns, 2.6 * rows + 0.8), layout="constrained")
+    fig.suptitle(f"Detections scoring at least {score_threshold:g} (solid, labelled with class and score)")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    drawn: list[tuple] = []  # (axes, class index, label, (x0, y0, x1, y1), colour) of every box drawn
     for k, ax in enumerate(axes):
         ax.set_axis_off()
-        if k >= len(images):
-            continue
-        image = images[k]
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-        if truth is not None:
-            for x0, y0, x1, y1 in truth[k].tolist():
-                ax.add_patch(_rectangle(x0, y0, x1, y1, "C2", "--"))
-        found = detections[k]
-        for (x0, y0, x1, y1), score, label in zip(found["boxes"].tolist(), found["scores"].tolist(),
-                                                  found["labels"].tolist()):
-            if score < score_threshold:
-                continue
-            ax.add_patch(_rectangle(x0, y0, x1, y1, "C3", "-"))
-            ax.text(x0, y0, f"{categories[label]} {score:.2f}", color="yellow", fontsize=7, va="bottom")
+        if k < len(images):
+            _draw_image(ax, images[k], None if truth is None else truth[k])
+            drawn += _draw_boxes(ax, detections[k], categories, score_threshold)
+    _detections_legend(fig, {d[1]: d[4] for d in sorted(drawn, key=lambda d: d[1])}, categories, truth is not None)
+    renderer = FigureCanvasAgg(fig).get_renderer()  # text extents in pixels, measured as Agg draws them
+    fig.draw_without_rendering()  # lay the axes out: labels are placed in their final pixels
+    fig.set_layout_engine("none")  # and kept there when the figure is saved
+    for ax in axes:
+        _place_labels(ax, [d[2:] for d in drawn if d[0] is ax], renderer)
     return fig
 
 
-def _rectangle(x0, y0, x1, y1, color, style):
+def _draw_image(ax, image: np.ndarray, truth: torch.Tensor | None) -> None:
+    grey = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None)
+    for x0, y0, x1, y1 in ([] if truth is None else truth.tolist()):
+        ax.add_patch(_rectangle(x0, y0, x1, y1, TRUTH_STYLE["color"], "--",
+                                path_effects=TRUTH_STYLE["path_effects"]))
+
+
+def _draw_boxes(ax, found: dict, categories: list[str], score_threshold: float) -> list[tuple]:
+    """Draw the boxes scoring at least score_threshold; (ax, class, label, box, colour) of each, best score first."""
+    kept = []
+    for box, score, label in sorted(zip(found["boxes"].tolist(), found["scores"].tolist(), found["labels"].tolist()),
+                                    key=lambda row: -row[1]):
+        if score >= score_threshold:
+            color = f"C{label % 10}"
+            ax.add_patch(_rectangle(*box, color, "-"))
+            kept.append((ax, label, f"{categories[label]} {score:.2f}", box, color))
+    return kept
+
+
+def _place_labels(ax, labels: list[tuple], renderer) -> None:
+    """Put each (text, box, colour) at the first of LABEL_SPOTS inside the axes that overlaps no placed
+    label; where every spot collides, at the spot with the least overlap."""
+    placed = []
+    for text, box, color in labels:
+        best = None
+        for x, y, ha, va in LABEL_SPOTS:
+            artist = ax.text(box[x] - 0.5, box[y] - 0.5, text, ha=ha, va=va, fontsize=7, color="white",
+                             bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0})
+            extent = artist.get_window_extent(renderer)
+            cost = sum(_overlap(extent, other) for other in placed) + _outside(extent, ax.bbox)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, artist, extent)
+            else:
+                artist.remove()
+            if cost == 0:
+                break
+        placed.append(best[2])
+
+
+def _overlap(a, b) -> float:
+    """The area two display boxes share (0 when apart)."""
+    return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) * max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def _outside(extent, frame) -> float:
+    """The area of a display box outside the frame."""
+    return extent.width * extent.height - _overlap(extent, frame)
+
+
+def _detections_legend(fig: Figure, colors: dict[int, str], categories: list[str], with_truth: bool) -> None:
+    """A legend below the grid: one entry per class drawn (class index -> colour), and the dashed ground truth."""
+    handles = [Line2D([], [], color=color, label=f"predicted {categories[label]}") for label, color in colors.items()]
+    if with_truth:
+        handles.append(Line2D([], [], label="ground truth", **TRUTH_STYLE))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)), fontsize=8)
+
+
+def _rectangle(x0, y0, x1, y1, color, style, **kwargs):
     from matplotlib.patches import Rectangle
     # pixel centres sit at integer coordinates in imshow: a box edge at x lies at x - 0.5
     return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linestyle=style,
-                     linewidth=1)
+                     linewidth=1, **kwargs)

@@ -23,6 +23,7 @@ from dia_ode.analysis.stepsize import rank_correlation
 from dia_ode.rundir import choose_scale
 
 PANEL = 3.2  # inches per panel: three stages side by side fit a page width
+MIN_WIDTH = 5.0  # inches: a figure of one panel still holds its title's longest word
 
 
 def _names(n: int, given: Sequence[str] | None, what: str, prefix: str = "stage") -> list[str]:
@@ -34,11 +35,21 @@ def _names(n: int, given: Sequence[str] | None, what: str, prefix: str = "stage"
     return list(given)
 
 
+def suptitle(fig: Figure, title: str | None) -> None:
+    """Set the figure's title, wrapped to the figure's width.
+
+    Why wrapped: a run's title (command, model, dataset, run directory) is often wider than a figure of
+    one or two panels; unwrapped it runs past both edges and constrained layout cannot make room for it.
+    """
+    if title:
+        fig.suptitle(title, wrap=True)
+
+
 def _row(n: int, width: float = PANEL, height: float = PANEL, title: str | None = None,
          **kwargs) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width * n + 0.8, height + (0.4 if title else 0.0)), layout="constrained")
-    if title:
-        fig.suptitle(title)
+    # at least MIN_WIDTH wide: a title breaks only between words, and a run directory's name is one word
+    fig = Figure(figsize=(max(MIN_WIDTH, width * n + 0.8), height + (0.4 if title else 0.0)), layout="constrained")
+    suptitle(fig, title)
     return fig, list(fig.subplots(1, n, squeeze=False, **kwargs)[0])
 
 
@@ -59,7 +70,9 @@ def plot_correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[s
     fig, axes = _row(len(matrices), title=title)
     for ax, r, name in zip(axes, matrices, titles):
         r = np.asarray(r, dtype=np.float64)  # (L, L)
-        image = ax.imshow(r, vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+        # aspect "auto": constrained layout sizes a fixed-aspect axes wrongly and pushed its title into
+        # the figure's title; a panel about as tall as wide keeps the cells near square anyway
+        image = ax.imshow(r, vmin=-1.0, vmax=1.0, cmap="RdBu_r", aspect="auto")
         ax.set_title(f"{name}\nmean r = {mean_off_diagonal(r):.2f}")
         ax.set_xlabel("block j")
         ax.set_ylabel("block i")
@@ -72,26 +85,34 @@ def plot_correlation_heatmaps(matrices: Sequence[np.ndarray], titles: Sequence[s
     return fig
 
 
+# Why two panels per stage and not one with twin y axes: two autoscaled axes stretch each curve to the
+# panel's height, so a 3% change of h_k was drawn as steep as a doubling of ρ_k. Here h_k and the stiffness
+# estimate each get an axis of their own, shared by every stage and starting at 0 (both are magnitudes:
+# a step, a rate), so a small change looks small and stages compare at a glance; the stiffness axis is
+# logarithmic instead where its values span more than a decade (choose_scale).
+MIN_LINE_POINTS = 3  # fewer finite points are drawn as markers alone: a line through two shows no trend
+
+
 def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np.ndarray | None] | None = None,
                         titles: Sequence[str] | None = None, step_std: Sequence[np.ndarray] | None = None,
                         stiffness_label: str = "stiffness estimate", log_stiffness: bool | None = None,
                         title: str | None = None, spearman: Sequence[dict | None] | None = None) -> Figure:
-    """Mean step size and a stiffness estimate over depth, one panel per stage (twin y-axes).
+    """Mean step size (top row) and a stiffness estimate (bottom row) over depth, one column per stage.
 
     Args:
         step_means: per stage the mean step of each block (L,).
         stiffness: per stage a stiffness estimate per block (L,), or None for a stage without one.
         titles: one title per stage; when a stage has a stiffness estimate, Spearman's rho between
             the two curves is appended, or "Spearman n/a" and the reason when it is undefined.
-        step_std: per stage the spread of the step (L,), drawn as a band of +-1 std.
-        stiffness_label: y label of the right axis.
+        step_std: per stage the spread of the step over samples (L,), drawn as error bars of +-1 std.
+        stiffness_label: y label of the bottom row and its legend entry.
         log_stiffness: log scale on the stiffness axis; None: when its values span more than a decade.
         title: the figure's title (what was analysed).
         spearman: per stage the rank_correlation result to print (None: computed from the two curves).
 
     Returns:
-        The figure: one axes per stage with the step line, plus one twin axes (one line) per stage
-        that has a stiffness estimate.
+        The figure: a 2 x stages grid of axes sharing the block axis per column and the y axis per row,
+        and one legend below the grid.
     """
     n = len(step_means)
     titles = _names(n, titles, "stages")
@@ -99,28 +120,66 @@ def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np
     spearman = [None] * n if spearman is None else list(spearman)
     if len(stiffness) != n or len(spearman) != n or (step_std is not None and len(step_std) != n):
         raise ValueError("step_means, stiffness, spearman and step_std need one entry per stage")
-    fig, axes = _row(n, width=PANEL * 1.2, height=PANEL + 0.3, title=title)
-    for s, (ax, h, name) in enumerate(zip(axes, step_means, titles)):
+    fig = Figure(figsize=(PANEL * 1.1 * n + 0.8, 2 * PANEL * 0.8 + 0.8), layout="constrained")
+    suptitle(fig, title)
+    steps_row, stiff_row = fig.subplots(2, n, squeeze=False, sharex="col", sharey="row")
+    step_values, stiff_values = [], []
+    for s, (top, bottom, h, name) in enumerate(zip(steps_row, stiff_row, step_means, titles)):
         h = np.asarray(h, dtype=np.float64)  # (L,)
         k = np.arange(h.size)
-        ax.plot(k, h, "o-", color="C0")
-        if step_std is not None:
-            std = np.asarray(step_std[s], dtype=np.float64)  # (L,)
-            ax.fill_between(k, h - std, h + std, color="C0", alpha=0.2)
-        ax.set_xlabel("block k")
-        ax.set_ylabel("mean step h_k", color="C0")
-        ax.set_xticks(k)
-        if stiffness[s] is not None:
+        std = None if step_std is None else np.asarray(step_std[s], dtype=np.float64)  # (L,)
+        label = "mean step h_k" + (" ± 1 std over samples" if std is not None else "")
+        _profile(top, k, h, std, "o", "C0", label)
+        step_values += [h] if std is None else [h - std, h + std]
+        if stiffness[s] is None:
+            bottom.text(0.5, 0.5, "no stiffness estimate", transform=bottom.transAxes, ha="center", va="center")
+        else:
             stiff = np.asarray(stiffness[s], dtype=np.float64)  # (L,)
-            twin = ax.twinx()
-            twin.plot(k, stiff, "s--", color="C3")
-            twin.set_ylabel(stiffness_label, color="C3")
-            if choose_scale(stiff) == "log" if log_stiffness is None else log_stiffness:
-                twin.set_yscale("log")
-            result = spearman[s] or rank_correlation(h, stiff)
-            name = f"{name}\n{spearman_text(result)}"
-        ax.set_title(name, fontsize=9)
+            _profile(bottom, k, stiff, None, "s", "C3", stiffness_label)
+            stiff_values.append(stiff)
+            name = f"{name}\n{spearman_text(spearman[s] or rank_correlation(h, stiff))}"
+        top.set_title(name, fontsize=9)
+        bottom.set_xlabel("block k")
+        bottom.set_xticks(k)
+    steps_row[0].set_ylabel("mean step h_k")
+    stiff_row[0].set_ylabel(stiffness_label, fontsize=9)
+    _from_zero(steps_row[0], step_values)
+    values = np.concatenate(stiff_values) if stiff_values else np.zeros(0)
+    if choose_scale(values) == "log" if log_stiffness is None else log_stiffness:
+        stiff_row[0].set_yscale("log")
+    else:
+        _from_zero(stiff_row[0], [values])
+    legend_below(fig)
     return fig
+
+
+def _profile(ax, k: np.ndarray, y: np.ndarray, std: np.ndarray | None, marker: str, color: str, label: str) -> None:
+    """Markers at every block, joined by a line only where MIN_LINE_POINTS of them are finite."""
+    style = marker + ("-" if np.isfinite(y).sum() >= MIN_LINE_POINTS else "")
+    ax.errorbar(k, y, yerr=std, fmt=style, color=color, capsize=3 if std is not None else 0, label=label)
+    ax.grid(alpha=0.3)
+
+
+def _from_zero(ax, values: Sequence[np.ndarray]) -> None:
+    """A linear y axis that includes 0, so a change is drawn at its size relative to the magnitude."""
+    finite = np.concatenate([np.ravel(v) for v in values]) if values else np.zeros(0)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and finite.min() >= 0:
+        ax.set_ylim(0.0, 1.1 * finite.max() or 1.0)  # 10% headroom above the largest value (all zero: 0 to 1)
+    else:  # negative values (or none): widen the data limits to hold 0 and rescale
+        ax.update_datalim([(0.0, 0.0)])
+        ax.autoscale_view()
+
+
+def legend_below(fig: Figure) -> None:
+    """One legend below the axes with every labelled artist of the figure, each label once."""
+    entries: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=min(3, len(entries)),
+                   fontsize=8)
 
 
 def spearman_text(result: dict) -> str:
@@ -211,8 +270,7 @@ def plot_eigenvalues(eigs: Sequence[np.ndarray], labels: Sequence[str] | None = 
     every = np.concatenate(zs) if zs else np.zeros(0, complex)
     far = every.size > 0 and np.abs(every).max() > inset_beyond
     fig = Figure(figsize=(9.5 if far else 5.5, 5.6 + 0.25 * len(zs)), layout="constrained")
-    if title:
-        fig.suptitle(title)
+    suptitle(fig, title)
     axes = list(fig.subplots(1, 2 if far else 1, squeeze=False)[0])
     core = region_box(region)
     symbol = "z" if step is None else f"({step:g} λ)"
@@ -261,8 +319,7 @@ def plot_step_spectra(t: np.ndarray, z: Sequence[np.ndarray], radius: np.ndarray
     """
     t, radius, dt = (np.asarray(v, dtype=np.float64) for v in (t, radius, dt))
     fig = Figure(figsize=(11.0, 5.0), layout="constrained")
-    if title:
-        fig.suptitle(title)
+    suptitle(fig, title)
     ax, over_t = fig.subplots(1, 2, gridspec_kw={"wspace": 0.1})
     points = np.concatenate([np.asarray(v, dtype=np.complex128) for v in z]) if len(z) else np.zeros(0, complex)
     times = np.concatenate([np.full(len(v), tk) for v, tk in zip(z, t)]) if len(z) else np.zeros(0)
@@ -311,10 +368,9 @@ def plot_indices_over_time(t: np.ndarray, indices: Mapping[str, np.ndarray], tit
         ax.set_ylabel(name, fontsize=8)
         ax.grid(alpha=0.3, which="both")
     axes[-1].set_xlabel("t")
-    if title:
-        fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
 __all__ = ["plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues",
-           "plot_indices_over_time", "plot_step_spectra", "region_box", "spearman_text"]
+           "plot_indices_over_time", "plot_step_spectra", "region_box", "spearman_text", "suptitle"]

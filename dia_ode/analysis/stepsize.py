@@ -11,12 +11,15 @@ answer.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
 from scipy import stats
 
 from dia_ode.attention.layout import Layout
+from dia_ode.models import list_models, stage_blocks
+from dia_ode.models.registry import ModelEntry, resolve
 from dia_ode.solvers.trace import StageTrace
 
 
@@ -114,6 +117,57 @@ def rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     return {"rho": float(result.statistic), "pvalue": float(result.pvalue), "n": n, "reason": None}
 
 
+def with_depth_advice(model: str, blocks: Sequence[int], results: Sequence[dict]) -> list[dict]:
+    """Each stage's rank_correlation result with "instead": what to train where the stage has too few pairs.
+
+    A stage with fewer than MIN_PAIRS valid pairs cannot rank a trend however long it is trained; a
+    deeper stage can. A stage short of m pairs needs m more blocks, since a deeper stage loses as many
+    pairs as this one (the quotient has none for the last block, nor for a first block that changes
+    shape); "instead" names the shallowest registered model of the same family, attention and kind
+    whose stages are that long: for dia_resnet20 (3 blocks per stage, 2 or 1 pairs) "train a deeper
+    model, e.g. dia_resnet44 (7 blocks per stage)". A plain model's steps are constant, so its advice
+    names the deeper model with DIA. Elsewhere "instead" is None.
+
+    Args:
+        model: the registry name of the analysed model.
+        blocks: blocks per stage.
+        results: per stage the rank_correlation of its steps with its stiffness estimate.
+    """
+    short = [r["n"] < MIN_PAIRS for r in results]
+    advice = None
+    if any(short):
+        entry, attention = resolve(model)
+        what = "a deeper model"
+        if attention == "none" and "dia" in entry.attentions:  # h = 1 everywhere: more blocks rank nothing
+            attention, what = "dia", "a deeper model with attention (a plain model's steps are constant)"
+        needed = [b + MIN_PAIRS - r["n"] if s else 0 for b, r, s in zip(blocks, results, short)]
+        deeper = _shallowest_with(entry, attention, needed)
+        advice = (f"train {what}, e.g. {_blocks_text(*deeper)}" if deeper else
+                  f"no registered model of the {entry.family} family has enough blocks per stage")
+    return [{**r, "instead": advice if s else None} for r, s in zip(results, short)]
+
+
+def _shallowest_with(entry: ModelEntry, attention: str, needed: Sequence[int]) -> tuple[str, list[int]] | None:
+    """(name, blocks per stage) of the shallowest model of the entry's family and kind with `attention`
+    whose stage s has at least needed[s] blocks, with as many stages; None if none is registered."""
+    fits = []
+    for name in list_models(family=entry.family, kind=entry.kind, attention=attention):
+        try:
+            blocks = stage_blocks(name)
+        except (ValueError, TypeError):  # a model its defaults do not build (it needs an option)
+            continue
+        if len(blocks) == len(needed) and all(b >= n for b, n in zip(blocks, needed)):
+            fits.append((sum(blocks), name, blocks))
+    return min(fits)[1:] if fits else None
+
+
+def _blocks_text(name: str, blocks: list[int]) -> str:
+    """"dia_resnet44 (7 blocks per stage)", or "unet_m (blocks per stage: 2, 2, 3, 2, 2)"."""
+    if len(set(blocks)) == 1:
+        return f"{name} ({blocks[0]} blocks per stage)"
+    return f"{name} (blocks per stage: {', '.join(map(str, blocks))})"
+
+
 def per_channel_rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     """Spearman rank correlation across blocks, channel by channel.
 
@@ -145,4 +199,5 @@ def per_channel_rank_correlation(h: np.ndarray, s: np.ndarray) -> dict:
     }
 
 
-__all__ = ["MIN_PAIRS", "channel_steps", "not_channels", "per_channel_rank_correlation", "rank_correlation", "step_sizes"]
+__all__ = ["MIN_PAIRS", "channel_steps", "not_channels", "per_channel_rank_correlation", "rank_correlation",
+           "step_sizes", "with_depth_advice"]

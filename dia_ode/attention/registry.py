@@ -21,6 +21,7 @@ from dia_ode.attention.cbam import CBAM
 from dia_ode.attention.dia import DIA_SAMS, DIAUnit
 from dia_ode.attention.eca import EfficientChannelAttention
 from dia_ode.attention.se import SqueezeExcite
+from dia_ode.util import did_you_mean, unknown_name
 
 # A SAM maps a branch output f (images or tokens) to a multiplier broadcastable to f.
 SAMS: dict[str, type[nn.Module]] = {
@@ -89,12 +90,12 @@ class AttentionSpec:
             raise ValueError(f"option 'sam' applies to shared and dia attention, not '{self.name}'")
         sam = options.get("sam")
         if sam is not None and sam not in (DIA_SAMS if self.scope == "recurrent" else SAMS):
-            raise ValueError(f"unknown sam '{sam}' for attention '{self.name}'; valid: {', '.join(SAMS)}")
+            raise ValueError(f"{unknown_name('sam', sam, SAMS)} (for attention '{self.name}')")
         accepted = self.options(sam)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
-            raise ValueError(f"attention '{self.name}' takes no option {', '.join(map(repr, unknown))}; "
-                             f"valid: {', '.join(accepted) or 'none'}")
+            raise ValueError(f"attention '{self.name}' takes no option {', '.join(map(repr, unknown))}"
+                             f"{did_you_mean(unknown, accepted)}; valid: {', '.join(accepted) or 'none'}")
 
     def module(self, channels: int, **options) -> nn.Module:
         """The attention module of one block (per_block) or of a whole stage (shared, recurrent)."""
@@ -127,7 +128,7 @@ def _init_options(cls: type) -> list[str]:
 def get_attention(name: str) -> AttentionSpec:
     """The table row of an attention name; ValueError lists the valid names."""
     if name not in ATTENTIONS:
-        raise ValueError(f"unknown attention '{name}'; valid: {', '.join(ATTENTIONS)}")
+        raise ValueError(unknown_name("attention", name, ATTENTIONS))
     return ATTENTIONS[name]
 
 
@@ -145,5 +146,5 @@ def create_sam(name: str, channels: int, **options) -> nn.Module:
         **options: the module's own options (e.g. reduction for se and cbam, kernel_size for eca).
     """
     if name not in SAMS:
-        raise ValueError(f"unknown attention module '{name}'; valid: {', '.join(SAMS)}")
+        raise ValueError(unknown_name("attention module", name, SAMS))
     return ATTENTIONS[name].module(channels, **options)

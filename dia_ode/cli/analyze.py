@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from dia_ode.analysis import (MIN_PAIRS, block_radii, per_channel_rank_correlation, plot_depth_profiles,
-                              plot_eigenvalues, plot_indices_over_time, rank_correlation, spearman_text, step_sizes)
+                              plot_eigenvalues, plot_indices_over_time, rank_correlation, spearman_text, step_sizes,
+                              with_depth_advice)
 from dia_ode.analysis.continuous_stiffness import continuous_stiffness
 from dia_ode.cli.options import (CONTEXT, build_problem, check_device, common_options,
                                  problem_parameter_options)
@@ -119,6 +120,9 @@ def stepsize(run_dir, samples, against, radius_samples, diffusion_time, seed, de
         raise click.BadParameter(NO_UNET_JACOBIANS, param_hint="--against")
     radii = block_radii(run.model, x[:radius_samples]) if against == "radius" else None
     stages = [_stage_steps(s, t, radii) for s, t in enumerate(traced(run, x, cond))]
+    advised = with_depth_advice(run.model_name, [len(st["steps"]["block_mean"]) for st in stages],
+                                [st["spearman_block"] for st in stages])  # a stage too short: what to train
+    stages = [{**st, "spearman_block": sp} for st, sp in zip(stages, advised)]
     # every stage's pairs pooled: the one rho a small model (3 blocks per stage) can have
     pooled = rank_correlation(*(np.concatenate([st[key] for st in stages]) for key in ("h_paired", "stiffness_block")))
     out_dir = start_analysis("stepsize", run, out, {"samples": len(x), "against": against, "seed": seed,
@@ -130,6 +134,7 @@ def stepsize(run_dir, samples, against, radius_samples, diffusion_time, seed, de
         "mean_step": [float(np.mean(st["steps"]["block_mean"])) for st in stages],
         "spearman_block": [st["spearman_block"]["rho"] for st in stages],
         "spearman_block_reason": [st["spearman_block"]["reason"] for st in stages],
+        "spearman_block_instead": [st["spearman_block"]["instead"] for st in stages],
         "spearman_all_stages": pooled,
         "spearman_channel_mean": [st["spearman_channel"] and st["spearman_channel"]["mean"] for st in stages]})
     fig = plot_depth_profiles([st["steps"]["block_mean"] for st in stages],
@@ -143,7 +148,7 @@ def stepsize(run_dir, samples, against, radius_samples, diffusion_time, seed, de
     for st in stages:
         sp, blocks = st["spearman_block"], len(st["steps"]["block_mean"])
         said = (f"Spearman(h_k, rho_k) = {sp['rho']:.3f} over {sp['n']} pairs" if sp["reason"] is None else
-                f"Spearman n/a ({blocks} blocks: {sp['reason']})")
+                f"Spearman n/a ({blocks} blocks: {sp['reason']})" + (f"; {sp['instead']}" if sp["instead"] else ""))
         click.echo(f"stage {st['stage']}: mean h = {np.mean(st['steps']['block_mean']):.3f}, {said}")
     click.echo(f"all stages pooled: {spearman_text(pooled)}")
     click.echo(f"-> {out_dir}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dia_ode.attention import ATTENTIONS
-from dia_ode.cli.options import CONTEXT
+from dia_ode.cli.options import CONTEXT, NameChoice
 from dia_ode.data import list_datasets
 from dia_ode.models import list_models, model_entry
 from dia_ode.models.registry import KINDS, resolve
@@ -17,18 +17,18 @@ from dia_ode.tasks import TASKS, list_tasks
 
 
 @click.command(name="ls", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["all", "models", "attention", "datasets", "tasks", "runs"]), default="all")
+@click.argument("what", type=NameChoice(["all", "models", "attention", "datasets", "tasks", "runs"]), default="all")
 @click.option("--pattern", default="*", help="fnmatch pattern for model names, e.g. 'dia_*'.")
 @click.option("--family", default=None, help="Only models of this family (resnet, preresnet, wrn, resnext, vit, odenet).")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only discrete or continuous-depth models.")
-@click.option("--attention", type=click.Choice(list(ATTENTIONS)), default=None, help="Only models with this attention.")
-@click.option("--task", type=click.Choice(list_tasks()), default=None, help="Only models that serve this task.")
+@click.option("--attention", type=NameChoice(list(ATTENTIONS)), default=None, help="Only models with this attention.")
+@click.option("--task", type=NameChoice(list_tasks()), default=None, help="Only models that serve this task.")
 @click.option("--options", "options_of", metavar="MODEL", default=None,
               help="Print one model's options (type and default), for --model-option.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"),
               help="`ls runs`: the folder whose run directories to list.")
 def ls(what: str, pattern: str, family, kind, attention, task, options_of, out: Path) -> None:
-    """List models (with family, kind and recipe), attention modules, datasets and tasks; `ls runs`
+    """List models (with family, kind, tasks and recipe), attention modules, datasets and tasks; `ls runs`
     lists the run directories under --out with their progress, key test metric and status (prints only)."""
     if what == "runs":
         _list_runs(out)
@@ -54,7 +54,8 @@ def ls(what: str, pattern: str, family, kind, attention, task, options_of, out: 
         for name in names:
             entry = model_entry(name)
             recipe = ", ".join(f"{k}={v}" for k, v in entry.recipe)
-            click.echo(f"  {name:<26} {entry.family:<10} {entry.kind:<11} {'recipe: ' + recipe if recipe else ''}".rstrip())
+            click.echo(f"  {name:<26} {entry.family:<10} {entry.kind:<11} {','.join(entry.tasks):<25} "
+                       f"{'recipe: ' + recipe if recipe else ''}".rstrip())
     if what in ("all", "attention"):
         click.echo("attention (model name prefix):")
         for name, spec in ATTENTIONS.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, check_device, check_model, check_seeds,
+from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, NameChoice, check_device, check_model, check_seeds,
                                 common_options, model_option, option_targets, parse_model_options, seeds_option)
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import TrainConfig, resolve_device
@@ -20,7 +20,7 @@ from dia_ode.studies.compare_stats import aggregate_rows, check_pools, markdown_
 @click.command(context_settings=CONTEXT)
 @click.option("--models", type=CommaList(), default=",".join(DEFAULT_MODELS),
               help="Comma-separated model names to train.")
-@click.option("--dataset", type=click.Choice(list_datasets()), default="digits", help="Dataset.")
+@click.option("--dataset", type=NameChoice(list_datasets()), default="digits", help="Dataset.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder of the dataset files.")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, help="Epochs per model (the shared budget).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")

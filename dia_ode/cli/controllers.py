@@ -16,7 +16,13 @@ from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, held_out_com
                                                      save_dia_controller, train_dia_controller)
 
 COLUMNS = ("problem", "solver", "rtol", "result", "nfe", "accepted", "rejected", "error", "seconds", "stiff_fraction",
-           "njev", "nlu")
+           "flagged_fraction", "njev", "nlu")
+# what the stiffness columns mean, beside the table and in summary.json (studies/bench_controllers.py)
+STIFFNESS_NOTE = ("stiff_fraction: accepted steps that stability limits, each judged alone by Hairer's test "
+                  "(h·λ at least half the stability threshold), the same reading for every controller; "
+                  "flagged_fraction: accepted steps under DOPRI5's streak flag (15 marks before 6 unmarked steps "
+                  "in a row), which decides a switch to an implicit method and which a controller that swings h "
+                  "across the bound keeps down (pid:H312PID)")
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -36,8 +42,8 @@ def controllers(ctx: click.Context, problems, mu, names, tolerances, method, no_
                 no_progress) -> None:
     """Benchmark step-size controllers: problems x controllers x tolerances, beside scipy and torchdiffeq.
 
-    Writes controllers.json (one row per solve), controllers.md (the table) and a work-precision figure
-    (error against function evaluations).
+    Writes controllers.json (one row per solve), controllers.md (the table), summary.json (the table's
+    columns) and a work-precision figure (error against function evaluations).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -58,7 +64,10 @@ def controllers(ctx: click.Context, problems, mu, names, tolerances, method, no_
                                               "torchode": "run" if torchode_available() and not no_baselines
                                               else ("not installed: not run" if not torchode_available() else "not run")})
     (run_dir / "controllers.md").write_text(_markdown(rows))
+    write_json(run_dir / "summary.json", {"rows": [{key: row[key] for key in COLUMNS} for row in rows],
+                                          "notes": {"stiffness": STIFFNESS_NOTE}})
     save_figure(plot_work_precision(rows), run_dir / "figures", "work_precision")
+    click.echo(STIFFNESS_NOTE)
     click.echo(f"-> {run_dir}")
 
 
@@ -93,7 +102,8 @@ def _markdown(rows: list[dict]) -> str:
     notes = ["", "error: max over 11 save times and the components of |y - y_ref| / (1 + |y_ref|), y_ref from scipy "
              "Radau at rtol 1e-10; rejected: — where the solver does not report it (scipy); njev / nlu: scipy's "
              "Jacobian evaluations and LU factorisations"
-             + ("." if torchode_available() else "; torchode is not installed here and was not run.")]
+             + ("." if torchode_available() else "; torchode is not installed here and was not run."),
+             "", STIFFNESS_NOTE + "."]
     return "\n".join(lines + notes) + "\n"
 
 

@@ -21,13 +21,14 @@ from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, wr
 @click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Detect on every image file of this folder instead (letterboxed to the run's input size).")
 @click.option("--show", type=click.IntRange(min=1), default=8, help="Images in the figure.")
-@click.option("--score-threshold", type=FiniteFloat(min=0, max=1), default=0.3,
-              help="Detections drawn in the figure (predictions.json keeps every one).")
+@click.option("--score-threshold", type=FiniteFloat(min=0, max=1), default=0.3, show_default=True,
+              help="The least score of a detection drawn in the figure (predictions.json keeps every one).")
 @common_options
 def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out, no_progress) -> None:
     """Run a trained detector (a `dia-ode train --task detection` run) on its test split or on a folder
     of images; writes predictions.json (COCO results), on the split also ground_truth.json (its boxes as
-    COCO instances) and detect.json (COCO metrics), and a figure of the first images with their boxes."""
+    COCO instances), detect.json and summary.json (the same: counts, COCO metrics on the split) and a
+    figure of the first images with their boxes."""
     if split is not None and images_dir is not None:
         raise click.BadParameter("give --split or --images, not both", param_hint="--images")
     check_device(device)
@@ -61,7 +62,8 @@ def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out,
         summary["metrics"] = metrics
     else:
         summary["files"] = names
-    write_json(out_dir / "detect.json", summary)
+    for name in ("detect.json", "summary.json"):  # summary.json: what every run directory has (dia-ode ls runs)
+        write_json(out_dir / name, summary)
     save_figure(plot_detections(images, found[:show], categories, truth, score_threshold), out_dir / "figures",
                 "detections")
     if metrics is not None:

@@ -52,7 +52,8 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
     """Solve a classic problem with a chosen method and step-size controller; write the per-step trace.
 
     Writes trace.json (every attempted step: t, h, error ratio, accepted, h*lambda, stiff flag),
-    summary.json (result, nfe, steps, rejections, stiff steps, error against the reference, seconds)
+    summary.json (result, nfe, steps, rejections, stiff steps judged one by one and under the streak
+    rule's flag, error against the reference, seconds)
     and figures (solution; step sizes with rejections and h*lambda against the stability bound).
     """
     if device == "cuda":
@@ -97,32 +98,38 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
     seconds = time.perf_counter() - tic
     steps = {key: value.numpy() for key, value in sol.trace.of(0).items()}
     rows_of_sample = (sol.trace.sample == 0).tolist()
-    write_json(run_dir / "trace.json", {**{key: value.tolist() for key, value in steps.items()},
-                                        "method": [m for m, keep in zip(sol.trace.method, rows_of_sample) if keep]})
+    methods = [m for m, keep in zip(sol.trace.method, rows_of_sample) if keep]
+    write_json(run_dir / "trace.json", {**{key: value.tolist() for key, value in steps.items()}, "method": methods})
     stats = {key: int(value[0]) for key, value in sol.stats.items()}
     summary = {"problem": problem, "params": ivp.params, "method": method, "controller": controller,
                "result": sol.messages()[0], **stats, "seconds": seconds,
-               "stiff_fraction": stats["num_stiff_steps"] / max(stats["num_accepted"], 1),
+               "stiff_fraction": float(sol.per_accepted("num_stiff_steps")[0]),
+               "flagged_fraction": float(sol.per_accepted("num_flagged_steps")[0]),
                "stiffness_bound": StiffnessTest(tableau).threshold}
     y = sol.y[0].numpy()
     ref = None
     if reference and sol.result[0] == SUCCESS:
         ref = ivp.reference(save_times.numpy(), rtol=1e-10)
         summary["max_abs_error"] = float(np.abs(y - ref).max())
+    failure = None
+    if sol.result[0] != SUCCESS:  # the run keeps its trace, and `dia-ode ls runs` says it failed
+        failure = f"the solve ended with '{summary['result']}' at t = {float(steps['t'][-1]):g}"
+        summary.update(status="failed", error=failure)
     write_json(run_dir / "summary.json", summary)
     title = (f"{ivp.title()}, {method}{' / ' + stiff_method if stiff_switch else ''} + {controller}"
              f"{' ' + preset if preset else ''}, rtol {rtol:g}")
     save_figure(plot_solution(save_times.numpy(), y, title, ref), run_dir / "figures", "solution")
-    save_figure(plot_steps_and_stiffness(steps, summary["stiffness_bound"], title), run_dir / "figures", "steps")
+    save_figure(plot_steps_and_stiffness(steps, summary["stiffness_bound"], title, methods), run_dir / "figures",
+                "steps")
     error = f", max error {summary['max_abs_error']:.2e}" if "max_abs_error" in summary else ""
     click.echo(f"{ivp.title()} with {method} + {controller}: {summary['result']}; nfe {stats['nfe']:,}, "
                f"{stats['num_accepted']:,} accepted, {stats['num_rejected']:,} rejected, "
-               f"{summary['stiff_fraction']:.0%} of the accepted steps stiff{error}, {seconds:.1f} s")
+               f"{summary['stiff_fraction']:.0%} of the accepted steps stability-limited "
+               f"({summary['flagged_fraction']:.0%} under the streak rule's stiffness flag){error}, {seconds:.1f} s")
     if stiff_switch:
         click.echo(f"stiff switch: {stats['num_implicit_steps']:,} accepted steps on {stiff_method}, "
                    f"{stats['num_jacobians']:,} Jacobians, {stats['num_linear_solves']:,} linear solves")
     click.echo(f"-> {run_dir}")
-    if sol.result[0] != SUCCESS:
-        raise click.ClickException(f"the solve ended with '{summary['result']}' at t = {float(steps['t'][-1]):g}; "
-                                   f"the trace is in {Path(run_dir) / 'trace.json'}"
+    if failure is not None:
+        raise click.ClickException(f"{failure}; the trace is in {Path(run_dir) / 'trace.json'}"
                                    + ("; raise --max-steps" if summary["result"] == "max steps reached" else ""))

@@ -17,6 +17,7 @@ from dia_ode.models import create_model, list_models
 from dia_ode.models.registry import resolve
 from dia_ode.stiffness import Problem, get_problem
 from dia_ode.tasks import get_task, model_spec
+from dia_ode.util import did_you_mean, unknown_name
 
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"]}
 
@@ -35,6 +36,20 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
+
+
+class NameChoice(click.Choice):
+    """click.Choice whose error also offers the choices a misspelt value most likely meant, as Click
+    does for misspelt --flags and commands; for registry names (--dataset, --task, ...)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as err:
+            hint = did_you_mean(str(value), self.choices)
+            if not hint:
+                raise
+            self.fail(f"{err.message.rstrip('.')}{hint}.", param, ctx)
 
 
 class CommaList(click.ParamType):
@@ -118,9 +133,10 @@ def check_model(model: str, options: dict, data: Dataset | None = None, task: st
     the task, fail here. several_models: the options were given to several models at once (compare),
     so a refused key comes with the MODEL:KEY=VALUE advice.
     """
-    if model not in list_models():
-        raise click.BadParameter(f"unknown model '{model}' (see `dia-ode ls models`)", param_hint="--model")
-    entry, attention = resolve(model)
+    try:
+        entry, attention = resolve(model)
+    except ValueError as err:  # the registry's message offers the close matches
+        raise click.BadParameter(str(err), param_hint="--model") from None
     try:
         entry.check(attention, options)
     except ValueError as err:
@@ -153,7 +169,8 @@ def parse_model_options(pairs: tuple[str, ...], model: str | None = None) -> dic
         if not sep or not key.isidentifier():
             raise click.BadParameter(f"expected [MODEL:]KEY=VALUE, got {pair!r}", param_hint="--model-option")
         if colon and target.strip() not in list_models():
-            raise click.BadParameter(f"{pair!r} targets unknown model '{target.strip()}'", param_hint="--model-option")
+            unknown = unknown_name("model", target.strip(), list_models(), see="`dia-ode ls models`")
+            raise click.BadParameter(f"{pair!r} targets an {unknown}", param_hint="--model-option")
         if key in RESERVED_MODEL_OPTIONS:
             raise click.BadParameter(f"{key} comes from the dataset and cannot be set", param_hint="--model-option")
         if colon and target.strip() != model:

@@ -49,7 +49,8 @@ def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol
     same data (not Inception's, which cannot be downloaded here: compare numbers of one feature network
     only), always beside its floor (real test vs train images), and the share of samples the classifier
     labels with confidence >= 0.9. Writes samples.npz, figures/samples.png|pdf (and figures/steps for the
-    ODE) and sample.json; with --sweep, sweep.json, sweep.md and figures/fid_vs_nfe for every RUN_DIR."""
+    ODE) and sample.json; with --sweep, sweep.json, sweep.md and figures/fid_vs_nfe for every RUN_DIR; and
+    summary.json (sample.json's row, or the sweep's rows)."""
     check_device(device)
     if len(run_dirs) > 1 and not sweep_grid:
         raise click.BadParameter("several run directories are for --sweep; sample one at a time otherwise",
@@ -96,13 +97,16 @@ def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol
             write_json(out_dir / "sweep.json", rows)
             (out_dir / "sweep.md").write_text(sweep_markdown(rows))
             save_figure(plot_sweep(rows), out_dir / "figures", "fid_vs_nfe")
+            summary = {"rows": rows}
         else:
             images, row = sample_setting(runs[0], setting, num=num, seed=seed, batch_size=batch_size, real=real)
             write_samples(out_dir, images, row)
             click.echo(_line(row))
+            summary = row
     except StepBudgetExceeded as err:
         advice = "raise --max-steps or give fewer --steps" if setting.steps else "raise --max-steps or loosen --rtol/--atol"
         raise click.UsageError(f"{err}: {advice}") from None
+    write_json(out_dir / "summary.json", summary)
     click.echo(f"-> {out_dir}")
 
 

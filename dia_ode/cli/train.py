@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -9,9 +10,9 @@ from pathlib import Path
 import click
 
 from dia_ode.attention.dia import DIA_SAMS
-from dia_ode.cli.options import (CONTEXT, FiniteFloat, check_device, check_model, check_seeds, common_options,
-                                model_option, option_targets, parse_model_options, parse_task_options, seeds_option,
-                                task_option)
+from dia_ode.cli.options import (CONTEXT, FiniteFloat, NameChoice, check_device, check_model, check_seeds,
+                                common_options, model_option, option_targets, parse_model_options, parse_task_options,
+                                seeds_option, task_option)
 from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
@@ -27,8 +28,8 @@ DEFAULTS = TrainConfig()
 
 @click.command(context_settings=CONTEXT)
 @click.option("--model", default=DEFAULTS.model, help="Model name, see `dia-ode ls models`.")
-@click.option("--task", type=click.Choice(list_tasks()), default=DEFAULTS.task, help="What is learned.")
-@click.option("--dataset", type=click.Choice(list_datasets()), default=DEFAULTS.dataset, help="Dataset.")
+@click.option("--task", type=NameChoice(list_tasks()), default=DEFAULTS.task, help="What is learned.")
+@click.option("--dataset", type=NameChoice(list_datasets()), default=DEFAULTS.dataset, help="Dataset.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with IDX files or CIFAR batches (fashion-mnist is found automatically).")
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, help="Epochs in total.")
@@ -236,7 +237,13 @@ def _guarded(job, run_dir: Path, lock_hint: str = "--out"):
         raise click.BadParameter(str(err), param_hint="--data-dir/--dataset") from None
 
 
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _report(summary: dict, run_dir: Path) -> None:
-    tests = " ".join(f"{k}={v:.4f}" for k, v in summary.items() if k.startswith("test_"))  # the task's metrics
+    # the task's metrics; one the test split cannot define (NaN: no large objects in digit scenes) stays
+    # in summary.json and out of the line, as in the epoch lines
+    tests = " ".join(f"{k}={v:.4f}" for k, v in summary.items() if k.startswith("test_") and not _undefined(v))
     click.echo(f"{summary['model']} on {summary['dataset']}: {tests} params={summary['params']:,} "
                f"train_time={summary['train_seconds']:.1f}s -> {run_dir}")

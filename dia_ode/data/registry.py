@@ -23,6 +23,7 @@ from dia_ode.data.dataset import DataError, Dataset, Official, Split, channel_st
 from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
 from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes, fashion_scenes
+from dia_ode.util import unknown_name
 
 
 class _Spec(NamedTuple):
@@ -81,7 +82,7 @@ def _locate(name: str, data_dir: str | os.PathLike | None, val_fraction: float,
     """(canonical name, spec, folder) of a dataset; DataError for a bad name, fraction or folder."""
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
+        raise DataError(unknown_name("dataset", name, list_datasets()))
     spec = DATASETS[key]
     for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= fraction < 1.0:

@@ -6,6 +6,7 @@ from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, from_environment, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
 from dia_ode.engine.seeding import epoch_generator, seed_everything
+from dia_ode.engine.start import train
 from dia_ode.engine.trainer import (ResumeMismatch, RunFinished, Trainer, TrainingDiverged, build_model, nfe_means,
                                     resume_training, run_training)
 from dia_ode.tasks import model_spec  # re-exported: what a checkpoint's model_spec is
@@ -13,4 +14,4 @@ from dia_ode.tasks import model_spec  # re-exported: what a checkpoint's model_s
 __all__ = ["ConfigError", "DistContext", "OPTIMIZERS", "ResumeMismatch", "RunFinished", "SCHEDULES", "TrainConfig", "Trainer", "TrainingDiverged", "apply_recipe",
            "build_model", "build_optimizer", "epoch_generator", "from_environment", "learning_rate", "model_spec",
            "nfe_means", "peak_memory_mb", "recipe_config", "resolve_device", "resume_training", "run_training", "seed_everything",
-           "unwrap"]
+           "train", "unwrap"]

@@ -32,7 +32,7 @@ from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext
 from dia_ode.engine.ema import averaged_module, make_ema
 from dia_ode.engine.optim import build_optimizer, learning_rate
-from dia_ode.engine.report import epoch_line, plot_history
+from dia_ode.engine.report import epoch_line, plot_history, undefined_note
 from dia_ode.engine.seeding import epoch_generator, seed_epoch, seed_everything
 from dia_ode.models import create_model, model_entry
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
@@ -146,6 +146,7 @@ class Trainer:
         net = dist.wrap(self.model, cfg.sync_bn)
         meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
         eval_meter = meter if self.ema is None else DynamicsMeter(self.evaluated)
+        undefined: set[str] = set()  # NaN metrics named so far (undefined_note)
         for epoch in range(len(self.history), cfg.epochs):
             start = time.perf_counter()
             meter.reset()
@@ -162,6 +163,8 @@ class Trainer:
                 self.epochs_saved = epoch + 1
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
                 log.info(epoch_line(row, cfg.epochs, nfe=continuous))
+                if note := undefined_note(row, undefined):
+                    log.info(note)
                 for name, figure in self.task.epoch_figures(self.evaluated, self.dataset, epoch + 1,
                                                             cfg.epochs).items():
                     save_figure(figure, (self.run_dir / "figures" / name).parent, Path(name).name)

@@ -21,9 +21,12 @@ import typing
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from dia_ode.attention.registry import ATTENTIONS, get_attention
+from dia_ode.solvers import stages_of
+from dia_ode.util import did_you_mean, unknown_name
 
 KINDS = ("discrete", "continuous")
 # backbones with multi-scale maps (forward_stages): the detector (models/detector.py) sits on them
@@ -85,15 +88,15 @@ class ModelEntry:
 
     def check(self, attention: str, options: dict) -> None:
         if attention not in self.attentions:
-            raise ValueError(f"model '{self.name}' has no attention '{attention}'; "
-                             f"valid: {', '.join(self.attentions)}")
+            raise ValueError(f"model '{self.name}' has no attention '{attention}'"
+                             f"{did_you_mean(attention, self.attentions)}; valid: {', '.join(self.attentions)}")
         if "sam" in options:  # the attention's own message says which attentions take it
             get_attention(attention).check({"sam": options["sam"]})
         accepted = self.options(attention, options.get("sam"))
         unknown = sorted(set(options) - set(accepted))
         if unknown:
-            raise ValueError(f"model '{self.full_name(attention)}' takes no option {', '.join(map(repr, unknown))}; "
-                             f"valid: {', '.join(accepted)}")
+            raise ValueError(f"model '{self.full_name(attention)}' takes no option {', '.join(map(repr, unknown))}"
+                             f"{did_you_mean(unknown, accepted)}; valid: {', '.join(accepted)}")
         hints = self._option_types(attention, options.get("sam"))
         for key, value in options.items():
             if key in hints and not _fits(hints[key], value):
@@ -155,15 +158,14 @@ def resolve(name: str) -> tuple[ModelEntry, str]:
     """(entry, attention) of a base or short name ("dia_resnet56" -> resnet56, "dia").
 
     Raises:
-        ValueError: unknown name; the message lists close matches.
+        ValueError: unknown name; the message offers the close matches.
     """
     if name in _ENTRIES:
         return _ENTRIES[name], "none"
     prefix, _, base = name.partition("_")
     if base in _ENTRIES and prefix in _ENTRIES[base].attentions and prefix != "none":
         return _ENTRIES[base], prefix
-    close = [m for m in list_models() if name.split("_")[-1] in m][:8] or list_models("*resnet20")
-    raise ValueError(f"unknown model '{name}'; e.g. {', '.join(close)} (see `dia-ode ls`)")
+    raise ValueError(unknown_name("model", name, list_models(), see="`dia-ode ls models`"))
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -187,7 +189,8 @@ def list_models(pattern: str = "*", **metadata) -> list[str]:
                         for v in ((getattr(e, key),) if key in ("family", "kind") else
                                   e.tasks if key == "task" else e.attentions)})
         if value not in valid:
-            raise ValueError(f"no model has {key} '{value}'; valid: {', '.join(valid)}")
+            raise ValueError(f"no model has {key} '{value}'{did_you_mean(str(value), valid)}; "
+                             f"valid: {', '.join(valid)}")
     names = []
     for entry in _ENTRIES.values():
         if any(metadata.get(k, getattr(entry, k)) != getattr(entry, k) for k in ("family", "kind")):
@@ -200,6 +203,18 @@ def list_models(pattern: str = "*", **metadata) -> list[str]:
     return sorted(fnmatch.filter(names, pattern))
 
 
+def stage_blocks(name: str) -> list[int]:
+    """The number of blocks in each residual stage of a model built with its default options; [] for a
+    model without residual stages (a continuous-depth one). Built on the meta device: no memory, no weights.
+
+    Raises:
+        ValueError: unknown name (see resolve).
+    """
+    resolve(name)
+    with torch.device("meta"):
+        return [len(stage.blocks) for stage in stages_of(create_model(name))]
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model.
 
@@ -210,12 +225,12 @@ def create_model(name: str, **kwargs) -> nn.Module:
             builds the CenterNet detector of models/detector.py on the backbone instead of a classifier.
 
     Raises:
-        ValueError: unknown name (the message lists close matches), attention or option.
+        ValueError: unknown name, attention or option (the message offers the close matches).
     """
     entry, attention = resolve(name)
     head = kwargs.pop("head", "classifier")
     if head not in HEADS:
-        raise ValueError(f"unknown head '{head}'; valid: {', '.join(HEADS)}")
+        raise ValueError(unknown_name("head", head, HEADS))
     if head == "detection":
         return _detector(name, entry, kwargs)
     if "attention" in kwargs:

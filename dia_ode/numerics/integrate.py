@@ -46,7 +46,8 @@ class Trace:
         accepted: whether the step was taken.
         h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus (nan where the method
             has no two stages at one node, or on a rejected step).
-        stiff: the stiffness flag after this step (the streak rule of numerics/stiffness_test.py).
+        stiff: the stiffness flag after this step (the streak rule of numerics/stiffness_test.py); whether
+            one step is stability-limited is StiffnessTest.limited(h_lambda) (h_rho on implicit steps).
         h_rho: h times the exact spectral radius of the Jacobian at the step's start (solve's
             exact_spectrum, and every step of the stiff switch's implicit method; NaN elsewhere and on
             rejected steps).
@@ -77,8 +78,11 @@ class Solution:
         t: the save times (T,) float64.
         y: the solution at the save times (B, T, n); NaN at times a failed sample never reached.
         result: result code per sample (B,) (RESULTS).
-        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps, and for
-            the stiff switch num_jacobians, num_linear_solves, num_implicit_steps (accepted on the stiff method).
+        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps (accepted
+            steps that stability limits, each judged alone: StiffnessTest.limited), num_flagged_steps
+            (accepted steps under the streak rule's flag, which a controller's swings can keep down), and
+            for the stiff switch num_jacobians, num_linear_solves, num_implicit_steps (accepted on the stiff
+            method).
         trace: the per-step Trace when asked for, else None.
     """
 
@@ -95,6 +99,11 @@ class Solution:
     def messages(self) -> list[str]:
         """The result of every sample in words."""
         return [RESULTS[int(code)] for code in self.result]
+
+    def per_accepted(self, stat: str) -> torch.Tensor:
+        """stats[stat] over the accepted steps per sample (B,) float64, 0 without any; the stiff fraction
+        is per_accepted("num_stiff_steps")."""
+        return self.stats[stat].double() / self.stats["num_accepted"].clamp_min(1)
 
 
 def batched(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Field:
@@ -163,7 +172,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
             L-stable Rosenbrock method of numerics/rosenbrock.py, Jacobian by autodiff), and back on the
             explicit method once h times the exact local spectral radius stays below the explicit
             method's threshold for streak_on steps (LSODA's idea; the trace names the method of every
-            step). The diagnostic flag (trace.stiff, num_stiff_steps) keeps the test's own streak.
+            step). The diagnostic flag (trace.stiff, num_flagged_steps) keeps the test's own streak.
         stiff_method: "ros2", "rodas3" or "rodas4" (order 2, 3, 4; rodas4 has its own dense output).
         switch_streak: stiff marks that move a sample to the stiff method (SWITCH_STREAK).
         exact_spectrum: also record h times the exact spectral radius of the Jacobian at every accepted
@@ -220,8 +229,8 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
     y = y0.clone()
     result = torch.full((B,), RUNNING, dtype=torch.int64)
     stats = {key: torch.zeros(B, dtype=torch.int64)
-             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps", "num_jacobians",
-                         "num_linear_solves", "num_implicit_steps")}
+             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps", "num_flagged_steps",
+                         "num_jacobians", "num_linear_solves", "num_implicit_steps")}
     out = torch.full((B, save.numel(), n), float("nan"), dtype=y0.dtype)
     out[:, save == t0] = y0[:, None]
     everyone = torch.arange(B)
@@ -332,7 +341,10 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         stats["num_steps"][sel] += 1
         stats["num_accepted"][sel] += accept.long()
         stats["num_rejected"][sel] += (~accept).long()
-        stats["num_stiff_steps"][sel] += (stiff & accept).long()
+        # per step, for the stiff fraction (NaN h_lambda of rejected steps counts no step); the streak's
+        # flag apart, as a controller that swings h across the bound keeps it down (stiffness_test.py)
+        stats["num_stiff_steps"][sel] += stiffness.limited(h_lambda).long()
+        stats["num_flagged_steps"][sel] += (stiff & accept).long()
         if trace:
             # ta may be a view of t, which is updated below
             rows.append({"sample": idx, "t": ta.clone(), "h": h_try, "error_ratio": ratio, "accepted": accept,

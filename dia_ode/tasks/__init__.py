@@ -7,6 +7,7 @@ from dia_ode.tasks.base import AbstractTask, means, model_spec
 from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.detection import DetectionTask
 from dia_ode.tasks.diffusion import DiffusionTask
+from dia_ode.util import unknown_name
 
 TASKS: dict[str, type[AbstractTask]] = {
     ClassificationTask.name: ClassificationTask,
@@ -24,7 +25,7 @@ def get_task(name: str, options: dict | None = None) -> AbstractTask:
     """A task by name with its options (config's task_options); ValueError lists the valid names, or
     names the bad option."""
     if name not in TASKS:
-        raise ValueError(f"unknown task '{name}'; valid: {', '.join(list_tasks())}")
+        raise ValueError(unknown_name("task", name, list_tasks()))
     return TASKS[name](**(options or {}))
 
 

@@ -32,6 +32,7 @@ from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.diffusion_samplers import ddim_sample, ddpm_sample, probability_flow_sample
 from dia_ode.tasks.noise_schedule import SCHEDULES, make_schedule
 from dia_ode.tasks.sample_grid import sample_grid
+from dia_ode.util import did_you_mean
 
 QUARTERS = 4
 SAMPLERS = ("ddpm", "ddim", "ode")
@@ -70,10 +71,12 @@ class DiffusionTask(AbstractTask):
     def __init__(self, schedule: str = "linear", timesteps: int = 1000, sample_every: int = 10, **unknown: Any
                  ) -> None:
         if unknown:
-            raise ValueError(f"task 'diffusion' has no option {', '.join(sorted(unknown))}; "
-                             f"it takes schedule, timesteps, sample_every")
+            takes = ("schedule", "timesteps", "sample_every")
+            raise ValueError(f"task 'diffusion' has no option {', '.join(sorted(unknown))}"
+                             f"{did_you_mean(sorted(unknown), takes)}; it takes {', '.join(takes)}")
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}"
+                             f"{did_you_mean(str(schedule), SCHEDULES)}")
         if not isinstance(timesteps, int) or isinstance(timesteps, bool) or timesteps < QUARTERS:
             raise ValueError(f"timesteps must be an integer >= {QUARTERS}, got {timesteps!r}")
         if not isinstance(sample_every, int) or isinstance(sample_every, bool) or sample_every < 0:

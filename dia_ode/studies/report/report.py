@@ -2,7 +2,8 @@
 
 run_report collects the RunSpecs of the chosen claims (one run serves every claim that names the same
 key), hands them to a launcher (launchers.py), gives each claim its finished run directories, and
-writes `<study>/report.md`, `<study>/report.json` and `<study>/figures/<claim>_<name>.png|pdf`.
+writes `<study>/report.md`, `<study>/report.json`, `<study>/summary.json` (each claim's verdict, so
+`dia-ode ls runs` shows the study finished) and `<study>/figures/<claim>_<name>.png|pdf`.
 
 A claim is never lost to another's failure: a run that failed to train, or a measure that raised,
 makes that claim "not testable here" with the error in one line (logged as an error, which the CLI
@@ -105,6 +106,8 @@ def run_report(claims: Sequence[AbstractClaim], budget: Budget, study_dir: str |
             "wall_seconds": time.perf_counter() - start, "study": str(study_dir), "claims": entries}
     write_json(study_dir / "report.json", data)
     (study_dir / "report.md").write_text(report_markdown(data))
+    write_json(study_dir / "summary.json", {"budget": budget.name, "wall_seconds": data["wall_seconds"],
+                                            "verdicts": {c["id"]: c["verdict"]["status"] for c in entries}})
     return data
 
 
