@@ -47,7 +47,7 @@ def legend_texts(fig) -> list[str]:
 def test_stepsize_figure_draws_steps_and_stiffness_from_zero_in_stacked_panels_with_a_legend():
     h = np.array([0.380, 0.379, 0.3735])  # a 1.7% change: twin autoscaled axes drew it as a cliff
     fig = plot_depth_profiles([h], [np.array([3.8, 4.8, np.nan])], ["stage 0"], step_std=[np.full(3, 0.001)],
-                              stiffness_label="difference quotient ρ_k")
+                              stiffness_label="difference quotient ρ_k", missing_reason="no block k+1")
     drawn(fig)
     top, bottom = fig.axes
     assert top.get_position().y0 > bottom.get_position().y1  # stacked, not one box with a twin y axis
@@ -56,7 +56,9 @@ def test_stepsize_figure_draws_steps_and_stiffness_from_zero_in_stacked_panels_w
     assert bottom.get_ylim()[0] == 0.0
     assert all(line.get_linestyle() == "None" for line in bottom.lines)  # two points: markers, no line
     assert any(line.get_linestyle() == "-" for line in top.lines)  # three points: a line
-    assert legend_texts(fig) == ["mean step h_k ± 1 std over samples", "difference quotient ρ_k"]
+    assert sorted(legend_texts(fig)) == ["difference quotient ρ_k", "mean step h_k ± 1 std over samples",
+                                         "n/a: no block k+1"]
+    assert [t.get_text() for t in bottom.texts] == ["n/a"]  # the block without an estimate says so
 
 
 def test_stepsize_figure_shares_each_row_across_stages_and_takes_a_log_axis_over_decades():

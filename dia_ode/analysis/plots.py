@@ -96,7 +96,8 @@ MIN_LINE_POINTS = 3  # fewer finite points are drawn as markers alone: a line th
 def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np.ndarray | None] | None = None,
                         titles: Sequence[str] | None = None, step_std: Sequence[np.ndarray] | None = None,
                         stiffness_label: str = "stiffness estimate", log_stiffness: bool | None = None,
-                        title: str | None = None, spearman: Sequence[dict | None] | None = None) -> Figure:
+                        title: str | None = None, spearman: Sequence[dict | None] | None = None,
+                        missing_reason: str | None = None) -> Figure:
     """Mean step size (top row) and a stiffness estimate (bottom row) over depth, one column per stage.
 
     Args:
@@ -109,6 +110,8 @@ def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np
         log_stiffness: log scale on the stiffness axis; None: when its values span more than a decade.
         title: the figure's title (what was analysed).
         spearman: per stage the rank_correlation result to print (None: computed from the two curves).
+        missing_reason: why a stiffness estimate can be NaN, for the legend; such a block is marked
+            "n/a" in its panel, so an absent point is not read as one lost in drawing.
 
     Returns:
         The figure: a 2 x stages grid of axes sharing the block axis per column and the y axis per row,
@@ -136,6 +139,11 @@ def plot_depth_profiles(step_means: Sequence[np.ndarray], stiffness: Sequence[np
         else:
             stiff = np.asarray(stiffness[s], dtype=np.float64)  # (L,)
             _profile(bottom, k, stiff, None, "s", "C3", stiffness_label)
+            for block in k[~np.isfinite(stiff)]:
+                bottom.annotate("n/a", (block, 0.04), xycoords=("data", "axes fraction"), ha="center",
+                                va="bottom", fontsize=8, color="0.4")
+            if missing_reason and not np.isfinite(stiff).all():
+                bottom.plot([], [], " ", label=f"n/a: {missing_reason}")  # a legend line without a marker
             stiff_values.append(stiff)
             name = f"{name}\n{spearman_text(spearman[s] or rank_correlation(h, stiff))}"
         top.set_title(name, fontsize=9)

@@ -143,6 +143,7 @@ def stepsize(run_dir, samples, against, radius_samples, diffusion_time, seed, de
                               [f"stage {st['stage']}" for st in stages],
                               step_std=[st["steps"]["block_std"] for st in stages],
                               stiffness_label=AGAINST[against], spearman=[st["spearman_block"] for st in stages],
+                              missing_reason=None if radii else "ρ_k needs block k+1 with block k's shape",
                               title=figure_title("Step size vs stiffness over depth", run))
     save_figure(fig, out_dir / "figures", "stepsize_vs_stiffness")
     for st in stages:
