@@ -11,7 +11,7 @@ from dia_ode.attention import DIAUnit, SqueezeExcite
 from dia_ode.attention.layout import IMAGES
 from dia_ode.models.odenet import ConvField, TimeConv2d, matched_width, num_params
 from dia_ode.solvers import (
-    ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, ContinuousBlock, DIAController, DIADynamics, DynamicsMeter,
+    ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, ContinuousBlock, DIAStageController, DIADynamics, DynamicsMeter,
     FieldBlock, GatedDynamics, PlainDynamics, ResidualStage, SharedAttention, StepBudgetExceeded,
     dynamics_stats, euler_stage, make_dynamics, trace,
 )
@@ -150,7 +150,7 @@ def test_continuous_dia_with_euler_step_one_is_the_discrete_dia_loop():
             f_k = f(float(k), x)
             h, c = unit.cell(IMAGES.squeeze(f_k), (h, c))
             x = x + h[:, :, None, None] * f_k
-        stage = ResidualStage([FieldBlock(f, float(k)) for k in range(L)], DIAController(unit))
+        stage = ResidualStage([FieldBlock(f, float(k)) for k in range(L)], DIAStageController(unit))
         ts = torch.tensor([0.0, float(L)], dtype=torch.float64)
         joint = odeint(dyn, dyn.initial_state(x0), ts, method="euler", options={"step_size": 1.0})
         block = ContinuousBlock(dyn, T=float(L), method="euler", step_size=1.0)(x0)
@@ -160,7 +160,7 @@ def test_continuous_dia_with_euler_step_one_is_the_discrete_dia_loop():
     torch.testing.assert_close(joint[1][-1], h, rtol=0, atol=1e-6)  # the memory too
     torch.testing.assert_close(joint[2][-1], c, rtol=0, atol=1e-6)
     torch.testing.assert_close(block, x, rtol=0, atol=1e-6)
-    assert torch.equal(tied, stage(x0))  # EulerDIA with dt = 1 is DIAController bit for bit
+    assert torch.equal(tied, stage(x0))  # EulerDIA with dt = 1 is DIAStageController bit for bit
 
 
 def test_continuous_se_with_euler_step_one_is_the_shared_se_stage():

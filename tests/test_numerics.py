@@ -11,7 +11,7 @@ import torch
 import torchdiffeq
 
 from dia_ode.numerics import (DT_UNDERFLOW, MAX_STEPS, NON_FINITE, PID_PRESETS, SUCCESS, IController, Limits,
-                              PIController, PIDController, batched, create_controller, get_tableau, list_methods,
+                              PIController, PIDController, batched, create_error_controller, get_tableau, list_methods,
                               solve)
 from dia_ode.stiffness.problems import get_problem
 
@@ -62,6 +62,36 @@ def test_dopri5_and_bosh3_are_torchdiffeqs_tables_and_dopri5s_error_estimate_is_
     # torchdiffeq's dopri5 embeds Shampine's 4th-order solution: its error estimate is 2/3 of Hairer's
     assert np.allclose(dopri5.c_error.numpy(), get_tableau("dopri5").b_error * 2 / 3)
     assert np.allclose(bosh3.c_error.numpy(), get_tableau("bosh3").b_error)
+
+
+@pytest.mark.parametrize("name, module, table", [("fehlberg2", "fehlberg2", "_FEHLBERG2_TABLEAU"),
+                                                  ("adaptive_heun", "adaptive_heun", "_ADAPTIVE_HEUN_TABLEAU")])
+def test_the_low_order_pairs_are_torchdiffeqs_tables(name, module, table):
+    theirs = getattr(__import__(f"torchdiffeq._impl.{module}", fromlist=[table]), table)
+    ours = get_tableau(name)
+    assert np.allclose(ours.b, theirs.c_sol.numpy()) and np.allclose(ours.c[1:], theirs.alpha.numpy())
+    for i, row in enumerate(theirs.beta, start=1):
+        assert np.allclose(ours.a[i, :i], row.numpy())
+    assert np.allclose(np.abs(ours.b_error), np.abs(theirs.c_error.numpy()))  # b - b_hat; signs differ by method
+
+
+@pytest.mark.parametrize("name", ["euler", "midpoint", "heun2", "heun3", "rk4"])
+def test_one_fixed_step_from_the_table_is_torchdiffeqs_step(name):
+    """y_1 = y_0 + h sum_i b_i k_i, k_i = f(t_0 + c_i h, y_0 + h sum_j a_ij k_j), against torchdiffeq's step
+    on y' = -t y^2 + sin y. torchdiffeq's rk4 is Kutta's 3/8 rule, the table's the classic method: both
+    have order 4, so their steps agree to O(h^5) only."""
+    t = get_tableau(name)
+    f = lambda t_, y: -t_ * y ** 2 + torch.sin(y)  # noqa: E731
+    t0, h, y0 = 0.3, 0.1, torch.tensor([0.7, -1.2], dtype=f64)
+    ks = []
+    for i in range(t.stages):
+        ks.append(f(t0 + t.c[i] * h, y0 + h * sum(t.a[i, j] * ks[j] for j in range(i))))
+    ours = y0 + h * sum(t.b[i] * ks[i] for i in range(t.stages))
+    theirs = torchdiffeq.odeint(f, y0, torch.tensor([t0, t0 + h], dtype=f64), method=name,
+                                options={"step_size": h})[-1]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=h ** 5 if name == "rk4" else 1e-15)
+    if name == "rk4":
+        assert not torch.equal(ours, theirs)
 
 
 def test_the_real_stability_limits_are_the_known_ones():
@@ -170,8 +200,8 @@ def test_pid_h211pi_filters_the_last_two_accepted_errors():
 def test_every_controller_meets_the_tolerance_on_van_der_pol():
     vdp = get_problem("vdp", mu=1.0)
     ref = vdp.reference([5.0], rtol=1e-13, atol=1e-13)[0]
-    for controller in (create_controller("i"), create_controller("pi"),
-                       *(create_controller("pid", preset=p) for p in ("H211PI", "H312PID", "H211b"))):
+    for controller in (create_error_controller("i"), create_error_controller("pi"),
+                       *(create_error_controller("pid", preset=p) for p in ("H211PI", "H312PID", "H211b"))):
         sol = solve(batched(vdp.f), vdp.y0[None], 0.0, 5.0, controller=controller, rtol=1e-8, atol=1e-8)
         assert sol.messages() == ["success"]
         assert np.abs(sol.y[0, -1].numpy() - ref).max() < 1e-6, controller.name
@@ -363,23 +393,23 @@ def test_the_stiff_switch_on_robertson_needs_at_most_twice_lsodas_evaluations_wi
 # ---- the DIA controller ----------------------------------------------------------------------------------
 
 def test_the_untrained_dia_controller_is_the_pi_controller():
-    from dia_ode.numerics.dia_controller import DIAController
+    from dia_ode.numerics.dia_controller import DIAErrorController
 
     vdp = get_problem("vdp", mu=5.0)
     pi = solve(vdp.f, vdp.y0[None], 0.0, 10.0, controller=PIController(), trace=True)
-    dia = solve(vdp.f, vdp.y0[None], 0.0, 10.0, controller=DIAController(), trace=True)
+    dia = solve(vdp.f, vdp.y0[None], 0.0, 10.0, controller=DIAErrorController(), trace=True)
     assert torch.equal(pi.stats["nfe"], dia.stats["nfe"]) and torch.equal(pi.trace.accepted, dia.trace.accepted)
     assert torch.equal(pi.trace.h, dia.trace.h)
     from dia_ode.attention import DIALSTMCell
 
     from dia_ode.numerics.dia_controller import FEATURES
     with pytest.raises(ValueError, match=f"{len(FEATURES)} channels"):
-        DIAController(DIALSTMCell(len(FEATURES) + 2))
+        DIAErrorController(DIALSTMCell(len(FEATURES) + 2))
 
 
 def test_controllers_see_the_stiffness_estimate_and_the_dia_cell_reads_it():
     from dia_ode.attention import DIALSTMCell
-    from dia_ode.numerics.dia_controller import FEATURES, DIAController
+    from dia_ode.numerics.dia_controller import FEATURES, DIAErrorController
 
     seen = []
 
@@ -393,7 +423,7 @@ def test_controllers_see_the_stiffness_estimate_and_the_dia_cell_reads_it():
     late = torch.cat(seen[len(seen) // 2:])
     assert late.median() == pytest.approx(1.0, abs=0.1)  # h * lambda at the threshold: a stability-limited step
     torch.manual_seed(0)
-    dia = DIAController(DIALSTMCell(len(FEATURES), reduction=1).double())  # a cell with nonzero weights
+    dia = DIAErrorController(DIALSTMCell(len(FEATURES), reduction=1).double())  # a cell with nonzero weights
     state, h, e = dia.init(1), torch.full((1,), 0.01, dtype=f64), torch.full((1,), 0.5, dtype=f64)
     calm, stiff = (dia.adapt(state, h, e, 5, stiffness=torch.tensor([s], dtype=f64))[1] for s in (0.0, 2.0))
     assert not torch.allclose(calm, stiff)
@@ -401,7 +431,7 @@ def test_controllers_see_the_stiffness_estimate_and_the_dia_cell_reads_it():
 
 
 def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_path):
-    from dia_ode.numerics.dia_controller import DIAController
+    from dia_ode.numerics.dia_controller import DIAErrorController
     from dia_ode.rundir import CheckpointError, start_run
     from dia_ode.stiffness.families import VdpFamily
     from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, load_dia_controller, objective,
@@ -414,7 +444,7 @@ def test_training_keeps_the_best_point_and_the_saved_controller_loads_back(tmp_p
     refs = family.references(mus)
     pi = score(PIController(), family, mus, refs, 1e-6, 1e-6)
     trained = objective(score(training.controller, family, mus, refs, 1e-6, 1e-6), pi, 1.0)
-    untrained = objective(score(DIAController(), family, mus, refs, 1e-6, 1e-6), pi, 1.0)
+    untrained = objective(score(DIAErrorController(), family, mus, refs, 1e-6, 1e-6), pi, 1.0)
     assert training.initial == pytest.approx(1.0)  # the zero cell is PI: J = 1 on PI's own scale
     assert trained <= untrained and trained == training.history[-1]  # only measured improvements are taken
     assert training.history == sorted(training.history, reverse=True)

@@ -18,8 +18,8 @@ from dia_ode.attention.registry import SCOPES
 from dia_ode.models import AbstractBackbone, FeatureInfo, create_model, list_models, model_entry
 from dia_ode.models import registry
 from dia_ode.models.odenet import ConvField
-from dia_ode.solvers import (ConstantStep, DIAController, DIADynamics, GatedDynamics, PerBlockAttention, PlainDynamics,
-                             SharedAttention, create_controller, make_dynamics)
+from dia_ode.solvers import (ConstantStep, DIADynamics, DIAStageController, GatedDynamics, PerBlockAttention,
+                             PlainDynamics, SharedAttention, create_stage_controller, make_dynamics)
 
 DEPTHS = (20, 32, 44, 56, 110, 164)  # the names that must stay stable
 ADDED_DEPTHS = (29,)  # resnet29 / preresnet29: bottlenecks at resnet164's widths, CPU-sized (issue 9)
@@ -97,7 +97,7 @@ def test_attention_as_an_option_builds_the_short_names_model():
     assert _shapes(by_option) != _shapes(plain)
     for model in (by_option, by_name):
         for stage in model.stages:
-            assert type(stage.controller) is DIAController and stage.controller.unit.sam == "eca"
+            assert type(stage.controller) is DIAStageController and stage.controller.unit.sam == "eca"
             assert len(stage.blocks) == 9  # 6n + 2 = 56
     # with the same seed, the very same weights
     torch.manual_seed(1)
@@ -183,7 +183,7 @@ def test_every_old_short_name_still_resolves(name):
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_old_short_names_build_their_attention(prefix):
     expected = {"": ConstantStep, "se_": PerBlockAttention, "eca_": PerBlockAttention, "cbam_": PerBlockAttention,
-                "shared_": SharedAttention, "dia_": DIAController}[prefix]
+                "shared_": SharedAttention, "dia_": DIAStageController}[prefix]
     for family in ("resnet", "preresnet"):
         with torch.device("meta"):
             model = create_model(f"{prefix}{family}20")
@@ -232,7 +232,7 @@ def test_the_attention_table():
 
 
 CONTROLLER_OF_SCOPE = {"constant": ConstantStep, "per_block": PerBlockAttention, "shared": SharedAttention,
-                       "recurrent": DIAController}
+                       "recurrent": DIAStageController}
 DYNAMICS_OF_SCOPE = {"constant": PlainDynamics, "per_block": GatedDynamics, "shared": GatedDynamics,
                      "recurrent": DIADynamics}
 
@@ -241,13 +241,13 @@ DYNAMICS_OF_SCOPE = {"constant": PlainDynamics, "per_block": GatedDynamics, "sha
 def test_each_scope_gives_its_controller(name):
     spec = ATTENTIONS[name]
     C, L = 8, 3
-    controller = create_controller(name, C, L)
+    controller = create_stage_controller(name, C, L)
     assert type(controller) is CONTROLLER_OF_SCOPE[spec.scope]
     f = torch.randn(2, C, 4, 4)
     state = controller.init(f)
     if spec.scope == "constant":
         assert controller(0, f, state) == (1.0, None)
-        assert create_controller(name, C, L, h=0.5)(2, f, None) == (0.5, None)
+        assert create_stage_controller(name, C, L, h=0.5)(2, f, None) == (0.5, None)
     elif spec.scope == "per_block":  # L modules of the table's class, one per block
         assert len(controller.sams) == L and len({id(m) for m in controller.sams}) == L
         assert all(type(m) is SAMS[name] for m in controller.sams)
@@ -255,8 +255,8 @@ def test_each_scope_gives_its_controller(name):
             torch.testing.assert_close(controller(k, f, state)[0], controller.sams[k](f))
     elif spec.scope == "shared":  # one memoryless module: the same h at every k
         assert type(controller.sam) is SqueezeExcite  # default sam
-        assert type(create_controller(name, C, L, sam="eca").sam) is EfficientChannelAttention
-        assert type(create_controller(name, C, L, sam="cbam").sam) is CBAM
+        assert type(create_stage_controller(name, C, L, sam="eca").sam) is EfficientChannelAttention
+        assert type(create_stage_controller(name, C, L, sam="cbam").sam) is CBAM
         h0, h2 = controller(0, f, state)[0], controller(2, f, state)[0]
         assert h0.shape == (2, C, 1, 1) and torch.equal(h0, h2)
     else:  # one module with memory, starting at h = c = 0

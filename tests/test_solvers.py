@@ -4,7 +4,7 @@ from torch.nn import functional as F
 
 import dia_ode
 from dia_ode.models.blocks import BasicBlock
-from dia_ode.solvers import ConstantStep, ResidualStage, create_controller, trace
+from dia_ode.solvers import ConstantStep, ResidualStage, create_stage_controller, trace
 
 
 def _bn(x, sd, prefix):
@@ -93,6 +93,6 @@ def test_dia_steps_start_from_zero_memory_in_each_stage():
         assert t.steps[0].shape == (2, stage.blocks[0].f[-1].num_features, 1, 1)
 
 
-def test_create_controller_rejects_unknown_attention():
+def test_create_stage_controller_rejects_unknown_attention():
     with pytest.raises(ValueError, match="valid: none, se, eca, cbam, shared, dia"):
-        create_controller("gc", 8, 3)
+        create_stage_controller("gc", 8, 3)

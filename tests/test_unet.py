@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dia_ode.models import create_model
-from dia_ode.solvers import DIAController, ResidualStage, trace
+from dia_ode.solvers import DIAStageController, ResidualStage, trace
 
 
 def _stages(model):
@@ -40,7 +40,7 @@ def test_the_timestep_reaches_every_block():
 def test_dia_shares_one_cell_per_stage_whatever_the_number_of_blocks():
     def cell_params(blocks):
         model = create_model("dia_unet_s", in_channels=1, base_width=8, blocks=blocks)
-        assert all(isinstance(stage.controller, DIAController) for stage in _stages(model))
+        assert all(isinstance(stage.controller, DIAStageController) for stage in _stages(model))
         return sum(p.numel() for stage in _stages(model) for p in stage.controller.parameters())
     assert cell_params(2) == cell_params(4) > 0
 

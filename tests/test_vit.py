@@ -1,5 +1,5 @@
 """Tests for the Vision Transformer read as an Euler solver over depth (dia_ode/models/vit.py), the
-AlternatingController (dia_ode/solvers/interleaved.py) and the analysis of token traces.
+AlternatingStageController (dia_ode/solvers/interleaved.py) and the analysis of token traces.
 
 theory/vit.md names these tests next to the claims they check. Tiny shapes (C = 8..16, depth <= 3).
 """
@@ -16,7 +16,8 @@ from dia_ode.attention import DIALSTMCell
 from dia_ode.models import VisionTransformer, create_model, list_models, model_entry
 from dia_ode.models.vit import MLPStep, SelfAttentionStep, default_patch_size
 from dia_ode.attention.dia import DIAUnit
-from dia_ode.solvers import AbstractController, AlternatingController, DIAController, ResidualStage, trace
+from dia_ode.solvers import (AbstractStageController, AlternatingStageController, DIAStageController, ResidualStage,
+                             trace)
 from dia_ode.stiffness import block_spectra, dense_jacobian, trace_stiffness
 
 TINY = {"dim": 12, "depth": 2, "heads": 2}  # 12 channels != 16 tokens of an 8x8 image: axes cannot be confused
@@ -112,7 +113,7 @@ def test_dia_has_one_cell_for_the_whole_encoder_and_two_with_split_controller():
 
     assert len(cells(tiny(depth=3))) == 1
     split = tiny(depth=3, split_controller=True)
-    assert len(cells(split)) == 2 and isinstance(split.encoder.controller, AlternatingController)
+    assert len(cells(split)) == 2 and isinstance(split.encoder.controller, AlternatingStageController)
     assert len(cells(tiny("vit_tiny", depth=3))) == 0
 
 
@@ -151,9 +152,9 @@ def test_every_parameter_gets_a_finite_gradient():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-# --- AlternatingController ---------------------------------------------------------------------------
+# --- AlternatingStageController ----------------------------------------------------------------------
 
-class Recorder(AbstractController):
+class Recorder(AbstractStageController):
     """h_k = tag; the state is the list of the indices this controller was called with."""
 
     def __init__(self, tag: float) -> None:
@@ -170,7 +171,7 @@ class Recorder(AbstractController):
 def test_alternating_controller_routes_sub_step_k_to_controller_k_mod_m_with_index_k_div_m():
     """j = k mod m;  h_k, s^(j) = C_j(k // m, f_k, s^(j));  s^(i) unchanged for i != j."""
     for m in (1, 2, 3):
-        ctrl = AlternatingController([Recorder(float(j)) for j in range(m)])
+        ctrl = AlternatingStageController([Recorder(float(j)) for j in range(m)])
         f, state = torch.zeros(1, 2, 3), ctrl.init(torch.zeros(1, 2, 3))
         for k in range(7):
             before = state
@@ -179,14 +180,14 @@ def test_alternating_controller_routes_sub_step_k_to_controller_k_mod_m_with_ind
             assert all(state[i] == before[i] for i in range(m) if i != k % m)
         assert state == tuple(tuple(range(len(range(j, 7, m)))) for j in range(m))  # each counts 0, 1, ...
     with pytest.raises(ValueError):
-        AlternatingController([])
+        AlternatingStageController([])
 
 
 def test_alternating_dia_equals_each_cell_run_on_its_own_sub_sequence():
     """Two DIA controllers alternating on f_0 .. f_5 give the steps each gives alone on f_j, f_{j+2}, f_{j+4}."""
-    a, b = DIAController(DIAUnit(8)), DIAController(DIAUnit(8))
+    a, b = DIAStageController(DIAUnit(8)), DIAStageController(DIAUnit(8))
     f = [torch.randn(2, 5, 8) for _ in range(6)]
-    ctrl, expected = AlternatingController([a, b]), {}
+    ctrl, expected = AlternatingStageController([a, b]), {}
     for j, c in enumerate((a, b)):
         s = c.init(f[0])
         for i, k in enumerate(range(j, 6, 2)):

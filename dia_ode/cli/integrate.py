@@ -11,7 +11,7 @@ import torch
 
 from dia_ode.analysis.integration_plots import plot_solution, plot_steps_and_stiffness
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, build_problem, common_options, problem_parameter_options)
-from dia_ode.numerics import (CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, create_controller,
+from dia_ode.numerics import (ERROR_CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, create_error_controller,
                               get_tableau, list_methods, solve)
 from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
 from dia_ode.stiffness import list_problems
@@ -22,7 +22,7 @@ from dia_ode.studies.dia_controller_training import load_dia_controller
 @click.option("--problem", type=click.Choice(list_problems()), default="vdp", help="The initial value problem.")
 @problem_parameter_options
 @click.option("--method", type=click.Choice(list_methods()), default="dopri5", help="Runge-Kutta method.")
-@click.option("--controller", type=click.Choice([*CONTROLLERS, "dia"]), default="pi",
+@click.option("--controller", type=click.Choice([*ERROR_CONTROLLERS, "dia"]), default="pi",
               help="Step-size controller (dia: a trained one, from --controller-run).")
 @click.option("--controller-run", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The `dia-ode controllers train` run whose DIA controller to use (--controller dia).")
@@ -33,7 +33,7 @@ from dia_ode.studies.dia_controller_training import load_dia_controller
 @click.option("--t0", type=FiniteFloat(), default=None, help="Start time [default: the problem's].")
 @click.option("--t1", type=FiniteFloat(), default=None, help="End time [default: the problem's].")
 @click.option("--step-size", type=FiniteFloat(min=0, min_open=True), default=None,
-              help="Fixed steps of this size (required for euler and rk4).")
+              help=f"Fixed steps of this size (required for {', '.join(list_methods(adaptive=False))}).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1_000_000, help="Step budget (attempts).")
 @click.option("--stiff-switch", is_flag=True,
               help="Continue on an L-stable Rosenbrock method where stability limits the step, back when it no "
@@ -82,7 +82,7 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
         except CheckpointError as err:
             raise click.BadParameter(str(err), param_hint="--controller-run") from None
     else:
-        ctrl = create_controller(controller, **({"preset": preset} if preset else {}))
+        ctrl = create_error_controller(controller, **({"preset": preset} if preset else {}))
     save_times = torch.linspace(start, end, points, dtype=torch.float64)
     config = {"command": "integrate", "problem": problem, "params": ivp.params, "method": method,
               "controller": controller, "preset": preset if controller == "pid" else None,

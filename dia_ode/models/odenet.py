@@ -38,7 +38,7 @@ from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
 from dia_ode.models.registry import register_model
 from dia_ode.solvers.continuous import ContinuousBlock
 from dia_ode.solvers.continuous_attention import make_dynamics
-from dia_ode.solvers.controllers import create_controller
+from dia_ode.solvers.controllers import create_stage_controller
 from dia_ode.solvers.stage import ResidualStage
 from dia_ode.solvers.tied import FieldBlock, euler_stage
 
@@ -176,7 +176,7 @@ def untiednet(attention: str = "none", num_classes: int = 10, in_channels: int =
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     blocks = [FieldBlock(ConvField(width), float(k)) for k in range(num_steps)]
-    controller = create_controller(attention, width, num_steps, **attention_options)
+    controller = create_stage_controller(attention, width, num_steps, **attention_options)
     return ODENet(ResidualStage(blocks, controller), num_classes, in_channels, width,
                   downsample)
 

@@ -22,7 +22,7 @@ from torch import nn
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, norm2d, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
 from dia_ode.models.registry import DETECTION_READY, register_model
-from dia_ode.solvers.controllers import create_controller
+from dia_ode.solvers.controllers import create_stage_controller
 from dia_ode.solvers.stage import ResidualStage
 
 BASIC_DEPTHS = (20, 32, 44, 56, 110)
@@ -54,7 +54,7 @@ class CifarResNet(AbstractStagedCNN):
             stabilisation ablation: x_{k+1} = post(h_k f_k(x_k)), no longer an ODE step.
         batch_norm: keep the backbone's BatchNorm layers; False replaces each by the identity and
             gives every convolution a bias.
-        **attention_options: passed to solvers.create_controller (e.g. reduction, sam).
+        **attention_options: passed to solvers.create_stage_controller (e.g. reduction, sam).
     """
 
     def __init__(self, depth: int, attention: str = "none", pre_activation: bool = False,
@@ -81,7 +81,7 @@ class CifarResNet(AbstractStagedCNN):
             blocks = [block(c_in if k == 0 else planes * block.expansion, planes, stride if k == 0 else 1, **extra)
                       for k in range(n)]
             c_in = planes * block.expansion
-            stages.append(ResidualStage(blocks, create_controller(attention, c_in, n, **attention_options),
+            stages.append(ResidualStage(blocks, create_stage_controller(attention, c_in, n, **attention_options),
                                         post=None if pre_activation else nn.ReLU(inplace=True)))
             self.feature_info.append(FeatureInfo(f"stages.{i}", c_in, 2 ** i))
         self.stages = nn.Sequential(*stages)

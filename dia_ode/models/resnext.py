@@ -14,7 +14,7 @@ from torch import nn
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, ResNeXtBottleneck, conv3x3
 from dia_ode.models.registry import DETECTION_READY, register_model
-from dia_ode.solvers.controllers import create_controller
+from dia_ode.solvers.controllers import create_stage_controller
 from dia_ode.solvers.stage import ResidualStage
 
 # name -> (depth, cardinality, base width d). 29-8x64d and 29-16x64d are the ResNeXt paper's CIFAR
@@ -42,7 +42,7 @@ class CifarResNeXt(AbstractStagedCNN):
         widen_factor: stage output channels over d (4 in every official model).
         num_classes: size of the head.
         in_channels: input channels (1 for grey images, 3 for RGB).
-        **attention_options: passed to solvers.create_controller (e.g. reduction, sam). DIA's
+        **attention_options: passed to solvers.create_stage_controller (e.g. reduction, sam). DIA's
             reduction defaults to the official r = 4 (attention.DIALSTMCell).
     """
 
@@ -61,7 +61,7 @@ class CifarResNeXt(AbstractStagedCNN):
             width = cardinality * base_width * 2 ** i  # D
             blocks = [ResNeXtBottleneck(c_in if k == 0 else c_out, c_out, width, cardinality, stride if k == 0 else 1)
                       for k in range(n)]
-            stages.append(ResidualStage(blocks, create_controller(attention, c_out, n, **attention_options),
+            stages.append(ResidualStage(blocks, create_stage_controller(attention, c_out, n, **attention_options),
                                         post=nn.ReLU(inplace=True)))
             self.feature_info.append(FeatureInfo(f"stages.{i}", c_out, 2 ** i))
             c_in = c_out

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dia_ode.models.registry import register_model
-from dia_ode.solvers import ResidualStage, create_controller
+from dia_ode.solvers import ResidualStage, create_stage_controller
 from dia_ode.solvers import AbstractBlock
 
 
@@ -108,7 +108,8 @@ class UNet(nn.Module):
         self.stem = nn.Conv2d(in_channels, base_width, 3, padding=1)
 
         def stage(block_list: list[AbstractBlock], channels: int) -> ResidualStage:
-            return ResidualStage(block_list, create_controller(attention, channels, len(block_list), **attention_options))
+            controller = create_stage_controller(attention, channels, len(block_list), **attention_options)
+            return ResidualStage(block_list, controller)
 
         self.down, self.downsample, skips, c = nn.ModuleList(), nn.ModuleList(), [], base_width
         for i, mult in enumerate(channel_mult):

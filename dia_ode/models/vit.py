@@ -19,8 +19,8 @@ from torch import nn
 from dia_ode.attention.registry import ATTENTIONS
 from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
 from dia_ode.models.registry import DETECTION_READY, register_model
-from dia_ode.solvers.controllers import AbstractController, create_controller
-from dia_ode.solvers.interleaved import AlternatingController
+from dia_ode.solvers.controllers import AbstractStageController, create_stage_controller
+from dia_ode.solvers.interleaved import AlternatingStageController
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
 
 # CBAM's spatial gate (and a DIA/shared unit with sam="cbam") needs an image grid, not tokens.
@@ -98,13 +98,13 @@ class MLPStep(AbstractBlock):
 
 
 def encoder_controller(attention: str, dim: int, depth: int, split_controller: bool = False,
-                       **attention_options) -> AbstractController:
+                       **attention_options) -> AbstractStageController:
     """The step-size controller of an encoder of `depth` blocks = 2 * depth sub-steps.
 
     By default one controller serves every sub-step (for "dia": ONE cell for the whole encoder,
     attention and MLP sub-steps alike, DIA's one-module-per-stage rule). With split_controller the
     attention sub-steps (k even) and the MLP sub-steps (k odd) get one controller each, with
-    separate states (solvers.AlternatingController); for "se"/"eca" this only re-indexes the same
+    separate states (solvers.AlternatingStageController); for "se"/"eca" this only re-indexes the same
     2 * depth modules, for "none" it changes nothing.
     """
     if attention not in VIT_ATTENTIONS:
@@ -113,8 +113,8 @@ def encoder_controller(attention: str, dim: int, depth: int, split_controller: b
         raise ValueError("sam='cbam' is not available for ViT: CBAM's spatial gate needs images, not tokens; "
                          "valid: se, eca")
     if not split_controller:
-        return create_controller(attention, dim, 2 * depth, **attention_options)
-    return AlternatingController([create_controller(attention, dim, depth, **attention_options)
+        return create_stage_controller(attention, dim, 2 * depth, **attention_options)
+    return AlternatingStageController([create_stage_controller(attention, dim, depth, **attention_options)
                                   for _ in ("attention", "mlp")])
 
 
@@ -137,7 +137,7 @@ class VisionTransformer(AbstractBackbone):
         dropout: dropout rate in embeddings, attention and MLP (0 disables).
         split_controller: one controller for attention and one for MLP sub-steps (see
             encoder_controller) instead of one for all.
-        **attention_options: passed to solvers.create_controller (e.g. reduction, sam).
+        **attention_options: passed to solvers.create_stage_controller (e.g. reduction, sam).
     """
 
     def __init__(self, attention: str = "none", num_classes: int = 10, in_channels: int = 3,

@@ -15,7 +15,7 @@ from torch import nn
 from dia_ode.models.backbone import AbstractStagedCNN, FeatureInfo
 from dia_ode.models.blocks import he_init, WideBasicBlock, conv3x3
 from dia_ode.models.registry import DETECTION_READY, register_model
-from dia_ode.solvers.controllers import create_controller
+from dia_ode.solvers.controllers import create_stage_controller
 from dia_ode.solvers.stage import ResidualStage
 
 # (depth, widen factor) of the registered names wrn{depth}_{widen}: the WRN paper's CIFAR table
@@ -41,7 +41,7 @@ class WideResNet(AbstractStagedCNN):
             the official plain WRN does not, so the default False keeps `wrn*` the paper's network
             and `dia_wrn*` different from it only by the cells; pass True to reproduce the DIANet row.
         base_width: channels of the stem, and the 16 of the stage widths 16k, 32k, 64k.
-        **attention_options: passed to solvers.create_controller (e.g. reduction, sam). DIA's
+        **attention_options: passed to solvers.create_stage_controller (e.g. reduction, sam). DIA's
             reduction defaults to the official r = 4 (attention.DIALSTMCell).
     """
 
@@ -60,7 +60,7 @@ class WideResNet(AbstractStagedCNN):
             c_out = base_width * widen_factor * 2 ** i
             blocks = [WideBasicBlock(c_in if k == 0 else c_out, c_out, stride if k == 0 else 1, dropout, branch_bn)
                       for k in range(n)]
-            stages.append(ResidualStage(blocks, create_controller(attention, c_out, n, **attention_options)))
+            stages.append(ResidualStage(blocks, create_stage_controller(attention, c_out, n, **attention_options)))
             self.feature_info.append(FeatureInfo(f"stages.{i}", c_out, 2 ** i))
             c_in = c_out
         self.stages = nn.Sequential(*stages)

@@ -1,4 +1,8 @@
-"""Step-size controllers behind one interface: init a per-sample state, then adapt after every step.
+"""Error controllers behind one interface: init a per-sample state, then adapt after every step.
+
+An error controller chooses the steps of an ODE solve from an embedded error estimate and accepts or
+rejects each one; a network's stage controller (solvers/controllers.py) sets h_k from the state
+alone. The names say which: *ErrorController here, *StageController there.
 
 A controller sees, per sample of a batch, the step h just tried and its error ratio e = ||err|| / tol
 (e <= 1: the step meets the tolerance), and returns whether to accept it, the factor for the next step
@@ -17,7 +21,7 @@ error estimate's order, e ~ C h^k.
   (h_{n-1}/h_{n-2})^(-a3) over the accepted steps, with named presets (PID_PRESETS). A rejected step
   falls back to the elementary factor and leaves the filter's history as it was.
 
-theory/controllers.md reads the three as filters on log e; the DIA controller (numerics/dia_controller.py)
+theory/controllers.md reads the three as filters on log e; DIAErrorController (numerics/dia_controller.py)
 is the same interface with a learned memory.
 """
 
@@ -52,7 +56,7 @@ class Limits:
             raise ValueError(f"need 0 <= dt_min < dt_max, got {self.dt_min}, {self.dt_max}")
 
 
-class AbstractController(abc.ABC):
+class AbstractErrorController(abc.ABC):
     """init(batch) -> state; adapt(state, h, error_ratio, k, stiffness) -> (accept, factor, state).
 
     stiffness: the step's h * lambda over the method's stability threshold (numerics/stiffness_test.py),
@@ -77,7 +81,7 @@ def _ratio(error_ratio: torch.Tensor) -> torch.Tensor:
     return error_ratio.to(torch.float64).clamp_min(TINY)
 
 
-class IController(AbstractController):
+class IController(AbstractErrorController):
     """The elementary controller (module docstring); `shrink_accepted=False` is torchdiffeq's rule that
     an accepted step never makes the next one smaller."""
 
@@ -100,7 +104,7 @@ class IController(AbstractController):
         return accept, factor, state
 
 
-class PIController(AbstractController):
+class PIController(AbstractErrorController):
     """Hairer's DOPRI5 PI controller (module docstring)."""
 
     name = "pi"
@@ -153,7 +157,7 @@ PID_PRESETS: dict[str, Filter] = {
 }
 
 
-class PIDController(AbstractController):
+class PIDController(AbstractErrorController):
     """A Söderlind digital filter (module docstring); `preset` names one of PID_PRESETS."""
 
     name = "pid"
@@ -187,11 +191,11 @@ class PIDController(AbstractController):
         return accept, factor, new
 
 
-CONTROLLERS = {"i": IController, "pi": PIController, "pid": PIDController}
+ERROR_CONTROLLERS = {"i": IController, "pi": PIController, "pid": PIDController}
 
 
-def create_controller(name: str, limits: Limits | None = None, **options) -> AbstractController:
+def create_error_controller(name: str, limits: Limits | None = None, **options) -> AbstractErrorController:
     """`i`, `pi` or `pid` (options: preset=...); ValueError names a bad name or preset."""
-    if name not in CONTROLLERS:
-        raise ValueError(f"unknown controller '{name}'; valid: {', '.join(CONTROLLERS)}")
-    return CONTROLLERS[name](limits=limits, **options)
+    if name not in ERROR_CONTROLLERS:
+        raise ValueError(f"unknown controller '{name}'; valid: {', '.join(ERROR_CONTROLLERS)}")
+    return ERROR_CONTROLLERS[name](limits=limits, **options)

@@ -1,5 +1,6 @@
-"""The DIA controller: the networks' DIA-LSTM cell (attention.DIALSTMCell, the very class) choosing the
-steps of an ODE solve.
+"""The DIA error controller: the networks' DIA-LSTM cell (attention.DIALSTMCell, the very class) choosing
+the steps of an ODE solve from its error estimates (in a network the same cell, inside a DIAUnit, sets
+the steps of a residual stage: solvers.DIAStageController).
 
 Per attempted step the cell reads six features of the step sequence,
 
@@ -25,7 +26,7 @@ import torch
 
 from dia_ode.attention import DIALSTMCell
 from dia_ode.attention.dia_cell import zero_
-from dia_ode.numerics.controllers import TINY, AbstractController, Limits, PIController, State
+from dia_ode.numerics.controllers import TINY, AbstractErrorController, Limits, PIController, State
 
 FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted", "stiffness", "log_step")
 UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
@@ -36,8 +37,8 @@ def new_cell() -> DIALSTMCell:
     return zero_(DIALSTMCell(len(FEATURES), reduction=1).double())
 
 
-class DIAController(AbstractController):
-    """A DIA cell as a step-size controller (module docstring).
+class DIAErrorController(AbstractErrorController):
+    """A DIA cell as an error controller (module docstring).
 
     Args:
         cell: the cell (default new_cell(): the PI controller until trained).

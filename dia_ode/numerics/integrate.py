@@ -1,10 +1,22 @@
-"""Explicit Runge-Kutta integration of a batch with per-sample step control, result codes and a trace.
+"""Integration of a batch with per-sample step control, result codes and a trace.
 
 Every sample of a batch has its own time t, step h, accept/reject decision and controller state (as in
 torchode; torchdiffeq instead takes one step for the whole batch, so one stiff sample sets the step of
 all): a step is tried for the samples still running, each sample's error ratio decides for it alone,
 and a sample that finishes (or fails) drops out of the next step's batch. Time is float64 whatever the
 state's dtype. Nothing here raises on a failed solve: each sample ends with a result code (RESULTS).
+`per_sample=False` takes torchdiffeq's rule instead (one error norm over the batch, one step for all),
+so the two can be compared step for step.
+
+The state may have any shape (B, ...): images, tokens or vectors; error norms are per sample over all
+its other dimensions. The solve is differentiable by backpropagation through its operations
+(discretise-then-optimise): the state is then updated out of place, so a sample that finishes keeps
+its graph, and the step sizes are chosen from detached values, as torchdiffeq chooses them under
+no_grad (a step size is a decision, not a function of the parameters).
+
+The solver is a loop over small objects, as diffrax's: a method's step() returns a StepResult
+(numerics/methods.py), the state is a dataclass (SolveState), the error controller and the stiff switch
+are swappable policies (numerics/controllers.py, numerics/stiff_switch.py), and `solve` is the loop.
 
 Written here rather than taken from torchode because the lab needs what no library returns: the
 per-step trace with Hairer's stiffness estimate (numerics/stiffness_test.py) and controllers that are
@@ -13,97 +25,52 @@ plain objects one can replace by a learned one (numerics/controllers.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from dia_ode.numerics.controllers import AbstractController, IController
-from dia_ode.numerics.rosenbrock import get_rosenbrock, local_jacobian, rosenbrock_dense, rosenbrock_step
+from dia_ode.numerics.controllers import AbstractErrorController, IController
+from dia_ode.numerics.dense_output import hermite, save_inside_step
+from dia_ode.numerics.methods import Rosenbrock, RungeKutta
+from dia_ode.numerics.rosenbrock import get_rosenbrock, local_jacobian
+from dia_ode.numerics.solution import (DT_UNDERFLOW, MAX_STEPS, NON_FINITE, RESULTS, RUNNING, STATS, SUCCESS,
+                                       TRACE_FIELDS, Solution, Trace, TraceRecorder)
+from dia_ode.numerics.stiff_switch import SWITCH_STREAK, NoSwitch, StiffSwitch
 from dia_ode.numerics.stiffness_test import NoStiffnessTest, StiffnessTest
 from dia_ode.numerics.tableaux import Tableau, get_tableau
 
-RUNNING, SUCCESS, MAX_STEPS, DT_UNDERFLOW, NON_FINITE = range(5)
-RESULTS = {SUCCESS: "success", MAX_STEPS: "max steps reached", DT_UNDERFLOW: "step size underflow",
-           NON_FINITE: "non-finite state", RUNNING: "running"}
+__all__ = ["DT_UNDERFLOW", "MAX_STEPS", "NON_FINITE", "RESULTS", "RUNNING", "SUCCESS", "SWITCH_STREAK",
+           "TRACE_FIELDS", "SolveState", "Solution", "Trace", "batched", "solve"]
+
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# Stiff marks that move a sample to the implicit method. DOPRI5's diagnostic streak (15) is for telling
-# the user; a switch pays off as soon as stability, not accuracy, limits the step: three marks measured
-# 1.79x / 1.61x LSODA's evaluations on Robertson / HIRES, against 2.66x / 1.75x with 15 (theory/controllers.md).
-SWITCH_STREAK = 3
-TRACE_FIELDS = ("t", "h", "error_ratio", "accepted", "h_lambda", "stiff", "h_rho")
 
 
 @dataclass
-class Trace:
-    """One row per attempted step (all samples, in order of attempt).
+class SolveState:
+    """Everything a solve carries from one step to the next, per sample (B,).
 
     Attributes:
-        sample: index of the sample in the batch.
-        t: time at the start of the step (float64).
-        h: the step tried.
-        error_ratio: its error ratio (0 for a fixed-step method, inf where not finite).
-        accepted: whether the step was taken.
-        h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus (nan where the method
-            has no two stages at one node, or on a rejected step).
-        stiff: the stiffness flag after this step (the streak rule of numerics/stiffness_test.py); whether
-            one step is stability-limited is StiffnessTest.limited(h_lambda) (h_rho on implicit steps).
-        h_rho: h times the exact spectral radius of the Jacobian at the step's start (solve's
-            exact_spectrum, and every step of the stiff switch's implicit method; NaN elsewhere and on
-            rejected steps).
-        method: the method in use.
-    """
-
-    sample: torch.Tensor
-    t: torch.Tensor
-    h: torch.Tensor
-    error_ratio: torch.Tensor
-    accepted: torch.Tensor
-    h_lambda: torch.Tensor
-    stiff: torch.Tensor
-    h_rho: torch.Tensor
-    method: list[str] = field(default_factory=list)
-
-    def of(self, sample: int) -> dict[str, torch.Tensor]:
-        """The rows of one sample as tensors keyed by field name."""
-        rows = self.sample == sample
-        return {name: getattr(self, name)[rows] for name in TRACE_FIELDS}
-
-
-@dataclass
-class Solution:
-    """What solve returns.
-
-    Attributes:
-        t: the save times (T,) float64.
-        y: the solution at the save times (B, T, n); NaN at times a failed sample never reached.
-        result: result code per sample (B,) (RESULTS).
-        stats: per sample (B,) int64: nfe, num_steps, num_accepted, num_rejected, num_stiff_steps (accepted
-            steps that stability limits, each judged alone: StiffnessTest.limited), num_flagged_steps
-            (accepted steps under the streak rule's flag, which a controller's swings can keep down), and
-            for the stiff switch num_jacobians, num_linear_solves, num_implicit_steps (accepted on the stiff
-            method).
-        trace: the per-step Trace when asked for, else None.
+        t, end: the sample's time and its end (float64).
+        y: the state (B, n).
+        k1: f(t, y), the next step's first stage (B, n).
+        h: the next step to try (float64).
+        result: result code (RUNNING until the sample ends).
+        stats: Solution.stats, accumulated.
+        controller, stiffness, switch: the states of the error controller, the stiffness test and the
+            stiff switch, each a dict of (B, ...) tensors.
     """
 
     t: torch.Tensor
+    end: torch.Tensor
     y: torch.Tensor
+    k1: torch.Tensor
+    h: torch.Tensor
     result: torch.Tensor
     stats: dict[str, torch.Tensor]
-    trace: Trace | None = None
-
-    @property
-    def success(self) -> torch.Tensor:
-        return self.result == SUCCESS
-
-    def messages(self) -> list[str]:
-        """The result of every sample in words."""
-        return [RESULTS[int(code)] for code in self.result]
-
-    def per_accepted(self, stat: str) -> torch.Tensor:
-        """stats[stat] over the accepted steps per sample (B,) float64, 0 without any; the stiff fraction
-        is per_accepted("num_stiff_steps")."""
-        return self.stats[stat].double() / self.stats["num_accepted"].clamp_min(1)
+    controller: dict[str, torch.Tensor]
+    stiffness: dict[str, torch.Tensor]
+    switch: dict[str, torch.Tensor]
 
 
 def batched(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Field:
@@ -112,51 +79,46 @@ def batched(f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Field:
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
+    """Per sample (B,): the root mean square over the state's entries (B, n)."""
     return x.pow(2).mean(dim=-1).sqrt()
 
 
+def _batch_rms(x: torch.Tensor) -> torch.Tensor:
+    """torchdiffeq's norm: one root mean square over the whole batch (B, n), given to every sample (B,)."""
+    return x.pow(2).mean().sqrt().expand(x.shape[0])
+
+
+@torch.no_grad()
 def _initial_step(f: Field, t0: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor, k: int, rtol: float,
-                  atol: float) -> torch.Tensor:
+                  atol: float, norm: Callable[[torch.Tensor], torch.Tensor] = _rms) -> torch.Tensor:
     """Hairer's starting step (Solving ODEs I, II.4), per sample, as torchdiffeq computes it (1 more nfe)."""
     scale = atol + y0.abs() * rtol
-    d0, d1 = _rms(y0 / scale).double(), _rms(f0 / scale).double()
+    d0, d1 = norm(y0 / scale).double(), norm(f0 / scale).double()
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
     f1 = f(t0 + h0, y0 + h0.to(y0.dtype)[:, None] * f0)
-    d2 = _rms((f1 - f0) / scale).double() / h0
+    d2 = norm((f1 - f0) / scale).double() / h0
     dmax = torch.maximum(d1, d2)
     h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
                      (0.01 / dmax.clamp_min(1e-300)) ** (1.0 / k))
     return torch.minimum(100 * h0, h1)
 
 
-def _hermite(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor,
-             f1: torch.Tensor) -> torch.Tensor:
-    """Cubic Hermite interpolation on a step (order 3: a dense output every method here supports).
-
-    theta (B, T) in [0, 1], h (B,), y0/f0/y1/f1 (B, n) -> (B, T, n)."""
-    th = theta[..., None].to(y0.dtype)
-    h = h.to(y0.dtype)[:, None, None]
-    h00, h10 = (1 + 2 * th) * (1 - th) ** 2, th * (1 - th) ** 2
-    h01, h11 = th ** 2 * (3 - 2 * th), th ** 2 * (th - 1)
-    return h00 * y0[:, None] + h10 * h * f0[:, None] + h01 * y1[:, None] + h11 * h * f1[:, None]
-
-
 def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tableau = "dopri5",
-          controller: AbstractController | None = None, rtol: float = 1e-6, atol: float = 1e-6,
+          controller: AbstractErrorController | None = None, rtol: float = 1e-6, atol: float = 1e-6,
           step_size: float | None = None, first_step: float | None = None, t_eval: torch.Tensor | None = None,
           max_steps: int = 100_000, trace: bool = False, stiffness: StiffnessTest | bool | None = None,
           args: torch.Tensor | None = None, stiff_switch: bool = False, stiff_method: str = "rodas4",
-          switch_streak: int = SWITCH_STREAK, exact_spectrum: bool = False) -> Solution:
+          switch_streak: int = SWITCH_STREAK, exact_spectrum: bool = False, per_sample: bool = True) -> Solution:
     """Integrate y' = f(t, y) from t0 to t1 for a batch of initial values, each sample on its own steps.
 
     Args:
-        f: batch field f(t (B,) float64, y (B, n)) -> (B, n), or f(t, y, args) when `args` is given; wrap a
-            single-sample field with batched(). It is called on the samples still running only, so a
+        f: batch field f(t (B,) float64, y (B, ...)) -> (B, ...), or f(t, y, args) when `args` is given; wrap
+            a single-sample field with batched(). It is called on the samples still running only, so a
             per-sample parameter must come through `args` (or the state), never be captured whole.
-        y0: initial values (B, n).
+        y0: initial values (B, ...): vectors (B, n), images (B, C, H, W), tokens (B, N, D).
         t0, t1: the interval, t1 > t0.
         method: a name of numerics.tableaux.TABLEAUX or a Tableau.
-        controller: step-size controller (adaptive methods); default IController().
+        controller: error-based step-size controller (adaptive methods); default IController().
         rtol, atol: tolerances of the error ratio ||err / (atol + rtol max(|y|, |y_new|))||_rms.
         step_size: fixed step (required for euler/rk4; makes an adaptive method take fixed steps too).
         first_step: the first step of every sample; default Hairer's starting-step rule.
@@ -167,26 +129,61 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
         stiffness: the stiffness test run on every accepted step; default StiffnessTest(tableau); False: none
             (h_lambda NaN, no flag; not with stiff_switch).
         args: per-sample parameters (B, ...), handed to f as its third argument, row for row.
-        stiff_switch: once `switch_streak` accepted steps of a sample are marked stiff by the stiffness
-            test (before its streak_off non-stiff ones in a row), continue it on `stiff_method` (an
-            L-stable Rosenbrock method of numerics/rosenbrock.py, Jacobian by autodiff), and back on the
-            explicit method once h times the exact local spectral radius stays below the explicit
-            method's threshold for streak_on steps (LSODA's idea; the trace names the method of every
-            step). The diagnostic flag (trace.stiff, num_flagged_steps) keeps the test's own streak.
+        stiff_switch: continue a sample whose steps stability limits on `stiff_method` and back (the
+            policy of numerics/stiff_switch.py). The diagnostic flag (trace.stiff, num_flagged_steps)
+            keeps the test's own streak.
         stiff_method: "ros2", "rodas3" or "rodas4" (order 2, 3, 4; rodas4 has its own dense output).
         switch_streak: stiff marks that move a sample to the stiff method (SWITCH_STREAK).
         exact_spectrum: also record h times the exact spectral radius of the Jacobian at every accepted
             step's start (trace.h_rho; the Jacobian by forward-mode autodiff, its eigenvalues by
             torch.linalg.eigvals: n Jacobian-vector products and an n x n eigenproblem a step).
+        per_sample: each sample on its own steps (default); False: one error norm over the batch and
+            one step for all of it, as torchdiffeq steps (the samples still share t and h at the end).
 
     Returns:
-        Solution. A sample that fails ends with its result code, never an exception.
+        Solution, its y (B, T, ...). A sample that fails ends with its result code, never an exception.
 
     Raises:
         ValueError: bad arguments (t1 <= t0, tolerances <= 0, a fixed-step method without step_size,
             save times outside the interval), named in the message.
     """
     tableau = get_tableau(method) if isinstance(method, str) else method
+    shape = tuple(y0.shape[1:])
+    if y0.dim() > 2:  # any state: the loop sees (B, n), the field its own shape
+        f, y0 = _flat_field(f, shape), y0.reshape(y0.shape[0], -1)
+    save = _checked(tableau, y0, t0, t1, rtol, atol, step_size, t_eval, stiffness, args, stiff_switch, switch_streak)
+    implicit_method = Rosenbrock(get_rosenbrock(stiff_method))
+    stiffness = NoStiffnessTest(tableau) if stiffness is False else stiffness or StiffnessTest(tableau)
+    switch = StiffSwitch(implicit_method, stiffness, switch_streak) if stiff_switch else NoSwitch()
+    if args is None:
+        call = lambda tt, yy, rows: f(tt, yy)  # noqa: E731 -- one signature for the loop below
+    else:
+        call = lambda tt, yy, rows: f(tt, yy, args[rows])  # noqa: E731
+    loop = _StepLoop(call, RungeKutta(tableau), controller or IController(), stiffness, switch, rtol, atol, step_size,
+                     save, max_steps, exact_spectrum, TraceRecorder(trace), _rms if per_sample else _batch_rms)
+    state, out = loop.start(y0, t0, t1, first_step)
+    while True:
+        running = (state.result == RUNNING).nonzero().flatten()
+        if running.numel() == 0:
+            break
+        implicit = state.switch["implicit"][running]
+        for group, stiff_mode in ((running[~implicit], False), (running[implicit], True)):
+            if group.numel():
+                loop.attempt(state, out, group, stiff_mode)
+    return Solution(save, out.reshape(*out.shape[:2], *shape), state.result, state.stats, loop.recorder.finish())
+
+
+def _flat_field(f: Callable, shape: tuple[int, ...]) -> Callable:
+    """f on states of `shape` per sample, as a field on flat (B, n) states (views: no copies)."""
+    def flat(t: torch.Tensor, y: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        return f(t, y.reshape(y.shape[0], *shape), *args).reshape(y.shape[0], -1)
+    return flat
+
+
+def _checked(tableau: Tableau, y0: torch.Tensor, t0: float, t1: float, rtol: float, atol: float,
+             step_size: float | None, t_eval, stiffness, args: torch.Tensor | None, stiff_switch: bool,
+             switch_streak: int) -> torch.Tensor:
+    """Refuse bad arguments with a ValueError naming them; return the save times (T,) float64."""
     if not t1 > t0:
         raise ValueError(f"t1 must be > t0, got t0={t0}, t1={t1}")
     if not (rtol > 0 and atol > 0):
@@ -200,247 +197,174 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
     if step_size is not None and not step_size > 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
     if y0.dim() != 2:
-        raise ValueError(f"y0 must be (batch, n), got shape {tuple(y0.shape)}")
+        raise ValueError(f"y0 must be (batch, ...), got shape {tuple(y0.shape)}")
     save = torch.tensor([t0, t1], dtype=torch.float64) if t_eval is None else \
         torch.as_tensor(t_eval, dtype=torch.float64).flatten()
     if save.numel() and (save.min() < t0 or save.max() > t1 or bool((save.diff() < 0).any())):
         raise ValueError(f"t_eval must increase within [t0={t0}, t1={t1}]")
-    implicit_method = get_rosenbrock(stiff_method)
-    controller = controller or IController()
     if stiffness is False and stiff_switch:
         raise ValueError("stiff_switch needs the stiffness test (stiffness=False turns it off)")
-    stiffness = NoStiffnessTest(tableau) if stiffness is False else stiffness or StiffnessTest(tableau)
-    a_rows = [_terms(row) for row in tableau.a]
-    b_terms = _terms(tableau.b)
-    e_terms = None if tableau.b_error is None else _terms(tableau.b_error)
-    c = [float(v) for v in tableau.c]
-    dense = None if tableau.dense is None else _terms(tableau.dense)
-    k_exponent = tableau.error_order + 1
-    B, n = y0.shape
-    if args is not None and args.shape[0] != B:
-        raise ValueError(f"args must have the batch size {B} first, got shape {tuple(args.shape)}")
-    if args is None:
-        call = lambda tt, yy, rows: f(tt, yy)  # noqa: E731 -- one signature for the loop below
-    else:
-        call = lambda tt, yy, rows: f(tt, yy, args[rows])  # noqa: E731
+    if args is not None and args.shape[0] != y0.shape[0]:
+        raise ValueError(f"args must have the batch size {y0.shape[0]} first, got shape {tuple(args.shape)}")
+    return save
 
-    t = torch.full((B,), float(t0), dtype=torch.float64)
-    end = torch.full((B,), float(t1), dtype=torch.float64)
-    y = y0.clone()
-    result = torch.full((B,), RUNNING, dtype=torch.int64)
-    stats = {key: torch.zeros(B, dtype=torch.int64)
-             for key in ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps", "num_flagged_steps",
-                         "num_jacobians", "num_linear_solves", "num_implicit_steps")}
-    out = torch.full((B, save.numel(), n), float("nan"), dtype=y0.dtype)
-    out[:, save == t0] = y0[:, None]
-    everyone = torch.arange(B)
-    k1 = call(t, y, everyone)
-    stats["nfe"] += 1
-    bad = ~torch.isfinite(k1).all(dim=-1) | ~torch.isfinite(y0).all(dim=-1)
-    result[bad] = NON_FINITE
-    if step_size is not None:
-        h = torch.full((B,), float(step_size), dtype=torch.float64)
-    elif first_step is not None:
-        h = torch.full((B,), float(first_step), dtype=torch.float64)
-    else:
-        h = _initial_step(lambda tt, yy: call(tt, yy, everyone), t, y, k1, k_exponent, rtol, atol)
+
+class _StepLoop:
+    """One solve's fixed parts (field, method, policies, tolerances, save times, trace) and its two moves:
+    start the state, and attempt one step for a group of samples."""
+
+    def __init__(self, call, method: RungeKutta, controller: AbstractErrorController, stiffness: StiffnessTest,
+                 switch: NoSwitch, rtol: float, atol: float, step_size: float | None, save: torch.Tensor,
+                 max_steps: int, exact_spectrum: bool, recorder: TraceRecorder,
+                 norm: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.call, self.method, self.controller, self.stiffness, self.switch = call, method, controller, stiffness, switch
+        self.rtol, self.atol, self.step_size, self.save = rtol, atol, step_size, save
+        self.max_steps, self.exact_spectrum, self.recorder, self.norm = max_steps, exact_spectrum, recorder, norm
+        self.differentiable = False  # whether the state carries a graph (start decides)
+
+    def start(self, y0: torch.Tensor, t0: float, t1: float, first_step: float | None
+              ) -> tuple[SolveState, torch.Tensor]:
+        """The state before the first step, and the save buffer (B, T, n) with y0 at the save times = t0."""
+        B, n = y0.shape
+        everyone = torch.arange(B)
+        t = torch.full((B,), float(t0), dtype=torch.float64)
+        stats = {key: torch.zeros(B, dtype=torch.int64) for key in STATS}
+        out = torch.full((B, self.save.numel(), n), float("nan"), dtype=y0.dtype)
+        out[:, self.save == t0] = y0[:, None]
+        k1 = self.call(t, y0, everyone)
         stats["nfe"] += 1
-    cstate = controller.init(B)
-    sstate = stiffness.init(B)
-    implicit = torch.zeros(B, dtype=torch.bool)  # the samples on the stiff method (stiff_switch)
-    back = torch.zeros(B, dtype=torch.int64)  # consecutive implicit steps the explicit method could have taken
-    rows: list[dict[str, torch.Tensor]] = []
-    methods: list[str] = []
+        # the field's output tells whether backpropagation will run through the solve (its parameters
+        # or y0 require grad): then the state is updated out of place (module docstring)
+        self.differentiable = torch.is_grad_enabled() and (k1.requires_grad or y0.requires_grad)
+        result = torch.full((B,), RUNNING, dtype=torch.int64)
+        result[~torch.isfinite(k1).all(dim=-1) | ~torch.isfinite(y0).all(dim=-1)] = NON_FINITE
+        if self.step_size is not None or first_step is not None:
+            h = torch.full((B,), float(self.step_size if self.step_size is not None else first_step),
+                           dtype=torch.float64)
+        else:
+            h = _initial_step(lambda tt, yy: self.call(tt, yy, everyone), t, y0.detach(), k1.detach(),
+                              self.method.error_exponent, self.rtol, self.atol, self.norm)
+            stats["nfe"] += 1
+        state = SolveState(t, torch.full((B,), float(t1), dtype=torch.float64), y0.clone(), k1, h, result, stats,
+                           self.controller.init(B), self.stiffness.init(B), self.switch.init(B))
+        return state, out
 
-    def advance(idx: torch.Tensor, stiff_mode: bool) -> None:
+    def attempt(self, s: SolveState, out: torch.Tensor, idx: torch.Tensor, stiff_mode: bool) -> None:
         """One attempted step for the samples idx, all on the explicit method or all on the stiff one."""
         # the whole batch (most steps of a batch of similar solves) is read and written through views:
         # a gather and a scatter per state tensor were a quarter of the step's time at batch 1,024
-        sel = slice(None) if idx.numel() == B else idx
-        ta, ya, k1a, ha = t[sel], y[sel], k1[sel], h[sel]
-        h_try = torch.minimum(ha, end[sel] - ta)
-        hy = h_try.to(y0.dtype)[:, None]
-        if not stiff_mode:
-            ks, stage_inputs = [k1a], [ya]
-            for i in range(1, tableau.stages):
-                yi = ya + hy * _combine(a_rows[i], ks)
-                stage_inputs.append(yi)
-                ks.append(call(ta + c[i] * h_try, yi, sel))
-            stats["nfe"][sel] += tableau.stages - 1
-            y_new = ya + hy * _combine(b_terms, ks)
-            err = hy * _combine(e_terms, ks) if e_terms is not None and step_size is None else None
-            k_exp = k_exponent
-        else:
-            step = rosenbrock_step(implicit_method, lambda alpha, yy: call(ta + alpha * h_try, yy, sel), ya, k1a, h_try)
-            y_new, err, k_exp = step["y_new"], step["error"], implicit_method.error_order + 1
-            stats["nfe"][sel] += implicit_method.evaluations
-            stats["num_jacobians"][sel] += 1
-            stats["num_linear_solves"][sel] += implicit_method.stages
-        if err is not None:
-            scale = atol + rtol * torch.maximum(ya.abs(), y_new.abs())
-            ratio = _rms(err / scale).double()
-        else:
-            ratio = torch.zeros(idx.numel(), dtype=torch.float64)
-        finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=-1)
-        ratio = ratio.masked_fill(~finite, float("inf"))  # masked_fill, not where: the step loop's ops count
-        sub = {key: value[sel] for key, value in cstate.items()}
-        raw_h_lambda = None if stiff_mode else stiffness.estimate(h_try, ks, stage_inputs)
-        if step_size is None:
-            seen = None if raw_h_lambda is None else raw_h_lambda / stiffness.threshold
-            accept, factor, sub = controller.adapt(sub, h_try, ratio, k_exp, stiffness=seen)
-        else:  # fixed steps: every finite step is taken, h stays
-            accept, factor = finite, torch.ones_like(ratio)
-        accept = accept & finite
-        for key, value in sub.items():
-            cstate[key][sel] = value
+        sel = slice(None) if idx.numel() == s.t.numel() else idx
+        ta, ya, k1a, ha, end = s.t[sel], s.y[sel], s.k1[sel], s.h[sel], s.end[sel]
+        h_try = torch.minimum(ha, end - ta)
+        method = self.switch.stiff_method if stiff_mode else self.method
+        step = method.step(lambda tt, yy: self.call(tt, yy, sel), ta, ya, k1a, h_try,
+                           estimate_error=self.step_size is None)
+        y_new = step.y_new
+        for key, cost in step.costs.items():
+            s.stats[key][sel] += cost
+        accept, factor, ratio, raw_h_lambda = self._decide(s, sel, ya, h_try, step, stiff_mode)
 
-        t_new = torch.where(h_try == end[sel] - ta, end[sel], ta + h_try)
-        acc = accept.nonzero().flatten()
-        if tableau.fsal and not stiff_mode:
-            k_next = ks[-1]
-        else:  # the next step's first stage, evaluated now (it is also the interpolant's end slope)
+        t_new = torch.where(h_try == end - ta, end, ta + h_try)
+        k_next = step.next_stage
+        if k_next is None:  # the next step's first stage, evaluated now (it is also the interpolant's end slope)
             k_next = torch.zeros_like(k1a)
+            acc = accept.nonzero().flatten()
             if acc.numel():
-                k_next[acc] = call(t_new[acc], y_new[acc], idx[acc])
-                stats["nfe"][idx[acc]] += 1
-        if not stiff_mode:
-            h_lambda, stiff, ssub = stiffness.update({key: value[sel] for key, value in sstate.items()}, raw_h_lambda,
-                                                     accept)
-            for key, value in ssub.items():
-                sstate[key][sel] = value
-            if dense is not None:  # the method's own continuous extension
-                interpolate = lambda r, th: _dense(th, h_try[r], ya[r], y_new[r], [k[r] for k in ks], dense)  # noqa: E731
-            else:
-                interpolate = lambda r, th: _hermite(th, h_try[r], ya[r], k1a[r], y_new[r], k_next[r])  # noqa: E731
-            _save(out, save, idx, accept, ta, h_try, t_new, y_new, interpolate)
-            h_rho = torch.full_like(h_try, float("nan"))
-            if exact_spectrum:
-                radius = _spectral_radius(lambda yy: call(ta, yy, sel), ya)
-                h_rho = (h_try * radius).masked_fill(~accept, float("nan"))
-            if stiff_switch:  # stability limits the step: go implicit (LSODA's switch, Hairer's test the trigger)
-                implicit[idx[accept & (ssub["stiff_count"] >= switch_streak)]] = True
-        else:  # the exact local spectrum: is the explicit method's stability bound still binding?
-            radius = _spectral_radius_of(step["jacobian"])
-            h_lambda = torch.where(accept, h_try * radius, torch.full_like(radius, float("nan")))
-            h_rho = h_lambda
-            stiff = ~(h_lambda < stiffness.threshold)
-            counted = torch.where(stiff, torch.zeros_like(back[sel]), back[sel] + 1)
-            back[sel] = torch.where(accept, counted, back[sel])
-            leave = accept & (back[sel] >= stiffness.streak_on)
-            implicit[idx[leave]] = False
-            back[idx[leave]] = 0
-            for key, value in stiffness.init(int(leave.sum())).items():
-                sstate[key][idx[leave]] = value
-            if "dense" in step:
-                interpolate = lambda r, th: rosenbrock_dense(th, ya[r], y_new[r], [d[r] for d in step["dense"]])  # noqa: E731
-            else:
-                interpolate = lambda r, th: _hermite(th, h_try[r], ya[r], k1a[r], y_new[r], k_next[r])  # noqa: E731
-            _save(out, save, idx, accept, ta, h_try, t_new, y_new, interpolate)
-            stats["num_implicit_steps"][sel] += accept.long()
+                k_next[acc] = self.call(t_new[acc], y_new[acc], idx[acc])
+                s.stats["nfe"][idx[acc]] += 1
+        interpolate = step.interpolant or (
+            lambda r, th: hermite(th, h_try[r], ya[r], k1a[r], y_new[r], k_next[r]))
+        save_inside_step(out, self.save, idx, accept, ta, h_try, t_new, y_new, interpolate)
+        h_lambda, stiff, h_rho = self._stiffness(s, idx, sel, ta, ya, h_try, accept, raw_h_lambda, step, stiff_mode)
 
-        stats["num_steps"][sel] += 1
-        stats["num_accepted"][sel] += accept.long()
-        stats["num_rejected"][sel] += (~accept).long()
+        s.stats["num_steps"][sel] += 1
+        s.stats["num_accepted"][sel] += accept.long()
+        s.stats["num_rejected"][sel] += (~accept).long()
         # per step, for the stiff fraction (NaN h_lambda of rejected steps counts no step); the streak's
         # flag apart, as a controller that swings h across the bound keeps it down (stiffness_test.py)
-        stats["num_stiff_steps"][sel] += stiffness.limited(h_lambda).long()
-        stats["num_flagged_steps"][sel] += (stiff & accept).long()
-        if trace:
-            # ta may be a view of t, which is updated below
-            rows.append({"sample": idx, "t": ta.clone(), "h": h_try, "error_ratio": ratio, "accepted": accept,
-                         "h_lambda": h_lambda, "stiff": stiff, "h_rho": h_rho})
-            methods.extend([implicit_method.name if stiff_mode else tableau.name] * idx.numel())
-        t[sel] = torch.where(accept, t_new, ta)
-        y[sel] = torch.where(accept[:, None], y_new, ya)
-        k1[sel] = torch.where(accept[:, None], k_next, k1a)
-        h_next = (h_try * factor).clamp_max(controller.limits.dt_max) if step_size is None else ha
-        h[sel] = h_next
+        s.stats["num_stiff_steps"][sel] += self.stiffness.limited(h_lambda).long()
+        s.stats["num_flagged_steps"][sel] += (stiff & accept).long()
+        if self.recorder.enabled:  # ta may be a view of t, which is updated below
+            self.recorder.add(method.name, sample=idx, t=ta.clone(), h=h_try, error_ratio=ratio, accepted=accept,
+                              h_lambda=h_lambda, stiff=stiff, h_rho=h_rho)
+        s.t = self._written(s.t, sel, torch.where(accept, t_new, ta))  # a field may keep the time it was given
+        s.y = self._written(s.y, sel, torch.where(accept[:, None], y_new, ya))
+        s.k1 = self._written(s.k1, sel, torch.where(accept[:, None], k_next, k1a))
+        h_next = (h_try * factor).clamp_max(self.controller.limits.dt_max) if self.step_size is None else ha
+        s.h[sel] = h_next
+        self._result_codes(s, sel, accept, t_new, k_next, h_next)
 
-        finished = accept & (t_new >= end[sel])
-        code = result[sel].masked_fill(finished, SUCCESS)
+    def _written(self, target: torch.Tensor, sel, value: torch.Tensor) -> torch.Tensor:
+        """target with its rows sel replaced by value: in place, or out of place where a graph runs
+        through the state (an in-place write would change tensors that backward still needs)."""
+        if not self.differentiable:
+            target[sel] = value
+            return target
+        return value if isinstance(sel, slice) else target.index_put((sel,), value)
+
+    @torch.no_grad()
+    def _decide(self, s: SolveState, sel, ya: torch.Tensor, h_try: torch.Tensor, step, stiff_mode: bool):
+        """(accept, factor of the next step, error ratio, raw h * lambda) of a step: the error norm, then
+        the controller, which also sees the stiffness estimate (None on the stiff method). Decisions, not
+        functions of the parameters: no graph (module docstring)."""
+        y_new = step.y_new
+        if step.error is not None:
+            scale = self.atol + self.rtol * torch.maximum(ya.abs(), y_new.abs())
+            ratio = self.norm(step.error / scale).double()
+        else:
+            ratio = torch.zeros(h_try.numel(), dtype=torch.float64)
+        finite = torch.isfinite(ratio) & torch.isfinite(y_new).all(dim=-1)
+        ratio = ratio.masked_fill(~finite, float("inf"))  # masked_fill, not where: the step loop's ops count
+        raw_h_lambda = None if stiff_mode else self.stiffness.estimate(h_try, step.stages, step.stage_inputs)
+        if self.step_size is None:
+            sub = {key: value[sel] for key, value in s.controller.items()}
+            seen = None if raw_h_lambda is None else raw_h_lambda / self.stiffness.threshold
+            accept, factor, sub = self.controller.adapt(sub, h_try, ratio, step.error_exponent, stiffness=seen)
+            for key, value in sub.items():
+                s.controller[key][sel] = value
+        else:  # fixed steps: every finite step is taken, h stays
+            accept, factor = finite, torch.ones_like(ratio)
+        return accept & finite, factor, ratio, raw_h_lambda
+
+    def _stiffness(self, s: SolveState, idx: torch.Tensor, sel, ta: torch.Tensor, ya: torch.Tensor,
+                   h_try: torch.Tensor, accept: torch.Tensor, raw_h_lambda: torch.Tensor | None, step,
+                   stiff_mode: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h * lambda, the flag, h * exact radius) of an attempted step, with the stiffness test's and
+        the switch's states moved on."""
+        if not stiff_mode:
+            sub = {key: value[sel] for key, value in s.stiffness.items()}
+            h_lambda, stiff, sub = self.stiffness.update(sub, raw_h_lambda, accept)
+            for key, value in sub.items():
+                s.stiffness[key][sel] = value
+            h_rho = torch.full_like(h_try, float("nan"))
+            if self.exact_spectrum:
+                radius = _spectral_radius_of(local_jacobian(lambda yy: self.call(ta, yy, sel), ya))
+                h_rho = (h_try * radius).masked_fill(~accept, float("nan"))
+            self.switch.after_explicit(s.switch, idx, accept, sub.get("stiff_count"))
+            return h_lambda, stiff, h_rho
+        # the exact local spectrum: is the explicit method's stability bound still binding?
+        radius = _spectral_radius_of(step.jacobian)
+        h_lambda = torch.where(accept, h_try * radius, torch.full_like(radius, float("nan")))
+        stiff = ~(h_lambda < self.stiffness.threshold)
+        leave = self.switch.after_implicit(s.switch, idx, sel, accept, stiff)
+        for key, value in self.stiffness.init(int(leave.sum())).items():
+            s.stiffness[key][idx[leave]] = value
+        s.stats["num_implicit_steps"][sel] += accept.long()
+        return h_lambda, stiff, h_lambda
+
+    def _result_codes(self, s: SolveState, sel, accept: torch.Tensor, t_new: torch.Tensor, k_next: torch.Tensor,
+                      h_next: torch.Tensor) -> None:
+        """Finished, non-finite, stalled or out of budget: the samples' result codes after a step."""
+        finished = accept & (t_new >= s.end[sel])
+        code = s.result[sel].masked_fill(finished, SUCCESS)
         nonfinite_start = ~torch.isfinite(k_next).all(dim=-1) & accept & ~finished
         code = code.masked_fill(nonfinite_start & (code == RUNNING), NON_FINITE)
-        stalled = (h_next < controller.limits.dt_min) | (t[sel] + h_next == t[sel])
+        stalled = (h_next < self.controller.limits.dt_min) | (s.t[sel] + h_next == s.t[sel])
         code = code.masked_fill((code == RUNNING) & stalled, DT_UNDERFLOW)
-        code = code.masked_fill((code == RUNNING) & (stats["num_steps"][sel] >= max_steps), MAX_STEPS)
-        result[sel] = code
-
-    while True:
-        running = (result == RUNNING).nonzero().flatten()
-        if running.numel() == 0:
-            break
-        for group, stiff_mode in ((running[~implicit[running]], False), (running[implicit[running]], True)):
-            if group.numel():
-                advance(group, stiff_mode)
-
-    recorded = None
-    if trace:
-        cat = {key: torch.cat([r[key] for r in rows]) if rows else torch.zeros(0) for key in ("sample", *TRACE_FIELDS)}
-        recorded = Trace(**cat, method=methods)
-    return Solution(save, out, result, stats, recorded)
+        code = code.masked_fill((code == RUNNING) & (s.stats["num_steps"][sel] >= self.max_steps), MAX_STEPS)
+        s.result[sel] = code
 
 
 def _spectral_radius_of(jacobian: torch.Tensor) -> torch.Tensor:
     """max |eigenvalue| per sample of (B, n, n) Jacobians, float64."""
     return torch.linalg.eigvals(jacobian).abs().amax(dim=-1).double()
-
-
-def _spectral_radius(field: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """The exact local spectral radius of a batch field at y (B, n), per sample."""
-    return _spectral_radius_of(local_jacobian(field, y))
-
-
-def _terms(weights) -> list[tuple[int, float]]:
-    """(stage, weight) of the nonzero weights, as Python floats: combining stages is the inner loop,
-    and a float times a tensor is cheaper than indexing a weight tensor."""
-    return [(j, float(w)) for j, w in enumerate(weights) if w != 0]
-
-
-def _combine(terms: list[tuple[int, float]], ks: list[torch.Tensor]) -> torch.Tensor:
-    """sum_j w_j k_j over the terms."""
-    total = ks[terms[0][0]] * terms[0][1]
-    for j, w in terms[1:]:
-        total = total.add(ks[j], alpha=w)
-    return total
-
-
-def _dense(theta: torch.Tensor, h: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, ks: list[torch.Tensor],
-           d: list[tuple[int, float]]) -> torch.Tensor:
-    """A continuous extension of order 4 from the step's stages (Hairer's DOPRI5 form), (B, T, n):
-    y(theta) = y0 + theta (r2 + (1 - theta)(r3 + theta (r4 + (1 - theta) r5)))."""
-    th = theta[..., None].to(y0.dtype)
-    hk = h.to(y0.dtype)[:, None]
-    r2 = y1 - y0
-    r3 = hk * ks[0] - r2
-    r4 = r2 - hk * ks[-1] - r3
-    r5 = hk * _combine(d, ks)
-    r2, r3, r4, r5 = (r[:, None] for r in (r2, r3, r4, r5))
-    return y0[:, None] + th * (r2 + (1 - th) * (r3 + th * (r4 + (1 - th) * r5)))
-
-
-def _save(out: torch.Tensor, save: torch.Tensor, idx: torch.Tensor, accept: torch.Tensor, ta: torch.Tensor,
-          h: torch.Tensor, t_new: torch.Tensor, y_new: torch.Tensor,
-          interpolate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-    """Write the save times inside each accepted step (ta, t_new] into out.
-
-    interpolate(rows, theta (R, T)) -> (R, T, n) evaluates the step's continuous extension for the rows
-    (indices into idx) at the fractions theta of their steps."""
-    if not save.numel() or not _any_save_between(save, ta, t_new):
-        return
-    inside = (save[None] > ta[:, None]) & (save[None] <= t_new[:, None]) & accept[:, None]  # (Ba, T)
-    if not bool(inside.any()):
-        return
-    rows = inside.any(dim=1).nonzero().flatten()
-    theta = ((save[None] - ta[rows, None]) / h[rows, None]).clamp(0.0, 1.0)
-    values = interpolate(rows, theta)
-    values = torch.where((save[None] == t_new[rows, None])[..., None], y_new[rows][:, None], values)
-    mask = inside[rows]
-    block = out[idx[rows]]
-    block[mask] = values[mask]
-    out[idx[rows]] = block
-
-
-def _any_save_between(save: torch.Tensor, ta: torch.Tensor, t_new: torch.Tensor) -> bool:
-    """Whether a save time lies in (min ta, max t_new]: two reductions, where the full (batch x save
-    times) mask of _save is five operations on a step that most often saves nothing."""
-    return bool(((save > ta.min()) & (save <= t_new.max())).any())

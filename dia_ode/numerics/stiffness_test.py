@@ -9,8 +9,8 @@ free, a Rayleigh-like quotient of the Jacobian along the direction they differ i
 whose h * lambda exceeds the method's stability bound on the negative real axis (times Hairer's margin,
 3.25 / 3.3066 for dopri5) is limited by stability rather than accuracy: the mark of stiffness. The
 streak rule of DOPRI5 turns single marks into a flag: 15 stiff accepted steps raise it, 6 non-stiff
-ones in a row clear the count. Methods without two stages at one node (bosh3, rk4, euler) report NaN
-and never flag.
+ones in a row clear the count. Methods without two stages at one node (all but dopri5 and tsit5) report
+NaN and never flag.
 
 The test gives two readings, each for its own use:
 

@@ -1,15 +1,23 @@
-"""Butcher tableaux of the explicit Runge-Kutta methods the controller lab integrates with, and the
-stability polynomial R(z) of an explicit method (stiffness/stability.py reads both from here).
+"""The one table of explicit Runge-Kutta methods: the Butcher tableaux the controller lab integrates
+with, and the stability polynomial R(z) of an explicit method. stiffness/stability.py reads both from
+here, so every coefficient of the project has one source.
 
+Fixed-step methods:
+- euler (order 1); midpoint, explicit midpoint (order 2); heun2, Heun's trapezoidal method (order 2);
+- heun3, Heun's third-order method (order 3); rk4, the classic order-4 method.
 Adaptive pairs (an embedded lower-order solution gives the local error estimate):
+- adaptive_heun: Heun-Euler 2(1), 2 stages; fehlberg2: Fehlberg's 2(1), 3 stages;
+- bosh3: Bogacki & Shampine 3(2) (Appl. Math. Lett. 2, 1989), FSAL, 4 stages;
 - dopri5: Dormand & Prince 5(4) (J. Comput. Appl. Math. 6, 1980), FSAL, 7 stages;
-- tsit5: Tsitouras 5(4) (Comput. Math. Appl. 62, 2011), FSAL, 7 stages;
-- bosh3: Bogacki & Shampine 3(2) (Appl. Math. Lett. 2, 1989), FSAL, 4 stages.
-Fixed-step references: euler (order 1) and rk4 (the classic order-4 method).
+- tsit5: Tsitouras 5(4) (Comput. Math. Appl. 62, 2011), FSAL, 7 stages.
+The names are torchdiffeq's where it has the method. Its rk4 is Kutta's 3/8 rule, not the classic
+method; the two share their stability polynomial (every 4-stage method of order 4 has R = sum z^j / j!,
+j <= 4), but not their steps.
 
-Each tableau is checked against the order conditions in tests/test_numerics_tableaux.py; dopri5 and
-bosh3 also against torchdiffeq's tables. The stability bound on the negative real axis (the largest r
-with |R(-r)| <= 1) is what Hairer's stiffness test compares h*lambda with (numerics/stiffness_test.py).
+Each tableau is checked against the order conditions in tests/test_numerics.py; dopri5, bosh3,
+fehlberg2 and adaptive_heun also against torchdiffeq's tables, and one step of each fixed-step method
+against torchdiffeq's step. The stability bound on the negative real axis (the largest r with
+|R(-r)| <= 1) is what Hairer's stiffness test compares h*lambda with (numerics/stiffness_test.py).
 """
 
 from __future__ import annotations
@@ -96,7 +104,25 @@ _TSIT5_ROWS = [
 _TSIT5_ERROR = [-0.00178001105222577714, -0.0008164344596567469, 0.007880878010261995, -0.1447110071732629,
                 0.5823571654525552, -0.45808210592918697, 1.0 / 66.0]  # b - b_hat, as published
 
+_HEUN_ROWS, _HEUN_B = [[F(1)]], [F(1, 2), F(1, 2)]  # heun2 and adaptive_heun: one method, with and without Euler
+
 TABLEAUX: dict[str, Tableau] = {t.name: t for t in (
+    _tableau("euler", [], [F(1)], None, order=1, error_order=1, fsal=False),
+    _tableau("midpoint", [[F(1, 2)]], [F(0), F(1)], None, order=2, error_order=2, fsal=False),
+    _tableau("heun2", _HEUN_ROWS, _HEUN_B, None, order=2, error_order=2, fsal=False),
+    _tableau("heun3", [[F(1, 3)], [F(0), F(2, 3)]], [F(1, 4), F(0), F(3, 4)], None, order=3, error_order=3,
+             fsal=False),
+    _tableau("rk4", [[F(1, 2)], [F(0), F(1, 2)], [F(0), F(0), F(1)]], [F(1, 6), F(1, 3), F(1, 3), F(1, 6)], None,
+             order=4, error_order=4, fsal=False),
+    # Kutta's 3/8 rule: torchdiffeq's "rk4" (its rk4_alt_step_func), kept so the two can agree step for step
+    _tableau("rk38", [[F(1, 3)], [F(-1, 3), F(1)], [F(1), F(-1), F(1)]], [F(1, 8), F(3, 8), F(3, 8), F(1, 8)], None,
+             order=4, error_order=4, fsal=False),
+    _tableau("adaptive_heun", _HEUN_ROWS, _HEUN_B, [F(1), F(0)], order=2, error_order=1, fsal=False),
+    # the last stage is f at the embedded (first-order) solution, not at the propagated one: not FSAL
+    _tableau("fehlberg2", [[F(1, 2)], [F(1, 256), F(255, 256)]], [F(1, 512), F(255, 256), F(1, 512)],
+             [F(1, 256), F(255, 256), F(0)], order=2, error_order=1, fsal=False),
+    _tableau("bosh3", [[F(1, 2)], [F(0), F(3, 4)], [F(2, 9), F(1, 3), F(4, 9)]], [F(2, 9), F(1, 3), F(4, 9), F(0)],
+             [F(7, 24), F(1, 4), F(1, 3), F(1, 8)], order=3, error_order=2, fsal=True),
     _tableau("dopri5", _DOPRI5_ROWS, [*_DOPRI5_ROWS[-1], F(0)],
              [F(5179, 57600), F(0), F(7571, 16695), F(393, 640), F(-92097, 339200), F(187, 2100), F(1, 40)],
              order=5, error_order=4, fsal=True,
@@ -104,11 +130,6 @@ TABLEAUX: dict[str, Tableau] = {t.name: t for t in (
                     F(701980252875, 199316789632), F(-1453857185, 822651844), F(69997945, 29380423)]),
     _tableau("tsit5", _TSIT5_ROWS, [*_TSIT5_ROWS[-1], 0.0],
              [b - e for b, e in zip([*_TSIT5_ROWS[-1], 0.0], _TSIT5_ERROR)], order=5, error_order=4, fsal=True),
-    _tableau("bosh3", [[F(1, 2)], [F(0), F(3, 4)], [F(2, 9), F(1, 3), F(4, 9)]], [F(2, 9), F(1, 3), F(4, 9), F(0)],
-             [F(7, 24), F(1, 4), F(1, 3), F(1, 8)], order=3, error_order=2, fsal=True),
-    _tableau("rk4", [[F(1, 2)], [F(0), F(1, 2)], [F(0), F(0), F(1)]], [F(1, 6), F(1, 3), F(1, 3), F(1, 6)], None,
-             order=4, error_order=4, fsal=False),
-    _tableau("euler", [], [F(1)], None, order=1, error_order=1, fsal=False),
 )}
 
 

@@ -1,7 +1,9 @@
-"""The ODE view of residual networks: step-size controllers, the residual stage loop and traces."""
+"""The ODE view of residual networks: stage controllers (attention as the step h_k), the residual stage loop
+and traces."""
 
 from dia_ode.solvers.controllers import (
-    AbstractController, ConstantStep, DIAController, PerBlockAttention, SharedAttention, create_controller,
+    AbstractStageController, ConstantStep, DIAStageController, PerBlockAttention, SharedAttention,
+    create_stage_controller,
 )
 from dia_ode.solvers.continuous import (
     ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, AbstractDynamics, ContinuousBlock, PlainDynamics,
@@ -10,7 +12,7 @@ from dia_ode.solvers.continuous import (
 from dia_ode.solvers.continuous_attention import (
     DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
 )
-from dia_ode.solvers.interleaved import AlternatingController
+from dia_ode.solvers.interleaved import AlternatingStageController
 from dia_ode.solvers.regularization import RegularizedDynamics, regularization_loss
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
 from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, dynamics_stats
@@ -18,9 +20,9 @@ from dia_ode.solvers.tied import FieldBlock, euler_stage
 from dia_ode.solvers.trace import StageTrace, recorded_modules, recording, stages_of, trace
 
 __all__ = [
-    "AbstractBlock", "AbstractController", "AlternatingController", "ConstantStep", "DIAController",
-    "PerBlockAttention", "ResidualStage", "SharedAttention", "StageTrace", "create_controller", "recorded_modules", "recording",
-    "stages_of", "trace",
+    "AbstractBlock", "AbstractStageController", "AlternatingStageController", "ConstantStep", "DIAStageController",
+    "PerBlockAttention", "ResidualStage", "SharedAttention", "StageTrace", "create_stage_controller",
+    "recorded_modules", "recording", "stages_of", "trace",
     # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
     "ADAPTIVE_METHODS", "AbstractDynamics", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",

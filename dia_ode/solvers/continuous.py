@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from dia_ode.solvers.controllers import AbstractController, ConstantStep
+from dia_ode.solvers.controllers import AbstractStageController, ConstantStep
 from dia_ode.solvers.regularization import RegularizedDynamics, check_regularization, steer_end_time
 
 STAT_KEYS = ("nfe_forward", "nfe_backward", "num_steps", "num_accepted", "num_rejected", "num_steps_backward")
@@ -68,7 +68,7 @@ class AbstractDynamics(nn.Module, abc.ABC):
         return None
 
     @abc.abstractmethod
-    def euler_controller(self, dt: float) -> AbstractController:
+    def euler_controller(self, dt: float) -> AbstractStageController:
         """The stage controller that makes a residual stage the explicit Euler method with step dt."""
 
     @abc.abstractmethod
@@ -86,7 +86,7 @@ class PlainDynamics(AbstractDynamics):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.f(t, x)
 
-    def euler_controller(self, dt: float) -> AbstractController:
+    def euler_controller(self, dt: float) -> AbstractStageController:
         return ConstantStep(dt)
 
 

@@ -22,7 +22,7 @@ from dia_ode.attention.dia import DIAUnit
 from dia_ode.attention.dia_cell import State
 from dia_ode.attention.registry import ATTENTIONS, get_attention
 from dia_ode.solvers.continuous import AbstractDynamics, PlainDynamics
-from dia_ode.solvers.controllers import AbstractController
+from dia_ode.solvers.controllers import AbstractStageController
 
 
 
@@ -46,7 +46,7 @@ class GatedDynamics(AbstractDynamics):
     def attention(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.sam(self.f(t, x))  # (B, C, 1, 1)
 
-    def euler_controller(self, dt: float) -> AbstractController:
+    def euler_controller(self, dt: float) -> AbstractStageController:
         return EulerAttention(self.sam, dt)
 
 
@@ -79,11 +79,11 @@ class DIADynamics(AbstractDynamics):
         x, h, c = y
         return self.unit(self.f(t, x), (h, c))[0]  # (B, C, 1, 1)
 
-    def euler_controller(self, dt: float) -> AbstractController:
+    def euler_controller(self, dt: float) -> AbstractStageController:
         return EulerDIA(self.unit, dt)
 
 
-class EulerAttention(AbstractController):
+class EulerAttention(AbstractStageController):
     """Euler step dt of dx/dt = SAM(f) ⊙ f: h_k = dt * SAM(f_k), one module for every step."""
 
     def __init__(self, sam: nn.Module, dt: float) -> None:
@@ -95,10 +95,10 @@ class EulerAttention(AbstractController):
         return self.dt * self.sam(f_k), state
 
 
-class EulerDIA(AbstractController):
+class EulerDIA(AbstractStageController):
     """Euler step dt of the continuous DIA: h_k = dt * a_k and m_{k+1} = m_k + dt (Cell(z_k, m_k) - m_k).
 
-    With dt = 1 this is solvers.DIAController exactly (torch.lerp with weight 1 returns the cell's
+    With dt = 1 this is solvers.DIAStageController exactly (torch.lerp with weight 1 returns the cell's
     output bit for bit), i.e. the discrete DIA stage.
     """
 

@@ -1,10 +1,14 @@
-"""Step-size controllers: who chooses h_k in x_{k+1} = x_k + h_k * f_k(x_k).
+"""Stage controllers: who chooses h_k in x_{k+1} = x_k + h_k * f_k(x_k), attention read as a step size.
 
 One small interface, as in diffrax's step-size controllers: `init` creates the controller's
 state at the start of a stage, and calling the controller with (k, f_k, state) returns the step
 h_k (broadcastable to f_k) and the new state. A plain ResNet is a constant step; SE-ResNet and
 friends are one attention module per block; a shared SAM is one module for the whole stage; DIA
 is one module with memory for the whole stage. The stage loop (stage.py) never asks which.
+
+A stage controller reads the state and is never told an error; the error controllers of the ODE lab
+(numerics/controllers.py: I, PI, PID, the learned DIAErrorController) read an embedded error estimate
+and accept or reject a step. The names say which: *StageController here, *ErrorController there.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from dia_ode.attention.dia import DIAUnit
 from dia_ode.attention.registry import get_attention
 
 
-class AbstractController(nn.Module, abc.ABC):
-    """Interface of a step-size controller; never instantiated."""
+class AbstractStageController(nn.Module, abc.ABC):
+    """Interface of a stage controller (the step h_k of every block of a residual stage); never instantiated."""
 
     def init(self, x0: torch.Tensor) -> Any:
         """Controller state before the first block, created like the stage input x0."""
@@ -33,7 +37,7 @@ class AbstractController(nn.Module, abc.ABC):
         h_k is a tensor broadcastable to f_k, or a number for a constant step."""
 
 
-class ConstantStep(AbstractController):
+class ConstantStep(AbstractStageController):
     """h_k = h for every block (h = 1 is the plain ResNet)."""
 
     def __init__(self, h: float = 1.0) -> None:
@@ -44,7 +48,7 @@ class ConstantStep(AbstractController):
         return self.h, state  # a number, not a tensor: the update is then a plain add (see stage.py)
 
 
-class PerBlockAttention(AbstractController):
+class PerBlockAttention(AbstractStageController):
     """One self-attention module per block: h_k = SAM_k(f_k) (SE-ResNet, ECA-ResNet, CBAM-ResNet)."""
 
     def __init__(self, sams: list[nn.Module]) -> None:
@@ -55,7 +59,7 @@ class PerBlockAttention(AbstractController):
         return self.sams[k](f_k), state
 
 
-class SharedAttention(AbstractController):
+class SharedAttention(AbstractStageController):
     """One self-attention module for the whole stage, no memory: h_k = SAM(f_k)."""
 
     def __init__(self, sam: nn.Module) -> None:
@@ -66,7 +70,7 @@ class SharedAttention(AbstractController):
         return self.sam(f_k), state
 
 
-class DIAController(AbstractController):
+class DIAStageController(AbstractStageController):
     """DIA: one shared unit with memory, (h_k, state_k) = DIA(f_k, state_{k-1}), h_0 = c_0 = 0."""
 
     def __init__(self, unit: DIAUnit) -> None:
@@ -80,7 +84,7 @@ class DIAController(AbstractController):
         return self.unit(f_k, state)
 
 
-def create_controller(attention: str, channels: int, num_blocks: int, **options) -> AbstractController:
+def create_stage_controller(attention: str, channels: int, num_blocks: int, **options) -> AbstractStageController:
     """Build the controller of one stage by attention name (a row of attention.ATTENTIONS).
 
     Args:
@@ -100,5 +104,5 @@ _BY_SCOPE = {
     "constant": lambda spec, C, L, options: ConstantStep(**options),
     "per_block": lambda spec, C, L, options: PerBlockAttention([spec.module(C, **options) for _ in range(L)]),
     "shared": lambda spec, C, L, options: SharedAttention(spec.module(C, **options)),
-    "recurrent": lambda spec, C, L, options: DIAController(spec.module(C, **options)),
+    "recurrent": lambda spec, C, L, options: DIAStageController(spec.module(C, **options)),
 }

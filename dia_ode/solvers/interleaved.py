@@ -1,9 +1,9 @@
-"""A controller made of several controllers that take turns: sub-step k goes to controller k mod m.
+"""A stage controller made of several that take turns: sub-step k goes to controller k mod m.
 
 A Transformer block is two Euler sub-steps (attention, then MLP: the Lie–Trotter splitting of Lu et
 al., arXiv 1906.02762), so the encoder's sub-steps alternate between two different vector fields.
-One controller for all of them is DIA's default (one cell per stage); `AlternatingController` is the
-other choice, one controller per kind of sub-step, each with its own state and its own count:
+One controller for all of them is DIA's default (one cell per stage); `AlternatingStageController` is
+the other choice, one controller per kind of sub-step, each with its own state and its own count:
 
     h_k, s^(j) = C_j(k // m, f_k, s^(j))        j = k mod m,  the other states unchanged
 
@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from dia_ode.solvers.controllers import AbstractController
+from dia_ode.solvers.controllers import AbstractStageController
 
 
-class AlternatingController(AbstractController):
+class AlternatingStageController(AbstractStageController):
     """Routes sub-step k to controllers[k % m] with that controller's own state and index k // m.
 
     Args:
@@ -28,10 +28,10 @@ class AlternatingController(AbstractController):
             Transformer encoder: [attention sub-steps, MLP sub-steps]).
     """
 
-    def __init__(self, controllers: Sequence[AbstractController]) -> None:
+    def __init__(self, controllers: Sequence[AbstractStageController]) -> None:
         super().__init__()
         if len(controllers) < 1:
-            raise ValueError("AlternatingController needs at least one controller")
+            raise ValueError("AlternatingStageController needs at least one controller")
         self.controllers = nn.ModuleList(controllers)
 
     def init(self, x0: torch.Tensor) -> tuple[Any, ...]:
@@ -44,4 +44,4 @@ class AlternatingController(AbstractController):
         return h_k, state[:j] + (s_j,) + state[j + 1:]
 
 
-__all__ = ["AlternatingController"]
+__all__ = ["AlternatingStageController"]

@@ -15,7 +15,7 @@ import abc
 import torch
 from torch import nn
 
-from dia_ode.solvers.controllers import AbstractController
+from dia_ode.solvers.controllers import AbstractStageController
 
 
 def euler_update(skip: torch.Tensor, h: torch.Tensor | float, f: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ class ResidualStage(nn.Module):
             (pre-activation ResNet, Transformer, continuous twins).
     """
 
-    def __init__(self, blocks: list[AbstractBlock], controller: AbstractController,
+    def __init__(self, blocks: list[AbstractBlock], controller: AbstractStageController,
                  post: nn.Module | None = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)

@@ -30,7 +30,7 @@ from dia_ode.stiffness.eigen import choose_method, default_tol, limited_threads,
 from dia_ode.stiffness.stability import real_axis_limit, stability_methods
 
 # Where the stability region of each explicit method meets the negative real axis: |R(-limit)| = 1
-# for its stability polynomial R, computed from stability.py's tableaus (one source: euler 2, rk4
+# for its stability polynomial R, computed from numerics' tableaux (one source: euler 2, rk4
 # 2.7853, dopri5 3.3066; tests/test_stiffness.py recomputes them from torchdiffeq's tables).
 STABILITY_LIMITS = {method: real_axis_limit(method) for method in stability_methods()}
 

@@ -35,7 +35,7 @@ import torch
 import torchdiffeq
 from scipy.integrate import solve_ivp
 
-from dia_ode.numerics import PIDController, create_controller, get_tableau, solve
+from dia_ode.numerics import PIDController, create_error_controller, get_tableau, solve
 from dia_ode.stiffness.problems import Problem, get_problem
 from dia_ode.studies.dia_controller_training import load_dia_controller
 
@@ -81,7 +81,7 @@ def parse_controller(text: str):
         return load_dia_controller(preset)
     if preset:
         raise ValueError(f"controller '{name}' takes no preset (only pid:<preset> does)")
-    return create_controller(name)
+    return create_error_controller(name)
 
 
 @functools.lru_cache(maxsize=32)
@@ -245,7 +245,8 @@ def bench_solve_batch(batch: int = 1024, mu: float = 1.0, t1: float = 10.0, tol:
     for _ in range(rounds):
         for key, test in (("ours", None), ("ours_no_test", False)):
             tic = time.perf_counter()
-            ours = solve(field, y0, 0.0, t1, controller=create_controller("pi"), rtol=tol, atol=tol, stiffness=test)
+            ours = solve(field, y0, 0.0, t1, controller=create_error_controller("pi"), rtol=tol, atol=tol,
+                         stiffness=test)
             seconds[key] = min(seconds[key], time.perf_counter() - tic)
         counted = _Counted(get_problem("vdp", mu=mu))
         tic = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from dia_ode.numerics import create_controller, solve
+from dia_ode.numerics import create_error_controller, solve
 from dia_ode.numerics.rosenbrock import ROSENBROCK
 from dia_ode.stiffness.problems import get_problem
 
@@ -72,7 +72,7 @@ def bench_stiff_switch(cases: tuple[SwitchCase, ...] = CASES, stiff_methods: tup
         case_rows = [lsoda]
         for name in stiff_methods:
             tic = time.perf_counter()
-            sol = solve(ivp.f, ivp.y0[None], t0, t1, controller=create_controller("pi"), rtol=case.rtol,
+            sol = solve(ivp.f, ivp.y0[None], t0, t1, controller=create_error_controller("pi"), rtol=case.rtol,
                         atol=case.atol, t_eval=torch.from_numpy(times), stiff_switch=True, stiff_method=name)
             stats = {key: int(value[0]) for key, value in sol.stats.items()}
             case_rows.append({"problem": label, "solver": f"ours dopri5 + PI -> {name}", "nfe": stats["nfe"],

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dia_ode.numerics import SUCCESS, AbstractController, PIController, solve
-from dia_ode.numerics.dia_controller import DIAController, new_cell
+from dia_ode.numerics import SUCCESS, AbstractErrorController, PIController, solve
+from dia_ode.numerics.dia_controller import DIAErrorController, new_cell
 from dia_ode.rundir import CheckpointError, atomic_write_bytes, load_run_config
 from dia_ode.stiffness.families import LinearFamily, VdpFamily
 
@@ -47,7 +47,7 @@ class Scores:
     success: np.ndarray
 
 
-def score(controller: AbstractController, family: Family, params: torch.Tensor, references: np.ndarray,
+def score(controller: AbstractErrorController, family: Family, params: torch.Tensor, references: np.ndarray,
           rtol: float, atol: float, max_steps: int = 200_000) -> Scores:
     """Solve every member in one batch with `controller` and score it (module docstring); a member
     that needs more than max_steps attempts fails (a bad candidate stops early instead of crawling)."""
@@ -80,7 +80,7 @@ def _load(cell: torch.nn.Module, theta: torch.Tensor) -> None:
 class Training:
     """What train_dia_controller returns: the controller and the objective after every iteration."""
 
-    controller: DIAController
+    controller: DIAErrorController
     history: list[float] = field(default_factory=list)
     reference_nfe: float = 0.0
     initial: float = float("nan")  # J of the untrained cell (the PI controller: 1)
@@ -107,7 +107,7 @@ def train_dia_controller(family: Family, members: int = 8, iterations: int = 10,
     pi = score(PIController(), family, params, references, rtol, atol)
     budget = int(pi.nfe.max() / 2)  # attempts: 3x PI's steps (dopri5: 6 evaluations a step); past that a candidate failed
     cell = new_cell()
-    controller = DIAController(cell, gain=gain)
+    controller = DIAErrorController(cell, gain=gain)
     theta = _flat(cell)
     generator = torch.Generator().manual_seed(seed + 1)
 
@@ -138,13 +138,13 @@ CONTROLLER_FILE = "controller.pt"
 TRAIN_COMMAND = "controllers train"
 
 
-def save_dia_controller(controller: DIAController, run_dir: Path) -> None:
+def save_dia_controller(controller: DIAErrorController, run_dir: Path) -> None:
     """Write the cell's weights and gain to <run_dir>/controller.pt, atomically."""
     payload = {"cell": controller.cell.state_dict(), "gain": controller.gain}
     atomic_write_bytes(Path(run_dir) / CONTROLLER_FILE, lambda f: torch.save(payload, f))
 
 
-def load_dia_controller(run_dir: str | Path) -> DIAController:
+def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
     """The DIA controller a `dia-ode controllers train` run saved.
 
     Raises:
@@ -164,10 +164,10 @@ def load_dia_controller(run_dir: str | Path) -> DIAController:
         cell.load_state_dict(payload["cell"])
     except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{path} does not hold a DIA controller ({type(err).__name__})") from None
-    return DIAController(cell, gain=float(payload["gain"]))
+    return DIAErrorController(cell, gain=float(payload["gain"]))
 
 
-def held_out_comparison(controller: DIAController, family: Family, members: int, seed: int, rtol: float,
+def held_out_comparison(controller: DIAErrorController, family: Family, members: int, seed: int, rtol: float,
                         atol: float) -> dict:
     """DIA against PI on fresh members of the family: per member nfe and scaled error, and the means of
     their ratios (nfe_dia / nfe_pi, error_dia / error_pi)."""

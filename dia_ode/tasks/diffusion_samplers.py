@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from dia_ode.solvers import AbstractController, AbstractDynamics, ConstantStep, ContinuousBlock
+from dia_ode.solvers import AbstractStageController, AbstractDynamics, ConstantStep, ContinuousBlock
 from dia_ode.tasks.noise_schedule import NoiseSchedule
 
 
@@ -97,7 +97,7 @@ class ProbabilityFlow(AbstractDynamics):
         eps = self.eps_model(xbar * a.sqrt().to(xbar.device), self.timestep(u).expand(self.batch))
         return -eps * s.to(xbar.device)  # d xbar / d tau = - sbar eps
 
-    def euler_controller(self, dt: float) -> AbstractController:
+    def euler_controller(self, dt: float) -> AbstractStageController:
         return ConstantStep(dt)
 
 
