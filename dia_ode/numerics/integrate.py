@@ -44,6 +44,8 @@ __all__ = ["DT_UNDERFLOW", "MAX_STEPS", "NON_FINITE", "RESULTS", "RUNNING", "SUC
            "TRACE_FIELDS", "SolveState", "Solution", "Trace", "batched", "solve"]
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# on_step(step, t (B,), h (B,), accept (B,), idx (B,)): see solve
+StepCallback = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass
@@ -108,7 +110,8 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
           step_size: float | None = None, first_step: float | None = None, t_eval: torch.Tensor | None = None,
           max_steps: int = 100_000, trace: bool = False, stiffness: StiffnessTest | bool | None = None,
           args: torch.Tensor | None = None, stiff_switch: bool = False, stiff_method: str = "rodas4",
-          switch_streak: int = SWITCH_STREAK, exact_spectrum: bool = False, per_sample: bool = True) -> Solution:
+          switch_streak: int = SWITCH_STREAK, exact_spectrum: bool = False, per_sample: bool = True,
+          on_step: StepCallback | None = None) -> Solution:
     """Integrate y' = f(t, y) from t0 to t1 for a batch of initial values, each sample on its own steps.
 
     Args:
@@ -139,6 +142,9 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
             torch.linalg.eigvals: n Jacobian-vector products and an n x n eigenproblem a step).
         per_sample: each sample on its own steps (default); False: one error norm over the batch and
             one step for all of it, as torchdiffeq steps (the samples still share t and h at the end).
+        on_step: called after every attempted step of the explicit method as on_step(step, t, h,
+            accept, idx): its StepResult, the samples' start times and steps (float64), which were
+            accepted, and their indices in the batch (instrumentation, e.g. the adjoint's quadrature).
 
     Returns:
         Solution, its y (B, T, ...). A sample that fails ends with its result code, never an exception.
@@ -160,7 +166,7 @@ def solve(f: Field, y0: torch.Tensor, t0: float, t1: float, *, method: str | Tab
     else:
         call = lambda tt, yy, rows: f(tt, yy, args[rows])  # noqa: E731
     loop = _StepLoop(call, RungeKutta(tableau), controller or IController(), stiffness, switch, rtol, atol, step_size,
-                     save, max_steps, exact_spectrum, TraceRecorder(trace), _rms if per_sample else _batch_rms)
+                     save, max_steps, exact_spectrum, TraceRecorder(trace), _rms if per_sample else _batch_rms, on_step)
     state, out = loop.start(y0, t0, t1, first_step)
     while True:
         running = (state.result == RUNNING).nonzero().flatten()
@@ -216,11 +222,12 @@ class _StepLoop:
     def __init__(self, call, method: RungeKutta, controller: AbstractErrorController, stiffness: StiffnessTest,
                  switch: NoSwitch, rtol: float, atol: float, step_size: float | None, save: torch.Tensor,
                  max_steps: int, exact_spectrum: bool, recorder: TraceRecorder,
-                 norm: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 norm: Callable[[torch.Tensor], torch.Tensor], on_step: StepCallback | None = None) -> None:
         self.call, self.method, self.controller, self.stiffness, self.switch = call, method, controller, stiffness, switch
         self.rtol, self.atol, self.step_size, self.save = rtol, atol, step_size, save
         self.max_steps, self.exact_spectrum, self.recorder, self.norm = max_steps, exact_spectrum, recorder, norm
         self.differentiable = False  # whether the state carries a graph (start decides)
+        self.on_step = on_step
 
     def start(self, y0: torch.Tensor, t0: float, t1: float, first_step: float | None
               ) -> tuple[SolveState, torch.Tensor]:
@@ -284,6 +291,8 @@ class _StepLoop:
         # flag apart, as a controller that swings h across the bound keeps it down (stiffness_test.py)
         s.stats["num_stiff_steps"][sel] += self.stiffness.limited(h_lambda).long()
         s.stats["num_flagged_steps"][sel] += (stiff & accept).long()
+        if self.on_step is not None and not stiff_mode:
+            self.on_step(step, ta, h_try, accept, idx)
         if self.recorder.enabled:  # ta may be a view of t, which is updated below
             self.recorder.add(method.name, sample=idx, t=ta.clone(), h=h_try, error_ratio=ratio, accepted=accept,
                               h_lambda=h_lambda, stiff=stiff, h_rho=h_rho)

@@ -89,6 +89,8 @@ class Solution:
             for the stiff switch num_jacobians, num_linear_solves, num_implicit_steps (accepted on the stiff
             method).
         trace: the per-step Trace when asked for, else None.
+        backward_stats: the adjoint solve's statistics per sample once backward ran (solve_adjoint;
+            nfe_quadrature: the parameter adjoint's evaluations), else empty.
     """
 
     t: torch.Tensor
@@ -96,6 +98,7 @@ class Solution:
     result: torch.Tensor
     stats: dict[str, torch.Tensor]
     trace: Trace | None = None
+    backward_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def success(self) -> torch.Tensor:
