@@ -180,6 +180,30 @@ def test_ls_options_lists_a_models_options_with_types_and_defaults():
     _assert_usage_error(invoke("ls", "--options", "nope"), "--options", "nope")
 
 
+def test_ls_options_lists_the_engine_options_of_a_continuous_model():
+    out = invoke("ls", "--options", "odenet").output.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:]}
+    assert rows["backend"] == ["str", "'torchdiffeq'"] and rows["controller"] == ["str", "'i'"]
+    assert rows["per_sample"] == ["bool", "False"]
+
+
+@pytest.mark.parametrize("options, option", [
+    (["controller=xyz"], "unknown controller 'xyz'"),
+    (["backend=dia_ode", "controller=pid:H999"], "controller 'pid:H999'"),
+    (["backend=dia_ode", "controller=dia:{tmp}"], "controller 'dia:"),  # a directory, not a trained controller run
+    (["backend=dia_ode", "method=rk4", "step_size=0.1", "per_sample=true"], "per_sample=true"),
+    (["controller=pi"], "controller 'pi' needs backend=dia_ode"),
+    (["per_sample=true"], "per_sample=true needs backend=dia_ode"),
+    (["backend=torch"], "unknown backend 'torch'"),
+    (["backend=dia_ode", "adjoint=True"], "adjoint=True with backend=dia_ode"),
+])
+def test_bad_engine_model_options_exit_2_with_one_line_naming_the_option(tmp_path, options, option):
+    args = [arg for pair in options for arg in ("--model-option", pair.format(tmp=tmp_path))]
+    result = invoke("train", "--model", "odenet", *args, "--epochs", 1, "--no-progress", "--out", tmp_path / "runs")
+    _assert_usage_error(result, "--model-option", option)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):
     # --out given to the group reaches the subcommand
     result = invoke("bench", "--out", tmp_path, "train-step", "--models", "resnet20,se_resnet20,dia_resnet20",

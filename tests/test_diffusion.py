@@ -182,6 +182,35 @@ def test_the_ode_sampler_reports_its_steps_and_a_fixed_method_its_exact_cost(tra
     assert solver["num_accepted"] == len(solver["step"]) >= 1 and (out_dir / "figures" / "steps.png").is_file()
 
 
+def test_the_ode_sampler_runs_on_dia_ode_with_per_sample_or_batch_steps(trained):
+    rows = {}
+    for steps in ("--batch-steps", "--per-sample"):
+        result = _sample_images(trained, "--sampler", "ode", "--rtol", 1e-2, "--backend", "dia_ode", "--controller",
+                                "pid:H211PI", steps)
+        assert result.exit_code == 0, result.output
+        out_dir = next((trained[2] / "samples").glob(f"*ode-dopri5-rtol-1e-02-dia_ode-pid_H211PI-{steps[2:]}"))
+        rows[steps] = json.loads((out_dir / "sample.json").read_text())
+        assert (out_dir / "figures" / "steps.png").is_file()
+    batch, alone = rows["--batch-steps"], rows["--per-sample"]
+    assert batch["backend"] == "dia_ode" and batch["controller"] == "pid:H211PI" and alone["per_sample"]
+    assert batch["solver"]["nfe_max"] == batch["nfe"]  # one step for the batch: every sample pays the same
+    assert alone["solver"]["nfe_max"] >= alone["nfe"] > 0  # per sample: the mean, and the most any one needed
+    assert len(alone["solver"]["step"]) >= 1  # the first sample's steps
+
+
+def test_bad_ode_engine_sample_options_are_one_line_with_exit_code_2(trained):
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--controller", "pi"), "--controller",
+                       "needs backend=dia_ode")
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--backend", "dia_ode", "--controller", "pid:X"),
+                       "--controller", "unknown PID preset 'X'")
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--backend", "dia_ode", "--steps", 3,
+                                      "--per-sample"), "--per-sample", "fixed-step method 'rk4'")
+    assert_usage_error(_sample_images(trained, "--sampler", "ode", "--per-sample"), "--per-sample",
+                       "needs backend=dia_ode")
+    assert_usage_error(_sample_images(trained, "--sampler", "ddim", "--steps", 2, "--backend", "dia_ode"),
+                       "--backend", "apply to --sampler ode")
+
+
 def test_a_sweep_tables_fid_against_nfe_for_several_runs(trained, monkeypatch):
     from dia_ode.studies import sampling
 

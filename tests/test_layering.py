@@ -1,7 +1,8 @@
 """The import graph has no upward arrows: each package imports only packages below it.
 
 The order is the design's: util's helpers (every registry's "did you mean") import nothing of ours,
-attention modules are controllers' parts, solvers run stages, stiffness and models build on solvers,
+attention modules are controllers' parts, numerics' integrator (any vector field) is what continuous
+blocks solve on, solvers run stages and blocks, stiffness and models build on solvers,
 tasks say what is learned from data, rundir persists runs, the engine trains any task on any model,
 analysis reads traces, studies combine the library, and the CLI sits on top (the library never imports
 it). Checked on the source with ast, so a lazy import inside a function counts too.
@@ -14,7 +15,7 @@ import pytest
 
 import dia_ode
 
-LAYERS = ["util", "attention", "solvers", "numerics", "stiffness", "models", "data", "tasks", "rundir", "engine", "analysis",
+LAYERS = ["util", "attention", "numerics", "solvers", "stiffness", "models", "data", "tasks", "rundir", "engine", "analysis",
           "studies", "cli"]
 ROOT = Path(dia_ode.__file__).parent
 

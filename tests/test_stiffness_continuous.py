@@ -122,6 +122,21 @@ def test_continuous_spectra_are_dt_a_times_the_field_jacobian_at_every_step(name
         continuous_spectra(dia_ode.create_model("resnet20", in_channels=1, base_width=4), x)
 
 
+def test_continuous_spectra_trace_a_per_sample_block_one_sample_at_a_time():
+    model = dia_ode.create_model("odenet", in_channels=1, width=4, backend="dia_ode", per_sample=True, rtol=1e-5,
+                                 atol=1e-5)
+    torch.nn.init.normal_(model.block.dynamics.f.norm3.weight, std=2.0)
+    model.eval()
+    x = torch.randn(2, 1, 8, 8) * torch.tensor([0.1, 3.0])[:, None, None, None]  # unlike samples: unlike steps
+    rows = continuous_spectra(model, x, k=2, samples=2)["steps"]
+    for i in range(2):  # each sample's rows are its own accepted steps, as the sample alone takes them
+        (alone,) = trace(model, x[i:i + 1])
+        mine = [r for r in rows if r["sample"] == i]
+        assert [r["t"] for r in mine] == [float(t) for t in alone.times]
+    assert [(r["block"], r["step"], r["sample"]) for r in rows] == sorted((r["block"], r["step"], r["sample"])
+                                                                        for r in rows)
+
+
 def test_stiffness_command_on_a_continuous_run(tmp_path):
     cfg = TrainConfig(model="odenet", epochs=1, batch_size=256, device="cpu", model_options={"width": 4})
     run_dir = start_run(tmp_path / "trained", "train-odenet", {"command": "train", **asdict(cfg)}, argv=["test"])

@@ -8,10 +8,11 @@ from dia_ode.analysis.integration_plots import plot_objective, plot_work_precisi
 from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, common_options
 from dia_ode.numerics import list_methods
 from dia_ode.rundir import save_figure, start_run, write_json
+from dia_ode.solvers.backends import parse_controller
 from dia_ode.stiffness import list_problems
 from dia_ode.stiffness.families import FAMILIES
 from dia_ode.studies.bench_controllers import (DEFAULT_CONTROLLERS, DEFAULT_PROBLEMS, SCIPY_METHODS, BenchProblem,
-                                              bench_controllers, parse_controller, torchode_available)
+                                              bench_controllers, torchode_available)
 from dia_ode.studies.dia_controller_training import (TRAIN_COMMAND, held_out_comparison,
                                                      save_dia_controller, train_dia_controller)
 

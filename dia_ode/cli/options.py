@@ -192,11 +192,12 @@ def parse_task_options(pairs: tuple[str, ...]) -> dict:
 
 
 def _option_value(text: str, what: str, hint: str):
-    """A Python literal (1e-5, 8, True), or else the string; BadParameter for a non-finite number."""
+    """A Python literal (1e-5, 8, True; true and false too, as a shell user writes them), or else the
+    string; BadParameter for a non-finite number."""
     try:
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
-        value = text.strip()
+        value = {"true": True, "false": False}.get(text.strip(), text.strip())
     if not _finite(value):
         raise click.BadParameter(f"{what}={text.strip()} is not a finite number", param_hint=hint)
     return value

@@ -12,6 +12,8 @@ from dia_ode.data import DataError
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, write_json
 from dia_ode.solvers import ADAPTIVE_METHODS, FIXED_GRID_METHODS, StepBudgetExceeded
+from dia_ode.solvers.backends import (BACKENDS, CONTROLLER_FORMS, DEFAULT_BACKEND, DEFAULT_CONTROLLER, SolverChoice,
+                                      SolverOptionError)
 from dia_ode.studies.sampling import (NotADiffusionRun, Setting, diffusion_task, fits, plot_sweep, real_features,
                                       sample_setting, sweep, sweep_markdown, write_samples)
 from dia_ode.tasks.diffusion import SAMPLERS
@@ -30,7 +32,14 @@ from dia_ode.tasks.diffusion import SAMPLERS
 @click.option("--atol", type=FiniteFloat(min=0, min_open=True), default=None,
               help="ode, adaptive: absolute tolerance [--rtol].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=1000,
-              help="ode: attempted solver steps per batch before it gives up.")
+              help="ode: attempted solver steps per batch (per sample on dia_ode) before it gives up.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND, show_default=True,
+              help="ode: the engine; dia_ode is the project's integrator (any --controller, --per-sample).")
+@click.option("--controller", default=DEFAULT_CONTROLLER, show_default=True,
+              help=f"ode on dia_ode, adaptive: the error controller, {', '.join(CONTROLLER_FORMS)} (RUN a "
+                   f"`dia-ode controllers train` run).")
+@click.option("--per-sample/--batch-steps", default=False, show_default=True,
+              help="ode on dia_ode, adaptive: each sample on its own steps, or one step for the batch.")
 @click.option("--num", type=click.IntRange(min=1), default=1000, help="Images to generate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, help="Images generated at once.")
 @click.option("--feature-run", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -42,8 +51,8 @@ from dia_ode.tasks.diffusion import SAMPLERS
                    "steps) on every RUN_DIR instead of one sampler.")
 @common_options
 @click.pass_context
-def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, num, batch_size,
-           feature_run, no_quality, sweep_grid, seed, device, out, no_progress) -> None:
+def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol, max_steps, backend, controller,
+           per_sample, num, batch_size, feature_run, no_quality, sweep_grid, seed, device, out, no_progress) -> None:
     """Generate images from trained diffusion runs (`dia-ode train --task diffusion`) with the weights'
     moving average, and measure them: a Fréchet distance in the features of a classifier trained on the
     same data (not Inception's, which cannot be downloaded here: compare numbers of one feature network
@@ -67,7 +76,8 @@ def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol
     if sweep_grid and set(given) & set(_ONE_SETTING):
         raise click.BadParameter(f"--sweep runs its own grid of samplers; drop "
                                  f"{', '.join(given[k] for k in _ONE_SETTING if k in given)}", param_hint="--sweep")
-    setting = _setting(sampler, steps, eta, method, rtol, atol, max_steps)
+    engine = SolverChoice(backend, controller, per_sample)
+    setting = _setting(sampler, steps, eta, method, rtol, atol, max_steps, engine, given)
     if (setting.sampler != "ode" or setting.method in FIXED_GRID_METHODS) and {"rtol", "atol"} & set(given):
         raise click.BadParameter("--rtol and --atol apply to an adaptive --sampler ode", param_hint="--rtol")
     target = resolve_device(device)
@@ -110,8 +120,13 @@ def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol
     click.echo(f"-> {out_dir}")
 
 
-def _setting(sampler, steps, eta, method, rtol, atol, max_steps) -> Setting:
-    """The one sampler setting the options describe; BadParameter for options of another sampler."""
+def _setting(sampler, steps, eta, method, rtol, atol, max_steps, engine: SolverChoice, given: dict) -> Setting:
+    """The one sampler setting the options describe; BadParameter for options of another sampler (given:
+    the options on the command line, by name) and for an engine that the library refuses (its
+    SolverOptionError names the option)."""
+    engine_flags = [flag for name, flag in given.items() if name in _ENGINE]
+    if sampler != "ode" and engine_flags:
+        raise click.BadParameter(f"{', '.join(engine_flags)} apply to --sampler ode", param_hint=engine_flags[0])
     if sampler != "ddim" and eta:
         raise click.BadParameter("--eta applies to --sampler ddim", param_hint="--eta")
     if sampler == "ddpm" and steps is not None:
@@ -125,7 +140,13 @@ def _setting(sampler, steps, eta, method, rtol, atol, max_steps) -> Setting:
     if sampler == "ode" and method in ADAPTIVE_METHODS and steps is not None:
         raise click.BadParameter(f"adaptive method {method} chooses its steps (by --rtol); drop --steps",
                                  param_hint="--steps")
-    return Setting(sampler, steps, eta, method, rtol, atol, max_steps)
+    if sampler == "ode":
+        try:
+            engine.check(method)
+        except SolverOptionError as err:
+            raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
+    return Setting(sampler, steps, eta, method, rtol, atol, max_steps, engine.backend, engine.controller,
+                   engine.per_sample)
 
 
 def _real_features(run, feature_run: Path | None, device: str, no_progress: bool) -> RealFeatures:
@@ -143,8 +164,9 @@ def _real_features(run, feature_run: Path | None, device: str, no_progress: bool
         raise click.BadParameter(str(err), param_hint="--feature-run") from None
 
 
-# the options that describe one sampler setting (a sweep has its own grid)
-_ONE_SETTING = ("sampler", "steps", "eta", "method", "rtol", "atol")
+# the options that describe one sampler setting (a sweep has its own grid), and the ODE engine's among them
+_ENGINE = ("backend", "controller", "per_sample")
+_ONE_SETTING = ("sampler", "steps", "eta", "method", "rtol", "atol", *_ENGINE)
 
 
 def _line(row: dict) -> str:

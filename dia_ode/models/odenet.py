@@ -36,6 +36,7 @@ from torch import nn
 
 from dia_ode.models.backbone import AbstractBackbone, FeatureInfo
 from dia_ode.models.registry import register_model
+from dia_ode.solvers.backends import DEFAULT_BACKEND, DEFAULT_CONTROLLER
 from dia_ode.solvers.continuous import ContinuousBlock
 from dia_ode.solvers.continuous_attention import make_dynamics
 from dia_ode.solvers.controllers import create_stage_controller
@@ -54,14 +55,18 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 class TimeConv2d(nn.Module):
-    """3x3 convolution of [t, x]: the time enters as one constant extra input channel."""
+    """3x3 convolution of [t, x]: the time enters as one constant extra input channel.
+
+    t is one time for the batch (a float or a 0-d tensor, as torchdiffeq gives it) or one per sample
+    (B,) (dia_ode's per-sample steps)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in + 1, c_out, kernel_size=3, padding=1)
 
     def forward(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-        tt = torch.ones_like(x[:, :1]) * t  # (B, 1, H, W), in x's dtype
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)  # (1 or B, 1, 1, 1)
+        tt = t.expand(x.shape[0], 1, *x.shape[2:])  # (B, 1, H, W), in x's dtype
         return self.conv(torch.cat([tt, x], dim=1))
 
 
@@ -131,20 +136,24 @@ def odenet(attention: str = "none", num_classes: int = 10, in_channels: int = 3,
            step_size: float | None = None, adjoint: bool = False, max_num_steps: int | None = 1000,
            downsample: int = 2, adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
            adjoint_seminorm: bool = False, kinetic_energy: float = 0.0, jacobian_norm: float = 0.0,
-           steer: float = 0.0, hutchinson_noise: str = "gaussian", **attention_options) -> ODENet:
+           steer: float = 0.0, hutchinson_noise: str = "gaussian", backend: str = DEFAULT_BACKEND,
+           controller: str = DEFAULT_CONTROLLER, per_sample: bool = False, **attention_options) -> ODENet:
     """The continuous ODE-Net: dynamics (attention "none", "se" or "dia") integrated over [0, T].
 
     Solver arguments are those of solvers.ContinuousBlock, the adjoint's (adjoint_rtol, adjoint_atol,
-    adjoint_seminorm) and the training-time regularisers (kinetic_energy, jacobian_norm: RNODE's λ_K
-    and λ_J; hutchinson_noise: λ_J's probe, "gaussian" or "rademacher"; steer: STEER's b) included;
-    attention_options go to make_dynamics.
+    adjoint_seminorm), the training-time regularisers (kinetic_energy, jacobian_norm: RNODE's λ_K
+    and λ_J; hutchinson_noise: λ_J's probe, "gaussian" or "rademacher"; steer: STEER's b) and the
+    engine's (backend "torchdiffeq" or "dia_ode"; on dia_ode the error controller "i", "pi",
+    "pid[:PRESET]" or "dia:RUN", and per_sample steps; solvers/backends.py) included; attention_options
+    go to make_dynamics.
     """
     dynamics = make_dynamics(attention, ConvField(width), width, **attention_options)
     block = ContinuousBlock(dynamics, T=T, method=method, rtol=rtol, atol=atol, step_size=step_size,
                             adjoint=adjoint, max_num_steps=max_num_steps, adjoint_rtol=adjoint_rtol,
                             adjoint_atol=adjoint_atol, adjoint_seminorm=adjoint_seminorm,
                             kinetic_energy=kinetic_energy, jacobian_norm=jacobian_norm, steer=steer,
-                            hutchinson_noise=hutchinson_noise)
+                            hutchinson_noise=hutchinson_noise, backend=backend, controller=controller,
+                            per_sample=per_sample)
     return ODENet(block, num_classes, in_channels, width, downsample)
 
 

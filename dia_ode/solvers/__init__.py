@@ -1,14 +1,16 @@
-"""The ODE view of residual networks: stage controllers (attention as the step h_k), the residual stage loop
-and traces."""
+"""The ODE view of residual networks: stage controllers (attention as the step h_k), the residual stage loop,
+continuous blocks on torchdiffeq or on numerics' integrator, and traces."""
 
 from dia_ode.solvers.controllers import (
     AbstractStageController, ConstantStep, DIAStageController, PerBlockAttention, SharedAttention,
     create_stage_controller,
 )
+from dia_ode.solvers.backends import BACKENDS, SolverChoice, SolverOptionError, parse_controller
 from dia_ode.solvers.continuous import (
     ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, AbstractDynamics, ContinuousBlock, PlainDynamics,
-    StepBudgetExceeded, StepLog,
+    SolveFailed, StepBudgetExceeded, StepLog,
 )
+from dia_ode.solvers.dia_ode_backend import StatePacking
 from dia_ode.solvers.continuous_attention import (
     DIADynamics, EulerAttention, EulerDIA, GatedDynamics, make_dynamics,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
     "StepBudgetExceeded", "StepLog", "continuous_blocks", "dynamics_stats", "euler_stage",
     "make_dynamics",
+    # the engines of a continuous block (backends.py, dia_ode_backend.py)
+    "BACKENDS", "SolveFailed", "SolverChoice", "SolverOptionError", "StatePacking", "parse_controller",
     # regularised training (regularization.py)
     "RegularizedDynamics", "regularization_loss",
 ]

@@ -1,14 +1,19 @@
-"""The continuous block: dy/dt = F(t, y) over [0, T] solved by torchdiffeq, with solver statistics.
+"""The continuous block: dy/dt = F(t, y) over [0, T] solved by torchdiffeq or by dia_ode's own integrator.
 
 The continuous-depth twin of a residual stage ("Neural Ordinary Differential Equations", Chen et al.,
 arXiv 1806.07366): instead of L Euler steps x_{k+1} = x_k + h_k f(x_k), an adaptive or fixed-grid
-solver from torchdiffeq integrates the dynamics from t = 0 to t = T (`odeint`, or `odeint_adjoint`
-for O(1) memory). The solver is instrumented without editing it: evaluations are counted in the
-vector field's forward, steps through torchdiffeq's callbacks. In training a block can also
-regularise its dynamics (RNODE's kinetic and Jacobian penalties, STEER's random end time;
-solvers/regularization.py). See theory/continuous_dia.md.
+solver integrates the dynamics from t = 0 to t = T. The engine is an option (solvers/backends.py):
+torchdiffeq (`odeint`, or `odeint_adjoint` for O(1) memory; the default) or the project's integrator
+(`backend="dia_ode"`, solvers/dia_ode_backend.py: per-sample steps, any error controller, the stiffness
+test on every step). torchdiffeq is instrumented without editing it: evaluations are counted in the
+vector field's forward, steps through its callbacks. In training a block can also regularise its
+dynamics (RNODE's kinetic and Jacobian penalties, STEER's random end time; solvers/regularization.py).
+See theory/continuous_dia.md.
 
-Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forward):
+Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forward), per sample: on
+torchdiffeq every sample takes every step, on dia_ode the per-sample counts are averaged over the batch
+(so nfe_forward means the same on both: evaluations of F per sample, also the solve's cost in
+whole-batch evaluations):
     nfe_forward         evaluations of F made by the forward solve
     nfe_backward        evaluations of F made while backpropagating this forward's output: with the
                         adjoint, the adjoint solve's evaluations (each with one vector-Jacobian
@@ -18,31 +23,34 @@ Statistics (`ContinuousBlock.stats`, keys STAT_KEYS, a fresh dict at every forwa
     num_accepted        accepted steps (every step of a fixed-grid method)
     num_rejected        rejected steps (always 0 for fixed-grid methods)
     num_steps_backward  steps attempted by the adjoint solve (0 with direct backprop)
+    nfe_forward_max     the most evaluations of F any one sample needed (= nfe_forward on torchdiffeq)
+    num_stiff_steps     accepted steps that Hairer's stiffness test found stability-limited
+                        (numerics.StiffnessTest.limited)
+    num_tested_steps    accepted steps the stiffness test examined: num_accepted with dopri5 on dia_ode,
+                        0 where no test ran (torchdiffeq; a method without the test's stage pair). The
+                        stiff fraction is num_stiff_steps / num_tested_steps, undefined at 0 (never 0/N:
+                        0 stiff steps of an untested solve are not a measurement)
 """
 
 from __future__ import annotations
 
 import abc
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from dia_ode.solvers import dia_ode_backend
+from dia_ode.solvers.backends import (ADAPTIVE_METHODS, DEFAULT_BACKEND, DEFAULT_CONTROLLER, FIXED_GRID_METHODS,
+                                      SolveFailed, SolverChoice, StepBudgetExceeded, StepLog, grid_steps)
 from dia_ode.solvers.controllers import AbstractStageController, ConstantStep
 from dia_ode.solvers.regularization import RegularizedDynamics, check_regularization, steer_end_time
 
-STAT_KEYS = ("nfe_forward", "nfe_backward", "num_steps", "num_accepted", "num_rejected", "num_steps_backward")
-
-# torchdiffeq 0.2.5's methods by kind (its own table is private); tests check this split against it.
-ADAPTIVE_METHODS = ("dopri5", "bosh3", "fehlberg2", "adaptive_heun", "dopri8")
-FIXED_GRID_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
-
-
-class StepBudgetExceeded(RuntimeError):
-    """A solve attempted more than max_num_steps steps (the dynamics blew up or became too stiff)."""
+STAT_KEYS = ("nfe_forward", "nfe_backward", "num_steps", "num_accepted", "num_rejected", "num_steps_backward",
+             "nfe_forward_max", "num_stiff_steps", "num_tested_steps")
+__all__ = ["ADAPTIVE_METHODS", "FIXED_GRID_METHODS", "STAT_KEYS", "AbstractDynamics", "ContinuousBlock",
+           "PlainDynamics", "SolveFailed", "StepBudgetExceeded", "StepLog", "uniform_grid"]
 
 
 class AbstractDynamics(nn.Module, abc.ABC):
@@ -73,7 +81,10 @@ class AbstractDynamics(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def forward(self, t: torch.Tensor, y: Any) -> Any:
-        """The time derivative dy/dt at (t, y)."""
+        """The time derivative dy/dt at (t, y).
+
+        t is float64: a 0-d tensor on torchdiffeq (one time for the batch), (B,) on dia_ode (one time per
+        sample, which may differ with per-sample steps; the batch holds the samples still running)."""
 
 
 class PlainDynamics(AbstractDynamics):
@@ -88,32 +99,6 @@ class PlainDynamics(AbstractDynamics):
 
     def euler_controller(self, dt: float) -> AbstractStageController:
         return ConstantStep(dt)
-
-
-@dataclass
-class StepLog:
-    """Per-step record of the last forward solve of one block.
-
-    Attributes:
-        t: start time of every attempted step, float64 0-d tensors on the input's device.
-        dt: size of every attempted step, float64 0-d tensors.
-        accepted: whether each step was accepted.
-
-    The states, fields and attention at the accepted steps are what solvers.trace records.
-    """
-
-    t: list[torch.Tensor] = field(default_factory=list)
-    dt: list[torch.Tensor] = field(default_factory=list)
-    accepted: list[bool] = field(default_factory=list)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The record as 1-d CPU tensors: t and dt (float64), accepted (bool)."""
-        def stack(values):
-            return torch.stack(values).cpu() if values else torch.zeros(0, dtype=torch.float64)
-        return {"t": stack(self.t), "dt": stack(self.dt), "accepted": torch.tensor(self.accepted, dtype=torch.bool)}
-
-    def __len__(self) -> int:
-        return len(self.t)
 
 
 class _AbstractInstrumented(nn.Module):
@@ -192,8 +177,7 @@ def uniform_grid(step_size: float):
     Works in either direction (the adjoint solve runs from T back to 0).
     """
     def grid(func, y0: Any, t: torch.Tensor) -> torch.Tensor:
-        span = float(t[-1] - t[0])
-        n = max(1, math.ceil(abs(span) / step_size - 1e-9))  # 1e-9: T / step_size integral up to rounding
+        n = grid_steps(float(t[-1] - t[0]), step_size)
         ts = t[0] + (t[-1] - t[0]) * torch.arange(n + 1, dtype=t.dtype, device=t.device) / n  # float64
         ts[-1] = t[-1]
         return ts
@@ -201,19 +185,20 @@ def uniform_grid(step_size: float):
 
 
 class ContinuousBlock(nn.Module):
-    """x(T) from x(0) = x by integrating the dynamics over [0, T] with torchdiffeq.
+    """x(T) from x(0) = x by integrating the dynamics over [0, T] with torchdiffeq or dia_ode's integrator.
 
     Args:
         dynamics: the right-hand side (PlainDynamics, GatedDynamics, DIADynamics, ...).
         T: the end time (the "depth" of the block).
-        method: a torchdiffeq method, one of ADAPTIVE_METHODS or FIXED_GRID_METHODS.
+        method: a torchdiffeq method, one of ADAPTIVE_METHODS or FIXED_GRID_METHODS (on dia_ode the same
+            method by its numerics tableau: solvers/backends.py).
         rtol: relative tolerance (adaptive methods).
         atol: absolute tolerance (adaptive methods).
         step_size: step of a fixed-grid method (required there; the grid has ceil(T / step_size)
             equal steps).
         adjoint: backpropagate with the adjoint method (odeint_adjoint) instead of through the solver.
-        max_num_steps: budget of attempted steps per solve (forward and adjoint separately); past it
-            StepBudgetExceeded is raised. None: no budget.
+        max_num_steps: budget of attempted steps per solve (forward and adjoint separately; per sample on
+            dia_ode); past it StepBudgetExceeded is raised. None: no budget.
         adjoint_rtol: relative tolerance of the adjoint solve (adaptive methods, adjoint only); None:
             rtol.
         adjoint_atol: absolute tolerance of the adjoint solve; None: atol.
@@ -226,9 +211,16 @@ class ContinuousBlock(nn.Module):
             always to T.
         hutchinson_noise: distribution of the Jacobian penalty's probe ε, "gaussian" or "rademacher"
             (same mean, lower variance).
+        backend: "torchdiffeq" or "dia_ode" (solvers/backends.py); dia_ode takes neither the adjoint nor
+            RNODE's penalties yet (STEER it does).
+        controller: dia_ode's error controller: "i" (torchdiffeq's rule), "pi", "pid[:PRESET]" or "dia:RUN".
+        per_sample: on dia_ode with an adaptive method, each sample on its own steps; False: one step for
+            the batch, as torchdiffeq takes.
 
     After a forward, `stats` holds the counts of that forward (see STAT_KEYS in the module docstring)
     and `log` its per-step record; backward adds nfe_backward and num_steps_backward to the same dict.
+    On dia_ode, `sample_stats` also holds every sample's counts (numerics.Solution.stats, (B,) each) and
+    `step_trace` every attempted step (numerics.Trace); both are None on torchdiffeq.
     `end_time` is the T it integrated to and `penalty` its regularisation term (a 0-d tensor in a
     regularised training forward, else None; solvers.regularization_loss sums it over a model).
     """
@@ -237,7 +229,9 @@ class ContinuousBlock(nn.Module):
                  atol: float = 1e-3, step_size: float | None = None, adjoint: bool = False,
                  max_num_steps: int | None = 1000, adjoint_rtol: float | None = None,
                  adjoint_atol: float | None = None, adjoint_seminorm: bool = False, kinetic_energy: float = 0.0,
-                 jacobian_norm: float = 0.0, steer: float = 0.0, hutchinson_noise: str = "gaussian") -> None:
+                 jacobian_norm: float = 0.0, steer: float = 0.0, hutchinson_noise: str = "gaussian",
+                 backend: str = DEFAULT_BACKEND, controller: str = DEFAULT_CONTROLLER,
+                 per_sample: bool = False) -> None:
         super().__init__()
         if method not in ADAPTIVE_METHODS + FIXED_GRID_METHODS:
             raise ValueError(f"unknown method '{method}'; valid: {', '.join(ADAPTIVE_METHODS + FIXED_GRID_METHODS)}")
@@ -255,6 +249,11 @@ class ContinuousBlock(nn.Module):
             raise ValueError(f"max_num_steps must be >= 1 or None, got {max_num_steps}")
         _check_adjoint_options(method, adjoint, adjoint_rtol, adjoint_atol, adjoint_seminorm)
         check_regularization(T, kinetic_energy, jacobian_norm, steer, hutchinson_noise)
+        # the error controller is a plain object, not a submodule: a learned one is fixed, not trained here
+        self.error_controller = SolverChoice(backend, controller, per_sample).check(method)
+        if backend == "dia_ode":
+            dia_ode_backend.check_supported(adjoint, kinetic_energy, jacobian_norm)
+        self.backend, self.controller, self.per_sample = backend, controller, per_sample
         self.dynamics = dynamics
         self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
         self.step_size, self.adjoint, self.max_num_steps = step_size, adjoint, max_num_steps
@@ -264,6 +263,7 @@ class ContinuousBlock(nn.Module):
         self.recorder = None  # set by solvers.trace while it records; never saved
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.log = StepLog()
+        self.sample_stats, self.step_trace = None, None
         self.end_time, self.penalty = self.T, None
 
     @property
@@ -272,7 +272,10 @@ class ContinuousBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.stats, self.log, self.penalty = dict.fromkeys(STAT_KEYS, 0), StepLog(), None
+        self.sample_stats, self.step_trace = None, None
         self.end_time = steer_end_time(self.T, self.steer) if self.training and self.steer else self.T
+        if self.backend == "dia_ode":
+            return dia_ode_backend.forward(self, x)
         regularized = self.training and (self.kinetic_energy > 0 or self.jacobian_norm > 0)
         dynamics = (RegularizedDynamics(self.dynamics, self.kinetic_energy, self.jacobian_norm, self.hutchinson_noise)
                     if regularized else self.dynamics)
@@ -291,6 +294,7 @@ class ContinuousBlock(nn.Module):
         else:
             ys = odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
         func.phase = "backward"
+        self.stats["nfe_forward_max"] = self.stats["nfe_forward"]  # every sample takes every step
         y_T = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
         if regularized:
             self.penalty = dynamics.loss_term(y_T)
@@ -305,7 +309,9 @@ class ContinuousBlock(nn.Module):
             ("adjoint_rtol", self.adjoint_rtol, None), ("adjoint_atol", self.adjoint_atol, None),
             ("adjoint_seminorm", self.adjoint_seminorm, False), ("kinetic_energy", self.kinetic_energy, 0.0),
             ("jacobian_norm", self.jacobian_norm, 0.0), ("steer", self.steer, 0.0),
-            ("hutchinson_noise", self.hutchinson_noise, "gaussian")) if value != default]
+            ("hutchinson_noise", self.hutchinson_noise, "gaussian"), ("backend", self.backend, DEFAULT_BACKEND),
+            ("controller", self.controller, DEFAULT_CONTROLLER), ("per_sample", self.per_sample, False))
+            if value != default]
         return ", ".join([f"T={self.T}, method={self.method}, {solver}, adjoint={self.adjoint}, "
                           f"max_num_steps={self.max_num_steps}", *extras])
 

@@ -1,6 +1,6 @@
 """Reading the solver statistics of a model: NFE and steps of its continuous blocks and stages.
 
-Every model is treated alike: a continuous block reports what its torchdiffeq solve did
+Every model is treated alike: a continuous block reports what its solve did
 (ContinuousBlock.stats), a residual stage of L blocks is a discrete solver with L evaluations and
 L accepted steps per forward and none in backward. Analysis code reads these functions, never a
 block's private attributes. Keys are STAT_KEYS (solvers/continuous.py).
@@ -23,12 +23,13 @@ def continuous_blocks(model: nn.Module) -> list[ContinuousBlock]:
     return [m for m in model.modules() if isinstance(m, ContinuousBlock)]
 
 
-def dynamics_stats(model: nn.Module) -> dict[str, int]:
+def dynamics_stats(model: nn.Module) -> dict[str, float]:
     """Solver statistics of the model's last forward (and its backward), summed over its blocks.
 
     Continuous blocks contribute their `stats` (reset by each forward; backward adds nfe_backward and
-    num_steps_backward); every residual stage of L blocks contributes nfe_forward = num_steps =
-    num_accepted = L and nothing else. Keys: STAT_KEYS.
+    num_steps_backward; per-sample means on dia_ode); every residual stage of L blocks contributes
+    nfe_forward = nfe_forward_max = num_steps = num_accepted = L and nothing else. Keys: STAT_KEYS
+    (nfe_forward_max summed over blocks bounds one sample's total from above).
     """
     total = dict.fromkeys(STAT_KEYS, 0)
     for m in model.modules():
@@ -36,7 +37,7 @@ def dynamics_stats(model: nn.Module) -> dict[str, int]:
             counts = m.stats
         elif isinstance(m, ResidualStage):
             L = len(m.blocks)
-            counts = {"nfe_forward": L, "num_steps": L, "num_accepted": L}
+            counts = {"nfe_forward": L, "nfe_forward_max": L, "num_steps": L, "num_accepted": L}
         else:
             continue
         for key, value in counts.items():

@@ -60,7 +60,9 @@ def continuous_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str
     """Spectra of every continuous block's field at every accepted solver step, per sample.
 
     The model runs once in eval mode (each submodule's mode restored afterwards) on x[:samples]; the
-    solver's accepted steps are the same for every sample of that batch (one solve).
+    solver's accepted steps are the same for every sample of that batch (one solve). A block with
+    per-sample steps (dia_ode, per_sample=True) runs once per sample instead, each on its own steps
+    (a block's num_steps is then the most any sample took).
 
     Args:
         model: a model with ContinuousBlock modules.
@@ -84,20 +86,24 @@ def continuous_spectra(model: nn.Module, x: torch.Tensor, k: int = 6, which: str
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no continuous block (ContinuousBlock) to analyse")
     x = x[:samples]
+    # per-sample steps (dia_ode) differ between the samples of a batch: each sample is traced alone, on its own
+    alone = any(block.backend == "dia_ode" and block.per_sample for block in blocks)
+    rows, info = [], [{"block": index, "solver": block.method, "T": block.T, "num_steps": 0,
+                       "real_axis_limit": STABILITY_LIMITS.get(block.method)} for index, block in enumerate(blocks)]
     with eval_mode(model):
-        with torch.no_grad():
-            traces = trace(model, x)
-            dts = [block.log.tensors() for block in blocks]  # read before anything runs the model again
-        by_module = dict(zip(map(id, recorded_modules(model)), traces))
-        rows, info = [], []
-        for index, (block, log) in enumerate(zip(blocks, dts)):
-            tr = by_module[id(block)]
-            dt = log["dt"][log["accepted"]]  # (num_steps,) float64, in the order the trace recorded them
-            info.append({"block": index, "solver": block.method, "T": block.T, "num_steps": len(tr),
-                         "real_axis_limit": STABILITY_LIMITS.get(block.method)})
-            rows += [step_row(block, tr.states[j], tr.steps[j], tr.times[j], float(dt[j]), index, j, i, k, which,
-                              method)
-                     for j in range(len(tr)) for i in range(len(x))]
+        for first, batch in ([(i, x[i:i + 1]) for i in range(len(x))] if alone else [(0, x)]):
+            with torch.no_grad():
+                traces = trace(model, batch)
+                dts = [block.log.tensors() for block in blocks]  # read before anything runs the model again
+            by_module = dict(zip(map(id, recorded_modules(model)), traces))
+            for index, (block, log) in enumerate(zip(blocks, dts)):
+                tr = by_module[id(block)]
+                dt = log["dt"][log["accepted"]]  # (num_steps,) float64, in the order the trace recorded them
+                info[index]["num_steps"] = max(info[index]["num_steps"], len(tr))
+                rows += [{**step_row(block, tr.states[j], tr.steps[j], tr.times[j], float(dt[j]), index, j, i, k,
+                                     which, method), "sample": first + i}
+                         for j in range(len(tr)) for i in range(len(batch))]
+    rows.sort(key=lambda row: (row["block"], row["step"], row["sample"]))  # the order one batch gives
     return {"k": k, "which": which, "samples": len(x), "method": method, "blocks": info, "steps": rows}
 
 

@@ -35,9 +35,9 @@ import torch
 import torchdiffeq
 from scipy.integrate import solve_ivp
 
-from dia_ode.numerics import PIDController, create_error_controller, get_tableau, solve
+from dia_ode.numerics import create_error_controller, get_tableau, solve
+from dia_ode.solvers.backends import parse_controller
 from dia_ode.stiffness.problems import Problem, get_problem
-from dia_ode.studies.dia_controller_training import load_dia_controller
 
 SAVE_POINTS = 11
 SCIPY_METHODS = ("RK45", "Radau", "LSODA")
@@ -67,21 +67,6 @@ class BenchProblem:
 DEFAULT_PROBLEMS = (BenchProblem("vdp", (("mu", 100.0),), 30.0), BenchProblem("brusselator"),
                     BenchProblem("lorenz", t1=5.0), BenchProblem("orego", t1=30.0))
 DEFAULT_CONTROLLERS = ("i", "pi", "pid:H211PI", "pid:H312PID")
-
-
-def parse_controller(text: str):
-    """`i`, `pi`, `pid:<preset>` or `dia:<run dir>` -> a controller; ValueError names what is wrong
-    (CheckpointError, a ValueError too, for a run directory that holds no DIA controller)."""
-    name, _, preset = text.partition(":")
-    if name == "pid":
-        return PIDController(preset or "H312PID")
-    if name == "dia":
-        if not preset:
-            raise ValueError("give the trained controller's run directory: dia:<run dir>")
-        return load_dia_controller(preset)
-    if preset:
-        raise ValueError(f"controller '{name}' takes no preset (only pid:<preset> does)")
-    return create_error_controller(name)
 
 
 @functools.lru_cache(maxsize=32)

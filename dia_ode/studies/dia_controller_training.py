@@ -24,7 +24,6 @@ linear systems with log-uniform rates; held-out members come from the same famil
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,9 @@ import torch
 
 from dia_ode.numerics import SUCCESS, AbstractErrorController, PIController, solve
 from dia_ode.numerics.dia_controller import DIAErrorController, new_cell
-from dia_ode.rundir import CheckpointError, atomic_write_bytes, load_run_config
+from dia_ode.rundir import CheckpointError, atomic_write_bytes
+from dia_ode.solvers.backends import CONTROLLER_FILE, TRAIN_COMMAND  # noqa: F401 -- TRAIN_COMMAND: re-exported
+from dia_ode.solvers.backends import load_dia_controller as read_dia_controller
 from dia_ode.stiffness.families import LinearFamily, VdpFamily
 
 Family = VdpFamily | LinearFamily
@@ -134,37 +135,24 @@ def train_dia_controller(family: Family, members: int = 8, iterations: int = 10,
     return training
 
 
-CONTROLLER_FILE = "controller.pt"
-TRAIN_COMMAND = "controllers train"
-
-
 def save_dia_controller(controller: DIAErrorController, run_dir: Path) -> None:
-    """Write the cell's weights and gain to <run_dir>/controller.pt, atomically."""
+    """Write the cell's weights and gain to <run_dir>/controller.pt, atomically (solvers.backends reads it)."""
     payload = {"cell": controller.cell.state_dict(), "gain": controller.gain}
     atomic_write_bytes(Path(run_dir) / CONTROLLER_FILE, lambda f: torch.save(payload, f))
 
 
 def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
-    """The DIA controller a `dia-ode controllers train` run saved.
+    """The DIA controller a `dia-ode controllers train` run saved (solvers.backends.load_dia_controller, the
+    one reader that the continuous blocks' controller=dia:RUN uses too).
 
     Raises:
         CheckpointError: not such a run (another command's directory, no controller.pt, a file that does
             not hold a DIA cell), one line naming the directory.
     """
-    config = load_run_config(run_dir)
-    if config.get("command") != TRAIN_COMMAND:
-        raise CheckpointError(f"{run_dir} was written by '{config.get('command')}', not by '{TRAIN_COMMAND}': "
-                              f"it holds no DIA controller")
-    path = Path(run_dir) / CONTROLLER_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} has no {CONTROLLER_FILE} (training did not finish)")
     try:
-        payload = torch.load(path, weights_only=True)
-        cell = new_cell()
-        cell.load_state_dict(payload["cell"])
-    except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"{path} does not hold a DIA controller ({type(err).__name__})") from None
-    return DIAErrorController(cell, gain=float(payload["gain"]))
+        return read_dia_controller(run_dir)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def held_out_comparison(controller: DIAErrorController, family: Family, members: int, seed: int, rtol: float,

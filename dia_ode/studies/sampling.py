@@ -20,6 +20,7 @@ import torch
 from dia_ode.analysis.sample_quality import FeatureNet, RealFeatures, sample_quality
 from dia_ode.data import load_dataset
 from dia_ode.rundir import LoadedRun, save_figure, write_json
+from dia_ode.solvers.backends import DEFAULT_BACKEND, DEFAULT_CONTROLLER, SolverChoice
 from dia_ode.tasks import DiffusionTask, get_task
 from dia_ode.tasks.sample_grid import sample_grid
 
@@ -39,6 +40,9 @@ class Setting:
     rtol: float = 1e-3  # ode, adaptive
     atol: float | None = None  # ode, adaptive; None: rtol
     max_steps: int = 1000  # ode: attempted steps per batch before StepBudgetExceeded
+    backend: str = DEFAULT_BACKEND  # ode: the engine, its error controller and per-sample steps
+    controller: str = DEFAULT_CONTROLLER
+    per_sample: bool = False
 
     @property
     def label(self) -> str:
@@ -46,9 +50,11 @@ class Setting:
             return "ddpm"
         if self.sampler == "ddim":
             return f"ddim {self.steps or 50}" + (f" eta {self.eta:g}" if self.eta else "")
+        engine = SolverChoice(self.backend, self.controller, self.per_sample)
+        engine = "" if engine == SolverChoice() else f" {engine.describe()}"
         if self.steps is not None:
-            return f"ode {self.method} {self.steps} steps"
-        return f"ode {self.method} rtol {self.rtol:.0e}"
+            return f"ode {self.method} {self.steps} steps{engine}"
+        return f"ode {self.method} rtol {self.rtol:.0e}{engine}"
 
     @property
     def tag(self) -> str:
@@ -102,7 +108,8 @@ def sample_setting(run: LoadedRun, setting: Setting, *, num: int, seed: int, bat
     made = task.generate(run.model, num, tuple(run.test.images.shape[1:]), sampler=setting.sampler,
                          steps=setting.steps, eta=setting.eta, method=setting.method, rtol=setting.rtol,
                          atol=setting.atol or setting.rtol, max_num_steps=setting.max_steps, seed=seed,
-                         batch_size=batch_size)
+                         batch_size=batch_size, backend=setting.backend, controller=setting.controller,
+                         per_sample=setting.per_sample)
     row = {"run": str(run.run_dir), "model": run.model_name, "dataset": run.dataset_name, "epoch": run.epoch,
            "setting": setting.label, **asdict(setting), "num": num, "seed": seed, "batch_size": batch_size,
            "nfe": made.nfe, "seconds": made.seconds}

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dia_ode.data import Dataset, Split, global_batches, iterate_batches, with_standard_strides
+from dia_ode.solvers.backends import DEFAULT_BACKEND, DEFAULT_CONTROLLER
 from dia_ode.tasks.base import AbstractTask
 from dia_ode.tasks.classification import ClassificationTask
 from dia_ode.tasks.diffusion_samplers import ddim_sample, ddpm_sample, probability_flow_sample
@@ -45,8 +46,8 @@ class Generated:
 
     Attributes:
         images: (N, C, H, W) float32 in [0, 1] pixel units, on the CPU.
-        nfe: evaluations of the noise predictor per batch of samples (the same for every batch but an
-            adaptive ODE solve's; there the mean over batches).
+        nfe: evaluations of the noise predictor per sample (the same for every batch but an adaptive ODE
+            solve's; there the mean over batches, and with per-sample steps the mean over samples).
         seconds: wall-clock time of the sampling.
         solver: for the ODE sampler, the first batch's solve: accepted / rejected steps and every
             accepted step's start and size in log sbar (diffusion_samplers.probability_flow_sample).
@@ -165,16 +166,19 @@ class DiffusionTask(AbstractTask):
     def generate(self, model: nn.Module, num: int, image_shape: tuple[int, int, int], *, sampler: str = "ddpm",
                  steps: int | None = None, eta: float = 0.0, method: str = "dopri5", rtol: float = 1e-3,
                  atol: float = 1e-3, max_num_steps: int | None = None, seed: int = 0,
-                 batch_size: int = 500) -> Generated:
+                 batch_size: int = 500, backend: str = DEFAULT_BACKEND, controller: str = DEFAULT_CONTROLLER,
+                 per_sample: bool = False) -> Generated:
         """`num` images from the model by a sampler: "ddpm" (T steps), "ddim" (`steps`, default 50; `eta`),
         "ode" (the probability-flow ODE: adaptive `method` with rtol / atol, or a fixed-step method with
-        `steps`; at most max_num_steps attempted steps per batch). Seeded: the same seed and batch_size
-        give the same images (the noise is drawn batch by batch, and an adaptive solve controls the error
+        `steps`; at most max_num_steps attempted steps per batch; on the engine that backend, controller
+        and per_sample choose, solvers/backends.py). Seeded: the same seed and batch_size give the same
+        images (the noise is drawn batch by batch, and an adaptive solve in batch steps controls the error
         of a whole batch).
 
         Raises:
             ValueError: an unknown sampler, or steps out of range.
-            StepBudgetExceeded: the ODE solve needed more than max_num_steps steps.
+            StepBudgetExceeded: the ODE solve needed more than max_num_steps steps (on dia_ode: a sample's
+                solve ended without success).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler '{sampler}'; valid: {', '.join(SAMPLERS)}")
@@ -194,7 +198,8 @@ class DiffusionTask(AbstractTask):
                 x, stats = ddim_sample(eps, self.schedule, shape, steps or 50, generator, eta=eta)
             else:
                 x, stats = probability_flow_sample(eps, self.schedule, shape, generator, method=method, rtol=rtol,
-                                                   atol=atol, steps=steps, max_num_steps=max_num_steps)
+                                                   atol=atol, steps=steps, max_num_steps=max_num_steps,
+                                                   backend=backend, controller=controller, per_sample=per_sample)
                 solver = solver or {k: v for k, v in stats.items() if k != "nfe"}
             parts.append(((x.float() + 1) / 2).clamp(0, 1))  # [-1, 1] -> pixels
             nfes.append(stats["nfe"])

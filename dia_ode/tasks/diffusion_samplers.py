@@ -12,8 +12,9 @@ callable eps_model(x, t) with t a (B,) tensor of (possibly fractional) timesteps
   deterministic sampler is the ODE d xbar / d sbar = eps(x, t) (Song et al. 2021, section 4.3; Karras et
   al. 2022 call this the sigma parametrisation), solved in u = log sbar (d xbar / du = sbar eps: fixed
   steps in u spread over every noise scale, where steps uniform in sbar would skip the small ones) from
-  t = T - 1 down to t = 0 by torchdiffeq (adaptive dopri5 with rtol / atol, or a fixed-step method with a
-  number of steps) inside the project's continuous block (solvers/continuous.py), so sampling reports
+  t = T - 1 down to t = 0 by torchdiffeq or dia_ode's integrator (adaptive dopri5 with rtol / atol, or a
+  fixed-step method with a number of steps; on dia_ode any error controller and each sample on its own
+  steps) inside the project's continuous block (solvers/continuous.py), so sampling reports
   what a neural ODE's forward does: evaluations, accepted and rejected steps, each step's size, and a
   step budget. t(sbar) interpolates the schedule's log sbar table.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from dia_ode.solvers import AbstractStageController, AbstractDynamics, ConstantStep, ContinuousBlock
+from dia_ode.solvers.backends import DEFAULT_BACKEND, DEFAULT_CONTROLLER
 from dia_ode.tasks.noise_schedule import NoiseSchedule
 
 
@@ -66,13 +68,14 @@ def ddim_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], step
 class ProbabilityFlow(AbstractDynamics):
     """d xbar / d tau of the probability-flow ODE, tau = log sbar(T - 1) - log sbar: time runs forward from
     the prior (tau = 0) to the data (tau = span), as a continuous block integrates. (Euler in tau is not
-    DDIM: DDIM is Euler in sbar itself; theory/unet.md.)"""
+    DDIM: DDIM is Euler in sbar itself; theory/unet.md.) tau is one time for the batch (torchdiffeq) or
+    one per sample (B,) (dia_ode's per-sample steps)."""
 
-    def __init__(self, eps_model, schedule: NoiseSchedule, batch: int) -> None:
+    def __init__(self, eps_model, schedule: NoiseSchedule) -> None:
         super().__init__()
         abar = schedule.alphas_cumprod
         self.log_sbar = (((1 - abar) / abar).sqrt()).log()  # increasing in t
-        self.eps_model, self.batch = eps_model, batch
+        self.eps_model = eps_model
         self.f = None  # no separate vector field module: the noise predictor is a plain callable
 
     @property
@@ -84,18 +87,20 @@ class ProbabilityFlow(AbstractDynamics):
         return (self.log_sbar[-1] - tau.to(torch.float64).cpu()).clamp(self.log_sbar[0], self.log_sbar[-1])
 
     def timestep(self, u: torch.Tensor) -> torch.Tensor:
-        """Fractional timestep at u = log sbar (linear in log sbar between the table's entries)."""
+        """Fractional timestep at u = log sbar, 0-d or (B,) (linear in log sbar between the table's entries)."""
         log_sbar = self.log_sbar
-        i = torch.searchsorted(log_sbar, u.reshape(1)).clamp(1, len(log_sbar) - 1)[0]
+        i = torch.searchsorted(log_sbar, u.reshape(-1)).clamp(1, len(log_sbar) - 1).reshape(u.shape)
         w = (u - log_sbar[i - 1]) / (log_sbar[i] - log_sbar[i - 1])
         return (i - 1 + w).to(torch.float64)
 
     def forward(self, tau: torch.Tensor, xbar: torch.Tensor) -> torch.Tensor:
-        u = self.log_sbar_at(tau)
+        u = self.log_sbar_at(tau)  # 0-d or (B,)
         s = u.exp()
         a = 1 / (1 + s ** 2)  # abar at sbar = s
-        eps = self.eps_model(xbar * a.sqrt().to(xbar.device), self.timestep(u).expand(self.batch))
-        return -eps * s.to(xbar.device)  # d xbar / d tau = - sbar eps
+        column = (-1, *[1] * (xbar.dim() - 1))  # a per-sample factor against (B, C, H, W)
+        eps = self.eps_model(xbar * a.sqrt().reshape(column).to(xbar.device),
+                             self.timestep(u).expand(xbar.shape[0]))
+        return -eps * s.reshape(column).to(xbar.device)  # d xbar / d tau = - sbar eps
 
     def euler_controller(self, dt: float) -> AbstractStageController:
         return ConstantStep(dt)
@@ -103,26 +108,33 @@ class ProbabilityFlow(AbstractDynamics):
 
 def probability_flow_sample(eps_model, schedule: NoiseSchedule, shape: tuple[int, ...], generator: torch.Generator,
                             method: str = "dopri5", rtol: float = 1e-3, atol: float = 1e-3,
-                            steps: int | None = None, max_num_steps: int | None = None
-                            ) -> tuple[torch.Tensor, dict]:
+                            steps: int | None = None, max_num_steps: int | None = None,
+                            backend: str = DEFAULT_BACKEND, controller: str = DEFAULT_CONTROLLER,
+                            per_sample: bool = False) -> tuple[torch.Tensor, dict]:
     """The probability-flow ODE from t = T - 1 to t = 0 (module docstring) as a continuous block:
-    (x_0, {"nfe", "num_accepted", "num_rejected", "log_sbar", "step"}), "log_sbar" and "step" the start
-    and size (in log sbar) of every accepted step.
+    (x_0, {"nfe", "nfe_max", "num_accepted", "num_rejected", "log_sbar", "step"}), "log_sbar" and "step"
+    the start and size (in log sbar) of every accepted step. backend, controller and per_sample choose the
+    engine as a continuous block's options do (solvers/backends.py); with per-sample steps the counts are
+    means over the samples, nfe_max the most any sample needed, and the steps are the first sample's.
 
     Raises:
-        StepBudgetExceeded: more than max_num_steps attempted steps.
+        StepBudgetExceeded: more than max_num_steps attempted steps (on dia_ode SolveFailed, a
+            StepBudgetExceeded too: a sample's solve ended without success).
+        SolverOptionError: a bad backend, controller or per_sample, naming it.
     """
-    dynamics = ProbabilityFlow(eps_model, schedule, shape[0])
+    dynamics = ProbabilityFlow(eps_model, schedule)
     span = dynamics.span
     step_size = None if steps is None else span / steps
     block = ContinuousBlock(dynamics, T=span, method=method, rtol=rtol, atol=atol, step_size=step_size,
-                            max_num_steps=max_num_steps)
+                            max_num_steps=max_num_steps, backend=backend, controller=controller,
+                            per_sample=per_sample)
     abar = schedule.alphas_cumprod
     x_T = torch.randn(shape, generator=generator, dtype=torch.float64)  # the prior N(0, I), as DDPM's
     xbar = block(x_T / abar[-1].sqrt())  # xbar = x / sqrt(abar)
     record = block.log.tensors()
     accepted = record["accepted"]
-    stats = {"nfe": block.stats["nfe_forward"], "num_accepted": block.stats["num_accepted"],
+    stats = {"nfe": block.stats["nfe_forward"], "nfe_max": block.stats["nfe_forward_max"],
+             "num_accepted": block.stats["num_accepted"],
              "num_rejected": block.stats["num_rejected"],
              "log_sbar": (dynamics.log_sbar[-1] - record["t"][accepted]).tolist(),
              "step": record["dt"][accepted].tolist()}
