@@ -49,11 +49,13 @@ class _Adjoint:
     backward_options: dict
     solution: Solution | None = None
     backward_stats: dict[str, torch.Tensor] = dataclass_field(default_factory=dict)
+    on_backward: Callable[[dict[str, torch.Tensor]], None] | None = None
 
 
 def solve_adjoint(f: Callable, y0: torch.Tensor, t0: float, t1: float, *, params: Sequence[torch.Tensor] | None = None,
                   t_eval: torch.Tensor | None = None, adjoint_rtol: float | None = None,
-                  adjoint_atol: float | None = None, adjoint_max_steps: int | None = None, **options) -> Solution:
+                  adjoint_atol: float | None = None, adjoint_max_steps: int | None = None,
+                  on_backward: Callable[[dict[str, torch.Tensor]], None] | None = None, **options) -> Solution:
     """solve(f, y0, t0, t1, ...) whose gradients come from the adjoint method (module docstring).
 
     Args:
@@ -63,9 +65,10 @@ def solve_adjoint(f: Callable, y0: torch.Tensor, t0: float, t1: float, *, params
         t_eval: save times in [t0, t1], increasing (default t0 and t1).
         adjoint_rtol, adjoint_atol: tolerances of the backward solve (default: the forward's).
         adjoint_max_steps: step budget of each backward segment (default: the forward's).
+        on_backward: called with the backward solve's statistics once it ran (a block's nfe_backward).
         **options: solve's options (method, controller, rtol, atol, per_sample, max_steps, ...), used by
-            both solves; a fresh copy of the controller for the backward one. Not: args, trace,
-            stiff_switch, on_step.
+            both solves (trace: the forward's only); a fresh copy of the controller for the backward
+            one. Not: args, stiff_switch, on_step.
 
     Returns:
         The forward Solution; its y carries the adjoint to y0 and params. After backward,
@@ -75,7 +78,7 @@ def solve_adjoint(f: Callable, y0: torch.Tensor, t0: float, t1: float, *, params
         ValueError: an option the adjoint does not take, or save times that do not span [t0, t1].
         AdjointFailed: from backward, when a backward solve fails (one line: samples, results, option).
     """
-    for name in ("args", "trace", "stiff_switch", "on_step"):
+    for name in ("args", "stiff_switch", "on_step"):
         if options.get(name) is not None and options.get(name) is not False:
             raise ValueError(f"solve_adjoint does not take {name}")
     if params is None:
@@ -85,12 +88,12 @@ def solve_adjoint(f: Callable, y0: torch.Tensor, t0: float, t1: float, *, params
     if save.numel() < 2 or float(save[0]) != t0 or float(save[-1]) != t1:
         raise ValueError(f"t_eval must start at t0={t0} and end at t1={t1} for the adjoint (the backward solve "
                          f"runs from save time to save time)")
-    backward = dict(options)
+    backward = {key: value for key, value in options.items() if key != "trace"}
     backward["rtol"] = adjoint_rtol if adjoint_rtol is not None else options.get("rtol", 1e-6)
     backward["atol"] = adjoint_atol if adjoint_atol is not None else options.get("atol", 1e-6)
     if adjoint_max_steps is not None:
         backward["max_steps"] = adjoint_max_steps
-    context = _Adjoint(f, tuple(params), float(t0), float(t1), save, dict(options), backward)
+    context = _Adjoint(f, tuple(params), float(t0), float(t1), save, dict(options), backward, on_backward=on_backward)
     y = _AdjointSolve.apply(context, y0, *context.params)
     solution = context.solution
     solution.y = y
@@ -146,6 +149,8 @@ def _backward(context: _Adjoint, ys: torch.Tensor, grad_y: torch.Tensor
             stats[key] = stats.get(key, 0) + value
         a = sol.y[:, -1, n:] + grad_y[:, j - 1]  # the adjoint at save time j - 1, plus its own gradient there
     context.backward_stats.update(stats, nfe_quadrature=quadrature.evaluations)
+    if context.on_backward is not None:
+        context.on_backward(context.backward_stats)
     return a.reshape(B, *shape), totals
 
 

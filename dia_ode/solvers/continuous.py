@@ -211,8 +211,9 @@ class ContinuousBlock(nn.Module):
             always to T.
         hutchinson_noise: distribution of the Jacobian penalty's probe ε, "gaussian" or "rademacher"
             (same mean, lower variance).
-        backend: "torchdiffeq" or "dia_ode" (solvers/backends.py); dia_ode takes neither the adjoint nor
-            RNODE's penalties yet (STEER it does).
+        backend: "torchdiffeq" or "dia_ode" (solvers/backends.py); on dia_ode the adjoint gives every
+            sample its own backward steps and always measures their error with the seminorm
+            (numerics/adjoint.py); RNODE's penalties are not taken there yet (STEER is).
         controller: dia_ode's error controller: "i" (torchdiffeq's rule), "pi", "pid[:PRESET]" or "dia:RUN".
         per_sample: on dia_ode with an adaptive method, each sample on its own steps; False: one step for
             the batch, as torchdiffeq takes.

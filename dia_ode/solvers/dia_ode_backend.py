@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dia_ode.numerics import MAX_STEPS, NON_FINITE, RESULTS, SUCCESS, Solution, StiffnessTest, solve
+from dia_ode.numerics import MAX_STEPS, NON_FINITE, RESULTS, SUCCESS, Solution, StiffnessTest, solve, solve_adjoint
 from dia_ode.solvers.backends import DIA_ODE_TABLEAUX, SolveFailed, SolverOptionError, grid_steps
 
 if TYPE_CHECKING:  # continuous.py imports this module
@@ -86,14 +86,7 @@ class StatePacking:
 
 
 def check_supported(adjoint: bool, kinetic_energy: float, jacobian_norm: float) -> None:
-    """Refuse what the dia_ode backend cannot do yet, naming the option (SolverOptionError).
-
-    The adjoint plugs in at `_solve`, the one place where the block calls the integrator; its refusal here
-    goes when it does.
-    """
-    if adjoint:
-        raise SolverOptionError("adjoint", "adjoint=True with backend=dia_ode is not available yet: backpropagate "
-                                           "through the solve (adjoint=false) or use backend=torchdiffeq")
+    """Refuse what the dia_ode backend cannot do yet, naming the option (SolverOptionError)."""
     for name, value in (("kinetic_energy", kinetic_energy), ("jacobian_norm", jacobian_norm)):
         if value:
             raise SolverOptionError(name, f"{name}={value} with backend=dia_ode is not available yet: RNODE's "
@@ -131,16 +124,29 @@ def _solve(block: "ContinuousBlock", field, z0: torch.Tensor, trace: bool, t_eva
            ) -> Solution:
     """numerics.solve of the block's packed field from 0 to its end time, saving at t_eval (default 0 and
     the end), differentiable by backpropagation through its operations."""
-    # ADJOINT: plugs in here. With block.adjoint, numerics' adjoint solve takes the place of `solve` below
-    # (and check_supported's refusal goes)
     step_size = None
     if block.step_size is not None:  # the grid of uniform_grid: n equal steps, padded (GRID_PAD_ULPS)
         n = grid_steps(block.end_time, block.step_size)
         step_size = block.end_time / n * (1 + GRID_PAD_ULPS * n * sys.float_info.epsilon)
-    return solve(field, z0, 0.0, block.end_time, method=DIA_ODE_TABLEAUX[block.method],
-                 controller=block.error_controller, rtol=block.rtol, atol=block.atol, step_size=step_size,
-                 max_steps=sys.maxsize if block.max_num_steps is None else block.max_num_steps, trace=trace,
-                 t_eval=t_eval, per_sample=block.per_sample)
+    options = dict(method=DIA_ODE_TABLEAUX[block.method], controller=block.error_controller, rtol=block.rtol,
+                   atol=block.atol, step_size=step_size,
+                   max_steps=sys.maxsize if block.max_num_steps is None else block.max_num_steps, trace=trace,
+                   per_sample=block.per_sample)
+    if block.adjoint and t_eval is None and torch.is_grad_enabled():
+        # optimise-then-discretise: every sample's own backward steps, its error norm always the
+        # seminorm (numerics/adjoint.py: the parameters' adjoint is summed over the samples)
+        params = [p for p in block.parameters() if p.requires_grad]
+        return solve_adjoint(field, z0, 0.0, block.end_time, params=params, adjoint_rtol=block.adjoint_rtol,
+                             adjoint_atol=block.adjoint_atol, on_backward=lambda stats: _count_backward(block, stats),
+                             **options)
+    return solve(field, z0, 0.0, block.end_time, t_eval=t_eval, **options)
+
+
+def _count_backward(block: "ContinuousBlock", stats: dict[str, torch.Tensor]) -> None:
+    """The adjoint solve's cost in the block's stats: mean evaluations and steps per sample."""
+    evaluations = stats["nfe"] + stats["nfe_quadrature"]  # (B,): the backward field's and the quadrature's
+    block.stats["nfe_backward"] = float(evaluations.double().mean())
+    block.stats["num_steps_backward"] = float(stats["num_steps"].double().mean())
 
 
 def _raise_on_failure(block: "ContinuousBlock", sol: Solution) -> None:
