@@ -236,3 +236,11 @@ def test_the_adjoint_on_dia_ode_gives_the_exact_gradient_and_counts_its_backward
     assert backprop["nfe_backward"] == 0 < adjoint["nfe_backward"] and adjoint["num_steps_backward"] > 0
     steps = blocks[1].sample_stats["num_steps"]
     assert steps[0] < steps[2]  # every sample on its own forward steps
+
+
+def test_a_state_off_the_cpu_is_refused_by_the_dia_ode_backend_in_one_line():
+    block = ContinuousBlock(PlainDynamics(Decay()), backend="dia_ode")
+    with pytest.raises(SolverOptionError, match="CPU only") as refused:
+        block(torch.zeros(2, 2, dtype=f64, device="meta"))
+    assert refused.value.option == "backend"
+

@@ -101,7 +101,13 @@ def forward(block: "ContinuousBlock", x: torch.Tensor) -> torch.Tensor:
     Raises:
         SolveFailed: a sample's solve ended without success.
         ValueError: solvers.trace on a batch of several samples with per-sample steps.
+        SolverOptionError: a state that is not on the CPU (below).
     """
+    if x.device.type != "cpu":
+        # the integrator keeps its times, steps, statistics and controller states on the CPU: a clear
+        # refusal instead of a device mismatch deep in a step, until it follows the state's device
+        raise SolverOptionError("backend", f"backend=dia_ode runs on the CPU only for now (the input is on "
+                                           f"{x.device.type}): use backend=torchdiffeq on {x.device.type}")
     dynamics = block.dynamics
     if block.recorder is not None and block.per_sample and x.shape[0] > 1:
         raise ValueError(f"solvers.trace records one batch of states per accepted step, and per_sample=True gives "
