@@ -195,7 +195,7 @@ def test_ls_options_lists_the_engine_options_of_a_continuous_model():
     (["controller=pi"], "controller 'pi' needs backend=dia_ode"),
     (["per_sample=true"], "per_sample=true needs backend=dia_ode"),
     (["backend=torch"], "unknown backend 'torch'"),
-    (["backend=dia_ode", "adjoint=True"], "adjoint=True with backend=dia_ode"),
+    (["backend=dia_ode", "kinetic_energy=0.1"], "kinetic_energy=0.1 with backend=dia_ode"),
 ])
 def test_bad_engine_model_options_exit_2_with_one_line_naming_the_option(tmp_path, options, option):
     args = [arg for pair in options for arg in ("--model-option", pair.format(tmp=tmp_path))]
