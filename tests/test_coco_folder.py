@@ -1,4 +1,4 @@
-"""A user's COCO folder (issue 11, items 1 and 5): loading, letterboxing, and every refusal naming its file."""
+"""A user's COCO folder: loading, letterboxing, and every refusal naming its file."""
 
 import json
 import logging

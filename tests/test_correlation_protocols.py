@@ -1,5 +1,5 @@
 """The correlation protocols on hand-made attentions with a known answer, their null references, and
-`dia-ode correlate --protocol` on a tiny trained run (issue 9, item 1; theory/correlation.md)."""
+`dia-ode correlate --protocol` on a tiny trained run (theory/correlation.md)."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Detection building blocks (issue 11): box ops and NMS, the generated digit scenes, COCO export and
+"""Detection building blocks: box ops and NMS, the generated digit scenes, COCO export and
 COCOeval through pycocotools."""
 
 import math

@@ -1,4 +1,4 @@
-"""experiments/README.md takes the reproduction report's numbers from the report itself (issue 9, item 4).
+"""experiments/README.md takes the reproduction report's numbers from the report itself.
 
 The R1 entry quotes `experiments/report_cpu/report.json`: every claim's verdict, and every 95% interval
 "[low, high]" it prints, must be found in that claim's measured or reference intervals at the printed

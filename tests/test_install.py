@@ -1,4 +1,4 @@
-"""The installed package is found from any working directory (issue 8, item 1).
+"""The installed package is found from any working directory.
 
 Started in a folder that holds a directory named dia_ode (the parent of a clone named dia_ode), Python
 used to import that directory as a namespace package: `python -m dia_ode` failed and `dia_ode.runs`

@@ -22,7 +22,7 @@ from dia_ode.solvers import (ConstantStep, DIADynamics, DIAStageController, Gate
                              PlainDynamics, SharedAttention, create_stage_controller, make_dynamics)
 
 DEPTHS = (20, 32, 44, 56, 110, 164)  # the names that must stay stable
-ADDED_DEPTHS = (29,)  # resnet29 / preresnet29: bottlenecks at resnet164's widths, CPU-sized (issue 9)
+ADDED_DEPTHS = (29,)  # resnet29 / preresnet29: bottlenecks at resnet164's widths, CPU-sized
 PREFIXES = ("", "se_", "eca_", "cbam_", "shared_", "dia_")
 OLD_NAMES = [f"{a}{f}{d}" for a, f, d in itertools.product(PREFIXES, ("resnet", "preresnet"), DEPTHS)]
 

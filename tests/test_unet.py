@@ -1,4 +1,4 @@
-"""The diffusion UNet (issue 10, item 1): shapes, the timestep as `cond`, one controller per stage, traces."""
+"""The diffusion UNet: shapes, the timestep as `cond`, one controller per stage, traces."""
 
 import pytest
 import torch

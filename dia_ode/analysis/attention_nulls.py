@@ -1,6 +1,6 @@
 """What a cross-block attention correlation is worth: its null references and how much the attention learned.
 
-A mean r says nothing on its own (issue 9): the SE gates of a small network trained on digits barely
+A mean r says nothing on its own: the SE gates of a small network trained on digits barely
 move from their initial values, and their correlations equal those of the untrained network. So
 every correlation is reported next to
 - the same measure on the untrained network of the same seed (untrained_model): what the

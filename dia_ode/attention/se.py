@@ -23,7 +23,7 @@ class SqueezeExcite(nn.Module):
         reduction: bottleneck ratio r of the excitation MLP (C -> max(C // r, min_hidden) -> C).
         min_hidden: the fewest hidden units of the bottleneck. On narrow stages C // r is tiny (16
             channels with r = 16 give one unit): one ReLU unit that dies makes the gate the same for
-            every input, so a study of what the gates learn can ask for a few units (issue 9).
+            every input, so a study of what the gates learn can ask for a few units.
     """
 
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 1) -> None:

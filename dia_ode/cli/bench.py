@@ -114,7 +114,7 @@ def bench_stiffness_command(channels, size, compare_size, k, seed, device, out, 
 @common_options
 def bench_solve_batch_command(batch, mu, t1, tol, rounds, seed, device, out, no_progress) -> None:
     """Time per accepted step of a batch of solves: the controller lab's per-sample integrator (PI), with
-    and without its stiffness test, against torchdiffeq's dopri5, in one process (issue 12's
+    and without its stiffness test, against torchdiffeq's dopri5, in one process (the
     batched-speed target: ratio <= 1)."""
     from dia_ode.studies.bench_controllers import bench_solve_batch
 
@@ -142,7 +142,7 @@ def bench_solve_batch_command(batch, mu, t1, tol, rounds, seed, device, out, no_
 def bench_stiff_switch_command(stiff_methods, no_explicit, seed, device, out, no_progress) -> None:
     """Function evaluations of the stiff switch (dopri5 + PI -> a Rosenbrock method) over scipy's LSODA
     on Robertson [0, 40] and HIRES at rtol 1e-4, atol 1e-8, and errors in units of the tolerance
-    (issue 12's target: <= 2x LSODA's evaluations, errors <= 1)."""
+    (the target: <= 2x LSODA's evaluations, errors <= 1)."""
     from dia_ode.studies.bench_stiff_switch import CASES, bench_stiff_switch, stiff_switch_markdown
 
     config = {"command": "bench stiff-switch", "stiff_methods": list(stiff_methods), "explicit": not no_explicit,

@@ -1,4 +1,4 @@
-"""`dia-ode controllers`: the controller benchmark (studies/bench_controllers.py), issue 12."""
+"""`dia-ode controllers`: the controller benchmark (studies/bench_controllers.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`dia-ode integrate`: one solve of a classic problem by the controller lab's integrator (issue 12)."""
+"""`dia-ode integrate`: one solve of a classic problem by the controller lab's integrator."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Objective, over the training members i of a family (all solved in one batch: per
 the function evaluations relative to Hairer's PI controller, plus a penalty for error above what PI
 achieves on the same member (err: the largest scaled error |y - y_ref| / (atol + rtol |y_ref|) at the
 save times, y_ref from scipy's Radau). PI is the reference because the target is to need fewer
-evaluations than PI at equal or lower error (issue 12).
+evaluations than PI at equal or lower error.
 
 Search: an elitist random search with antithetic pairs, from the zero cell (= the PI controller, so
 J starts at 1): an iteration draws `population` directions eps and scores theta +- sigma eps; theta

@@ -2,7 +2,7 @@
 
 A *setting* is a sampler with its numbers (DDPM; DDIM with steps and eta; the probability-flow ODE
 adaptive with rtol / atol or fixed-step with steps). `sample_setting` draws `num` images from a
-run's EMA weights and measures them (analysis/sample_quality.py); `SWEEP` is the issue's grid of
+run's EMA weights and measures them (analysis/sample_quality.py); `SWEEP` is the standard grid of
 settings (DDPM 1000; DDIM 100 / 50 / 20 / 10; the ODE by dopri5 at rtol 1e-2 .. 1e-5 and by rk4 at
 5 / 10 / 25 steps), run for one or more runs with one feature network and one seed, so every row of
 the table is measured against the same references.

@@ -1,6 +1,6 @@
 """Claim "continuous-dia-nfe": the continuous DIA needs fewer function evaluations than a plain ODE-Net.
 
-The project's research target (experiments/README.md, E2; issue 4): dia_odenet, the ODE-Net whose
+The project's research target (experiments/README.md, E2): dia_odenet, the ODE-Net whose
 dynamics carry a DIA memory, should need at most 0.75 x the test NFE of the plain odenet at equal test
 accuracy. The reading behind it is the step-size one of "Understanding Self-attention Mechanism via
 Dynamical System Perspective" (Huang et al., ICCV 2023): an attention that refines the estimate of

@@ -2,8 +2,8 @@
 
 The recorder "attention_correlation" traces a fixed test batch after every epoch of a run of the
 correlation claims (claims/correlation.py, claims/correlation_sweep.py), so r is a curve over training,
-not one number at the end: does it emerge with training, and when? (issue 9, the training-length part
-of the setup sweep.)
+not one number at the end: does it emerge with training, and when? (The training-length part of the
+setup sweep.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Claim "euler-step" (a construction check): a residual stage is a forward-Euler step over depth,
 x_{k+1} = x_k + h_k ⊙ f_k(x_k).
 
-The reading behind the whole project (DESIGN.md; "Dense-and-Implicit Attention Network",
+The reading behind the whole project ("Dense-and-Implicit Attention Network",
 arXiv 1905.10671, and the ODE reading of ResNets, arXiv 1710.10121): every discrete family, with and
 without attention, must satisfy it exactly as its stage computes it,
 

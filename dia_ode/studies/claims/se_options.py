@@ -2,7 +2,7 @@
 
 SE reduction 4 with at least 4 hidden units (min_hidden = 4): the default reduction r = 16 leaves 1-2
 hidden units on the 16- and 32-channel stages of a width-16 network, and one dead ReLU unit then makes
-a block's gate the same for every image (issue 9), which neither a correlation of the gates nor a step
+a block's gate the same for every image, which neither a correlation of the gates nor a step
 size read from them should mistake for a finding. One constant, so the claims that share it
 (cross-layer-correlation, steps-follow-stiffness) study the same network.
 """

@@ -1,5 +1,5 @@
 """A claim of the papers as data: the runs that measure it, the statistic with its null reference,
-and the rule that turns a mean ± interval into a verdict (DESIGN.md, style example 12).
+and the rule that turns a mean ± interval into a verdict.
 
 A claim never trains or writes anything itself: it lists the training runs it needs (`runs`, as
 RunSpecs the report executes, caches and resumes) and reads their run directories back (`measure`).
