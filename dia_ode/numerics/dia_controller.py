@@ -20,7 +20,10 @@ filter on log e with a learned, nonlinear memory. How it is trained: studies/dia
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
+from pathlib import Path
 
 import torch
 
@@ -30,6 +33,10 @@ from dia_ode.numerics.controllers import TINY, AbstractErrorController, Limits, 
 
 FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted", "stiffness", "log_step")
 UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
+# the run directory of a trained DIA controller: its command in config.json and the file of the cell
+# (studies/dia_controller_training.py writes it, load_dia_controller reads it)
+CONTROLLER_FILE = "controller.pt"
+TRAIN_COMMAND = "controllers train"
 
 
 def new_cell() -> DIALSTMCell:
@@ -84,3 +91,34 @@ class DIAErrorController(AbstractErrorController):
                "h_last": torch.where(accept, h, state["h_last"]), "accepted": accept,
                **{f"pi_{key}": value for key, value in pi_state.items()}}
         return accept, factor, new
+
+
+def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
+    """The DIA error controller that a `dia-ode controllers train` run saved in RUN/controller.pt.
+
+    Raises:
+        ValueError: not such a run (no config.json, another command's directory, no controller.pt, a file
+            that holds no DIA cell), in one line naming the directory.
+    """
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
+        raise ValueError(f"{run_dir / 'config.json'} cannot be read ({type(err).__name__})") from None
+    command = config.get("command") if isinstance(config, dict) else None
+    if command != TRAIN_COMMAND:
+        raise ValueError(f"{run_dir} was written by '{command}', not by '{TRAIN_COMMAND}': it holds no DIA "
+                         f"controller")
+    path = run_dir / CONTROLLER_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no {CONTROLLER_FILE} (training did not finish)")
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+        with torch.random.fork_rng(devices=[]):  # a model built with dia:RUN draws the weights it draws without
+            cell = new_cell()
+        cell.load_state_dict(payload["cell"])
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path} does not hold a DIA controller ({type(err).__name__})") from None
+    return DIAErrorController(cell, gain=float(payload["gain"]))

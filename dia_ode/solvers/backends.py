@@ -25,17 +25,15 @@ fixed-step grid (grid_steps), the per-step record (StepLog) and the error of a s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from dia_ode.numerics import (PID_PRESETS, AbstractErrorController, DIAErrorController, PIDController, Tableau,
+from dia_ode.numerics import (PID_PRESETS, AbstractErrorController, PIDController, Tableau,
                               create_error_controller, get_tableau)
-from dia_ode.numerics.dia_controller import new_cell
+from dia_ode.numerics.dia_controller import load_dia_controller
 from dia_ode.util import did_you_mean
 
 BACKENDS = ("torchdiffeq", "dia_ode")
@@ -61,10 +59,6 @@ DIA_ODE_TABLEAUX: dict[str, Tableau] = {
     "dopri5": _torchdiffeq_dopri5(), "rk4": get_tableau("rk38"),
     **{name: get_tableau(name) for name in ("bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
                                              "heun3")}}
-
-# the run directory of a trained DIA controller (studies/dia_controller_training.py writes it)
-CONTROLLER_FILE = "controller.pt"
-TRAIN_COMMAND = "controllers train"
 
 
 def grid_steps(span: float, step_size: float) -> int:
@@ -125,37 +119,6 @@ class SolverOptionError(ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
-
-
-def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
-    """The DIA error controller that a `dia-ode controllers train` run saved in RUN/controller.pt.
-
-    Raises:
-        ValueError: not such a run (no config.json, another command's directory, no controller.pt, a file
-            that holds no DIA cell), in one line naming the directory.
-    """
-    run_dir = Path(run_dir)
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
-        raise ValueError(f"{run_dir / 'config.json'} cannot be read ({type(err).__name__})") from None
-    command = config.get("command") if isinstance(config, dict) else None
-    if command != TRAIN_COMMAND:
-        raise ValueError(f"{run_dir} was written by '{command}', not by '{TRAIN_COMMAND}': it holds no DIA "
-                         f"controller")
-    path = run_dir / CONTROLLER_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir} has no {CONTROLLER_FILE} (training did not finish)")
-    try:
-        payload = torch.load(path, weights_only=True, map_location="cpu")
-        with torch.random.fork_rng(devices=[]):  # a model built with dia:RUN draws the weights it draws without
-            cell = new_cell()
-        cell.load_state_dict(payload["cell"])
-    except (RuntimeError, KeyError, TypeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"{path} does not hold a DIA controller ({type(err).__name__})") from None
-    return DIAErrorController(cell, gain=float(payload["gain"]))
 
 
 def parse_controller(spec: str) -> AbstractErrorController:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from dia_ode.numerics import SUCCESS, AbstractErrorController, PIController, solve
-from dia_ode.numerics.dia_controller import DIAErrorController, new_cell
+from dia_ode.numerics.dia_controller import TRAIN_COMMAND  # noqa: F401 -- re-exported for the CLI and tests
+from dia_ode.numerics.dia_controller import CONTROLLER_FILE, DIAErrorController, new_cell
+from dia_ode.numerics.dia_controller import load_dia_controller as read_dia_controller
 from dia_ode.rundir import CheckpointError, atomic_write_bytes
-from dia_ode.solvers.backends import CONTROLLER_FILE, TRAIN_COMMAND  # noqa: F401 -- TRAIN_COMMAND: re-exported
-from dia_ode.solvers.backends import load_dia_controller as read_dia_controller
 from dia_ode.stiffness.families import LinearFamily, VdpFamily
 
 Family = VdpFamily | LinearFamily
@@ -136,13 +136,13 @@ def train_dia_controller(family: Family, members: int = 8, iterations: int = 10,
 
 
 def save_dia_controller(controller: DIAErrorController, run_dir: Path) -> None:
-    """Write the cell's weights and gain to <run_dir>/controller.pt, atomically (solvers.backends reads it)."""
+    """Write the cell's weights and gain to <run_dir>/controller.pt, atomically (numerics.dia_controller reads it)."""
     payload = {"cell": controller.cell.state_dict(), "gain": controller.gain}
     atomic_write_bytes(Path(run_dir) / CONTROLLER_FILE, lambda f: torch.save(payload, f))
 
 
 def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
-    """The DIA controller a `dia-ode controllers train` run saved (solvers.backends.load_dia_controller, the
+    """The DIA controller a `dia-ode controllers train` run saved (numerics.dia_controller.load_dia_controller, the
     one reader that the continuous blocks' controller=dia:RUN uses too).
 
     Raises:
