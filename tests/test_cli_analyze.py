@@ -116,6 +116,14 @@ def test_bad_analysis_input_is_a_one_line_usage_error(tmp_path, args, needle):
     assert needle in error
 
 
+def test_a_discrete_run_has_no_solver_record_and_record_only_is_refused(runs, tmp_path):
+    history = [json.loads(line) for line in (runs["dia_resnet20"] / "metrics.jsonl").read_text().splitlines()]
+    assert not any("stiff_fraction" in row for row in history)  # the record is a continuous model's
+    result = invoke("stiffness", runs["dia_resnet20"], "--record-only", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "--record-only" in result.output and "no solver record" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
 def test_a_run_dir_without_checkpoint_is_refused(runs, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

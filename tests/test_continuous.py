@@ -13,7 +13,7 @@ from dia_ode.models.odenet import ConvField, TimeConv2d, matched_width, num_para
 from dia_ode.solvers import (
     ADAPTIVE_METHODS, FIXED_GRID_METHODS, STAT_KEYS, ContinuousBlock, DIAStageController, DIADynamics, DynamicsMeter,
     FieldBlock, GatedDynamics, PlainDynamics, ResidualStage, SharedAttention, StepBudgetExceeded,
-    dynamics_stats, euler_stage, make_dynamics, trace,
+    dynamics_stats, euler_stage, make_dynamics, solver_record, trace,
 )
 
 
@@ -258,7 +258,7 @@ def test_stats_are_reset_by_every_forward():
     assert block.stats["nfe_backward"] == 2
     block(x)
     assert block.stats == {**dict.fromkeys(STAT_KEYS, 0), "nfe_forward": 2, "num_steps": 2, "num_accepted": 2,
-                           "nfe_forward_max": 2}  # no stiffness test ran on torchdiffeq: num_tested_steps 0
+                           "nfe_forward_max": 2}  # a fixed-step method runs no stiffness test: num_tested_steps 0
 
 
 def test_method_lists_match_torchdiffeq():
@@ -417,9 +417,14 @@ def test_model_options_are_checked():
 
 
 def test_dynamics_meter_sums_every_pass_by_mode_including_the_last_backward():
+    torch.manual_seed(0)
     model = dia_ode.create_model("odenet", in_channels=1, width=4, adjoint=True)
+    with torch.no_grad():  # a field that is not zero at initialisation, so the stiffness test has a reading
+        for p in model.block.parameters():
+            p.add_(0.3 * torch.randn_like(p))
     x = torch.randn(2, 1, 8, 8)
     expected = {"train": dict.fromkeys(("passes",) + STAT_KEYS, 0), "eval": dict.fromkeys(("passes",) + STAT_KEYS, 0)}
+    h_lambda = {"train": [], "eval": []}
     with DynamicsMeter(model) as meter:
         for mode in ("train", "train", "eval", "train"):
             model.train(mode == "train")
@@ -427,12 +432,24 @@ def test_dynamics_meter_sums_every_pass_by_mode_including_the_last_backward():
             if mode == "train":
                 out.sum().backward()
             expected[mode]["passes"] += 1
-            for key, value in dynamics_stats(model).items():
-                expected[mode][key] += value
+            for key, value in dynamics_stats(model).items():  # the most one sample needed: a max, not a sum
+                expected[mode][key] = max(expected[mode][key], value) if key == "nfe_forward_max" \
+                    else expected[mode][key] + value
+            h_lambda[mode].append(model.block.h_lambda)
         assert meter.read() == expected
         assert meter.read()["train"]["nfe_backward"] > 0
+        for mode in ("train", "eval"):  # every pass's h*lambda, the last one's included
+            assert torch.equal(meter.h_lambda(mode), torch.cat(h_lambda[mode]))
+        train = expected["train"]
+        assert train["num_tested_steps"] == train["num_accepted"] > 0 and meter.h_lambda("train").numel() > 0
+        record = solver_record(meter)
+        assert record["nfe_forward_max"] == train["nfe_forward_max"] < train["nfe_forward"]
+        assert record["rejected_steps"] == train["num_rejected"] / 3
+        assert record["stiff_fraction"] == train["num_stiff_steps"] / train["num_tested_steps"]
+        assert record["h_lambda_median"] == float(torch.cat(h_lambda["train"]).median())
         meter.reset()
-        assert meter.read()["train"]["passes"] == 0
+        assert meter.read()["train"]["passes"] == 0 and meter.h_lambda("train").numel() == 0
+        assert math.isnan(solver_record(meter)["stiff_fraction"])  # nothing tested: undefined, not 0
 
 
 def test_models_train_and_resume_with_the_project_training_loop(tmp_path):

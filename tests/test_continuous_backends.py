@@ -50,6 +50,15 @@ class Decay(nn.Module):
         return torch.cat([torch.zeros_like(rate), -rate * self.w * x[:, 1:]], dim=1)
 
 
+class CubicDecay(Decay):
+    """dx/dt = -r w (x + x^3): nonlinear, so the stiffness test's quotient depends on which two stages it
+    compares."""
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        rate, value = x[:, :1], x[:, 1:]
+        return torch.cat([torch.zeros_like(rate), -rate * self.w * (value + value ** 3)], dim=1)
+
+
 class Square(nn.Module):
     """dx/dt = x^2: from x(0) = 1 the solution 1 / (1 - t) blows up at t = 1."""
 
@@ -113,6 +122,39 @@ def test_per_sample_steps_let_easy_samples_pay_only_for_their_own_steps():
     assert alone["num_stiff_steps"] == float(stiff.double().mean())
     outputs[True][:, 1].sum().backward()  # samples that left the batch early keep their graph
     assert torch.isfinite(blocks[True].dynamics.f.w.grad) and blocks[True].dynamics.f.w.grad != 0
+
+
+def test_torchdiffeq_runs_the_same_stiffness_test_as_dia_ode_on_the_same_steps():
+    rates = torch.tensor([1.0, 300.0], dtype=f64)
+    x = torch.stack([rates, 2 * torch.ones(2, dtype=f64)], dim=1)
+    blocks = {backend: ContinuousBlock(PlainDynamics(CubicDecay()), T=1.0, rtol=1e-6, atol=1e-6, backend=backend)
+              for backend in BACKENDS}
+    for block in blocks.values():
+        block(x)
+    theirs, mine = blocks["torchdiffeq"], blocks["dia_ode"]
+    logs = {name: block.log.tensors() for name, block in blocks.items()}
+    accepted = logs["torchdiffeq"]["accepted"]
+    assert torch.equal(accepted, logs["dia_ode"]["accepted"]) and bool((~accepted).any())  # rejections too
+    # the first sample's reading per step (NaN on the rejected ones), and every sample's, the last step
+    # left out: torchdiffeq steps past T and interpolates back, the lab ends on T
+    torch.testing.assert_close(logs["torchdiffeq"]["h_lambda"][:-1], logs["dia_ode"]["h_lambda"][:-1], rtol=1e-6,
+                               atol=0, equal_nan=True)
+    assert torch.isnan(logs["torchdiffeq"]["h_lambda"][~accepted]).all()
+    torch.testing.assert_close(theirs.h_lambda[:-2], mine.h_lambda[:-2], rtol=1e-6, atol=0)
+    assert theirs.stats["num_tested_steps"] == theirs.stats["num_accepted"] == mine.stats["num_tested_steps"]
+    assert theirs.stats["num_stiff_steps"] == mine.stats["num_stiff_steps"] > 0  # rate 300 is stability-limited
+
+
+def test_the_stiffness_test_on_torchdiffeq_measures_the_state_not_rnodes_integrals():
+    x = torch.randn(2, 1, 8, 8, dtype=f64)
+    readings = {}
+    for kinetic_energy in (0.0, 1.0):
+        model = odenet(rtol=1e-5, atol=1e-5, kinetic_energy=kinetic_energy).train()
+        model(x)
+        readings[kinetic_energy] = model.block.h_lambda
+    # the integrals take no part in the steps (their own error norm) nor in the reading
+    assert readings[0.0].numel() > 0
+    torch.testing.assert_close(readings[1.0], readings[0.0], rtol=1e-9, atol=0)
 
 
 def test_state_packing_flattens_each_part_and_unpacks_views_of_any_subset():

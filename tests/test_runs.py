@@ -4,6 +4,7 @@ One tiny run (resnet20 at base_width 4, one epoch of digits) is trained once for
 tests start a subprocess (a lock holder, and a training run stopped by SIGTERM).
 """
 
+import math
 import json
 import shutil
 import os
@@ -353,10 +354,14 @@ def test_library_log_lines_print_once_even_with_a_root_handler(capsys):
 
 
 def test_epoch_line_matches_its_docstring_example():
-    row = {"epoch": 3, "train_loss": 0.412, "train_acc": 0.871, "val_loss": 0.398, "val_acc": 0.88, "lr": 0.095,
-           "seconds": 8.1, "nfe_forward": 14, "nfe_backward": 0}
+    row = {"epoch": 3, "train_loss": 0.412, "val_acc": 0.88, "lr": 0.095, "seconds": 8.1, "nfe_forward": 14,
+           "nfe_backward": 0, "nfe_forward_max": 20, "rejected_steps": 0.1234, "stiff_fraction": 0.031,
+           "h_lambda_median": 0.4104}
     example = report.epoch_line.__doc__.split("`")[1]
     assert report.epoch_line(row, 30, nfe=True) == example
+    untested = {**row, "stiff_fraction": math.nan, "h_lambda_median": math.nan}  # a fixed-step method: no test
+    assert report.epoch_line(untested, 30, nfe=True).endswith("nfe 14.0/0.0  max 20 rej 0.12")
+    assert report.undefined_note(untested, set()) is None  # undefined by construction: nothing to explain
 
 
 def test_choose_scale_is_the_one_rule_of_every_figure(monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ import dia_ode
 from dia_ode.cli import main
 from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import start_run
-from dia_ode.solvers import trace
+from dia_ode.solvers import SOLVER_RECORD, trace
 from dia_ode.stiffness import (
     STABILITY_LIMITS, continuous_spectra, dense_jacobian, inside_region, problem_indices, problems,
     real_axis_limit, stability_function, stability_methods, stability_polynomial, summarise_block,
@@ -138,7 +138,7 @@ def test_continuous_spectra_trace_a_per_sample_block_one_sample_at_a_time():
 
 
 def test_stiffness_command_on_a_continuous_run(tmp_path):
-    cfg = TrainConfig(model="odenet", epochs=1, batch_size=256, device="cpu", model_options={"width": 4})
+    cfg = TrainConfig(model="odenet", epochs=2, batch_size=256, device="cpu", model_options={"width": 4})
     run_dir = start_run(tmp_path / "trained", "train-odenet", {"command": "train", **asdict(cfg)}, argv=["test"])
     run_training(cfg, run_dir, progress=False)
     result = CliRunner().invoke(main, ["stiffness", str(run_dir), "--k", "3", "--out", str(tmp_path / "out")])
@@ -153,6 +153,36 @@ def test_stiffness_command_on_a_continuous_run(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "odenet" and summary["dataset"] == "digits"
     assert (out / "figures" / "step_eigenvalues_block0.png").is_file()
+    # the solver's record along training, read from metrics.jsonl as the trainer wrote it
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(SOLVER_RECORD) <= set(row) for row in history)
+    assert [row["epoch"] for row in data["training"]] == [1, 2]
+    for mine, written in zip(data["training"], history):
+        assert all(mine[key] == written[key] for key in ("nfe_forward", *SOLVER_RECORD))
+    last = history[-1]
+    assert 0.0 <= last["stiff_fraction"] <= 1.0 and last["h_lambda_median"] > 0  # dopri5: the test ran
+    assert last["nfe_forward_max"] >= last["nfe_forward"]
+    assert summary["training"]["last"] == data["training"][-1]
+    trained = json.loads((run_dir / "summary.json").read_text())["solver"]
+    assert trained == {"epoch": 2, "nfe_forward": last["nfe_forward"], **{k: last[k] for k in SOLVER_RECORD}}
+    assert "solver record along training" in result.output
+    assert (out / "figures" / "stiffness_along_training.png").is_file()
+
+
+def test_stiffness_record_only_reads_the_run_without_solving(tmp_path, monkeypatch):
+    cfg = TrainConfig(model="odenet", epochs=1, batch_size=256, device="cpu", model_options={"width": 4})
+    run_dir = start_run(tmp_path / "trained", "train-odenet", {"command": "train", **asdict(cfg)}, argv=["test"])
+    run_training(cfg, run_dir, progress=False)
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("--record-only solved the model")
+    monkeypatch.setattr(dia_ode.solvers.ContinuousBlock, "forward", no_solve)
+    result = CliRunner().invoke(main, ["stiffness", str(run_dir), "--record-only", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    (out,) = (tmp_path / "out").iterdir()
+    data = json.loads((out / "stiffness.json").read_text())
+    assert set(data) == {"training"} and len(data["training"]) == 1
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["stiffness_along_training.png"]
 
 
 # ---------------------------------------------------------------- the local estimate

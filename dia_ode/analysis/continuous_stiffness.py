@@ -8,6 +8,7 @@ method (stiffness.stability), not against Euler's disk as for residual stages.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from dia_ode.analysis.plots import Region, plot_step_spectra
 from dia_ode.rundir import LoadedRun
+from dia_ode.solvers import SOLVER_RECORD
 from dia_ode.stiffness import continuous_spectra, stability_function, stability_methods, summarise_block
 
 if TYPE_CHECKING:  # only a type here; plots builds the figures
@@ -64,6 +66,35 @@ def continuous_stiffness(run: LoadedRun, x: torch.Tensor, k: int, which: str, sa
     return result, summary, figures, lines
 
 
+def stiffness_along_training(history: list[dict]) -> dict | None:
+    """The solver record of every epoch of a continuous run (its metrics.jsonl rows), read, not re-solved.
+
+    Returns:
+        {"epochs": [{"epoch", "nfe_forward", SOLVER_RECORD...}, ...], "first": its first row, "last": its
+        last row}; None when no epoch carries a record (a discrete model, or a run trained before the
+        record existed). Values are the record's: NaN where undefined (no stiffness test ran).
+    """
+    keys = ("nfe_forward", *SOLVER_RECORD)
+    rows = [{"epoch": r["epoch"], **{key: r.get(key, math.nan) for key in keys}} for r in history
+            if any(key in r for key in SOLVER_RECORD)]
+    if not rows:
+        return None
+    return {"epochs": rows, "first": rows[0], "last": rows[-1]}
+
+
+def training_line(record: dict) -> str:
+    """The terminal line of stiffness_along_training: first and last epoch's stiffness and cost."""
+    first, last = record["first"], record["last"]
+
+    def cells(row: dict) -> str:
+        stiff = "untested" if math.isnan(row["stiff_fraction"]) else f"stiff {row['stiff_fraction']:.0%}"
+        h_lambda = "" if math.isnan(row["h_lambda_median"]) else f", median h*lambda {row['h_lambda_median']:.3g}"
+        return (f"epoch {row['epoch']}: {stiff}{h_lambda}, NFE per sample {row['nfe_forward']:.3g} "
+                f"(most {row['nfe_forward_max']:.0f}), rejected {row['rejected_steps']:.2g}")
+
+    return f"solver record along training (metrics.jsonl, no re-solve): {cells(first)} -> {cells(last)}"
+
+
 def _line(block: dict, method: str, k: int) -> str:
     """The block's terminal line: its spectral radii, and where the method has a region, how much of
     the spectrum lies in it."""
@@ -75,4 +106,4 @@ def _line(block: dict, method: str, k: int) -> str:
             f"{block['median_spectral_radius']:.3g}, max {block['max_spectral_radius']:.3g}{inside}")
 
 
-__all__ = ["continuous_stiffness", "method_region"]
+__all__ = ["continuous_stiffness", "method_region", "stiffness_along_training", "training_line"]

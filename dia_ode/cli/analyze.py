@@ -18,12 +18,13 @@ import torch
 from dia_ode.analysis import (MIN_PAIRS, block_radii, per_channel_rank_correlation, plot_depth_profiles,
                               plot_eigenvalues, plot_indices_over_time, rank_correlation, spearman_text, step_sizes,
                               with_depth_advice)
-from dia_ode.analysis.continuous_stiffness import continuous_stiffness
+from dia_ode.analysis.continuous_stiffness import continuous_stiffness, stiffness_along_training, training_line
 from dia_ode.cli.options import (CONTEXT, build_problem, check_device, common_options,
                                  problem_parameter_options)
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device, seed_everything
-from dia_ode.rundir import CheckpointError, LoadedRun, load_run, save_figure, start_run, write_json
+from dia_ode.engine.report import stiffness_record_figure
+from dia_ode.rundir import CheckpointError, LoadedRun, load_run, read_jsonl, save_figure, start_run, write_json
 from dia_ode.solvers import continuous_blocks, stages_of, trace
 from dia_ode.stiffness import WHICH, block_spectra, list_problems, problem_indices, trace_stiffness
 from dia_ode.tasks import get_task
@@ -191,10 +192,17 @@ def _stage_steps(s: int, t, radii: dict | None) -> dict:
 @click.option("--k", "k", type=click.IntRange(min=1), default=6, help="Run: eigenvalues per Jacobian.")
 @click.option("--which", type=click.Choice(WHICH), default="LM", help="Run: which eigenvalues (ARPACK's which).")
 @click.option("--log-norms", is_flag=True, help="Run: also the logarithmic norm of every block (slower).")
+@click.option("--record-only", is_flag=True,
+              help="Continuous run: only the solver's stiffness record along training, read from metrics.jsonl "
+                   "(no solve, no Jacobians).")
 @common_options
-def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which, log_norms,
+def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which, log_norms, record_only,
               seed, device, out, no_progress) -> None:
-    """Stiffness of a trained model's blocks (RUN_DIR) or of a classic problem (--problem)."""
+    """Stiffness of a trained model's blocks (RUN_DIR) or of a classic problem (--problem).
+
+    On a continuous run the solver's own record along training (stiff fraction, median h*lambda, NFE
+    per sample, every epoch) is read from its metrics.jsonl beside the spectra of the final model.
+    """
     if (run_dir is None) == (problem is None):
         raise click.UsageError("give either RUN_DIR or --problem, not both and not neither")
     if problem is not None:
@@ -204,13 +212,27 @@ def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which
     run = open_run(run_dir, device, continuous=True)
     if run.task == "diffusion":
         raise click.BadParameter(NO_UNET_JACOBIANS, param_hint="RUN_DIR")
-    x, _ = run.test_batch(samples, resolve_device(device))
-    if stages_of(run.model):
+    record = stiffness_along_training(read_jsonl(run.run_dir / "metrics.jsonl", partial_last=True))
+    if record_only and (stages_of(run.model) or record is None):
+        raise click.BadParameter(f"{run.run_dir} has no solver record in its metrics.jsonl (a continuous model "
+                                 f"trained by this version records one every epoch): run without --record-only",
+                                 param_hint="--record-only")
+    if record_only:
+        result, summary, figures, lines = {}, {"model": run.model_name, "dataset": run.dataset_name}, [], []
+    elif stages_of(run.model):
+        x, _ = run.test_batch(samples, resolve_device(device))
         result, summary, figures, lines = _stage_stiffness(run, x, k, which, samples, log_norms)
     else:
+        x, _ = run.test_batch(samples, resolve_device(device))
         result, summary, figures, lines = continuous_stiffness(run, x, k, which, samples,
                                                                lambda what: figure_title(what, run))
-    out_dir = start_analysis("stiffness", run, out, {"samples": samples, "k": k, "which": which, "seed": seed})
+    if record is not None:
+        result["training"], summary["training"] = record["epochs"], {"first": record["first"], "last": record["last"]}
+        figures.append(("stiffness_along_training",
+                        stiffness_record_figure(record["epochs"], figure_title("Solver record along training", run))))
+        lines.append(training_line(record))
+    out_dir = start_analysis("stiffness", run, out, {"samples": samples, "k": k, "which": which, "seed": seed,
+                                                     "record_only": record_only})
     write_json(out_dir / "stiffness.json", result)
     write_json(out_dir / "summary.json", summary)
     for name, fig in figures:

@@ -22,14 +22,17 @@ def _number(value) -> str:
 
 
 def epoch_line(row: dict, epochs: int, nfe: bool = False) -> str:
-    """`epoch 3/30  train_loss 0.412 train_acc 0.871  val_loss 0.398 val_acc 0.88  lr 0.095  8.1s  nfe 14.0/0.0`.
+    """One line per epoch, e.g. (a continuous model with its solver record)
+    `epoch 3/30  train_loss 0.412  val_acc 0.88  lr 0.095  8.1s  nfe 14.0/0.0  max 20 rej 0.12 stiff 3% hλ 0.41`.
 
     A metric that is NaN (undefined for this data) is left out; undefined_note says so once.
 
     Args:
         row: one metrics.jsonl row.
         epochs: the run's total.
-        nfe: append the mean forward/backward vector-field evaluations per batch (continuous models).
+        nfe: append the mean forward/backward vector-field evaluations per batch (continuous models) and
+            the solver record where the row has it (solvers.solver_record: the most evaluations one sample
+            needed, rejected steps per sample, the stiff fraction, the median h·λ; undefined ones left out).
     """
     groups = [f"epoch {row['epoch']}/{epochs}"]
     for split in ("train", "val"):
@@ -39,7 +42,16 @@ def epoch_line(row: dict, epochs: int, nfe: bool = False) -> str:
     groups += [f"lr {_number(row['lr'])}", f"{row['seconds']:.1f}s"]
     if nfe:
         groups.append(f"nfe {row['nfe_forward']:.1f}/{row['nfe_backward']:.1f}")
+        record = [f"{word} {fmt.format(row[key])}" for key, word, fmt in RECORD_CELLS
+                  if key in row and not _undefined(row[key])]
+        if record:
+            groups.append(" ".join(record))
     return "  ".join(groups)
+
+
+# the solver record's cells in the epoch line: key, word, format
+RECORD_CELLS = (("nfe_forward_max", "max", "{:.0f}"), ("rejected_steps", "rej", "{:.2g}"),
+                ("stiff_fraction", "stiff", "{:.0%}"), ("h_lambda_median", "hλ", "{:.3g}"))
 
 
 def _undefined(value) -> bool:
@@ -56,7 +68,9 @@ def undefined_note(row: dict, said: set[str]) -> str | None:
         row: one metrics.jsonl row.
         said: the metrics named so far; the new ones are added.
     """
-    new = [key for key, value in row.items() if _undefined(value) and key not in said]
+    # the metrics of the splits only: the solver record is undefined by construction where no test runs
+    new = [key for key, value in row.items()
+           if key.startswith(("train_", "val_")) and _undefined(value) and key not in said]
     said.update(new)
     if not new:
         return None
@@ -87,7 +101,7 @@ def _defined_series(history: list[dict], name: str) -> list[tuple[int, str, list
 def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir: Path, title: str = "",
                  nfe: bool = False) -> None:
     """One panel per metric (train and val over the epochs), plus one of NFE per batch for continuous
-    models, as figures/training.png|pdf; at most MAX_COLUMNS panels a row.
+    models and one of their stiffness record, as figures/training.png|pdf; at most MAX_COLUMNS panels a row.
 
     A metric that no split reports in any epoch (NaN throughout: ap_medium on scenes without medium
     objects) gets no panel; the figure names it at the bottom.
@@ -97,14 +111,16 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
         metric_names: the task's metrics, e.g. ("loss", "acc").
         figures_dir: where the figure goes.
         title: the figure's title, e.g. "00003-train-odenet-digits: odenet on digits".
-        nfe: add the NFE panel (nfe_forward, nfe_backward per epoch).
+        nfe: add the NFE panel (nfe_forward, nfe_backward per epoch), and the stiffness panel where the
+            rows carry a stiffness record (draw_stiffness_record).
     """
     from matplotlib.figure import Figure  # not pyplot: no global backend or figure state in a library
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     drawn = {name: series for name in metric_names if (series := _defined_series(history, name))}
-    panels = max(1, len(drawn) + int(nfe))
+    stiffness = nfe and has_stiffness_record(history)
+    panels = max(1, len(drawn) + int(nfe) + int(stiffness))
     columns = min(MAX_COLUMNS, panels)
     rows = -(-panels // columns)
     fig = Figure(figsize=(4.5 * columns, 3.4 * rows + 0.4), layout="constrained")  # room for the title
@@ -117,8 +133,10 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
             ax.plot(epochs, series, marker="o", label=word, color=f"C{color}")
         values = [v for _, _, series in splits for v in series]
         ax.set(xlabel="epoch", ylabel=label(name), title=label(name), yscale=choose_scale(values))
+    if stiffness:
+        draw_stiffness_record(axes[-1], history)
     if nfe:
-        ax = axes[-1]
+        ax = axes[-1 - int(stiffness)]
         values = []
         for key in ("nfe_forward", "nfe_backward"):
             series = [r.get(key, math.nan) for r in history]
@@ -137,3 +155,40 @@ def plot_history(history: list[dict], metric_names: tuple[str, ...], figures_dir
     if title:
         fig.suptitle(title, wrap=True)
     save_figure(fig, figures_dir, "training")
+
+
+def has_stiffness_record(history: list[dict]) -> bool:
+    """Whether some epoch's solver record has a stiffness reading (a stiffness test ran)."""
+    return any(not _undefined(r.get(key, math.nan)) for r in history for key in ("stiff_fraction", "h_lambda_median"))
+
+
+def draw_stiffness_record(ax, history: list[dict]) -> None:
+    """The stiff fraction and the median h·λ of the training solves per epoch on one axis (both are
+    dimensionless; a stiff fraction near 1 or a median h·λ near the method's bound means stability, not
+    accuracy, sets the learned dynamics' steps)."""
+    epochs = [r["epoch"] for r in history]
+    for key, word, color in (("stiff_fraction", "stiff fraction of accepted steps", "C3"),
+                             ("h_lambda_median", "median h·λ (Hairer's estimate)", "C4")):
+        ax.plot(epochs, [r.get(key, math.nan) for r in history], marker="o", label=word, color=color)
+    ax.set(xlabel="epoch", ylabel="stiff fraction, h·λ", title="stiffness of the learned dynamics")
+
+
+def stiffness_record_figure(history: list[dict], title: str = ""):
+    """A figure of draw_stiffness_record and the NFE per sample (mean and most) beside it."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(9.5, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    draw_stiffness_record(left, history)
+    epochs = [r["epoch"] for r in history]
+    for key, word in (("nfe_forward", "mean per sample"), ("nfe_forward_max", "most for one sample")):
+        right.plot(epochs, [r.get(key, math.nan) for r in history], marker="o", label=word)
+    right.set(xlabel="epoch", ylabel="evaluations of f per forward", title="solver cost (NFE)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title, wrap=True)
+    return fig

@@ -2,7 +2,8 @@
 
 The task (tasks/) owns batches, loss and evaluation; the trainer owns the loop: the lr schedule per epoch or
 step, optional gradient clipping, the NaN/Inf stop, validation every epoch and the test at the end, one
-atomic checkpoint per epoch, metrics.jsonl, summary.json and figures, one logged line per epoch, an optional
+atomic checkpoint per epoch, metrics.jsonl, summary.json and figures (a continuous model's rows add the
+solver record of its training forwards: solvers.solver_record), one logged line per epoch, an optional
 moving average of the weights (engine/ema.py: evaluated in the weights' place and saved beside them), a
 task's own figures after an epoch, and the run directory's lock (rundir/lock.py: one process per run). All
 randomness of an epoch (shuffling and augmentation from a generator, what the model draws from torch's
@@ -38,7 +39,7 @@ from dia_ode.models import create_model, model_entry
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
                             is_seed_group, load_checkpoint, load_run_config, lock_run, mark_failed, read_summary, save_figure,
                             seed_group_refusal, write_json, write_jsonl)
-from dia_ode.solvers.statistics import DynamicsMeter
+from dia_ode.solvers.statistics import SOLVER_RECORD, DynamicsMeter, solver_record
 from dia_ode.tasks import get_task, means, model_spec
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ class Trainer:
             row.update(self._evaluate("val"))
             row["seconds"] = time.perf_counter() - start
             row.update(nfe_means(meter, eval_meter))
+            if continuous:  # the solver record of the epoch's training forwards
+                row.update(solver_record(meter))
             self.history.append(row)
             if dist.is_main:
                 save_training_state(self.run_dir / CHECKPOINT, epoch=epoch + 1, model=self.model,
@@ -176,6 +179,10 @@ class Trainer:
         meter.close()
         eval_meter.close()
         summary = self._summary(test, nfe_test)
+        if continuous:
+            last = self.history[-1]  # a row of this run's code: a resumed run trains at least one epoch here
+            summary["solver"] = {"epoch": len(self.history), "nfe_forward": last["nfe_forward"],
+                                 **{key: last.get(key, math.nan) for key in SOLVER_RECORD}}
         if dist.is_main:
             write_json(self.run_dir / "summary.json", summary)
             plot_history(self.history, self.task.metric_names, self.run_dir / "figures",

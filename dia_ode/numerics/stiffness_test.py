@@ -47,6 +47,14 @@ STREAK_ON, STREAK_OFF = 15, 6  # DOPRI5: stiff after 15 stiff steps; 6 non-stiff
 LIMITED_FRACTION = 0.5  # a step is stability-limited from half the threshold on (module docstring: why a half)
 
 
+def jacobian_quotient(k_i: torch.Tensor, k_j: torch.Tensor, g_i: torch.Tensor, g_j: torch.Tensor) -> torch.Tensor:
+    """||k_j - k_i|| / ||g_j - g_i|| per sample (B,) float64 for two stages at one node (rows (B, n)):
+    the estimate of |lambda| that h multiplies; NaN where the stage arguments coincide."""
+    num = (k_j - k_i).double().norm(dim=-1)
+    den = (g_j - g_i).double().norm(dim=-1)
+    return (num / den).masked_fill(den == 0, math.nan)
+
+
 class StiffnessTest:
     """The test and its streak state for one method.
 
@@ -75,9 +83,7 @@ class StiffnessTest:
         if self.pair is None:
             return torch.full_like(h, math.nan)
         i, j = self.pair
-        num = (ks[j] - ks[i]).double().norm(dim=-1)
-        den = (stage_inputs[j] - stage_inputs[i]).double().norm(dim=-1)
-        return (h * num / den).masked_fill(den == 0, math.nan)
+        return h * jacobian_quotient(ks[i], ks[j], stage_inputs[i], stage_inputs[j])
 
     def limited(self, h_lambda: torch.Tensor) -> torch.Tensor:
         """Per step (B,) bool: stability, not accuracy, sets the step (h * lambda >= limited_bound; False

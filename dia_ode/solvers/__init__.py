@@ -17,7 +17,8 @@ from dia_ode.solvers.continuous_attention import (
 from dia_ode.solvers.interleaved import AlternatingStageController
 from dia_ode.solvers.regularization import RegularizedDynamics, regularization_loss
 from dia_ode.solvers.stage import AbstractBlock, ResidualStage
-from dia_ode.solvers.statistics import DynamicsMeter, continuous_blocks, dynamics_stats
+from dia_ode.solvers.statistics import (SOLVER_RECORD, DynamicsMeter, accepted_h_lambda, continuous_blocks,
+                                       dynamics_stats, solver_record)
 from dia_ode.solvers.tied import FieldBlock, euler_stage
 from dia_ode.solvers.trace import StageTrace, recorded_modules, recording, stages_of, trace
 
@@ -28,8 +29,8 @@ __all__ = [
     # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
     "ADAPTIVE_METHODS", "AbstractDynamics", "ContinuousBlock", "DIADynamics", "DynamicsMeter",
     "EulerAttention", "EulerDIA", "FIXED_GRID_METHODS", "FieldBlock", "GatedDynamics", "PlainDynamics", "STAT_KEYS",
-    "StepBudgetExceeded", "StepLog", "continuous_blocks", "dynamics_stats", "euler_stage",
-    "make_dynamics",
+    "SOLVER_RECORD", "StepBudgetExceeded", "StepLog", "accepted_h_lambda", "continuous_blocks", "dynamics_stats",
+    "euler_stage", "make_dynamics", "solver_record",
     # the engines of a continuous block (backends.py, dia_ode_backend.py)
     "BACKENDS", "SolveFailed", "SolverChoice", "SolverOptionError", "StatePacking", "parse_controller",
     # regularised training (regularization.py)

@@ -84,9 +84,8 @@ class StepLog:
         t: start time of every attempted step, float64 0-d tensors.
         dt: size of every attempted step, float64 0-d tensors.
         accepted: whether each step was accepted.
-        h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus on each step (dia_ode
-            with dopri5; NaN on a rejected step or where the method has no estimate). torchdiffeq records
-            none.
+        h_lambda: Hairer's estimate of h times the dominant eigenvalue's modulus on each step (dopri5 on
+            either engine; NaN on a rejected step or where the method has no estimate).
 
     On dia_ode with per_sample=True the samples take different steps: the log holds the first sample's
     (every sample's are in ContinuousBlock.step_trace). The states, fields and attention at the accepted

@@ -26,21 +26,26 @@ whole-batch evaluations):
     nfe_forward_max     the most evaluations of F any one sample needed (= nfe_forward on torchdiffeq)
     num_stiff_steps     accepted steps that Hairer's stiffness test found stability-limited
                         (numerics.StiffnessTest.limited)
-    num_tested_steps    accepted steps the stiffness test examined: num_accepted with dopri5 on dia_ode,
-                        0 where no test ran (torchdiffeq; a method without the test's stage pair). The
+    num_tested_steps    accepted steps the stiffness test examined: num_accepted with dopri5 on either
+                        engine, 0 where no test ran (a method without the test's stage pair). The
                         stiff fraction is num_stiff_steps / num_tested_steps, undefined at 0 (never 0/N:
                         0 stiff steps of an untested solve are not a measurement)
+
+The test's own reading, h·λ of every sample's accepted steps, is kept beside them (`h_lambda`): the
+solver record of training (solvers/statistics.py) takes its median, at no extra evaluation.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from dia_ode.numerics.stiffness_test import StiffnessTest, jacobian_quotient
 from dia_ode.solvers import dia_ode_backend
 from dia_ode.solvers.backends import (ADAPTIVE_METHODS, DEFAULT_BACKEND, DEFAULT_CONTROLLER, FIXED_GRID_METHODS,
                                       SolveFailed, SolverChoice, StepBudgetExceeded, StepLog, grid_steps)
@@ -157,16 +162,71 @@ class _FixedGridInstrumented(_AbstractInstrumented):
 
 
 class _AdaptiveInstrumented(_AbstractInstrumented):
+    """Also runs Hairer's stiffness test on every accepted step where the method has two stages at one
+    node (dopri5: its 6th and 7th, both at t + h, the 5th and 6th evaluation after callback_step since
+    k_1 is carried over), per sample like dia_ode's solve: `finish` fills num_stiff_steps,
+    num_tested_steps, the log's h_lambda (the first sample's) and `h_lambda` (every sample's accepted
+    steps). The pair is found by counting evaluations, not by comparing times, so a solve on a GPU is
+    not synchronised at every evaluation."""
+
+    STAGE_PAIR = {"dopri5": (5, 6)}  # evaluations after callback_step that are the test's two stages
+
+    def __init__(self, block: "ContinuousBlock", dynamics: nn.Module, stats: dict, log: StepLog,
+                 state_parts=lambda y: y) -> None:
+        super().__init__(block, dynamics, stats, log)
+        tableau = dia_ode_backend.DIA_ODE_TABLEAUX.get(self.method)
+        self.test = StiffnessTest(tableau) if self.method in self.STAGE_PAIR else None
+        self.state_parts = state_parts  # the state's parts the test measures (not RNODE's integrals)
+        self._evaluations = 0  # evaluations since the step began
+        self._first_stage: tuple[torch.Tensor, torch.Tensor] | None = None  # (g, k) of the pair's first stage
+        self._quotient: torch.Tensor | None = None  # (B,) of the step being tried
+        self._accepted: list[torch.Tensor] = []  # h * lambda (B,) per accepted step with an estimate
+        self._log_rows: list[int | None] = []  # per attempted step: its row in _accepted, None if none
+
+    def forward(self, t: torch.Tensor, y: Any) -> Any:
+        out = super().forward(t, y)
+        if self.test is not None and self.phase == "forward":
+            self._evaluations += 1
+            first, second = self.STAGE_PAIR[self.method]
+            if self._evaluations in (first, second):
+                with torch.no_grad():
+                    pack = dia_ode_backend.StatePacking.of(self.state_parts(y)).pack
+                    g, k = pack(self.state_parts(y)).detach(), pack(self.state_parts(out)).detach()
+                if self._evaluations == first:
+                    self._first_stage = (g, k)
+                else:
+                    self._quotient = jacobian_quotient(self._first_stage[1], k, self._first_stage[0], g)
+        return out
 
     def callback_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self._count_step("num_steps", t0, "forward")
+        self._evaluations, self._quotient = 0, None
 
     def callback_accept_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self._accept(t0, y0, dt)
+        if self.test is not None:
+            self._log_rows.append(None if self._quotient is None else len(self._accepted))
+            if self._quotient is not None:
+                self._accepted.append(dt.detach().double() * self._quotient)
 
     def callback_reject_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self.stats["num_rejected"] += 1
         self._log(t0, dt, False)
+        if self.test is not None:
+            self._log_rows.append(None)
+
+    def finish(self) -> torch.Tensor:
+        """After the forward solve: the stiffness counts into the stats (per-sample means) and the log, and
+        every sample's h * lambda of the accepted steps (1-d float64, CPU; empty without the test)."""
+        if self.test is None or not self._accepted:
+            return torch.zeros(0, dtype=torch.float64)
+        h_lambda = torch.stack(self._accepted).cpu()  # (steps, B): one transfer for the solve
+        self.stats["num_stiff_steps"] = float(self.test.limited(h_lambda).double().sum(0).mean())
+        self.stats["num_tested_steps"] = float(len(self._accepted))
+        sample0 = h_lambda[:, 0].tolist()
+        self.log.h_lambda = [math.nan if row is None else sample0[row] for row in self._log_rows]
+        h_lambda = h_lambda.flatten()
+        return h_lambda[h_lambda.isfinite()]  # NaN where the two stages coincided (a field that is zero)
 
 
 def uniform_grid(step_size: float):
@@ -221,7 +281,8 @@ class ContinuousBlock(nn.Module):
     After a forward, `stats` holds the counts of that forward (see STAT_KEYS in the module docstring)
     and `log` its per-step record; backward adds nfe_backward and num_steps_backward to the same dict.
     On dia_ode, `sample_stats` also holds every sample's counts (numerics.Solution.stats, (B,) each) and
-    `step_trace` every attempted step (numerics.Trace); both are None on torchdiffeq.
+    `step_trace` every attempted step (numerics.Trace); both are None on torchdiffeq. `h_lambda` holds
+    Hairer's h·λ of every sample's accepted steps (1-d float64 on the CPU; empty without the test).
     `end_time` is the T it integrated to and `penalty` its regularisation term (a 0-d tensor in a
     regularised training forward, else None; solvers.regularization_loss sums it over a model).
     """
@@ -265,6 +326,7 @@ class ContinuousBlock(nn.Module):
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.log = StepLog()
         self.sample_stats, self.step_trace = None, None
+        self.h_lambda = torch.zeros(0, dtype=torch.float64)
         self.end_time, self.penalty = self.T, None
 
     @property
@@ -274,14 +336,18 @@ class ContinuousBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.stats, self.log, self.penalty = dict.fromkeys(STAT_KEYS, 0), StepLog(), None
         self.sample_stats, self.step_trace = None, None
+        self.h_lambda = torch.zeros(0, dtype=torch.float64)
         self.end_time = steer_end_time(self.T, self.steer) if self.training and self.steer else self.T
         if self.backend == "dia_ode":
             return dia_ode_backend.forward(self, x)
         regularized = self.training and (self.kinetic_energy > 0 or self.jacobian_norm > 0)
         dynamics = (RegularizedDynamics(self.dynamics, self.kinetic_energy, self.jacobian_norm, self.hutchinson_noise)
                     if regularized else self.dynamics)
-        func = (_AdaptiveInstrumented if self.adaptive else _FixedGridInstrumented)(self, dynamics, self.stats,
-                                                                                   self.log)
+        if self.adaptive:  # the stiffness test measures the state, not the penalties' integrals
+            parts = (lambda y: tuple(y[:-2])) if regularized else (lambda y: y)
+            func = _AdaptiveInstrumented(self, dynamics, self.stats, self.log, state_parts=parts)
+        else:
+            func = _FixedGridInstrumented(self, dynamics, self.stats, self.log)
         t = torch.tensor([0.0, self.end_time], dtype=torch.float64, device=x.device)  # float64: solvers accumulate time
         options = {} if self.adaptive else {"grid_constructor": uniform_grid(self.step_size)}
         adjoint_options = dict(options, **({"norm": "seminorm"} if self.adjoint_seminorm else {}))
@@ -296,6 +362,8 @@ class ContinuousBlock(nn.Module):
             ys = odeint(func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=options)
         func.phase = "backward"
         self.stats["nfe_forward_max"] = self.stats["nfe_forward"]  # every sample takes every step
+        if self.adaptive:
+            self.h_lambda = func.finish()
         y_T = tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
         if regularized:
             self.penalty = dynamics.loss_term(y_T)

@@ -14,6 +14,7 @@ operations. What the solve records becomes the block's record:
   equal steps and evaluates F once more than torchdiffeq, at T (the integrator's last first stage);
 - `log` (StepLog): the first sample's attempted steps, which are every sample's in batch mode;
 - `sample_stats` and `step_trace`: every sample's counts (B,) and every attempted step (numerics.Trace);
+  `h_lambda`: the stiffness test's h·λ of every sample's accepted steps;
 - the recorder of solvers.trace: the states, fields and steps at the accepted steps, as on torchdiffeq.
   They are read from a second solve without a graph that saves the states at the first solve's step
   starts (saving never moves a step, and a save time on a step's end is the step's own state). With
@@ -194,6 +195,8 @@ def _fill_record(block: "ContinuousBlock", sol: Solution) -> None:
     block.log.t, block.log.dt = list(first["t"].unbind()), list(first["h"].unbind())
     block.log.accepted, block.log.h_lambda = first["accepted"].tolist(), first["h_lambda"].tolist()
     block.sample_stats, block.step_trace = sol.stats, sol.trace
+    h_lambda = sol.trace.h_lambda[sol.trace.accepted]
+    block.h_lambda = h_lambda[h_lambda.isfinite()].double()
 
 
 @torch.no_grad()
