@@ -294,6 +294,16 @@ def test_step_budget_exhaustion_is_one_line_not_a_traceback(tmp_path):
     assert "max_num_steps=1" in result.output
 
 
+def test_a_failed_dia_ode_solve_in_training_is_one_line_with_its_samples_and_codes(tmp_path):
+    result = invoke("train", "--model", "odenet", "--model-option", "backend=dia_ode", "--model-option",
+                    "per_sample=true", "--model-option", "max_num_steps=1", "--model-option", "width=4",
+                    "--epochs", 1, "--no-progress", "--out", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith("Error: the ODE solver gave up: dia_ode ODE solve (dopri5) failed for ")
+    assert "samples (" in last and "max steps reached" in last and "raise max_num_steps=1" in last
+
+
 @pytest.mark.parametrize("pair", ["in_channels=3", "num_classes=4"])
 def test_dataset_driven_model_options_are_refused(tmp_path, pair):
     _assert_usage_error(invoke("train", "--model-option", pair, "--out", tmp_path), "--model-option",

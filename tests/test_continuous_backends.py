@@ -229,6 +229,31 @@ def test_a_failed_solve_stops_with_one_line_naming_the_samples_their_codes_and_t
         block(torch.tensor([[0.1], [math.nan]], dtype=f64))
 
 
+def test_a_solve_that_fails_in_a_later_epoch_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from dia_ode.engine import TrainConfig, run_training
+    from dia_ode.rundir import load_checkpoint
+
+    hard = {"now": False}  # set after epoch 1: from then on every sample's step budget is one step
+    forward = ContinuousBlock.forward
+
+    def budgeted(self, x):
+        if hard["now"]:
+            self.max_num_steps = 1
+        return forward(self, x)
+    monkeypatch.setattr(ContinuousBlock, "forward", budgeted)
+    cfg = TrainConfig(model="odenet", epochs=2, batch_size=256, device="cpu",
+                      model_options={"width": 4, "backend": "dia_ode", "per_sample": True})
+    run_dir = start_run(tmp_path, "train-odenet", {"command": "train", **asdict(cfg)}, argv=["test"])
+    with pytest.raises(SolveFailed, match=r"failed for \d+ of \d+ samples \(\d+ max steps reached\).*"
+                                          r"raise max_num_steps=1") as failure:
+        run_training(cfg, run_dir, progress=False, on_epoch_end=lambda epoch, row: hard.update(now=True))
+    assert "\n" not in str(failure.value)
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1  # epoch 1's checkpoint stays
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 @pytest.mark.parametrize("options, option", [
     ({"backend": "jax"}, "backend"),
     ({"backend": "dia_ode", "controller": "pid:H999"}, "controller"),
