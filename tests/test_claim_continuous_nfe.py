@@ -131,4 +131,5 @@ def test_verdict_not_testable():
     assert nfe_verdict({}).status == "not testable here"
     one_seed = nfe_verdict({1e-3: (_iv(0.6), _iv(0.0))})
     assert one_seed.status == "not testable here" and "0.001" in one_seed.reason
+    assert "two or more finished seeds" in one_seed.reason and "would test it" in one_seed.reason
     assert nfe_verdict({1e-3: (_iv(0.6, math.nan), GOOD_ACC)}).status == "not testable here"

@@ -18,8 +18,8 @@ from dia_ode.cli import main
 from dia_ode.rundir import load_run, read_jsonl, write_json
 from dia_ode.solvers import trace
 from dia_ode.studies.claims import get_claim
-from dia_ode.studies.claims.correlation import (RECORDER, RECORDER_SAMPLES, THRESHOLD, correlation_verdict,
-                                                stage_shows_claim)
+from dia_ode.studies.claims.correlation import (MIN_GATE_MOVED, MIN_GATE_SPREAD, RECORDER, RECORDER_SAMPLES, THRESHOLD,
+                                                correlation_verdict, gates_learned, stage_shows_claim)
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.report.budgets import get_budget
 
@@ -117,7 +117,10 @@ def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_ver
                                      (" (consecutive blocks)", " minus the untrained null (paired by seed)",
                                       " minus the permuted null (paired by seed)"))
                                for s in range(3)]}
-    assert result.verdict == correlation_verdict(triples)
+    learned = {"se_resnet20": [(result.measured[f"se_resnet20 gate distance from the untrained gates, stage {s}"],
+                                result.measured[f"se_resnet20 gate spread over images, stage {s}"]) for s in range(3)]}
+    assert all(iv.n == 2 and iv.mean > 0 for pair in learned["se_resnet20"] for iv in pair)
+    assert result.verdict == correlation_verdict(triples, learned)
     assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs"]
     assert any("centred r by stage" in note for note in result.notes)
     assert not any("left out" in note for note in result.notes)
@@ -161,14 +164,55 @@ def test_pairing_by_seed_separates_what_unpaired_intervals_cannot():
     assert not stage_shows_claim(_iv(*trained), lost, GAIN)
 
 
+LEARNED = (_iv(0.08, 0.09, 0.10), _iv(0.06, 0.07, 0.08))  # (moved from the untrained gates, spread over images)
+# the cpu budget's gates (experiments/README.md R1): moved 0.016-0.038, spread 0.003-0.043
+STILL = (_iv(0.016, 0.017, 0.018), _iv(0.007, 0.008, 0.006))
+
+
 def test_the_verdict_branches():
-    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 3}).status == "reproduced"
-    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 2 + [(LOW, GAIN, GAIN)]}).status == "reproduced"
-    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] + [(LOW, GAIN, GAIN)] * 2}).status == "not reproduced"
-    both = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": [(HIGH, NO_GAIN, GAIN)] * 3})
+    learned = {"m": [LEARNED] * 3}
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 3}, learned).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 2 + [(LOW, GAIN, GAIN)]}, learned).status == "reproduced"
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] + [(LOW, GAIN, GAIN)] * 2}, learned).status == \
+        "not reproduced"
+    both = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": [(HIGH, NO_GAIN, GAIN)] * 3},
+                               {"a": [LEARNED] * 3, "b": [LEARNED] * 3})
     assert both.status == "not reproduced" and "b: 0 of 3" in both.reason  # every model must show it
-    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN), (_iv(math.nan, 0.5), GAIN, GAIN)]}).status == \
-        "not testable here"
-    unfinished = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": []})  # every run of b diverged
+    undefined = correlation_verdict({"m": [(HIGH, GAIN, GAIN), (_iv(math.nan, 0.5), GAIN, GAIN)]}, learned)
+    assert undefined.status == "not testable here" and "would test it" in undefined.reason
+    unfinished = correlation_verdict({"a": [(HIGH, GAIN, GAIN)] * 3, "b": []}, {"a": [LEARNED] * 3, "b": []})
     assert unfinished.status == "not testable here" and "b: no run finished" in unfinished.reason
-    assert correlation_verdict({}).status == "not testable here"
+    assert correlation_verdict({}, {}).status == "not testable here"
+
+
+def test_gates_learned_needs_both_movement_and_spread_at_their_thresholds():
+    assert MIN_GATE_MOVED == MIN_GATE_SPREAD == 0.05
+    at, below = _iv(0.05, 0.05), _iv(0.0499, 0.0499)
+    assert gates_learned(at, at)  # at the threshold: learned
+    assert not gates_learned(below, at) and not gates_learned(at, below)  # each threshold on its own
+    assert gates_learned(*LEARNED) and not gates_learned(*STILL)
+    assert not gates_learned(_iv(0.038, 0.038), _iv(0.043, 0.043))  # the cpu budget's largest of both
+
+
+def test_gates_that_did_not_learn_make_the_precondition_not_met_with_numbers_and_thresholds():
+    verdict = correlation_verdict({"se_resnet20": [(LOW, NO_GAIN, NO_GAIN)] * 3}, {"se_resnet20": [STILL] * 3})
+    assert verdict.status == "precondition not met"
+    assert "the attention did not learn" in verdict.reason and "moved >= 0.05" in verdict.reason
+    assert "spread >= 0.05" in verdict.reason and "learned in 0 of 3 stages" in verdict.reason
+    assert "moved 0.017/0.017/0.017" in verdict.reason and "spread 0.007/0.007/0.007" in verdict.reason
+    # gates that learned in more than half of the stages meet it, and the r rule decides
+    two_of_three = {"m": [LEARNED, LEARNED, STILL]}
+    assert correlation_verdict({"m": [(LOW, NO_GAIN, NO_GAIN)] * 3}, two_of_three).status == "not reproduced"
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 3}, two_of_three).status == "reproduced"
+    one_of_three = {"m": [LEARNED, STILL, STILL]}
+    assert correlation_verdict({"m": [(LOW, NO_GAIN, NO_GAIN)] * 3}, one_of_three).status == "precondition not met"
+    # even a high r does not count when the gates did not learn: the claim is about trained attention
+    assert correlation_verdict({"m": [(HIGH, GAIN, GAIN)] * 3}, {"m": [STILL] * 3}).status == "precondition not met"
+
+
+def test_a_model_whose_gates_learned_and_fail_decides_against_the_claim():
+    stages = {"a": [(LOW, NO_GAIN, NO_GAIN)] * 3, "b": [(LOW, NO_GAIN, NO_GAIN)] * 3}
+    mixed = correlation_verdict(stages, {"a": [LEARNED] * 3, "b": [STILL] * 3})
+    assert mixed.status == "not reproduced" and "too few stages of a, whose gates learned" in mixed.reason
+    shown = {"a": [(HIGH, GAIN, GAIN)] * 3, "b": [(HIGH, GAIN, GAIN)] * 3}
+    assert correlation_verdict(shown, {"a": [LEARNED] * 3, "b": [STILL] * 3}).status == "precondition not met"

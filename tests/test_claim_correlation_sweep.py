@@ -91,6 +91,20 @@ def test_the_sweep_is_reproduced_by_one_setup_and_names_it():
     assert sweep_verdict({"a": no, "b": untested}).status == "not reproduced"
     assert "(1 not testable)" in sweep_verdict({"a": no, "b": untested}).reason
     assert sweep_verdict({"a": untested}).status == "not testable here"
+    assert "would test it" in sweep_verdict({"a": untested}).reason
     assert sweep_verdict({}).status == "not testable here"
-    high, gain = _iv(0.8, 0.82, 0.81), _iv(0.5, 0.55, 0.52)
-    assert correlation_verdict({"a": [(high, gain, gain)] * 3}).status == "reproduced"  # the part's own rule
+    high, gain, learned = _iv(0.8, 0.82, 0.81), _iv(0.5, 0.55, 0.52), (_iv(0.1, 0.1), _iv(0.1, 0.1))
+    assert correlation_verdict({"a": [(high, gain, gain)] * 3}, {"a": [learned] * 3}).status == "reproduced"
+
+
+def test_the_sweep_is_precondition_not_met_only_when_no_measured_setup_tested_the_claim():
+    yes, no = Verdict("reproduced", "."), Verdict("not reproduced", ".")
+    still, untested = Verdict("precondition not met", "."), Verdict("not testable here", ".")
+    assert sweep_verdict({"a": still, "b": still}).status == "precondition not met"
+    assert sweep_verdict({"a": still, "b": untested}) == \
+        Verdict("precondition not met", "the gates did not learn in any of the 1 measured setups, so none tests the "
+                                        "claim (1 not testable)")
+    against = sweep_verdict({"a": still, "b": no})  # where the gates learned, the claim failed
+    assert against.status == "not reproduced" and "where the gates learned: b; in 1 the gates did not learn" in \
+        against.reason
+    assert sweep_verdict({"a": still, "b": yes}).status == "reproduced"  # one setup that shows it is enough

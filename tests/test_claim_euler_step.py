@@ -52,7 +52,7 @@ def test_verdict_rule(values, untested, status):
     if status == "not reproduced":
         assert "resnet" in result.reason and "3.0e-05" in result.reason
     if status == "not testable here":
-        assert "mynet" in result.reason
+        assert "mynet" in result.reason and "TINY" in result.reason and "would test them" in result.reason
 
 
 

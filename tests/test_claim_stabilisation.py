@@ -21,7 +21,8 @@ from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import read_summary, write_json
 from dia_ode.solvers import trace
 from dia_ode.studies.claims import get_claim
-from dia_ode.studies.claims.stabilisation import ABLATIONS, ablation_verdict, ablated_config
+from dia_ode.studies.claims.stabilisation import (ABLATIONS, MAX_BASELINE_FAILURES, ablation_verdict, ablated_config,
+                                                  trained_threshold)
 from dia_ode.tasks import get_task
 from dia_ode.studies.report.budgets import get_budget
 from dia_ode.studies.report.claim import RunSpec
@@ -123,10 +124,10 @@ ACC = {("none", "resnet20"): (0.95, 0.96, 0.97), ("none", "se_resnet20"): (0.95,
        ("no_augment", "dia_resnet20"): (0.95, 0.96, 0.97)}
 
 
-def test_measure_on_hand_made_runs_gives_the_rules_verdict(one_run, tmp_path):
-    budget = dataclasses.replace(SMOKE, seeds=(0, 1, 2), samples=16)
+def _hand_made_runs(one_run, tmp_path, accuracies, budget):
+    """Copies of one finished run, one per (ablation, model, seed), with the test accuracies given (None: diverged)."""
     run_dirs = {}
-    for (ablation, model), values in ACC.items():
+    for (ablation, model), values in accuracies.items():
         for seed, acc in zip(budget.seeds, values):
             key = RunSpec(ablated_config(ablation, model, budget, seed, "digits")).key()
             run_dir = tmp_path / key
@@ -135,12 +136,19 @@ def test_measure_on_hand_made_runs_gives_the_rules_verdict(one_run, tmp_path):
             write_json(run_dir / "summary.json", {**summary, "test_acc": acc} if acc is not None else
                        {"status": "failed", "error": "TrainingDiverged: loss is nan at epoch 1, step 3"})
             run_dirs[key] = run_dir
-    result = CLAIM.measure(run_dirs, budget)
+    return run_dirs
+
+
+BUDGET = dataclasses.replace(SMOKE, seeds=(0, 1, 2), samples=16)
+
+
+def test_measure_on_hand_made_runs_gives_the_rules_verdict(one_run, tmp_path):
+    result = CLAIM.measure(_hand_made_runs(one_run, tmp_path, ACC, BUDGET), BUDGET)
     assert result.measured["no_bn resnet20 test accuracy"].values == (0.1, 0.3, 0.3)  # diverged: chance
     assert result.references["dia_resnet20 test accuracy (unablated)"].mean == pytest.approx(0.96)
     assert result.verdict.status == "reproduced" and "holds in no_skip, no_bn" in result.verdict.reason
     assert "2 of 2 testable" in result.verdict.reason
-    assert "no_augment: not testable (the backbone does not degrade" in result.verdict.reason
+    assert "no_augment: precondition not met (the backbone does not degrade" in result.verdict.reason
     assert any("no_bn resnet20 run 0 diverged" in note for note in result.notes)
     row = next(r for r in result.table if (r["ablation"], r["model"]) == ("no_bn", "resnet20"))
     assert row["diverged"] == 1
@@ -148,25 +156,57 @@ def test_measure_on_hand_made_runs_gives_the_rules_verdict(one_run, tmp_path):
     assert row["grad norm per stage (trained)"] != row["grad norm per stage (untrained)"]
 
 
+def test_measure_reads_the_plain_unablated_baseline_for_the_precondition(one_run, tmp_path):
+    stalled = {**ACC, ("none", "resnet20"): (0.426, 0.635, 0.145)}  # the cpu budget's resnet56 baseline
+    result = CLAIM.measure(_hand_made_runs(one_run, tmp_path, stalled, BUDGET), BUDGET)
+    assert result.verdict.status == "precondition not met"
+    assert result.verdict.reason.startswith("the baseline failed to train") and "2 of 3 seeds" in result.verdict.reason
+
+
 def _ivs(values):
     return {a: mean_interval(v) for a, v in zip(ABLATIONS, values)}
 
 
 DROP, FLAT, GAIN = (-0.3, -0.31, -0.29), (0.01, -0.01, 0.0), (0.2, 0.21, 0.19)
+TRAINED, CHANCE = [0.95, 0.96, 0.97], 0.1
 
 
 @pytest.mark.parametrize("drops, gains, status, words", [
     ((DROP, DROP, DROP), (GAIN, GAIN, GAIN), "reproduced", "3 of 3 testable ablations: holds in no_skip, no_bn, "
                                                            "no_augment"),
     ((DROP, DROP, DROP), (GAIN, GAIN, FLAT), "reproduced", "2 of 3 testable"),
-    ((DROP, DROP, FLAT), (GAIN, GAIN, GAIN), "reproduced", "no_augment: not testable (the backbone does not degrade"),
-    # a backbone that does not degrade makes that ablation untestable, not a failure of the claim
+    ((DROP, DROP, FLAT), (GAIN, GAIN, GAIN), "reproduced",
+     "no_augment: precondition not met (the backbone does not degrade"),
+    # a backbone that does not degrade leaves that ablation's precondition unmet, not a failure of the claim
     ((DROP, FLAT, FLAT), (GAIN, FLAT, FLAT), "reproduced", "1 of 1 testable ablations: holds in no_skip"),
     ((DROP, DROP, FLAT), (GAIN, FLAT, GAIN), "not reproduced", "1 of 2 testable ablations (needs more than half)"),
     ((DROP, DROP, DROP), (GAIN, FLAT, FLAT), "not reproduced", "DIA is not above"),
-    ((FLAT, FLAT, FLAT), (GAIN, GAIN, GAIN), "not testable here", "no ablation degrades the backbone"),
+    ((FLAT, FLAT, FLAT), (GAIN, GAIN, GAIN), "precondition not met", "no ablation degrades the backbone"),
     ((DROP, DROP, (0.1,)), (GAIN, GAIN, GAIN), "not testable here", "no interval for no_augment"),
 ])
 def test_verdict_rule_each_branch(drops, gains, status, words):
-    verdict = ablation_verdict(_ivs(drops), _ivs(gains))
+    verdict = ablation_verdict(_ivs(drops), _ivs(gains), TRAINED, CHANCE)
     assert verdict.status == status and words in verdict.reason
+
+
+@pytest.mark.parametrize("baseline, failures", [
+    ([0.426, 0.635, 0.145], "2 of 3 seeds (0.4260, 0.1450"),  # the cpu budget's plain resnet56
+    ([0.5499, 0.96, 0.97], "1 of 3 seeds (0.5499"),  # just below halfway from chance 0.1 to 1
+    ([0.1, 0.96, 0.97], "1 of 3 seeds (0.1000"),  # a diverged seed counts at chance
+    ([0.1, 0.1, 0.1], "3 of 3 seeds"),
+])
+def test_a_baseline_that_failed_to_train_is_a_precondition_not_met(baseline, failures):
+    assert trained_threshold(CHANCE) == pytest.approx(0.55) and MAX_BASELINE_FAILURES == 0
+    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), baseline, CHANCE)
+    assert verdict.status == "precondition not met" and verdict.reason.startswith("the baseline failed to train")
+    assert failures in verdict.reason and "below 0.5500 (halfway from chance 0.1000 to 1)" in verdict.reason
+    assert "at most 0 allowed" in verdict.reason
+
+
+def test_a_baseline_at_the_threshold_or_a_failed_run_left_out_meets_the_precondition():
+    for baseline in ([0.55, 0.96, 0.97], [math.nan, 0.96, 0.97]):
+        verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), baseline, CHANCE)
+        assert verdict.status == "reproduced"
+    # no interval comes before the precondition: the data are missing, not the baseline
+    missing = ablation_verdict(_ivs((DROP, DROP, (0.1,))), _ivs((GAIN, GAIN, GAIN)), [0.1, 0.1, 0.1], CHANCE)
+    assert missing.status == "not testable here" and "would test it" in missing.reason

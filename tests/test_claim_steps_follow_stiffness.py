@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from dia_ode.analysis.attention_nulls import untrained_model
-from dia_ode.analysis.intervals import mean_interval
+from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.analysis.step_radius import step_radius_pairs, within_stage_rank_correlation
 from dia_ode.analysis.stepsize import rank_correlation
 from dia_ode.rundir import load_run, write_json
 from dia_ode.studies.claims import get_claim
 from dia_ode.studies.claims.se_options import SE_OPTIONS
-from dia_ode.studies.claims.stepsize_stiffness import MODELS, RADIUS_SAMPLES, stiffness_verdict
+from dia_ode.studies.claims.stepsize_stiffness import (DECISIVE_RHO, MODELS, RADIUS_SAMPLES, model_outcome,
+                                                       stiffness_verdict)
 from dia_ode.studies.report.budgets import get_budget
 
 CLAIM = get_claim("steps-follow-stiffness")
@@ -80,6 +81,10 @@ def test_measure_reads_the_within_stage_rho_paired_with_the_untrained_network(mi
                                   for m in MODELS})
     assert result.verdict == expected
     assert [row["network"] for row in result.table] == ["trained", "untrained"] * 2
+    for model in MODELS:  # the notes give each model's paired shift from the untrained network
+        shift = result.measured[f"{within[model]}, trained minus untrained (paired by seed)"]
+        assert any(note.startswith(f"{model}: within-stage Spearman") and "paired shift from the untrained network"
+                   in note and shift.format('.2f') in note for note in result.notes)
     assert [name for name, _ in result.figures] == ["h_vs_radius"]
     assert len(result.figures[0][1].axes) == 2
 
@@ -118,7 +123,7 @@ def test_verdict_reproduced_when_every_model_lies_below_zero_and_below_its_untra
 
 
 @pytest.mark.parametrize("trained, gain, why", [
-    ((-0.2, 0.3, 0.1), (-0.3, -0.2, -0.25), "includes 0"),  # interval straddles 0
+    ((-0.05, 0.05, 0.0), (-0.3, -0.2, -0.25), "includes 0"),  # straddles 0, and leaves out -0.3
     ((0.6, 0.7, 0.65), (0.5, 0.6, 0.55), "includes 0 or is positive"),  # positive
     ((-0.8, -0.7, -0.75), (-0.05, 0.04, 0.0), "not below the untrained"),  # negative, but so was the untrained net
 ])
@@ -127,6 +132,39 @@ def test_verdict_not_reproduced(trained, gain, why):
                                  "dia": (_iv(*trained), _iv(*gain))})
     assert verdict.status == "not reproduced" and why in verdict.reason and "of dia" in verdict.reason
     assert "of se" not in verdict.reason  # only the model that fails is named
+    assert "rules the claim out" in verdict.reason
+
+
+def _interval(low, high):
+    return Interval((low + high) / 2, 0.1, 3, low, high, 0.95, (low, high, (low + high) / 2))
+
+
+def test_an_interval_admits_both_readings_when_it_holds_0_and_a_decisive_negative_rho():
+    assert DECISIVE_RHO == 0.3
+    shows = _interval(-0.9, -0.5)
+    assert model_outcome(shows, shows) == "shows"
+    assert model_outcome(_interval(-0.3, 0.1), shows) == "inconclusive"  # reaches -0.3: admits both
+    assert model_outcome(_interval(-0.29, 0.1), shows) == "against"  # stops short of -0.3: rules it out
+    assert model_outcome(shows, _interval(-0.6, 0.2)) == "inconclusive"  # the paired shift admits both
+    assert model_outcome(shows, _interval(-0.2, 0.2)) == "against"
+    assert model_outcome(_interval(-0.5, 0.3), _interval(-0.1, 0.3)) == "against"  # one failing interval rules out
+    assert model_outcome(_interval(-0.5, 0.3), _interval(-0.4, 0.3)) == "inconclusive"
+    assert model_outcome(_iv(-0.5), shows) is None
+
+
+def test_verdict_inconclusive_when_the_intervals_admit_both_readings():
+    # the cpu budget's within-stage rho (experiments/README.md R1): se -0.21 [-1, 1], dia 0.11 [-1, 1]
+    wide_se, wide_dia = _interval(-1.0, 1.0), _interval(-1.0, 1.0)
+    verdict = stiffness_verdict({"se_resnet20": (wide_se, _interval(-0.9, 0.8)),
+                                 "dia_resnet20": (wide_dia, _interval(-1.2, 1.1))})
+    assert verdict.status == "inconclusive" and "se_resnet20, dia_resnet20" in verdict.reason
+    assert "-0.3" in verdict.reason and "minus untrained" in verdict.reason  # the paired shift is named
+    shows = (_iv(-0.9, -0.85, -0.88), _iv(-0.2, -0.1, -0.15))
+    assert stiffness_verdict({"se": shows, "dia": (wide_dia, _interval(-0.9, 0.8))}).status == "inconclusive"
+    # a model that rules the claim out decides: the claim needs every model
+    against = (_iv(-0.05, 0.05, 0.0), _iv(-0.05, 0.05, 0.0))
+    mixed = stiffness_verdict({"se": (wide_se, _interval(-0.9, 0.8)), "dia": against})
+    assert mixed.status == "not reproduced" and "of dia" in mixed.reason
 
 
 def test_verdict_not_testable_without_intervals():

@@ -24,9 +24,11 @@ from dia_ode.studies.claims import CLAIMS
 from dia_ode.studies.report import recorders
 from dia_ode.studies.report.budgets import Budget, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, execute, open_study, run_path, run_state
-from dia_ode.studies.report.claim import AbstractClaim, ClaimResult, RunSpec, Verdict, run_outcome
+from dia_ode.studies.report.claim import KINDS, VERDICTS, AbstractClaim, ClaimResult, RunSpec, Verdict, run_outcome
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.launchers import SlurmLauncher, create_launcher
+from dia_ode.studies.report.markdown import report_markdown
+from dia_ode.studies.report.portable import portable
 from dia_ode.studies.report.report import run_report
 
 
@@ -39,6 +41,7 @@ class FakeClaim(AbstractClaim):
     """Two tiny runs; the measure is their test accuracies (or raises, to test the report's guard)."""
 
     id = "fake"
+    kind = "paper"
     statement = "tiny networks learn digits"
     paper = "none: a test claim"
 
@@ -97,7 +100,8 @@ def test_smoke_report_with_the_euler_claim_writes_every_file(tmp_path):
     assert data["budget"]["name"] == "smoke" and data["machine"]["cores"] >= 1
     assert all(iv["n"] == 2 for iv in claim["measured"].values())  # the smoke budget's two seeds
     text = (study / "report.md").read_text()
-    assert "## euler-step" in text and "reproduced" in text and "n=2" in text and "wall time" in text
+    assert "### euler-step" in text and "reproduced" in text and "n=2" in text and "wall time" in text
+    assert claim["kind"] == "construction" and "## Construction checks and the project's hypotheses" in text
 
 
 def test_a_fake_claim_trains_each_run_once_and_a_rerun_trains_nothing(tmp_path, fake, epochs_trained):
@@ -155,8 +159,9 @@ def test_a_measure_that_raises_is_reported_not_testable_and_the_report_completes
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "s" / "report.json").read_text())
     fake_entry, euler = data["claims"]
-    assert fake_entry["verdict"] == {"status": "not testable here",
-                                     "reason": "RuntimeError: the measure broke on two lines"}
+    assert fake_entry["verdict"]["status"] == "not testable here"
+    assert fake_entry["verdict"]["reason"].startswith("RuntimeError: the measure broke on two lines; the error fixed")
+    assert fake_entry["verdict"]["reason"].endswith("would test it")  # says what would test it
     assert euler["verdict"]["status"] == "reproduced"
     assert "!! fake: NOT TESTABLE HERE -- RuntimeError: the measure broke" in result.stderr  # loud, on stderr
 
@@ -443,3 +448,101 @@ def test_an_interrupted_local_pool_ends_its_children_and_starts_no_queued_run(tm
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert len(list((tmp_path / "s" / "runs").iterdir())) == 2  # the two queued runs never started
+
+
+# ---- verdicts, kinds and what the written files name ---------------------------------------------
+
+def test_a_verdict_is_one_of_exactly_five():
+    assert VERDICTS == ("reproduced", "not reproduced", "inconclusive", "precondition not met", "not testable here")
+    for status in VERDICTS:
+        assert Verdict(status, "why").status == status
+    with pytest.raises(ValueError, match="unknown verdict 'maybe'; valid: reproduced, not reproduced, inconclusive"):
+        Verdict("maybe", "why")
+    with pytest.raises(ValueError, match="unknown verdict"):
+        Verdict("not testable", "why")  # close to a verdict is not one
+
+
+def test_a_claim_class_must_name_one_of_the_kinds():
+    assert set(KINDS) == {"paper", "construction", "hypothesis"}
+    with pytest.raises(ValueError, match="claim class NoKind has kind None; valid: paper, construction, hypothesis"):
+        class NoKind(AbstractClaim):  # nothing to inherit a kind from
+            id = "no-kind"
+    with pytest.raises(ValueError, match="claim class Opinion has kind 'opinion'"):
+        class Opinion(FakeClaim):
+            kind = "opinion"
+
+    class Hypothesis(FakeClaim):  # a valid kind is accepted, an inherited one too
+        kind = "hypothesis"
+
+    assert Hypothesis([]).kind == "hypothesis" and FakeClaim([]).kind == "paper"
+    expected = {"euler-step": "construction", "continuous-dia-nfe": "hypothesis"}
+    assert {cid: c.kind for cid, c in CLAIMS.items()} == {cid: expected.get(cid, "paper") for cid in CLAIMS}
+
+
+def _kind_claim(claim_id: str, kind: str, status: str) -> FakeClaim:
+    """A claim of `kind` without runs whose measure gives `status`."""
+    cls = type(f"Claim_{kind}", (FakeClaim,), {"id": claim_id, "kind": kind, "measure": lambda self, run_dirs, budget:
+                                                ClaimResult({}, {}, Verdict(status, f"{claim_id} why"))})
+    return cls([])
+
+
+def test_report_json_carries_the_kind_and_report_md_keeps_the_papers_scorecard_apart(tmp_path):
+    claims = [_kind_claim("check", "construction", "reproduced"), _kind_claim("headline", "paper", "inconclusive"),
+              _kind_claim("ours", "hypothesis", "not reproduced"), _kind_claim("second", "paper", "precondition not met")]
+    data = run_report(claims, get_budget("smoke"), tmp_path / "s")
+    written = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert [(c["id"], c["kind"]) for c in written["claims"]] == [("check", "construction"), ("headline", "paper"),
+                                                                 ("ours", "hypothesis"), ("second", "paper")]
+    text = (tmp_path / "s" / "report.md").read_text()
+    assert text == report_markdown(data)
+    papers, others = text.split("## The papers' claims\n", 1)[1].split("## Construction checks and the project's "
+                                                                       "hypotheses\n", 1)
+    assert "| claim | verdict |" in papers and "| headline | inconclusive |" in papers
+    assert "| second | precondition not met |" in papers
+    assert "### headline" in papers and "### second" in papers and "check" not in papers and "ours" not in papers
+    assert "| check | construction | reproduced |" in others and "| ours | hypothesis | not reproduced |" in others
+    assert "### check" in others and "### ours" in others and "headline" not in others
+    only_checks = report_markdown({**data, "claims": [c for c in data["claims"] if c["kind"] != "paper"]})
+    assert "The papers' claims" not in only_checks  # an empty group is left out
+
+
+def test_report_files_name_no_path_of_the_machine(tmp_path):
+    study = tmp_path / "deep" / "study"
+    elsewhere = tmp_path / "data" / "none"
+
+    class NamesPaths(FakeClaim):
+        id = "paths"
+
+        def measure(self, run_dirs, budget):
+            (run_dir,) = run_dirs.values()
+            return ClaimResult({}, {}, Verdict("not reproduced", f"read {run_dir}/summary.json and {elsewhere}."),
+                               notes=[f"study {study.resolve()}", f"a link's path {study}"])
+
+    bad = RunSpec(TrainConfig(model="resnet20", dataset="fashion-mnist", data_dir=str(elsewhere), epochs=1))
+    ok = tiny_spec(0)
+    done = run_path(ok, open_study(study, "smoke"))  # a finished run the cache reuses: nothing trains
+    done.mkdir(parents=True)
+    write_json(done / "config.json", {"command": "train", "key": ok.key()})
+    write_json(done / "summary.json", {"test_acc": 0.5})
+    data = run_report([FakeClaim([bad]), NamesPaths([ok])], get_budget("smoke"), study, create_launcher("local"))
+    failed, paths = data["claims"]
+    assert failed["verdict"]["status"] == "not testable here" and "DataError" in failed["verdict"]["reason"]
+    for name in ("report.md", "report.json"):
+        text = (study / name).read_text()
+        assert str(tmp_path) not in text and str(study.resolve()) not in text and str(study) not in text, name
+    written = json.loads((study / "report.json").read_text())
+    assert written["study"] == "study"
+    assert written["claims"][1]["runs"][0]["run_dir"] == str(run_path(ok, study).relative_to(study))
+    reason = written["claims"][1]["verdict"]["reason"]
+    assert reason == f"read {run_path(ok, study).relative_to(study)}/summary.json and …/none."
+    assert written["claims"][1]["notes"] == ["study study", "a link's path study"]
+    assert "- study: `study`" in (study / "report.md").read_text()
+
+
+def test_portable_rewrites_absolute_paths_and_leaves_other_slashes_alone(tmp_path):
+    study = tmp_path / "s"
+    text = (f"{study}/runs/k-train/summary.json; {study}, /usr/share/datasets/fashion-mnist; "
+            "dia/plain 1 / classes C -> C/4 tests/test_report.py https://github.com/gbup-group/DIANet 0.016/0.017")
+    expected = ("runs/k-train/summary.json; s, …/fashion-mnist; "
+                "dia/plain 1 / classes C -> C/4 tests/test_report.py https://github.com/gbup-group/DIANet 0.016/0.017")
+    assert portable({"a": [text, 3, None], f"{study}/x": (1.5,)}, study) == {"a": [expected, 3, None], "x": [1.5]}

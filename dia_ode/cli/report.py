@@ -12,7 +12,7 @@ from dia_ode.rundir import start_run
 from dia_ode.studies.claims import CLAIMS, get_claim
 from dia_ode.studies.report.budgets import BUDGETS, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, open_study
-from dia_ode.studies.report.claim import NOT_TESTABLE
+from dia_ode.studies.report.claim import NOT_TESTABLE, PRECONDITION_NOT_MET
 from dia_ode.studies.report.launchers import LauncherOptionError, create_launcher
 from dia_ode.studies.report.report import run_report
 
@@ -25,6 +25,9 @@ def _launcher_options(ctx: click.Context, param: click.Parameter, pairs: tuple[s
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
         options[key.strip()] = value.strip()
     return options
+
+
+UNTESTED = (NOT_TESTABLE, PRECONDITION_NOT_MET)
 
 
 @click.command(context_settings=CONTEXT)
@@ -93,8 +96,8 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
         raise SystemExit(code) from None
     for claim in data["claims"]:
         verdict = claim["verdict"]
-        if verdict["status"] == NOT_TESTABLE:
-            click.echo(f"!! {claim['id']}: NOT TESTABLE HERE -- {verdict['reason']}", err=True)
+        if verdict["status"] in UNTESTED:  # said loudly: the claim was not tested, whatever the papers say
+            click.echo(f"!! {claim['id']}: {verdict['status'].upper()} -- {verdict['reason']}", err=True)
         else:
             click.echo(f"{claim['id']}: {verdict['status']} -- {verdict['reason']}")
     click.echo(f"-> {study / 'report.md'}")

@@ -1,4 +1,5 @@
-"""Claim "continuous-dia-nfe": the continuous DIA needs fewer function evaluations than a plain ODE-Net.
+"""Claim "continuous-dia-nfe" (a hypothesis of this project, not a claim of the papers): the continuous DIA
+needs fewer function evaluations than a plain ODE-Net.
 
 The project's research target (experiments/README.md, E2): dia_odenet, the ODE-Net whose
 dynamics carry a DIA memory, should need at most 0.75 x the test NFE of the plain odenet at equal test
@@ -37,7 +38,7 @@ from pathlib import Path
 from dia_ode.analysis.intervals import Interval, mean_interval, metric_bounds
 from dia_ode.rundir import read_summary
 from dia_ode.studies.report.budgets import Budget, first_dataset
-from dia_ode.studies.report.claim import (FINISHED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, AbstractClaim,
+from dia_ode.studies.report.claim import (FINISHED, MORE_SEEDS, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, AbstractClaim,
                                           ClaimResult, RunSpec, Verdict, no_dataset, run_outcome, study_config)
 
 PLAIN, DIA = "odenet", "dia_odenet"
@@ -70,12 +71,13 @@ def tolerance_outcome(ratio: Interval, difference: Interval) -> dict | None:
 def nfe_verdict(tolerances: dict[float, tuple[Interval, Interval]]) -> Verdict:
     """The claim's verdict from each tolerance's (NFE ratio, accuracy difference) paired intervals."""
     if not tolerances:
-        return Verdict(NOT_TESTABLE, "no run: none of the budget's datasets is available")
+        return Verdict(NOT_TESTABLE, "no run: none of the budget's datasets is available; a budget with digits "
+                                     "(smoke, cpu) would test it")
     outcomes = {tol: tolerance_outcome(*ivs) for tol, ivs in tolerances.items()}
     missing = [f"{tol:g}" for tol, out in outcomes.items() if out is None]
     if missing:
         return Verdict(NOT_TESTABLE, f"at tolerance {', '.join(missing)} fewer than two seeds have "
-                                            f"finished runs of both models: no 95% interval")
+                                     f"finished runs of both models: no 95% interval; {MORE_SEEDS}")
     found = "; ".join(f"{tol:g}: ratio {ratio.format('.2f')} {ratio.format_ci('.2f')}, accuracy dia - plain "
                       f"{difference.format_ci('.4f')} {'not worse' if outcomes[tol]['accuracy_ok'] else 'worse'}"
                       f" (margin {MARGIN})" for tol, (ratio, difference) in tolerances.items())
@@ -99,6 +101,7 @@ class ContinuousDiaNfe(AbstractClaim):
     """dia_odenet needs fewer test NFE than odenet at equal accuracy (module docstring)."""
 
     id = "continuous-dia-nfe"
+    kind = "hypothesis"
     statement = "the continuous DIA needs fewer function evaluations than a plain ODE-Net"
     paper = (f"project target: dia_odenet <= {TARGET} x the NFE of odenet at equal test accuracy "
              f"(experiments/README.md E2); step-size reading of attention: Understanding Self-attention "

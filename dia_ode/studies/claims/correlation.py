@@ -18,11 +18,21 @@ the untrained gates). The nulls are paired with the trained network (the same se
 the same trained gates with their channels permuted), so they are compared by the per-seed differences
 trained - untrained and trained - permuted, each as a 95% Student-t interval over seeds.
 
+Precondition: the claim is about what trained attention does, so it presupposes that the SE gates
+learned. A stage's gates *learned* when, as means over seeds, they moved at least MIN_GATE_MOVED from the
+untrained gates of the same seed (mean |a - a_untrained| over images, blocks and channels) AND vary at
+least MIN_GATE_SPREAD over the images (std over images, mean over blocks and channels); a model meets
+the precondition when its gates learned in more than half of its stages (the share of stages the claim
+needs).
+
 Verdict rule: a stage *shows* the claim when the lower end of its per-sample r interval lies above 0.5
 AND the lower ends of both paired-difference intervals (trained - untrained, trained - permuted) lie
-above 0. "reproduced" when every model shows it in more than half of its stages; "not reproduced"
-otherwise; "not testable here" when no dataset of the budget is available, no run of a model finished,
-or an interval cannot be formed (fewer than 2 finished seeds, an undefined r).
+above 0. "not testable here" when no dataset of the budget is available, no run of a model finished,
+or an interval cannot be formed (fewer than 2 finished seeds, an undefined r); otherwise "not
+reproduced" when a model that meets the precondition shows the claim in at most half of its stages
+(the claim needs every model, and that model tested it); else "precondition not met" when a model's
+gates did not learn (the reason gives each stage's movement and spread and the thresholds); else
+"reproduced": every model shows it in more than half of its stages.
 
 CPU cost (OMP_NUM_THREADS=1): se_resnet20 width 16 on digits trains in about 0.9 s per epoch and
 se_resnet56 in 3.9 s on an idle core, the recorder adds a fraction of a second per epoch, and measure()
@@ -53,14 +63,18 @@ from dia_ode.studies.claims.correlation_recorder import (RECORDED_PROTOCOLS, REC
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
-from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict, study_config
+from dia_ode.studies.report.claim import (MORE_SEEDS, NOT_REPRODUCED, NOT_TESTABLE, PRECONDITION_NOT_MET, REPRODUCED,
+                                          AbstractClaim, ClaimResult, RunSpec, Verdict, study_config)
 from dia_ode.studies.report.recorders import records_path
 
 NULLS = ("untrained", "permuted")  # each paired with the trained network of the same seed
 DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two correlations
+# The precondition (module docstring). A sigmoid gate starts at about sigmoid(0) = 0.5 and lives in (0, 1).
+MIN_GATE_MOVED = 0.05  # a tenth of the initial gate: closer, the trained gates are the initial ones rescaled a little
+MIN_GATE_SPREAD = 0.05  # a tenth of the gate: less, it is one channel profile for every image (untrained: ~0.002)
 
-__all__ = ["RECORDER", "RECORDER_SAMPLES", "THRESHOLD", "CrossLayerCorrelation", "Setup", "SetupMeasures",
-           "correlation_verdict", "measure_setups", "stage_shows_claim"]
+__all__ = ["MIN_GATE_MOVED", "MIN_GATE_SPREAD", "RECORDER", "RECORDER_SAMPLES", "THRESHOLD", "CrossLayerCorrelation",
+           "Setup", "SetupMeasures", "correlation_verdict", "gates_learned", "measure_setups", "stage_shows_claim"]
 
 
 @dataclass(frozen=True)
@@ -104,13 +118,15 @@ class Setup:
 
 @dataclass
 class SetupMeasures:
-    """What measure_setups reads from the finished runs of some setups (ClaimResult's fields, and
-    `triples`: label -> per stage (trained r, trained - untrained, trained - permuted), the verdict's input)."""
+    """What measure_setups reads from the finished runs of some setups (ClaimResult's fields, and the
+    verdict's input: `triples`, label -> per stage (trained r, trained - untrained, trained - permuted);
+    `learned`, label -> per stage (the gates' distance from the untrained gates, their spread over images))."""
 
     measured: dict[str, Interval] = field(default_factory=dict)
     references: dict[str, Interval] = field(default_factory=dict)
     table: list[dict] = field(default_factory=list)
     triples: dict[str, list[tuple[Interval, Interval, Interval]]] = field(default_factory=dict)
+    learned: dict[str, list[tuple[Interval, Interval]]] = field(default_factory=dict)
     figures: list[tuple[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -123,39 +139,62 @@ def stage_shows_claim(trained: Interval, over_untrained: Interval, over_permuted
     return trained.low > THRESHOLD and over_untrained.low > 0 and over_permuted.low > 0
 
 
-def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interval]]]) -> Verdict:
-    """The claim's verdict from the per-sample intervals of every stage (module docstring).
+def gates_learned(moved: Interval, spread: Interval) -> bool:
+    """Whether a stage's gates learned: their mean distance from the untrained gates reaches MIN_GATE_MOVED and
+    their mean spread over images MIN_GATE_SPREAD (means over seeds: the precondition asks what happened)."""
+    return moved.mean >= MIN_GATE_MOVED and spread.mean >= MIN_GATE_SPREAD
+
+
+def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interval]]],
+                        learned: dict[str, list[tuple[Interval, Interval]]]) -> Verdict:
+    """The claim's verdict from the per-sample intervals of every stage and what its gates learned
+    (module docstring).
 
     Args:
         stages: model -> one (trained r, trained - untrained r, trained - permuted r) triple of
             Intervals per stage, the differences paired by seed.
+        learned: model -> one (distance from the untrained gates, spread over images) pair of Intervals
+            per stage, over seeds.
 
     Returns:
-        "reproduced" when every model shows the claim (stage_shows_claim) in more than half of its
-        stages, "not testable here" when there is no model or a stage has no interval, "not
-        reproduced" otherwise.
+        "not testable here" when there is no model or a stage has no interval; "not reproduced" when a
+        model whose gates learned (gates_learned, in more than half of its stages) shows the claim
+        (stage_shows_claim) in at most half of its stages; "precondition not met" when a model's gates did
+        not learn; "reproduced" otherwise.
     """
     if not stages:
-        return Verdict(NOT_TESTABLE, "no finished run: none of the budget's datasets is available, or "
-                                            "every run diverged")
-    counts = {}
+        return Verdict(NOT_TESTABLE, "no finished run: none of the budget's datasets is available, or every run "
+                                     "diverged; finished runs on an available dataset (digits: the smoke and cpu "
+                                     "budgets) would test it")
+    counts, learned_counts = {}, {}
     for model, triples in stages.items():
         if not triples:
-            return Verdict(NOT_TESTABLE, f"{model}: no run finished (every seed diverged or failed)")
+            return Verdict(NOT_TESTABLE, f"{model}: no run finished (every seed diverged or failed); {MORE_SEEDS}")
         shows = [stage_shows_claim(*t) for t in triples]
         if None in shows:
-            return Verdict(NOT_TESTABLE, f"{model}: a stage's r has no 95% interval (one seed, or an "
-                                                "undefined correlation)")
+            return Verdict(NOT_TESTABLE, f"{model}: a stage's r has no 95% interval (one seed, or an undefined "
+                                         f"correlation); {MORE_SEEDS}")
         counts[model] = (sum(shows), len(shows))
+        learned_counts[model] = sum(gates_learned(*pair) for pair in learned[model])
     found = "; ".join(f"{m}: {k} of {n} stages" for m, (k, n) in counts.items())
-    if all(k > n / 2 for k, n in counts.values()):
-        return Verdict("reproduced", f"the per-sample r between consecutive blocks lies above {THRESHOLD} and "
-                                     f"above its untrained and permuted nulls (paired by seed) in most stages "
-                                     f"({found})")
+    unlearned = [m for m, (_, n) in counts.items() if not 2 * learned_counts[m] > n]
+    tested_against = [m for m, (k, n) in counts.items() if not k > n / 2 and m not in unlearned]
     top = max(t[0].mean for triples in stages.values() for t in triples)
-    return Verdict("not reproduced", f"the per-sample r between consecutive blocks lies above {THRESHOLD} and "
-                                     f"above both nulls (paired by seed) in too few stages ({found}; highest "
-                                     f"trained mean r {top:.2f})")
+    if tested_against:
+        return Verdict(NOT_REPRODUCED, f"the per-sample r between consecutive blocks lies above {THRESHOLD} and "
+                                       f"above both nulls (paired by seed) in too few stages of "
+                                       f"{', '.join(tested_against)}, whose gates learned ({found}; highest trained "
+                                       f"mean r {top:.2f})")
+    if unlearned:
+        gates = "; ".join(f"{m}: learned in {learned_counts[m]} of {counts[m][1]} stages (moved "
+                          f"{'/'.join(f'{moved.mean:.3f}' for moved, _ in learned[m])}, spread "
+                          f"{'/'.join(f'{spread.mean:.3f}' for _, spread in learned[m])})" for m in unlearned)
+        return Verdict(PRECONDITION_NOT_MET, f"the attention did not learn: the claim presupposes trained gates, "
+                                             f"moved >= {MIN_GATE_MOVED} from the untrained ones and spread >= "
+                                             f"{MIN_GATE_SPREAD} over images in more than half of the stages "
+                                             f"({gates}); r shows the claim in {found}")
+    return Verdict(REPRODUCED, f"the per-sample r between consecutive blocks lies above {THRESHOLD} and above its "
+                               f"untrained and permuted nulls (paired by seed) in most stages ({found})")
 
 
 def _setups(budget: Budget) -> list[Setup]:
@@ -187,6 +226,7 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
         seeds = [_correlations(run_dir, budget.samples) for _, run_dir in runs]
         records = [read_jsonl(records_path(run_dir, RECORDER)) for _, run_dir in runs]
         out.triples[setup.label], trained_r = [], {protocol: [] for protocol in RECORDED_PROTOCOLS}
+        out.learned[setup.label] = []
         for s in range(len(seeds[0]) if seeds else 0):
             stage = [seed[s] for seed in seeds]
             for protocol in PROTOCOLS:
@@ -211,6 +251,7 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
             out.measured[f"{setup.label} gate spread over images, stage {s}"] = learned["spread"]
             out.references[f"{setup.label} gate spread over images, stage {s}, untrained"] = learned["spread_untrained"]
             out.measured[f"{setup.label} gate distance from the untrained gates, stage {s}"] = learned["moved"]
+            out.learned[setup.label].append((learned["moved"], learned["spread"]))
         if not seeds:
             continue
         accuracy = mean_interval([read_summary(run_dir)["test_acc"] for _, run_dir in runs], bounds=(0.0, 1.0))
@@ -229,6 +270,7 @@ class CrossLayerCorrelation(AbstractClaim):
     """SAMs of consecutive blocks produce strongly correlated attention (see the module docstring)."""
 
     id = "cross-layer-correlation"
+    kind = "paper"
     statement = ("self-attention modules in consecutive layers produce strongly correlated attention "
                  "maps, mean Pearson r up to 0.85")
     paper = "0.85 (DIA: arXiv 2210.16101; DIANet: arXiv 1905.10671, the correlation figure)"
@@ -239,10 +281,11 @@ class CrossLayerCorrelation(AbstractClaim):
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
         setups = _setups(budget)
         if not setups:
-            return ClaimResult({}, {}, correlation_verdict({}),
+            return ClaimResult({}, {}, correlation_verdict({}, {}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
         m = measure_setups(setups, run_dirs, budget)
-        return ClaimResult(m.measured, m.references, correlation_verdict(m.triples), m.table, m.figures, m.notes)
+        return ClaimResult(m.measured, m.references, correlation_verdict(m.triples, m.learned), m.table, m.figures,
+                           m.notes)
 
 
 def _stage_intervals(stage: list[dict], protocol: str) -> tuple[dict[str, Interval], dict[str, Interval]]:

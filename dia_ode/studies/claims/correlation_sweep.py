@@ -17,9 +17,11 @@ the gates' spread and movement, r after every epoch):
   whose dataset is not available here is left out with a note.
 
 Verdict rule: each setup gets the claim's verdict on its own (claims.correlation.correlation_verdict,
-reported as a part); the sweep is "reproduced" when at least one setup reproduces the claim (the setup
-is named: that is where the paper's observation holds), "not testable here" when no setup could be
-measured, and "not reproduced" when none of them shows it.
+with its precondition that the gates learned; reported as a part). The sweep is "reproduced" when at
+least one setup reproduces the claim (the setup is named: that is where the paper's observation holds);
+otherwise "not reproduced" when some setup tested the claim and did not show it; otherwise "precondition
+not met" when in every measured setup the gates did not learn; "not testable here" when no setup could
+be measured.
 
 CPU cost at the cpu budget (OMP_NUM_THREADS=1, per seed): the digits setups 15-60 s (se_resnet20),
 about a minute for se_resnet29; Fashion-MNIST at 28x28 about 3 ms per training example and epoch for
@@ -35,7 +37,8 @@ from types import MappingProxyType
 from dia_ode.studies.claims.correlation import Setup, correlation_verdict, measure_setups
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.report.budgets import Budget, dataset_available
-from dia_ode.studies.report.claim import (NOT_TESTABLE, REPRODUCED, AbstractClaim, ClaimResult, RunSpec, Verdict)
+from dia_ode.studies.report.claim import (NOT_REPRODUCED, NOT_TESTABLE, PRECONDITION_NOT_MET, REPRODUCED, AbstractClaim,
+                                          ClaimResult, RunSpec, Verdict)
 
 PAPER_SE = MappingProxyType({"reduction": 16})  # SE's own default, the paper's r
 LONGER = {"smoke": 2, "cpu": 4, "full": 2}  # the training-length setup: this many times the budget's epochs
@@ -76,21 +79,32 @@ def _available(budget: Budget) -> tuple[list[Setup], list[str]]:
 
 def sweep_verdict(parts: dict[str, Verdict]) -> Verdict:
     """The sweep's verdict from each setup's own verdict (module docstring)."""
-    shown = [label for label, v in parts.items() if v.status == REPRODUCED]
+    by_status = {status: [label for label, v in parts.items() if v.status == status]
+                 for status in (REPRODUCED, NOT_REPRODUCED, PRECONDITION_NOT_MET)}
+    shown = by_status[REPRODUCED]
     if shown:
         return Verdict(REPRODUCED, f"the claim holds in {len(shown)} of {len(parts)} setups: {'; '.join(shown)}")
     measured = [label for label, v in parts.items() if v.status != NOT_TESTABLE]
     if not measured:
-        return Verdict(NOT_TESTABLE, "no setup of the sweep could be measured here")
+        return Verdict(NOT_TESTABLE, "no setup of the sweep could be measured here; finished runs of at least one "
+                                     "setup (its dataset available, two or more seeds) would test it")
     untested = len(parts) - len(measured)
-    return Verdict("not reproduced", f"none of the {len(measured)} measured setups shows the claim"
-                                     + (f" ({untested} not testable)" if untested else ""))
+    untested_note = f" ({untested} not testable)" if untested else ""
+    unlearned = len(by_status[PRECONDITION_NOT_MET])
+    if by_status[NOT_REPRODUCED]:
+        unlearned_note = f"; in {unlearned} the gates did not learn" if unlearned else ""
+        return Verdict(NOT_REPRODUCED, f"none of the {len(measured)} measured setups shows the claim; it fails where "
+                                       f"the gates learned: {'; '.join(by_status[NOT_REPRODUCED])}{unlearned_note}"
+                                       f"{untested_note}")
+    return Verdict(PRECONDITION_NOT_MET, f"the gates did not learn in any of the {len(measured)} measured setups, so "
+                                         f"none tests the claim{untested_note}")
 
 
 class CrossLayerCorrelationSweep(AbstractClaim):
     """The cross-layer correlation over the setups the claim may depend on (module docstring)."""
 
     id = "cross-layer-correlation-sweep"
+    kind = "paper"
     statement = ("the strong correlation of consecutive blocks' attention holds in at least one setup the "
                  "claim may depend on: SE bottleneck, bottleneck blocks, training length, dataset")
     paper = ("0.85 (DIA: arXiv 2210.16101; DIANet: arXiv 1905.10671); the paper's setup: SE-ResNet164 "
@@ -102,7 +116,8 @@ class CrossLayerCorrelationSweep(AbstractClaim):
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
         setups, missing = _available(budget)
         m = measure_setups(setups, run_dirs, budget)
-        parts = {label: correlation_verdict({label: triples}) for label, triples in m.triples.items()}
+        parts = {label: correlation_verdict({label: triples}, {label: m.learned[label]})
+                 for label, triples in m.triples.items()}
         return ClaimResult(m.measured, m.references, sweep_verdict(parts), m.table, m.figures, missing + m.notes,
                            parts)
 

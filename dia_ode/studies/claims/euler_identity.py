@@ -109,7 +109,9 @@ def without_zero_parameters(model: torch.nn.Module) -> torch.nn.Module:
 def verdict(defects: dict[str, Interval], untested: list[str]) -> Verdict:
     """The rule of the module docstring on per-family defects over seeds."""
     if untested:
-        return Verdict(NOT_TESTABLE, f"discrete families without a tiny setting in TINY: {', '.join(untested)}")
+        return Verdict(NOT_TESTABLE, f"discrete families without a tiny setting in TINY: {', '.join(untested)}; "
+                                     f"a tiny setting for each in TINY (studies/claims/euler_identity.py) would "
+                                     f"test them")
     worst = max(defects, key=lambda family: max(defects[family].values))
     largest = max(defects[worst].values)
     if largest < TOLERANCE:
@@ -120,7 +122,10 @@ def verdict(defects: dict[str, Interval], untested: list[str]) -> Verdict:
 
 
 class EulerStep(AbstractClaim):
+    """Every discrete family's stage is a forward-Euler step over depth (module docstring)."""
+
     id = "euler-step"
+    kind = "construction"
     statement = ("A residual stage is a forward-Euler step over depth: x_{k+1} = x_k + h_k ⊙ f_k(x_k) (a check "
                  "of the construction, not a finding)")
     paper = ("the ODE reading of residual networks that DIA's step-size interpretation rests on (arXiv 1710.10121; "

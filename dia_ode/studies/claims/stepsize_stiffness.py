@@ -24,10 +24,16 @@ attention. Secondary (table, not in the verdict): the rho pooled over stages, tr
 
 Verdict rule: a model *shows* the claim when the upper end of its trained within-stage interval lies
 below 0 (larger radius, smaller step) and the upper end of its paired difference trained - untrained
-lies below 0. "reproduced" when every model shows it; "not reproduced" when a model's interval
-includes 0, is positive, or its paired difference includes 0 or is positive; "not testable here" when
-no dataset of the budget is available, no run of a model finished, or a model's trained rho or paired
-difference has no interval (fewer than 2 finished seeds, or rho undefined: too few pairs, constant steps).
+lies below 0. An interval that does not lie below 0 *admits both readings* when it also reaches
+-DECISIVE_RHO (0.3) or below: it holds a rank correlation that would decide for the claim and 0 or more,
+which would decide against it; it *rules the claim out* when its lower end lies above -DECISIVE_RHO. A
+model that does not show the claim is inconclusive when each interval that fails admits both readings,
+and against the claim otherwise. "not testable here" when no dataset of the budget is available, no run
+of a model finished, or a model's trained rho or paired difference has no interval (fewer than 2
+finished seeds, or rho undefined: too few pairs, constant steps); otherwise "reproduced" when every
+model shows it, "not reproduced" when a model rules it out (the claim needs every model), and
+"inconclusive" when the rest admit both readings. The notes give each model's paired shift from the
+untrained network (trained - untrained, within stages).
 
 CPU cost (2 cores shared with other jobs, OMP_NUM_THREADS=1, digits, width 16): training about 1.7 s
 (se) and 1.8 s (dia) per epoch; measure() about 30 s per run (eigen-solves of every block for the trained
@@ -49,9 +55,14 @@ from dia_ode.rundir import load_run
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
-from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict, study_config
+from dia_ode.studies.report.claim import (INCONCLUSIVE, MORE_SEEDS, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED,
+                                          AbstractClaim, ClaimResult, RunSpec, Verdict, study_config)
 
 RANK_RANGE = (-1.0, 1.0)  # a Spearman rho: its t interval is clipped to the range rho can take
+# A rank correlation of -0.3 or stronger would decide for the claim: a moderate one (Cohen's medium effect);
+# a weaker one, even if true, would not say that the steps follow the stiffness. An interval that holds both it
+# and 0 admits both readings.
+DECISIVE_RHO = 0.3
 DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two rhos
 VERDICT_STATISTIC = "spearman_within_stage"  # the pooled "spearman" is secondary (module docstring)
 STATISTICS = {"spearman_within_stage": "within stages", "spearman": "all stages pooled"}
@@ -62,12 +73,25 @@ RADIUS_SAMPLES = 2  # images whose spectra are averaged per block: 2 and 4 gave 
 NETWORKS = ("trained", "untrained")
 
 
-def model_shows_claim(trained: Interval, over_untrained: Interval) -> bool | None:
-    """Whether the trained within-stage rho interval and the paired difference trained - untrained both
-    lie below 0; None when one of them has no interval."""
+SHOWS, AGAINST = "shows", "against"  # a model's outcome besides INCONCLUSIVE (module docstring)
+
+
+def admits_both(interval: Interval) -> bool:
+    """Whether an interval that does not lie below 0 still reaches -DECISIVE_RHO: it holds a reading that
+    would decide for the claim and one (0 or more) that would decide against it."""
+    return interval.low <= -DECISIVE_RHO
+
+
+def model_outcome(trained: Interval, over_untrained: Interval) -> str | None:
+    """SHOWS when the trained within-stage rho interval and the paired difference trained - untrained both lie
+    below 0; INCONCLUSIVE when every one of them that does not admits both readings (admits_both); AGAINST
+    otherwise; None when one of them has no interval."""
     if trained.high is None or over_untrained.high is None:
         return None
-    return trained.high < 0 and over_untrained.high < 0
+    failing = [iv for iv in (trained, over_untrained) if iv.high >= 0]
+    if not failing:
+        return SHOWS
+    return INCONCLUSIVE if all(admits_both(iv) for iv in failing) else AGAINST
 
 
 def stiffness_verdict(models: dict[str, tuple[Interval, Interval] | None]) -> Verdict:
@@ -78,32 +102,40 @@ def stiffness_verdict(models: dict[str, tuple[Interval, Interval] | None]) -> Ve
             or None when no run of the model finished.
     """
     if not models:
-        return Verdict(NOT_TESTABLE, "no run: none of the budget's datasets is available")
+        return Verdict(NOT_TESTABLE, "no run: none of the budget's datasets is available; a budget with digits "
+                                     "(smoke, cpu) would test it")
     unfinished = [model for model, pair in models.items() if pair is None]
     if unfinished:
-        return Verdict(NOT_TESTABLE, f"{', '.join(unfinished)}: no run finished (every seed diverged or "
-                                            f"failed)")
-    shows = {model: model_shows_claim(*pair) for model, pair in models.items()}
-    missing = [model for model, s in shows.items() if s is None]
+        return Verdict(NOT_TESTABLE, f"{', '.join(unfinished)}: no run finished (every seed diverged or failed); "
+                                     f"{MORE_SEEDS}")
+    outcomes = {model: model_outcome(*pair) for model, pair in models.items()}
+    missing = [model for model, outcome in outcomes.items() if outcome is None]
     if missing:
-        return Verdict(NOT_TESTABLE, f"{', '.join(missing)}: a Spearman rho has no 95% interval (fewer than "
-                                            f"2 finished seeds, or rho undefined: too few pairs or constant steps)")
+        return Verdict(NOT_TESTABLE, f"{', '.join(missing)}: a Spearman rho has no 95% interval (fewer than 2 "
+                                     f"finished seeds, or rho undefined: too few pairs or constant steps); "
+                                     f"{MORE_SEEDS}")
     found = "; ".join(f"{model} {trained.format('.2f')} {trained.format_ci('.2f')}, minus untrained "
                       f"{gain.format('.2f')} {gain.format_ci('.2f')}" for model, (trained, gain) in models.items())
-    if all(shows.values()):
-        return Verdict("reproduced", f"the within-stage Spearman(h_k, rho(J_k)) lies below 0 and below the untrained "
-                                     f"network's (paired by seed) for every model ({found})")
-    why = {model: ("includes 0 or is positive" if trained.high >= 0 else "is negative but not below the untrained "
-                   "network's, paired by seed (the construction, not training)")
-           for model, (trained, gain) in models.items() if not shows[model]}
-    return Verdict("not reproduced", "the trained within-stage interval " + "; ".join(
-        f"of {m} {w}" for m, w in why.items()) + f" ({found})")
+    if all(outcome == SHOWS for outcome in outcomes.values()):
+        return Verdict(REPRODUCED, f"the within-stage Spearman(h_k, rho(J_k)) lies below 0 and below the untrained "
+                                   f"network's (paired by seed) for every model ({found})")
+    against = {model: ("includes 0 or is positive" if trained.high >= 0 else "is negative but not below the untrained "
+                       "network's, paired by seed (the construction, not training)")
+               for model, (trained, _) in models.items() if outcomes[model] == AGAINST}
+    if against:
+        return Verdict(NOT_REPRODUCED, "the trained within-stage interval " + "; ".join(
+            f"of {m} {w}, and what fails lies above -{DECISIVE_RHO} (rules the claim out)" for m, w in against.items())
+            + f" ({found})")
+    unsure = [model for model, outcome in outcomes.items() if outcome == INCONCLUSIVE]
+    return Verdict(INCONCLUSIVE, f"the intervals of {', '.join(unsure)} contain both 0 and rank correlations of "
+                                 f"-{DECISIVE_RHO} or below: they admit both readings at this budget ({found})")
 
 
 class StepsFollowStiffness(AbstractClaim):
     """Attention steps shrink where the blocks' Jacobians have a large spectral radius (module docstring)."""
 
     id = "steps-follow-stiffness"
+    kind = "paper"
     statement = "attention step sizes shrink where the learned dynamics are stiff"
     paper = ("qualitative: SAMs act as stiffness-aware step-size adaptors (Understanding Self-attention "
              "Mechanism via Dynamical System Perspective, Huang et al., ICCV 2023)")
@@ -158,6 +190,7 @@ class StepsFollowStiffness(AbstractClaim):
             "the verdict reads the within-stage rho; the pooled rho (secondary) mixes in the trend between stages "
             "(other widths, resolutions and controllers): where only the pooled one is negative, the step sizes "
             "follow the stages, not the stiffness block by block"]
+        notes += [_shift_note(model, *pair) for model, pair in verdict_pairs.items() if pair is not None]
         notes += [_undefined_note(model, seeds) for model, seeds in pairs.items() if _undefined_note(model, seeds)]
         figures = [("h_vs_radius", plot_steps_against_radius(
             pairs, f"{dataset}, {budget.epochs} epochs, {len(budget.seeds)} seeds"))] if pairs else []
@@ -171,6 +204,12 @@ def _run_pairs(run_dir: Path, samples: int) -> dict:
     untrained = untrained_model(run.model_spec, run.config["seed"])
     return {"trained": step_radius_pairs(run.model, x, RADIUS_SAMPLES),
             "untrained": step_radius_pairs(untrained, x, RADIUS_SAMPLES)}
+
+
+def _shift_note(model: str, trained: Interval, shift: Interval) -> str:
+    """The model's within-stage rho and its paired shift from the untrained network of the same seeds."""
+    return (f"{model}: within-stage Spearman {trained.format('.2f')} {trained.format_ci('.2f')}; paired shift from "
+            f"the untrained network (trained - untrained, per seed) {shift.format('.2f')} {shift.format_ci('.2f')}")
 
 
 def _pair_counts(seeds: list[dict], net: str) -> str:

@@ -1,5 +1,21 @@
-"""A claim of the papers as data: the runs that measure it, the statistic with its null reference,
-and the rule that turns a mean ± interval into a verdict.
+"""A claim as data: the runs that measure it, the statistic with its null reference, the
+preconditions it presupposes, and the rule that turns a mean ± interval into a verdict.
+
+The five verdicts, each a rule the claim writes in code:
+
+- "reproduced": the interval lies on the claim's side of its decision threshold;
+- "not reproduced": the interval rules the claim out (it lies on the other side, or leaves out every
+  value that would decide for the claim);
+- "inconclusive": the interval admits both readings (it holds values that would decide for the claim and
+  values that would decide against it);
+- "precondition not met": what the claim presupposes did not happen (the attention did not learn, the
+  accuracy is at its ceiling, the baseline failed to train), so the runs cannot test it; the reason names
+  the measured number and the threshold;
+- "not testable here": data or compute is absent (no dataset, no finished run, one seed); the reason
+  says what would test it.
+
+A claim is of one of KINDS: a claim of the papers, a check of the construction, or a hypothesis of this
+project; the report shows the papers' scorecard apart from the other two.
 
 A claim never trains or writes anything itself: it lists the training runs it needs (`runs`, as
 RunSpecs the report executes, caches and resumes) and reads their run directories back (`measure`).
@@ -22,8 +38,14 @@ from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.report.budgets import Budget
 from dia_ode.studies.report.command_line import train_command
 
-REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+PRECONDITION_NOT_MET, NOT_TESTABLE = "precondition not met", "not testable here"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, PRECONDITION_NOT_MET, NOT_TESTABLE)
+# A claim of the papers; a check of the code's construction (no finding); a hypothesis of this project.
+KINDS = ("paper", "construction", "hypothesis")
+# What tests a claim whose statistics have no interval (one finished seed, or a run that never finished).
+MORE_SEEDS = ("two or more finished seeds of every model (a budget with more seeds, or its failed runs "
+              "trained again) would test it")
 # Bump CACHE_VERSION when a RunSpec's meaning changes: old study directories are then refused. The key
 # hashes every TrainConfig field, defaults included, so a new field or a changed default changes every
 # key (and the study retrains): tests/test_report.py pins one spec's key so that such a change is deliberate.
@@ -92,10 +114,11 @@ class ClaimResult:
 
 
 class AbstractClaim(abc.ABC):
-    """One claim of the papers. Subclasses set the class attributes and implement runs and measure.
+    """One claim. Subclasses set the class attributes and implement runs and measure.
 
     Attributes:
         id: short identifier used on the command line (`dia-ode report --claims id,...`).
+        kind: one of KINDS ("paper", "construction", "hypothesis"), checked when the class is defined.
         statement: the claim in one sentence, as the paper makes it.
         paper: the paper's number and where it stands (title or arXiv id, table or figure).
 
@@ -103,8 +126,15 @@ class AbstractClaim(abc.ABC):
     """
 
     id: str
+    kind: str
     statement: str
     paper: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = getattr(cls, "kind", None)
+        if kind not in KINDS:  # at definition: a claim without a valid kind never reaches a report
+            raise ValueError(f"claim class {cls.__name__} has kind {kind!r}; valid: {', '.join(KINDS)}")
 
     def commands(self, budget: Budget) -> str:
         """The commands that reproduce this claim at `budget`: the report restricted to it and, when it
@@ -156,6 +186,8 @@ def run_outcome(run_dir: str | Path) -> str:
 
 
 def no_dataset(budget: Budget) -> ClaimResult:
-    """The result of a claim whose budget names no dataset present here."""
+    """The result of a claim whose budget names no dataset present here, saying what would test it."""
     return ClaimResult({}, {}, Verdict(NOT_TESTABLE, f"none of the budget's datasets can be loaded here "
-                                                            f"({', '.join(budget.datasets)})"))
+                                                     f"({', '.join(budget.datasets)}); their test files in their "
+                                                     f"default place (fashion-mnist: Debian's dataset-fashion-mnist) "
+                                                     f"or a budget with digits (smoke, cpu) would test it"))

@@ -1,11 +1,16 @@
 """report.md from the report's data (report.json's dict): a header saying where and how long it ran,
-then per claim the statement, the paper's number, ours as mean ± 95% interval with n next to its null
-references, the command, the verdict with its reason (and each part's, for a claim of several), notes,
-a table and links to the figures."""
+then the papers' scorecard with a section per claim of the papers, then the construction checks and the
+project's hypotheses with theirs (claim.KINDS): a check of the code or a hypothesis of this project
+passing is no evidence for the papers. A claim's section gives the statement, the paper's number, ours
+as mean ± 95% interval with n next to its null references, the command, the verdict with its reason
+(and each part's, for a claim of several), notes, a table and links to the figures."""
 
 from __future__ import annotations
 
 from dia_ode.analysis.intervals import Interval, format_number
+
+PAPER = "paper"  # the kind of the papers' claims; every other kind goes to the second group
+GROUPS = ("The papers' claims", "Construction checks and the project's hypotheses")
 
 
 def format_interval(fields: dict) -> str:
@@ -26,17 +31,29 @@ def report_markdown(data: dict) -> str:
              f"{budget['epochs']} epochs",
              f"- machine: {host['platform']}, {host['cores']} cores, torch {host['torch']}, device {host['device']}",
              f"- wall time: {data['wall_seconds']:.0f} s; date: {data['date']}",
-             f"- study: `{data['study']}`", "",
-             "| claim | verdict |", "| --- | --- |",
-             *(f"| {c['id']} | {c['verdict']['status']} |" for c in data["claims"]), ""]
-    for claim in data["claims"]:
-        lines += _claim_section(claim)
+             f"- study: `{data['study']}`", ""]
+    papers = [c for c in data["claims"] if c["kind"] == PAPER]
+    others = [c for c in data["claims"] if c["kind"] != PAPER]
+    for heading, claims, kind_column in zip(GROUPS, (papers, others), (False, True)):
+        if claims:
+            lines += [f"## {heading}", "", *_scorecard(claims, kind_column)]
+            for claim in claims:
+                lines += _claim_section(claim)
     return "\n".join(lines) + "\n"
+
+
+def _scorecard(claims: list[dict], kind_column: bool) -> list[str]:
+    """One row per claim: its id, its kind where the group has several, its verdict."""
+    if kind_column:
+        return ["| claim | kind | verdict |", "| --- | --- | --- |",
+                *(f"| {c['id']} | {c['kind']} | {c['verdict']['status']} |" for c in claims), ""]
+    return ["| claim | verdict |", "| --- | --- |", *(f"| {c['id']} | {c['verdict']['status']} |" for c in claims), ""]
 
 
 def _claim_section(claim: dict) -> list[str]:
     verdict = claim["verdict"]
-    lines = [f"## {claim['id']}", "", f"**Claim.** {claim['statement']}", "", f"**Paper.** {claim['paper']}", "",
+    lines = [f"### {claim['id']}", "", f"**Claim** ({claim['kind']}). {claim['statement']}", "",
+             f"**Paper.** {claim['paper']}", "",
              f"**Verdict: {verdict['status']}.** {verdict['reason']}", "",
              *(f"- {name}: **{part['status']}.** {part['reason']}" for name, part in claim.get("parts", {}).items()),
              *([""] if claim.get("parts") else []),

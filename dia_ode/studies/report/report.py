@@ -8,6 +8,10 @@ writes `<study>/report.md`, `<study>/report.json`, `<study>/summary.json` (each 
 A claim is never lost to another's failure: a run that failed to train, or a measure that raised,
 makes that claim "not testable here" with the error in one line (logged as an error, which the CLI
 prints), and the report still completes.
+
+Each claim's entry carries its kind (claim.KINDS), so report.md can show the papers' scorecard apart
+from the construction checks and the project's hypotheses. The written files name no path of this
+machine (portable.py): the study by its name, a run by its path inside the study.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResul
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.launchers import AbstractLauncher, LocalLauncher
 from dia_ode.studies.report.markdown import report_markdown
+from dia_ode.studies.report.portable import portable
 
 log = logging.getLogger(__name__)
+# What would test a claim whose run or measure failed: the error fixed, the same study reported again.
+RERUN = "the error fixed and the report rerun on this study (--study; finished runs are reused) would test it"
 
 
 def plan(claims: Sequence[AbstractClaim], budget: Budget) -> tuple[dict[str, RunSpec], dict[str, list[str]]]:
@@ -102,8 +109,9 @@ def run_report(claims: Sequence[AbstractClaim], budget: Budget, study_dir: str |
         log.info(f"{len(specs)} runs for {len(claims)} claims in {study_dir}")
     outcomes = (launcher or LocalLauncher()).run(list(specs.values()), study_dir, progress)
     entries = [_claim_entry(claim, budget, study_dir, keys[claim.id], specs, outcomes) for claim in claims]
-    data = {"budget": asdict(budget), "machine": machine(), "date": date,
-            "wall_seconds": time.perf_counter() - start, "study": str(study_dir), "claims": entries}
+    data = portable({"budget": asdict(budget), "machine": machine(), "date": date,
+                     "wall_seconds": time.perf_counter() - start, "study": study_dir.absolute().name,
+                     "claims": entries}, study_dir)
     write_json(study_dir / "report.json", data)
     (study_dir / "report.md").write_text(report_markdown(data))
     write_json(study_dir / "summary.json", {"budget": budget.name, "wall_seconds": data["wall_seconds"],
@@ -114,25 +122,28 @@ def run_report(claims: Sequence[AbstractClaim], budget: Budget, study_dir: str |
 def _claim_entry(claim: AbstractClaim, budget: Budget, study_dir: Path, keys: list[str], specs: dict[str, RunSpec],
                  outcomes: dict) -> dict:
     """The report.json entry of one claim: its runs, its result or why it could not be measured."""
+    run_dirs = {key: run_path(specs[key], study_dir) for key in keys}
     runs = [{"key": key, "model": specs[key].config.model, "dataset": specs[key].config.dataset,
-             "seed": specs[key].config.seed, "run_dir": str(run_path(specs[key], study_dir)),
+             "seed": specs[key].config.seed, "run_dir": str(run_dirs[key].relative_to(study_dir)),
              **({"error": _one_line(outcomes[key])} if isinstance(outcomes[key], BaseException) else {})}
             for key in keys]
-    entry = {"id": claim.id, "statement": claim.statement, "paper": claim.paper, "command": claim.commands(budget),
-             "runs": runs, "measured": {}, "references": {}, "table": [], "figures": [], "notes": []}
+    entry = {"id": claim.id, "kind": claim.kind, "statement": claim.statement, "paper": claim.paper,
+             "command": claim.commands(budget), "runs": runs, "measured": {}, "references": {}, "table": [],
+             "figures": [], "notes": []}
     # A diverged run is a result (a claim on training stability counts it), not a failure: the cache
     # reads it as done, and the claim reads its summary.json.
-    failed = [run for run in runs if "error" in run and run_state(run["run_dir"]) != "done"]
+    failed = [run for run in runs if "error" in run and run_state(run_dirs[run["key"]]) != "done"]
     start = time.perf_counter()
     if failed:
-        error = f"run {failed[0]['key']} ({failed[0]['model']}, seed {failed[0]['seed']}) failed: {failed[0]['error']}"
+        error = (f"run {failed[0]['key']} ({failed[0]['model']}, seed {failed[0]['seed']}) failed: "
+                 f"{failed[0]['error']}; {RERUN}")
         result = None
     else:
         try:
-            result = claim.measure({key: run_path(specs[key], study_dir) for key in keys}, budget)
+            result = claim.measure(run_dirs, budget)
             error = None
         except Exception as err:  # noqa: BLE001 -- a claim that cannot be measured must not sink the report
-            result, error = None, _one_line(err)
+            result, error = None, f"{_one_line(err)}; {RERUN}"
     entry["measure_seconds"] = time.perf_counter() - start
     if result is None:
         log.error(f"claim {claim.id}: NOT TESTABLE HERE: {error}")
