@@ -47,12 +47,16 @@ STREAK_ON, STREAK_OFF = 15, 6  # DOPRI5: stiff after 15 stiff steps; 6 non-stiff
 LIMITED_FRACTION = 0.5  # a step is stability-limited from half the threshold on (module docstring: why a half)
 
 
-def jacobian_quotient(k_i: torch.Tensor, k_j: torch.Tensor, g_i: torch.Tensor, g_j: torch.Tensor) -> torch.Tensor:
-    """||k_j - k_i|| / ||g_j - g_i|| per sample (B,) float64 for two stages at one node (rows (B, n)):
-    the estimate of |lambda| that h multiplies; NaN where the stage arguments coincide."""
-    num = (k_j - k_i).double().norm(dim=-1)
-    den = (g_j - g_i).double().norm(dim=-1)
-    return (num / den).masked_fill(den == 0, math.nan)
+def stage_differences(k_i: torch.Tensor, k_j: torch.Tensor, g_i: torch.Tensor, g_j: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||k_j - k_i||, ||g_j - g_i||) per sample, (B,) float64 each, for two stages at one node (rows
+    (B, n)): h times their quotient is the test's h * lambda (NaN where the stage arguments coincide)."""
+    return (k_j - k_i).double().norm(dim=-1), (g_j - g_i).double().norm(dim=-1)
+
+
+def h_lambda_of(h: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """h * num / den, NaN where den is 0: one expression, so that every engine rounds it alike."""
+    return (h * num / den).masked_fill(den == 0, math.nan)
 
 
 class StiffnessTest:
@@ -83,7 +87,7 @@ class StiffnessTest:
         if self.pair is None:
             return torch.full_like(h, math.nan)
         i, j = self.pair
-        return h * jacobian_quotient(ks[i], ks[j], stage_inputs[i], stage_inputs[j])
+        return h_lambda_of(h, *stage_differences(ks[i], ks[j], stage_inputs[i], stage_inputs[j]))
 
     def limited(self, h_lambda: torch.Tensor) -> torch.Tensor:
         """Per step (B,) bool: stability, not accuracy, sets the step (h * lambda >= limited_bound; False

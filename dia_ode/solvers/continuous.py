@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from dia_ode.numerics.stiffness_test import StiffnessTest, jacobian_quotient
+from dia_ode.numerics.stiffness_test import StiffnessTest, h_lambda_of, stage_differences
 from dia_ode.solvers import dia_ode_backend
 from dia_ode.solvers.backends import (ADAPTIVE_METHODS, DEFAULT_BACKEND, DEFAULT_CONTROLLER, FIXED_GRID_METHODS,
                                       SolveFailed, SolverChoice, StepBudgetExceeded, StepLog, grid_steps)
@@ -179,7 +179,7 @@ class _AdaptiveInstrumented(_AbstractInstrumented):
         self.state_parts = state_parts  # the state's parts the test measures (not RNODE's integrals)
         self._evaluations = 0  # evaluations since the step began
         self._first_stage: tuple[torch.Tensor, torch.Tensor] | None = None  # (g, k) of the pair's first stage
-        self._quotient: torch.Tensor | None = None  # (B,) of the step being tried
+        self._differences: tuple[torch.Tensor, torch.Tensor] | None = None  # (B,) each, of the step being tried
         self._accepted: list[torch.Tensor] = []  # h * lambda (B,) per accepted step with an estimate
         self._log_rows: list[int | None] = []  # per attempted step: its row in _accepted, None if none
 
@@ -195,19 +195,19 @@ class _AdaptiveInstrumented(_AbstractInstrumented):
                 if self._evaluations == first:
                     self._first_stage = (g, k)
                 else:
-                    self._quotient = jacobian_quotient(self._first_stage[1], k, self._first_stage[0], g)
+                    self._differences = stage_differences(self._first_stage[1], k, self._first_stage[0], g)
         return out
 
     def callback_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self._count_step("num_steps", t0, "forward")
-        self._evaluations, self._quotient = 0, None
+        self._evaluations, self._differences = 0, None
 
     def callback_accept_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self._accept(t0, y0, dt)
         if self.test is not None:
-            self._log_rows.append(None if self._quotient is None else len(self._accepted))
-            if self._quotient is not None:
-                self._accepted.append(dt.detach().double() * self._quotient)
+            self._log_rows.append(None if self._differences is None else len(self._accepted))
+            if self._differences is not None:
+                self._accepted.append(h_lambda_of(dt.detach().double(), *self._differences))
 
     def callback_reject_step(self, t0: torch.Tensor, y0: Any, dt: torch.Tensor) -> None:
         self.stats["num_rejected"] += 1
