@@ -1,5 +1,6 @@
 """The cross-layer-correlation claim: the SE min_hidden option, the per-epoch recorder, measure() on micro
-runs and the verdict rule on synthetic intervals (dia_ode/studies/claims/correlation.py)."""
+runs (with the homogeneity of features and gate logits), the positive control, and the verdict rule on
+synthetic intervals (dia_ode/studies/claims/correlation.py)."""
 
 import dataclasses
 import math
@@ -9,8 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from dia_ode import create_model
+from dia_ode.analysis import attention_nulls
 from dia_ode.analysis.attention_nulls import permuted_correlation, untrained_model
 from dia_ode.analysis.correlation import PROTOCOLS, attention_vectors, protocol_correlation
+from dia_ode.analysis.homogeneity import LABELS, MEASURES, stage_homogeneity
 from dia_ode.analysis.intervals import mean_interval
 from dia_ode.attention.registry import get_attention
 from dia_ode.attention.se import SqueezeExcite
@@ -18,8 +21,10 @@ from dia_ode.cli import main
 from dia_ode.rundir import load_run, read_jsonl, write_json
 from dia_ode.solvers import trace
 from dia_ode.studies.claims import get_claim
-from dia_ode.studies.claims.correlation import (MIN_GATE_MOVED, MIN_GATE_SPREAD, RECORDER, RECORDER_SAMPLES, THRESHOLD,
-                                                correlation_verdict, gates_learned, stage_shows_claim)
+from dia_ode.studies.claims.correlation import (CONTROL_RHOS, CONTROL_TOLERANCE, MIN_GATE_MOVED, MIN_GATE_SPREAD,
+                                                RECORDER, RECORDER_SAMPLES, THRESHOLD, control_verdict,
+                                                correlation_verdict, gates_learned, positive_control,
+                                                stage_shows_claim)
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.report.budgets import get_budget
 
@@ -90,13 +95,22 @@ def test_the_recorder_writes_r_of_the_epochs_model_and_of_the_untrained_network(
             permuted = [permuted_correlation(attention_vectors(t), protocol, draws=4, seed=s)["mean_r_consecutive"]
                         for s, t in enumerate(trace(run.model, x))]
         assert [s[protocol]["permuted_consecutive"] for s in stages] == pytest.approx(permuted, abs=1e-9)
+    # the homogeneity of features and gate logits, of the epoch's model and of the untrained network
+    with torch.no_grad():
+        trained, before = [stage_homogeneity(t) for t in trace(run.model, x)], [stage_homogeneity(t) for t in
+                                                                                trace(untrained, x)]
+    for s, stage in enumerate(stages):
+        assert set(stage["homogeneity"]) == set(MEASURES)
+        for m, entry in stage["homogeneity"].items():
+            assert entry["mean_r_consecutive"] == pytest.approx(trained[s][m]["mean_r_consecutive"], abs=1e-9)
+            assert entry["untrained_consecutive"] == pytest.approx(before[s][m]["mean_r_consecutive"], abs=1e-9)
 
 
 def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_verdict(micro_runs):
     result = CLAIM.measure(micro_runs, SMOKE)
     names = [f"se_resnet20 {p} r (consecutive blocks), stage {s}" for s in range(3) for p in ("per_sample", "centred")]
-    assert set(names) <= set(result.measured) and len(result.table) == 3 * len(PROTOCOLS)
-    assert {row["protocol"] for row in result.table} == set(PROTOCOLS)
+    assert set(names) <= set(result.measured) and len(result.table) == 3 * (len(PROTOCOLS) + len(MEASURES))
+    assert {row["protocol"] for row in result.table} == {*PROTOCOLS, *LABELS.values()}
     for name in names:
         assert result.measured[name].n == 2
         assert f"{name}, untrained" in result.references and f"{name}, channels permuted" in result.references
@@ -123,6 +137,27 @@ def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_ver
     assert result.verdict == correlation_verdict(triples, learned)
     assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs"]
     assert any("centred r by stage" in note for note in result.notes)
+    # the homogeneity measures: reported per stage next to the untrained network, paired in the table
+    runs = [load_run(d) for d in micro_runs.values()]
+    homogeneity = []
+    for run in runs:
+        x = run.test_batch(SMOKE.samples)[0]
+        with torch.no_grad():
+            homogeneity.append([stage_homogeneity(t) for t in trace(run.model, x)])
+    for s in range(3):
+        for m, label in LABELS.items():
+            name = f"se_resnet20 {label} (consecutive blocks), stage {s}"
+            assert result.measured[name].values == pytest.approx([h[s][m]["mean_r_consecutive"] for h in homogeneity],
+                                                                 abs=1e-9)
+            assert result.references[f"{name}, untrained"].n == 2
+    row = next(r for r in result.table if r["protocol"] == LABELS["state_cosine"])
+    assert set(row) == {"setup", "stage", "protocol", "trained", "untrained", "all_pairs", "trained - untrained"}
+    # the positive control is part of the result: its planted and measured r, and a note
+    for rho in CONTROL_RHOS:
+        iv = result.measured[f"positive control: per_sample r of gates planted at r = {rho:g} (consecutive blocks)"]
+        assert iv.n == len(SMOKE.seeds) and abs(iv.mean - rho) <= CONTROL_TOLERANCE
+    assert any(note.startswith("positive control") and "planted 0.85, measured 0.8" in note and
+               "recovers every planted r within 0.05" in note for note in result.notes)
     assert not any("left out" in note for note in result.notes)
 
 
@@ -216,3 +251,42 @@ def test_a_model_whose_gates_learned_and_fail_decides_against_the_claim():
     assert mixed.status == "not reproduced" and "too few stages of a, whose gates learned" in mixed.reason
     shown = {"a": [(HIGH, GAIN, GAIN)] * 3, "b": [(HIGH, GAIN, GAIN)] * 3}
     assert correlation_verdict(shown, {"a": [LEARNED] * 3, "b": [STILL] * 3}).status == "precondition not met"
+
+
+def test_the_positive_control_recovers_every_planted_r_in_every_draw():
+    for budget in ("smoke", "cpu", "full"):
+        control = positive_control(get_budget(budget).seeds)
+        assert list(control) == list(CONTROL_RHOS) == [0.0, 0.5, 0.85]
+        for rho, iv in control.items():
+            assert iv.n == len(get_budget(budget).seeds)
+            assert max(abs(v - rho) for v in iv.values) <= CONTROL_TOLERANCE / 2  # room to spare
+        assert control_verdict(control) is None
+
+
+def test_a_control_off_by_more_than_the_tolerance_or_undefined_makes_the_instrument_broken():
+    at = {0.0: _iv(0.01, -0.01), 0.85: _iv(0.85 - CONTROL_TOLERANCE + 1e-9, 0.84)}  # within the tolerance
+    assert control_verdict(at) is None
+    off = control_verdict({0.0: _iv(0.0, 0.01), 0.85: _iv(0.84, 0.85 - CONTROL_TOLERANCE - 0.001)})
+    assert off.status == "not testable here" and "the instrument is broken" in off.reason
+    assert "(planted 0.85, measured 0.840/0.799)" in off.reason and "planted 0, " not in off.reason
+    assert control_verdict({0.5: _iv(0.5, math.nan)}).status == "not testable here"
+
+
+def _halved(a, protocol):
+    """A broken protocol: the right matrix, but a statistic that reports half the consecutive r."""
+    out = protocol_correlation(a, protocol)
+    return {**out, "mean_r_consecutive": out["mean_r_consecutive"] / 2}
+
+
+def test_a_broken_protocol_fails_the_positive_control_and_the_claim_is_not_testable(micro_runs, monkeypatch):
+    monkeypatch.setattr(attention_nulls, "protocol_correlation", _halved)  # what the claim measures gates with
+    result = CLAIM.measure(micro_runs, SMOKE)
+    assert result.verdict.status == "not testable here"
+    reason = result.verdict.reason
+    assert "the instrument is broken" in reason and "planted 0.85, measured 0.4" in reason
+    assert "planted 0, " not in reason  # half of 0 is still 0: the control needs a planted correlation to fail
+    iv = result.measured["positive control: per_sample r of gates planted at r = 0.85 (consecutive blocks)"]
+    assert iv.mean == pytest.approx(0.85 / 2, abs=0.02)
+    assert any("does NOT recover" in note for note in result.notes)
+    # the runs are still measured and reported, with the broken statistic
+    assert result.measured["se_resnet20 per_sample r (consecutive blocks), stage 0"].n == 2

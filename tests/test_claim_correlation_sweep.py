@@ -3,6 +3,7 @@ missing, measure() on the smoke runs, and the sweep's verdict rule (dia_ode/stud
 
 import pytest
 
+from dia_ode.analysis import attention_nulls
 from dia_ode.analysis.intervals import mean_interval
 from dia_ode.studies.claims import correlation_sweep, get_claim
 from dia_ode.studies.claims.correlation import RECORDER, correlation_verdict
@@ -78,6 +79,10 @@ def test_measure_gives_each_setup_its_own_verdict_and_statistics(sweep_runs):
     # the length setup's curve covers its 2 epochs, the others' 1
     assert any(note.startswith("length: ") and "epochs 1 -> 2" in note for note in result.notes)
     assert any(note.startswith("base: ") and "epochs 1 -> 1" in note for note in result.notes)
+    # the homogeneity and the positive control come with every setup's numbers, as in the main claim
+    assert result.measured["base: se_resnet20, r=4, digits gate logit Pearson r (consecutive blocks), stage 2"].values \
+        == pytest.approx(main.measured["se_resnet20 gate logit Pearson r (consecutive blocks), stage 2"].values)
+    assert sum(name.startswith("positive control: ") for name in result.measured) == 3
 
 
 def _iv(*values):
@@ -108,3 +113,11 @@ def test_the_sweep_is_precondition_not_met_only_when_no_measured_setup_tested_th
     assert against.status == "not reproduced" and "where the gates learned: b; in 1 the gates did not learn" in \
         against.reason
     assert sweep_verdict({"a": still, "b": yes}).status == "reproduced"  # one setup that shows it is enough
+
+
+def test_a_broken_protocol_makes_the_sweep_not_testable_whatever_its_setups_give(monkeypatch):
+    monkeypatch.setattr(correlation_sweep, "dataset_available", lambda name: name == "digits")
+    monkeypatch.setattr(attention_nulls, "protocol_correlation", lambda a, protocol: {"mean_r_consecutive": 0.0})
+    verdict = CLAIM.measure({}, get_budget("cpu")).verdict  # an instrument that sees no correlation anywhere
+    assert verdict.status == "not testable here" and "the instrument is broken" in verdict.reason
+    assert "planted 0.5, measured 0.000/0.000/0.000; planted 0.85, measured 0.000/0.000/0.000" in verdict.reason

@@ -1,7 +1,8 @@
-"""The correlation protocols on hand-made attentions with a known answer, their null references, and
-`dia-ode correlate --protocol` on a tiny trained run (theory/correlation.md)."""
+"""The correlation protocols on hand-made attentions with a known answer, their null references, the planted
+positive control, and `dia-ode correlate --protocol` on a tiny trained run (theory/correlation.md)."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from dia_ode.analysis import (PROTOCOLS, attention_vectors, layer_correlation, learning_measures, mean_off_diagonal,
-                              permute_channels, permuted_correlation, protocol_correlation, untrained_model)
+                              permute_channels, permuted_correlation, planted_correlation, planted_gates,
+                              protocol_correlation, untrained_model)
 from dia_ode.cli import main
 from dia_ode.engine import TrainConfig, Trainer
 from dia_ode.rundir import load_run
@@ -119,6 +121,33 @@ def test_permuting_channels_keeps_each_block_and_destroys_the_alignment():
         null = permuted_correlation(a, protocol, draws=4, seed=1)
         assert abs(null["mean_r"]) < 0.1 and null["draws"] == 4, protocol
         assert null == permuted_correlation(a, protocol, draws=4, seed=1)  # seeded
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.85])
+def test_planted_gates_come_out_at_their_planted_r(rho):
+    n, length, c = 400, 4, 64
+    a = planted_gates(n, length, c, rho, gen(13))
+    # the construction, read without any protocol: over every sample and channel, consecutive blocks
+    # correlate at rho and blocks two apart at rho^2 (AR(1) over depth); the gates sit around 0.5
+    flat = a.permute(1, 0, 2).reshape(length, -1)  # (L, N * C)
+    pooled = torch.corrcoef(flat)
+    assert pooled.diagonal(1).tolist() == pytest.approx([rho] * (length - 1), abs=0.03)
+    assert pooled.diagonal(2).tolist() == pytest.approx([rho**2] * (length - 2), abs=0.03)
+    assert float(a.mean()) == pytest.approx(0.5, abs=0.01) and float(a.std()) == pytest.approx(0.1, abs=0.005)
+    # the claim's protocol recovers rho within its sampling error (planted_correlation's docstring: 4 scatters of
+    # the mean over samples and pairs, plus the bias of an r over C channels)
+    scatter = (1 - rho**2) / math.sqrt((c - 1) * n * (length - 1))
+    bias = rho * (1 - rho**2) / (2 * c)
+    r = mean_off_diagonal(layer_correlation(a, "per_sample"), offset=1)
+    assert abs(r - (rho - bias)) <= 4 * scatter + 1e-3
+    assert planted_correlation(rho, "per_sample", (n, length, c), seed=13) == pytest.approx(r, abs=1e-12)
+
+
+def test_planted_correlation_tells_a_planted_r_from_its_neighbours_and_rejects_a_bad_rho():
+    measured = {rho: planted_correlation(rho, "per_sample") for rho in (0.75, 0.85, 0.95)}  # default shape
+    assert measured[0.75] < measured[0.85] - 0.05 and measured[0.85] < measured[0.95] - 0.05
+    with pytest.raises(ValueError, match="rho must lie in"):
+        planted_gates(2, 2, 2, 1.5, gen())
 
 
 def test_learning_measures_by_hand():

@@ -5,9 +5,12 @@ block's spectral radius, paired with its step) call dia_ode.stiffness; everywher
 passes stiffness estimates in as arrays."""
 
 from dia_ode.analysis.attention_nulls import (correlation_with_nulls, learning_measures, permute_channels,
-                                              permuted_correlation, untrained_model)
-from dia_ode.analysis.correlation import (MODES, PROTOCOLS, attention_vectors, layer_correlation, mean_off_diagonal,
-                                          protocol_correlation, stage_correlations)
+                                              permuted_correlation, planted_correlation, planted_gates,
+                                              untrained_model)
+from dia_ode.analysis.correlation import (MODES, PROTOCOLS, attention_vectors, layer_correlation, layer_cosine,
+                                          mean_off_diagonal, protocol_correlation, stage_correlations)
+from dia_ode.analysis.homogeneity import (block_similarity, gate_logits, homogeneity_with_untrained, pooled_states,
+                                          pooled_updates, stage_homogeneity)
 from dia_ode.analysis.correlation_plots import plot_correlation_nulls
 from dia_ode.analysis.intervals import Interval, example_note, mean_interval, metric_bounds, one_example_worth
 from dia_ode.analysis.plots import (plot_correlation_heatmaps, plot_depth_profiles, plot_eigenvalues,
@@ -20,7 +23,9 @@ from dia_ode.rundir.figures import choose_scale  # re-exported: where analysis u
 __all__ = [
     "Interval", "MIN_PAIRS", "MODES", "PROTOCOLS", "attention_vectors", "block_radii", "correlation_with_nulls",
     "learning_measures", "permute_channels", "permuted_correlation", "plot_correlation_nulls", "protocol_correlation",
-    "untrained_model", "channel_steps", "choose_scale", "example_note", "mean_interval", "metric_bounds",
+    "untrained_model", "block_similarity", "gate_logits", "homogeneity_with_untrained", "layer_cosine",
+    "planted_correlation", "planted_gates", "pooled_states", "pooled_updates", "stage_homogeneity", "channel_steps",
+    "choose_scale", "example_note", "mean_interval", "metric_bounds",
     "one_example_worth", "layer_correlation", "mean_off_diagonal",
     "per_channel_rank_correlation", "plot_correlation_heatmaps", "plot_depth_profiles", "plot_eigenvalues",
     "plot_indices_over_time", "plot_step_spectra", "rank_correlation", "spearman_text", "stage_correlations",

@@ -9,8 +9,10 @@ every correlation is reported next to
   (permute_channels): what any per-block distribution gives once the blocks' channels are no
   longer aligned;
 and next to how much the attention learned (learning_measures): its spread over the images (does it
-depend on the input at all?) and its distance from the untrained gates. Formulas and readings are in
-theory/correlation.md.
+depend on the input at all?) and its distance from the untrained gates. The positive control goes the
+other way: gates correlated by construction (planted_gates) must come out at their planted r
+(planted_correlation), or the instrument could not see the effect it looks for. Formulas and readings
+are in theory/correlation.md.
 """
 
 from __future__ import annotations
@@ -180,5 +182,51 @@ def correlation_with_nulls(traces: Sequence[StageTrace], untrained_traces: Seque
     return result
 
 
+def planted_gates(samples: int, blocks: int, channels: int, rho: float, generator: torch.Generator) -> torch.Tensor:
+    """Gates whose consecutive blocks correlate at Pearson rho by construction: a positive control.
+
+    Per sample the blocks' vectors are a Gaussian AR(1) chain over depth, z_0 ~ N(0, I) and
+    z_{k+1} = rho z_k + sqrt(1 - rho^2) e_k with fresh e_k ~ N(0, I), so every z_k is N(0, I) and every
+    channel of z_k and z_{k+1} has correlation rho (blocks two apart rho^2). The gates are
+    a = 0.5 + 0.1 z: values around sigmoid(0) like an SE gate, and an affine map leaves every Pearson r
+    as it is.
+
+    Args:
+        samples, blocks, channels: the shape (N, L, C).
+        rho: the planted correlation of consecutive blocks, in [-1, 1].
+        generator: the source of the draws.
+
+    Returns:
+        a (N, L, C) float64.
+    """
+    if not -1.0 <= rho <= 1.0:
+        raise ValueError(f"rho must lie in [-1, 1], got {rho}")
+    e = torch.randn(samples, blocks, channels, generator=generator, dtype=torch.float64)  # (N, L, C)
+    z = [e[:, 0]]
+    for k in range(1, blocks):
+        z.append(rho * z[-1] + math.sqrt(1.0 - rho * rho) * e[:, k])  # (N, C)
+    return 0.5 + 0.1 * torch.stack(z, dim=1)  # (N, L, C)
+
+
+def planted_correlation(rho: float, protocol: str, shape: tuple[int, int, int] = (256, 3, 16), seed: int = 0) -> float:
+    """What `protocol` measures between consecutive blocks of planted_gates(*shape, rho): it should be rho.
+
+    For "per_sample" each sample's r over C channels scatters by about (1 - rho^2) / sqrt(C - 1) around
+    rho and is biased towards 0 by about rho (1 - rho^2) / (2 C); the mean over N samples and L - 1
+    pairs scatters by about (1 - rho^2) / sqrt((C - 1) N (L - 1)).
+
+    Args:
+        rho: the planted r.
+        protocol: one of PROTOCOLS.
+        shape: (N, L, C) of the planted gates.
+        seed: seeds the draws.
+
+    Returns:
+        The protocol's mean r over the consecutive pairs (protocol_correlation's "mean_r_consecutive").
+    """
+    a = planted_gates(*shape, rho, torch.Generator().manual_seed(seed))
+    return protocol_correlation(a, protocol)["mean_r_consecutive"]
+
+
 __all__ = ["correlation_with_nulls", "learning_measures", "permute_channels", "permuted_correlation",
-           "untrained_model"]
+           "planted_correlation", "planted_gates", "untrained_model"]

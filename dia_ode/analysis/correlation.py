@@ -43,31 +43,40 @@ def _row_products(d: torch.Tensor, max_elements: int = 2**20) -> torch.Tensor:
     return out if d.dim() == 3 else out[0]
 
 
-def _pearson_rows(v: torch.Tensor) -> torch.Tensor:
-    """Pearson correlations between the rows of v (..., L, C), float64, as (..., L, L).
+def _cosine_rows(d: torch.Tensor, undefined_rows: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities between the rows of d (..., L, C), float64, as (..., L, L).
 
-    A row that is constant (all C entries equal, compared exactly rather than after subtracting
-    a rounded mean) has zero variance and no correlation: its row and column are NaN, its
+    The rows flagged in undefined_rows (..., L) have no direction: their row and column are NaN, their
     diagonal entry too. Every other diagonal entry is exactly 1; the rest is clamped to [-1, 1].
     """
-    v = v.to(torch.float64)  # float64: sums of C products, and r close to +-1 is the interesting range
-    constant = v.amax(dim=-1) == v.amin(dim=-1)  # (..., L)
-    d = v - v.mean(dim=-1, keepdim=True)  # (..., L, C)
     cov = _row_products(d)  # (..., L, L)
     ss = cov.diagonal(dim1=-2, dim2=-1)  # (..., L)
     # sqrt(ss_i * ss_j) rather than s_i * s_j: for two identical rows it is exactly ss_i.
     r = (cov / torch.sqrt(ss[..., :, None] * ss[..., None, :])).clamp(-1.0, 1.0)  # (..., L, L)
     eye = torch.eye(r.shape[-1], dtype=torch.bool, device=r.device)
     r = torch.where(eye, torch.ones_like(r), r)
-    undefined = constant[..., :, None] | constant[..., None, :]  # (..., L, L)
+    undefined = undefined_rows[..., :, None] | undefined_rows[..., None, :]  # (..., L, L)
     return r.masked_fill(undefined, math.nan)
 
 
-def _mean_over_units(r_u: torch.Tensor, units: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pearson_rows(v: torch.Tensor) -> torch.Tensor:
+    """Pearson correlations between the rows of v (..., L, C), float64, as (..., L, L): the cosine of
+    the rows after subtracting each row's mean.
+
+    A row that is constant (all C entries equal, compared exactly rather than after subtracting
+    a rounded mean) has zero variance and no correlation: NaN, as in _cosine_rows.
+    """
+    v = v.to(torch.float64)  # float64: sums of C products, and r close to +-1 is the interesting range
+    constant = v.amax(dim=-1) == v.amin(dim=-1)  # (..., L)
+    return _cosine_rows(v - v.mean(dim=-1, keepdim=True), constant)
+
+
+def _mean_over_units(r_u: torch.Tensor, units: str, what: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Nan-aware mean of (U, L, L) correlations over the units U (samples or channels): (r, counts).
 
-    A unit whose vector is constant in some block is NaN for the pairs with that block and left out
-    of their mean (a RuntimeWarning says how many); a pair no unit defines stays NaN.
+    A unit whose vector is undefined in some block (constant for a correlation, zero for a cosine) is
+    NaN for the pairs with that block and left out of their mean (a RuntimeWarning says how many,
+    naming the vector as `what`); a pair no unit defines stays NaN.
     """
     valid = ~r_u.isnan()  # (U, L, L)
     counts = valid.sum(dim=0)  # (L, L)
@@ -75,9 +84,10 @@ def _mean_over_units(r_u: torch.Tensor, units: str) -> tuple[torch.Tensor, torch
     r = 0.5 * (r + r.T)  # the vectorised sum over U may round (i, j) and (j, i) differently
     dropped = int((~valid).any(dim=(1, 2)).sum())
     if dropped:
-        what = "attention vector" if units == "samples" else "gate over the samples"
-        warnings.warn(f"layer_correlation: {dropped} of {r_u.shape[0]} {units} have a constant (or non-finite) "
-                      f"{what} in some block; they are left out of the mean for the pairs with that block "
+        what = what or ("constant (or non-finite) attention vector" if units == "samples"
+                        else "constant (or non-finite) gate over the samples")
+        warnings.warn(f"{dropped} of {r_u.shape[0]} {units} have a {what} in some block; "
+                      f"they are left out of the mean for the pairs with that block "
                       f"({units} kept per pair: {int(counts.min())} to {int(counts.max())})",
                       RuntimeWarning, stacklevel=3)
     return r, counts
@@ -134,6 +144,28 @@ def layer_correlation(a: torch.Tensor, protocol: str = "per_sample", return_coun
             a = a - a.mean(dim=0, keepdim=True)  # each block's dataset-mean vector removed
         r, counts = _mean_over_units(_pearson_rows(a), "samples")  # (N, L, C) -> (N, L, L)
     return (r, counts.to(torch.int64)) if return_counts else r
+
+
+def layer_cosine(v: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between the C-vectors of every pair of blocks, per sample, averaged over samples.
+
+    The uncentred sibling of layer_correlation's "per_sample": (1/N) Σ_n <v_nl, v_nm> / (|v_nl| |v_nm|).
+    It counts a shared offset as agreement (two non-negative vectors, such as pooled post-ReLU features,
+    never have a negative cosine), which is why it is reported next to the Pearson r. A zero vector
+    has no direction: the sample is left out of the pairs with that block (a RuntimeWarning says how
+    many), as a constant vector is in layer_correlation.
+
+    Args:
+        v: vectors (N, L, C): N samples, L blocks, C channels.
+
+    Returns:
+        (L, L) float64 with 1 on the diagonal (NaN for a block that is zero in every sample).
+    """
+    if v.dim() != 3:
+        raise ValueError(f"vectors must be (N, L, C), got shape {tuple(v.shape)}")
+    v = v.to(torch.float64)
+    r_n = _cosine_rows(v, (v == 0).all(dim=-1))  # (N, L, L)
+    return _mean_over_units(r_n, "samples", "zero (or non-finite) vector")[0]
 
 
 def protocol_correlation(a: torch.Tensor, protocol: str) -> dict:
@@ -224,5 +256,5 @@ def stage_correlations(traces: Sequence[StageTrace], modes: Sequence[str] = MODE
     return result
 
 
-__all__ = ["MODES", "PROTOCOLS", "UNITS", "attention_vectors", "layer_correlation", "mean_off_diagonal",
-           "protocol_correlation", "stage_correlations"]
+__all__ = ["MODES", "PROTOCOLS", "UNITS", "attention_vectors", "layer_correlation", "layer_cosine",
+           "mean_off_diagonal", "protocol_correlation", "stage_correlations"]

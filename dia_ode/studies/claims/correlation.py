@@ -18,6 +18,18 @@ the untrained gates). The nulls are paired with the trained network (the same se
 the same trained gates with their channels permuted), so they are compared by the per-seed differences
 trained - untrained and trained - permuted, each as a 95% Student-t interval over seeds.
 
+Homogeneity (reported, not judged): what the paper may have correlated instead of the gates. Per model
+and stage the per-sample Pearson r and cosine between consecutive blocks' pooled branch outputs GAP(f_k)
+and pooled block outputs GAP(x_{k+1}), and the Pearson r of the gates' pre-sigmoid logits
+(dia_ode.analysis.homogeneity), each over seeds next to the untrained network of the same seed (and
+their paired difference in the table). They are measured where the gates are (after every epoch and at
+the end) but the verdict rule reads the gate protocols only.
+
+Positive control: the instrument must see a correlation where one exists. Gates planted with Pearson r
+rho between consecutive blocks (analysis.attention_nulls.planted_gates, CONTROL_SHAPE, one draw per
+seed of the budget) go through the claim's own protocol and statistic; each rho of CONTROL_RHOS must
+come out within CONTROL_TOLERANCE in every draw (the report lists planted and measured r).
+
 Precondition: the claim is about what trained attention does, so it presupposes that the SE gates
 learned. A stage's gates *learned* when, as means over seeds, they moved at least MIN_GATE_MOVED from the
 untrained gates of the same seed (mean |a - a_untrained| over images, blocks and channels) AND vary at
@@ -27,9 +39,10 @@ needs).
 
 Verdict rule: a stage *shows* the claim when the lower end of its per-sample r interval lies above 0.5
 AND the lower ends of both paired-difference intervals (trained - untrained, trained - permuted) lie
-above 0. "not testable here" when no dataset of the budget is available, no run of a model finished,
-or an interval cannot be formed (fewer than 2 finished seeds, an undefined r); otherwise "not
-reproduced" when a model that meets the precondition shows the claim in at most half of its stages
+above 0. "not testable here" when the positive control fails (the instrument is broken), no dataset of
+the budget is available, no run of a model finished, or an interval cannot be formed (fewer than 2
+finished seeds, an undefined r); otherwise "not reproduced" when a model that meets the precondition
+shows the claim in at most half of its stages
 (the claim needs every model, and that model tested it); else "precondition not met" when a model's
 gates did not learn (the reason gives each stage's movement and spread and the thresholds); else
 "reproduced": every model shows it in more than half of its stages.
@@ -44,22 +57,23 @@ core (theory/correlation.md).
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from dia_ode.analysis.attention_nulls import correlation_with_nulls, untrained_model
+from dia_ode.analysis.attention_nulls import planted_correlation, untrained_model
 from dia_ode.analysis.correlation import PROTOCOLS
+from dia_ode.analysis.homogeneity import LABELS as HOMOGENEITY_LABELS
 from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.rundir import load_run, read_jsonl, read_summary
 from dia_ode.solvers import trace
 from dia_ode.studies.claims.correlation_recorder import (RECORDED_PROTOCOLS, RECORDER, RECORDER_SAMPLES, STATISTIC,
-                                                         THRESHOLD, VERDICT_PROTOCOL, curve_note, plot_r_over_epochs)
+                                                         THRESHOLD, VERDICT_PROTOCOL, curve_note, plot_r_over_epochs,
+                                                         stage_measures)
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
@@ -72,9 +86,16 @@ DIFFERENCE_RANGE = (-2.0, 2.0)  # a difference of two correlations
 # The precondition (module docstring). A sigmoid gate starts at about sigmoid(0) = 0.5 and lives in (0, 1).
 MIN_GATE_MOVED = 0.05  # a tenth of the initial gate: closer, the trained gates are the initial ones rescaled a little
 MIN_GATE_SPREAD = 0.05  # a tenth of the gate: less, it is one channel profile for every image (untrained: ~0.002)
+# The positive control (module docstring).
+CONTROL_RHOS = (0.0, 0.5, 0.85)  # no correlation, the verdict's threshold, the paper's r
+CONTROL_SHAPE = (256, 3, 16)  # (N, L, C): the cpu budget's images, se_resnet20's blocks per stage, its narrowest C
+# The mean r over 256 x 2 pairs of 16-channel vectors scatters by about 0.011 (at r = 0) and is biased towards
+# 0 by about 0.01 (at r = 0.5, planted_correlation): 0.05 leaves 4 such scatters, and still tells 0.85 from 0.75.
+CONTROL_TOLERANCE = 0.05
 
-__all__ = ["MIN_GATE_MOVED", "MIN_GATE_SPREAD", "RECORDER", "RECORDER_SAMPLES", "THRESHOLD", "CrossLayerCorrelation",
-           "Setup", "SetupMeasures", "correlation_verdict", "gates_learned", "measure_setups", "stage_shows_claim"]
+__all__ = ["CONTROL_RHOS", "CONTROL_SHAPE", "CONTROL_TOLERANCE", "MIN_GATE_MOVED", "MIN_GATE_SPREAD", "RECORDER",
+           "RECORDER_SAMPLES", "THRESHOLD", "CrossLayerCorrelation", "Setup", "SetupMeasures", "control_verdict",
+           "correlation_verdict", "gates_learned", "measure_setups", "positive_control", "stage_shows_claim"]
 
 
 @dataclass(frozen=True)
@@ -120,13 +141,15 @@ class Setup:
 class SetupMeasures:
     """What measure_setups reads from the finished runs of some setups (ClaimResult's fields, and the
     verdict's input: `triples`, label -> per stage (trained r, trained - untrained, trained - permuted);
-    `learned`, label -> per stage (the gates' distance from the untrained gates, their spread over images))."""
+    `learned`, label -> per stage (the gates' distance from the untrained gates, their spread over images);
+    `control`, planted r -> the r measured on planted gates, over the draws: positive_control)."""
 
     measured: dict[str, Interval] = field(default_factory=dict)
     references: dict[str, Interval] = field(default_factory=dict)
     table: list[dict] = field(default_factory=list)
     triples: dict[str, list[tuple[Interval, Interval, Interval]]] = field(default_factory=dict)
     learned: dict[str, list[tuple[Interval, Interval]]] = field(default_factory=dict)
+    control: dict[float, Interval] = field(default_factory=dict)
     figures: list[tuple[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -143,6 +166,40 @@ def gates_learned(moved: Interval, spread: Interval) -> bool:
     """Whether a stage's gates learned: their mean distance from the untrained gates reaches MIN_GATE_MOVED and
     their mean spread over images MIN_GATE_SPREAD (means over seeds: the precondition asks what happened)."""
     return moved.mean >= MIN_GATE_MOVED and spread.mean >= MIN_GATE_SPREAD
+
+
+def positive_control(seeds: Sequence[int]) -> dict[float, Interval]:
+    """The claim's protocol and statistic on gates planted at each r of CONTROL_RHOS, one draw per seed.
+
+    Returns:
+        planted r -> the measured r (VERDICT_PROTOCOL's mean r between consecutive blocks) over the draws.
+    """
+    return {rho: mean_interval([planted_correlation(rho, VERDICT_PROTOCOL, CONTROL_SHAPE, seed) for seed in seeds],
+                               bounds=(-1.0, 1.0))
+            for rho in CONTROL_RHOS}
+
+
+def control_verdict(control: dict[float, Interval]) -> Verdict | None:
+    """"not testable here" when a draw of the positive control lies more than CONTROL_TOLERANCE from its planted
+    r, or is undefined (the instrument is broken, so no r it gives on the runs tests the claim); None when every
+    draw recovers its planted r."""
+    off = {rho: iv for rho, iv in control.items() if not all(abs(v - rho) <= CONTROL_TOLERANCE for v in iv.values)}
+    if not off:
+        return None
+    found = "; ".join(f"planted {rho:g}, measured {'/'.join(f'{v:.3f}' for v in iv.values)}" for rho, iv in off.items())
+    return Verdict(NOT_TESTABLE, f"the instrument is broken: the {VERDICT_PROTOCOL} r between consecutive blocks "
+                                 f"of gates planted with a known r is off by more than {CONTROL_TOLERANCE} ({found}); "
+                                 f"a protocol that recovers the planted r would test it")
+
+
+def _control_note(control: dict[float, Interval]) -> str:
+    """One line: the planted and the measured r of the positive control, and what they say."""
+    pairs = "; ".join(f"planted {rho:g}, measured {iv.format('.3f')}" for rho, iv in control.items())
+    n, length, c = CONTROL_SHAPE
+    seen = "recovers" if control_verdict(control) is None else "does NOT recover"
+    return (f"positive control ({len(next(iter(control.values())).values)} draws of {n} samples x {length} blocks "
+            f"x {c} channels, consecutive blocks correlated by construction): {pairs}; the {VERDICT_PROTOCOL} r "
+            f"{seen} every planted r within {CONTROL_TOLERANCE}")
 
 
 def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interval]]],
@@ -216,10 +273,16 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
         budget: the report's budget.
 
     Returns:
-        SetupMeasures: statistics named "<label> <protocol> r (consecutive blocks), stage <s>" etc., a
-        table row per setup, stage and protocol, one r-over-epochs figure per setup, and notes.
+        SetupMeasures: statistics named "<label> <protocol> r (consecutive blocks), stage <s>" etc. (the
+        homogeneity measures "<label> <measure label> (consecutive blocks), stage <s>"), the positive
+        control's ("positive control: ..."), a table row per setup, stage and protocol or homogeneity
+        measure, one r-over-epochs figure per setup, and notes.
     """
-    out = SetupMeasures()
+    out = SetupMeasures(control=positive_control(budget.seeds))
+    for rho, iv in out.control.items():
+        out.measured[f"positive control: {VERDICT_PROTOCOL} r of gates planted at r = {rho:g} (consecutive "
+                     f"blocks)"] = iv
+    out.notes.append(_control_note(out.control))
     for setup in setups:
         runs, skipped = trained_runs(setup.runs(budget), run_dirs)
         out.notes += [f"{setup.label}: {note}" for note in skipped]
@@ -230,7 +293,8 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
         for s in range(len(seeds[0]) if seeds else 0):
             stage = [seed[s] for seed in seeds]
             for protocol in PROTOCOLS:
-                ivs, gains = _stage_intervals(stage, protocol)
+                ivs, gains = _stage_intervals({which: _values(stage, protocol, which)
+                                               for which in ("trained", *NULLS, "all_pairs")})
                 name = f"{setup.label} {protocol} r (consecutive blocks), stage {s}"
                 if protocol in RECORDED_PROTOCOLS:  # the other two are in the table: a report stays readable
                     out.measured[name] = ivs["trained"]
@@ -242,10 +306,13 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
                     for null in NULLS:
                         out.measured[f"{setup.label} {protocol} r minus the {null} null (paired by seed), "
                                      f"stage {s}"] = gains[null]
-                out.table.append({"setup": setup.label, "stage": s, "protocol": protocol,
-                                  **{which: f"{iv.format('.3f')} {iv.format_ci('.3f')}" for which, iv in ivs.items()},
-                                  **{f"trained - {null}": f"{gains[null].format('.3f')} {gains[null].format_ci('.3f')}"
-                                     for null in NULLS}})
+                out.table.append(_row(setup.label, s, protocol, ivs, gains))
+            for measure, label in HOMOGENEITY_LABELS.items():
+                ivs, gains = _stage_intervals(_homogeneity_values(stage, measure))
+                name = f"{setup.label} {label} (consecutive blocks), stage {s}"
+                out.measured[name] = ivs["trained"]
+                out.references[f"{name}, untrained"] = ivs["untrained"]
+                out.table.append(_row(setup.label, s, label, ivs, gains))
             learned = {key: mean_interval([seed["learning"][key] for seed in stage])
                        for key in ("spread", "spread_untrained", "moved")}
             out.measured[f"{setup.label} gate spread over images, stage {s}"] = learned["spread"]
@@ -284,28 +351,35 @@ class CrossLayerCorrelation(AbstractClaim):
             return ClaimResult({}, {}, correlation_verdict({}, {}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
         m = measure_setups(setups, run_dirs, budget)
-        return ClaimResult(m.measured, m.references, correlation_verdict(m.triples, m.learned), m.table, m.figures,
-                           m.notes)
+        verdict = control_verdict(m.control) or correlation_verdict(m.triples, m.learned)
+        return ClaimResult(m.measured, m.references, verdict, m.table, m.figures, m.notes)
 
 
-def _stage_intervals(stage: list[dict], protocol: str) -> tuple[dict[str, Interval], dict[str, Interval]]:
-    """One stage's intervals over seeds: r of the trained network, of each null and over all block pairs,
-    and the paired differences trained - null (per seed, then over seeds)."""
-    values = {which: _values(stage, protocol, which) for which in ("trained", *NULLS, "all_pairs")}
+def _stage_intervals(values: dict[str, list[float]]) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """One stage's intervals over seeds from its values per seed ("trained", "all_pairs" and the NULLS it
+    has), and the paired differences trained - null (per seed, then over seeds)."""
     ivs = {which: mean_interval(v, bounds=(-1.0, 1.0)) for which, v in values.items()}
     gains = {null: mean_interval(np.subtract(values["trained"], values[null]), bounds=DIFFERENCE_RANGE)
-             for null in NULLS}
+             for null in NULLS if null in values}
     return ivs, gains
 
 
+def _row(label: str, stage: int, protocol: str, ivs: dict[str, Interval], gains: dict[str, Interval]) -> dict:
+    """One table row: each interval as "mean ± std [low, high]", the paired differences as "trained - <null>"."""
+    def cell(iv: Interval) -> str:
+        return f"{iv.format('.3f')} {iv.format_ci('.3f')}"
+
+    return {"setup": label, "stage": stage, "protocol": protocol, **{which: cell(iv) for which, iv in ivs.items()},
+            **{f"trained - {null}": cell(iv) for null, iv in gains.items()}}
+
+
 def _correlations(run_dir: Path, samples: int) -> list[dict]:
-    """correlation_with_nulls of a finished run on its first `samples` test images (all PROTOCOLS)."""
+    """stage_measures of a finished run on its first `samples` test images (all PROTOCOLS)."""
     run = load_run(run_dir)
     x, _ = run.test_batch(samples)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with torch.no_grad():
         untrained = trace(untrained_model(run.model_spec, run.config["seed"]), x)
-        return correlation_with_nulls(trace(run.model, x), untrained, PROTOCOLS, draws=8)
+    return stage_measures(run.model, untrained, x, PROTOCOLS, draws=8)
 
 
 def _values(stage: list[dict], protocol: str, which: str) -> list[float]:
@@ -313,6 +387,13 @@ def _values(stage: list[dict], protocol: str, which: str) -> list[float]:
     key = "mean_r" if which == "all_pairs" else STATISTIC
     return [seed[protocol][key] if which in ("trained", "all_pairs") else seed[protocol][which][key]
             for seed in stage]
+
+
+def _homogeneity_values(stage: list[dict], measure: str) -> dict[str, list[float]]:
+    """One stage's homogeneity measure over the seeds: trained, untrained (consecutive blocks) and over all pairs."""
+    entries = [seed["homogeneity"][measure] for seed in stage]
+    return {"trained": [e[STATISTIC] for e in entries], "untrained": [e["untrained"][STATISTIC] for e in entries],
+            "all_pairs": [e["mean_r"] for e in entries]}
 
 
 def _centred_note(model: str, trained_r: dict[str, list[Interval]]) -> str:

@@ -3,14 +3,15 @@
 The recorder "attention_correlation" traces a fixed test batch after every epoch of a run of the
 correlation claims (claims/correlation.py, claims/correlation_sweep.py), so r is a curve over training,
 not one number at the end: does it emerge with training, and when? (The training-length part of the
-setup sweep.)
+setup sweep.) Each record also holds the homogeneity of the stage's features and gate logits between
+consecutive blocks (dia_ode.analysis.homogeneity), trained and untrained: reported, not judged.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dia_ode.analysis.attention_nulls import correlation_with_nulls, untrained_model
+from dia_ode.analysis.homogeneity import MEASURES as HOMOGENEITY
+from dia_ode.analysis.homogeneity import homogeneity_with_untrained
 from dia_ode.rundir import load_run
 from dia_ode.solvers import trace
 from dia_ode.studies.report.recorders import register_recorder
@@ -28,6 +31,27 @@ RECORDED_PROTOCOLS = ("per_sample", "centred")  # recorded per epoch and reporte
 THRESHOLD = 0.5  # "strongly correlated": the paper reports up to 0.85
 VERDICT_PROTOCOL = "per_sample"  # the paper's (unpublished) protocol is most plausibly per-sample vectors
 STATISTIC = "mean_r_consecutive"
+
+
+def stage_measures(model: torch.nn.Module, untrained_traces: list, x: torch.Tensor, protocols: Sequence[str],
+                   draws: int) -> list[dict]:
+    """What the correlation claims measure on a network, per stage: correlation_with_nulls of its gates
+    and, under "homogeneity", homogeneity_with_untrained of its features and gate logits.
+
+    Args:
+        model: the trained network, traced on x.
+        untrained_traces: the untrained network's traces on x (attention_nulls.untrained_model).
+        x: the images.
+        protocols: the gate protocols (dia_ode.analysis.correlation.PROTOCOLS).
+        draws: permutations of the permuted null.
+    """
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant gates: NaN entries, counted in the results
+        traces = trace(model, x)
+        stages = correlation_with_nulls(traces, untrained_traces, protocols, draws=draws)
+        for entry, homogeneity in zip(stages, homogeneity_with_untrained(traces, untrained_traces)):
+            entry["homogeneity"] = homogeneity
+    return stages
 
 
 def attention_correlation_recorder(run_dir: Path) -> Callable[[int, dict], dict]:
@@ -42,8 +66,10 @@ def attention_correlation_recorder(run_dir: Path) -> Callable[[int, dict], dict]
     Returns:
         record(epoch, row) -> {"samples", "stages": [{"stage", "spread",
         "spread_untrained", "moved", "mean_gate", "<protocol>": {"mean_r", "mean_r_consecutive",
-        "untrained", "untrained_consecutive", "permuted", "permuted_consecutive"}}]} for the protocols
-        RECORDED_PROTOCOLS: each r over all block pairs and between consecutive blocks.
+        "untrained", "untrained_consecutive", "permuted", "permuted_consecutive"}, "homogeneity":
+        {"<measure>": {"mean_r_consecutive", "untrained_consecutive"}}}]} for the protocols
+        RECORDED_PROTOCOLS (each r over all block pairs and between consecutive blocks) and the
+        homogeneity measures (dia_ode.analysis.homogeneity.MEASURES).
     """
     cached: dict = {}
 
@@ -54,10 +80,7 @@ def attention_correlation_recorder(run_dir: Path) -> Callable[[int, dict], dict]
                 cached["x"], _ = run.test_batch(RECORDER_SAMPLES)
                 with torch.no_grad():
                     cached["untrained"] = trace(untrained_model(run.model_spec, run.config["seed"]), cached["x"])
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # constant gates: NaN entries, counted below
-                stages = correlation_with_nulls(trace(run.model, cached["x"]), cached["untrained"],
-                                                RECORDED_PROTOCOLS, draws=4)
+            stages = stage_measures(run.model, cached["untrained"], cached["x"], RECORDED_PROTOCOLS, draws=4)
         return {"samples": len(cached["x"]), "stages": [_compact(s) for s in stages]}
 
     return record
@@ -78,6 +101,9 @@ def _compact(stage: dict) -> dict:
                            "untrained_consecutive": p["untrained"]["mean_r_consecutive"],
                            "permuted": p["permuted"]["mean_r"],
                            "permuted_consecutive": p["permuted"]["mean_r_consecutive"]}
+    entry["homogeneity"] = {m: {"mean_r_consecutive": stage["homogeneity"][m]["mean_r_consecutive"],
+                                "untrained_consecutive": stage["homogeneity"][m]["untrained"]["mean_r_consecutive"]}
+                            for m in HOMOGENEITY}
     return entry
 
 

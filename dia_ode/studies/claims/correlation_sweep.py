@@ -16,6 +16,9 @@ the gates' spread and movement, r after every epoch):
   for se_resnet20 and se_resnet29; CIFAR-10 with the paper's se_resnet164 at the full budget. A setup
   whose dataset is not available here is left out with a note.
 
+The homogeneity of features and gate logits and the positive control are the claim's too (reported the
+same way); a failed positive control makes the sweep "not testable here", whatever its setups give.
+
 Verdict rule: each setup gets the claim's verdict on its own (claims.correlation.correlation_verdict,
 with its precondition that the gates learned; reported as a part). The sweep is "reproduced" when at
 least one setup reproduces the claim (the setup is named: that is where the paper's observation holds);
@@ -34,7 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-from dia_ode.studies.claims.correlation import Setup, correlation_verdict, measure_setups
+from dia_ode.studies.claims.correlation import Setup, control_verdict, correlation_verdict, measure_setups
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.report.budgets import Budget, dataset_available
 from dia_ode.studies.report.claim import (NOT_REPRODUCED, NOT_TESTABLE, PRECONDITION_NOT_MET, REPRODUCED, AbstractClaim,
@@ -118,8 +121,8 @@ class CrossLayerCorrelationSweep(AbstractClaim):
         m = measure_setups(setups, run_dirs, budget)
         parts = {label: correlation_verdict({label: triples}, {label: m.learned[label]})
                  for label, triples in m.triples.items()}
-        return ClaimResult(m.measured, m.references, sweep_verdict(parts), m.table, m.figures, missing + m.notes,
-                           parts)
+        verdict = control_verdict(m.control) or sweep_verdict(parts)
+        return ClaimResult(m.measured, m.references, verdict, m.table, m.figures, missing + m.notes, parts)
 
 
 __all__ = ["CrossLayerCorrelationSweep", "sweep_setups", "sweep_verdict"]
