@@ -8,8 +8,10 @@ from __future__ import annotations
 from dia_ode.studies.claims.continuous_nfe import ContinuousDiaNfe
 from dia_ode.studies.claims.correlation import CrossLayerCorrelation
 from dia_ode.studies.claims.correlation_sweep import CrossLayerCorrelationSweep
+from dia_ode.studies.claims.depth_overhead import DepthIndependentOverhead
 from dia_ode.studies.claims.dia_vs_se import DiaImprovesBackbone
 from dia_ode.studies.claims.euler_identity import EulerStep
+from dia_ode.studies.claims.official_table import OfficialAccuracyTable
 from dia_ode.studies.claims.stabilisation import DiaStabilisesTraining
 from dia_ode.studies.claims.stepsize_stiffness import StepsFollowStiffness
 from dia_ode.studies.report.claim import AbstractClaim
@@ -21,6 +23,8 @@ CLAIMS: dict[str, AbstractClaim] = {claim.id: claim for claim in (
     StepsFollowStiffness(),
     ContinuousDiaNfe(),
     DiaImprovesBackbone(),
+    DepthIndependentOverhead(),
+    OfficialAccuracyTable(),
     DiaStabilisesTraining(),
 )}
 
