@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from dia_ode.analysis.intervals import mean_interval
+from dia_ode.analysis.power import minimal_detectable_effect, seeds_needed
 from dia_ode.cli import main
 from dia_ode.cli.train import train
 from dia_ode.engine import Trainer, TrainConfig
@@ -61,6 +62,16 @@ class FakeClaim(AbstractClaim):
                            table=[{"runs": len(run_dirs)}], notes=["a note"])
 
 
+class PoweredClaim(FakeClaim):
+    """FakeClaim whose accuracy is also a comparison, with an effect to plan seeds for."""
+
+    def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
+        result = super().measure(run_dirs, budget)
+        spread = mean_interval([0.01, -0.02, 0.015])  # a paired difference of three seeds
+        return ClaimResult({**result.measured, "a - b (paired)": spread}, result.references, result.verdict,
+                           comparisons={"a - b (paired)": 0.0324, "test accuracy": None})
+
+
 @pytest.fixture
 def fake(monkeypatch):
     def register(specs, fail=False):
@@ -102,6 +113,25 @@ def test_smoke_report_with_the_euler_claim_writes_every_file(tmp_path):
     text = (study / "report.md").read_text()
     assert "### euler-step" in text and "reproduced" in text and "n=2" in text and "wall time" in text
     assert claim["kind"] == "construction" and "## Construction checks and the project's hypotheses" in text
+
+
+def test_every_comparison_prints_its_power_and_the_seeds_the_papers_effect_needs(tmp_path, monkeypatch):
+    monkeypatch.setitem(CLAIMS, "fake", PoweredClaim([tiny_spec(0), tiny_spec(1)]))
+    study = tmp_path / "study"
+    result = report("--claims", "fake", "--study", str(study))
+    assert result.exit_code == 0, result.output
+    claim = json.loads((study / "report.json").read_text())["claims"][0]
+    rows = {row["comparison"]: row for row in claim["power"]}
+    spread = mean_interval([0.01, -0.02, 0.015])
+    assert rows["a - b (paired)"]["mde"] == pytest.approx(minimal_detectable_effect(spread.std, 3))
+    assert rows["a - b (paired)"]["seeds_needed"] == seeds_needed(0.0324, spread.std) > 3
+    assert rows["test accuracy"]["effect"] is None and rows["test accuracy"]["seeds_needed"] is None
+    text = (study / "report.md").read_text()
+    assert "smallest effect detected (80% power)" in text
+    line = next(line for line in text.splitlines() if line.startswith("| a - b (paired) | 3 |"))  # the power row
+    assert f"| {seeds_needed(0.0324, spread.std)} |" in line and "0.0324" in line
+    with pytest.raises(ValueError, match="not measured"):
+        ClaimResult({}, {}, Verdict("reproduced", "x"), comparisons={"missing": None})
 
 
 def test_a_fake_claim_trains_each_run_once_and_a_rerun_trains_nothing(tmp_path, fake, epochs_trained):

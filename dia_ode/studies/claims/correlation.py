@@ -352,7 +352,8 @@ class CrossLayerCorrelation(AbstractClaim):
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
         m = measure_setups(setups, run_dirs, budget)
         verdict = control_verdict(m.control) or correlation_verdict(m.triples, m.learned)
-        return ClaimResult(m.measured, m.references, verdict, m.table, m.figures, m.notes)
+        return ClaimResult(m.measured, m.references, verdict, m.table, m.figures, m.notes,
+                           comparisons={name: None for name in m.measured if "(paired by seed)" in name})
 
 
 def _stage_intervals(values: dict[str, list[float]]) -> tuple[dict[str, Interval], dict[str, Interval]]:

@@ -169,7 +169,8 @@ class DiaImprovesBackbone(AbstractClaim):
                   else params[model] - params[PLAIN],
                   "minus plain (paired)": "" if model == PLAIN else
                   paired_difference(acc[model], acc[PLAIN]).format_ci()} for model in MODELS]
-        return ClaimResult(measured, references, verdict, table=table, notes=notes)
+        comparisons = {"dia - plain accuracy (paired by seed)": PAPER_GAIN, "se - plain accuracy (paired by seed)": None}
+        return ClaimResult(measured, references, verdict, table=table, notes=notes, comparisons=comparisons)
 
 
 def accuracy_interval(values: list[float]) -> Interval:

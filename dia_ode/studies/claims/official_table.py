@@ -199,7 +199,7 @@ class OfficialAccuracyTable(AbstractClaim):
             table = paper_rows(len(get_budget(FULL).seeds))
             return ClaimResult({}, {}, Verdict(NOT_TESTABLE, reason), table=table, notes=notes)
         chance = 1.0 / CLASSES  # a diverged run counts at chance, as in dia-improves-backbone
-        measured, references, parts, ours = {}, {}, {}, {}
+        measured, references, parts, ours, comparisons = {}, {}, {}, {}, {}
         for row in ROWS:
             dirs = {model: [run_dirs[RunSpec(row.config(model, budget, seed)).key()] for seed in budget.seeds]
                     for model in (row.plain, row.dia)}
@@ -209,6 +209,7 @@ class OfficialAccuracyTable(AbstractClaim):
             references[f"{row.plain} test accuracy"] = plain
             measured[f"{row.dia} test accuracy"] = dia
             measured[f"{row.backbone}: dia - plain accuracy (paired by seed)"] = difference
+            comparisons[f"{row.backbone}: dia - plain accuracy (paired by seed)"] = row.gain
             parts[row.backbone] = accuracy_verdict(difference, plain, gain=row.gain)
             ours[row.backbone] = (plain.format(), dia.format(), difference.format_ci())
             notes += unfinished_note(dirs, chance)
@@ -216,4 +217,4 @@ class OfficialAccuracyTable(AbstractClaim):
                         f"(differences paired by seed)")
         table = paper_rows(len(budget.seeds), ours)
         return ClaimResult(measured, references, table_verdict(parts), table=table, notes=notes,
-                           parts=parts)
+                           parts=parts, comparisons=comparisons)

@@ -191,7 +191,9 @@ class DiaStabilisesTraining(AbstractClaim):
                  f"gradient norms: ||d loss / d theta|| per stage (stages.0 / .1 / .2), mean over seeds, on the first "
                  f"{budget.samples} test images in train mode (batch statistics)"]
         verdict = ablation_verdict(plain_drop, dia_gain, acc[REFERENCE, plain], chance)
-        return ClaimResult(measured, references, verdict, table=table, notes=notes)
+        comparisons = {name: None for a in ABLATIONS  # the paper gives no effect size for these
+                       for name in (f"{a}: plain - plain unablated (paired)", f"{a}: dia - plain (paired)")}
+        return ClaimResult(measured, references, verdict, table=table, notes=notes, comparisons=comparisons)
 
 
 def _gradient_norms(run_dirs: list[Path], budget: Budget, task) -> tuple[str, str]:

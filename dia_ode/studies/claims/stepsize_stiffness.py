@@ -194,7 +194,9 @@ class StepsFollowStiffness(AbstractClaim):
         notes += [_undefined_note(model, seeds) for model, seeds in pairs.items() if _undefined_note(model, seeds)]
         figures = [("h_vs_radius", plot_steps_against_radius(
             pairs, f"{dataset}, {budget.epochs} epochs, {len(budget.seeds)} seeds"))] if pairs else []
-        return ClaimResult(measured, references, stiffness_verdict(verdict_pairs), table, figures, notes)
+        comparisons = {name: None for name in measured if name.endswith("trained minus untrained (paired by seed)")}
+        return ClaimResult(measured, references, stiffness_verdict(verdict_pairs), table, figures, notes,
+                           comparisons=comparisons)
 
 
 def _run_pairs(run_dir: Path, samples: int) -> dict:

@@ -102,6 +102,10 @@ class ClaimResult:
         notes: sentences a reader needs (protocol, what was left out and why).
         parts: for a claim of several assertions, each part's own verdict (e.g. {"accuracy": ...,
             "parameters": ...}), reported beside the overall one, whose rule combines them.
+        comparisons: the measured statistics that compare two things over seeds (a paired difference),
+            each with the paper's effect on that scale or None where the paper gives none: the report
+            prints each one's power (analysis/power.py: the smallest effect its n seeds detect, the
+            seeds the paper's effect would need).
     """
 
     measured: dict[str, Interval]
@@ -111,6 +115,12 @@ class ClaimResult:
     figures: list[tuple[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     parts: dict[str, Verdict] = field(default_factory=dict)
+    comparisons: dict[str, float | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.comparisons if name not in self.measured]
+        if unknown:  # a comparison is one of the measured statistics, by name
+            raise ValueError(f"comparisons {unknown} are not measured statistics")
 
 
 class AbstractClaim(abc.ABC):

@@ -3,11 +3,13 @@ then the papers' scorecard with a section per claim of the papers, then the cons
 project's hypotheses with theirs (claim.KINDS): a check of the code or a hypothesis of this project
 passing is no evidence for the papers. A claim's section gives the statement, the paper's number, ours
 as mean ± 95% interval with n next to its null references, the command, the verdict with its reason
-(and each part's, for a claim of several), notes, a table and links to the figures."""
+(and each part's, for a claim of several), the power of each comparison, notes, a table and links to the
+figures."""
 
 from __future__ import annotations
 
 from dia_ode.analysis.intervals import Interval, format_number
+from dia_ode.analysis.power import MAX_SEEDS
 
 PAPER = "paper"  # the kind of the papers' claims; every other kind goes to the second group
 GROUPS = ("The papers' claims", "Construction checks and the project's hypotheses")
@@ -59,6 +61,7 @@ def _claim_section(claim: dict) -> list[str]:
              *([""] if claim.get("parts") else []),
              f"**Reproduce:** `{claim['command']}`", ""]
     lines += _statistics(claim["measured"], claim["references"])
+    lines += _power(claim.get("power", []))
     if claim["notes"]:
         lines += [*(f"- {note}" for note in claim["notes"]), ""]
     if claim["table"]:
@@ -89,6 +92,23 @@ def _statistics(measured: dict, references: dict) -> list[str]:
         if name not in placed:
             rows.append(f"| {name} (reference) |  | {format_interval(fields)} |")
     return [*rows, ""]
+
+
+def _power(rows: list[dict]) -> list[str]:
+    """The power of each comparison: the smallest effect its seeds detect (80% power, two-sided 5% t
+    test) and, where the paper gives an effect, the seeds that effect would need at the spread seen."""
+    if not rows:
+        return []
+    def number(value) -> str:
+        return "n/a" if value is None else format_number(value, ".3g")
+    lines = ["| comparison | n | std | smallest effect detected (80% power) | paper's effect | seeds it needs |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        needed = ("n/a" if row["effect"] is None or row["std"] is None else
+                  f"> {MAX_SEEDS:,}" if row["seeds_needed"] is None else str(row["seeds_needed"]))
+        lines.append(f"| {row['comparison']} | {row['n']} | {number(row['std'])} | {number(row['mde'])} | "
+                     f"{number(row['effect'])} | {needed} |")
+    return [*lines, ""]
 
 
 def _table(rows: list[dict]) -> list[str]:

@@ -30,6 +30,7 @@ import torch
 from dia_ode.rundir import save_figure, write_json
 from dia_ode.studies.report.budgets import Budget
 from dia_ode.studies.report.cache import STUDY_FILE, open_study, run_path, run_state
+from dia_ode.analysis.power import power_row
 from dia_ode.studies.report.claim import NOT_TESTABLE, AbstractClaim, ClaimResult, RunSpec, Verdict
 from dia_ode.studies.report.command_line import train_command
 from dia_ode.studies.report.launchers import AbstractLauncher, LocalLauncher
@@ -129,7 +130,7 @@ def _claim_entry(claim: AbstractClaim, budget: Budget, study_dir: Path, keys: li
             for key in keys]
     entry = {"id": claim.id, "kind": claim.kind, "statement": claim.statement, "paper": claim.paper,
              "command": claim.commands(budget), "runs": runs, "measured": {}, "references": {}, "table": [],
-             "figures": [], "notes": []}
+             "figures": [], "notes": [], "power": []}
     # A diverged run is a result (a claim on training stability counts it), not a failure: the cache
     # reads it as done, and the claim reads its summary.json.
     failed = [run for run in runs if "error" in run and run_state(run_dirs[run["key"]]) != "done"]
@@ -161,7 +162,8 @@ def _result_fields(claim_id: str, result: ClaimResult, study_dir: Path) -> dict:
     return {"measured": {k: v.to_dict() for k, v in result.measured.items()},
             "references": {k: v.to_dict() for k, v in result.references.items()},
             "verdict": asdict(result.verdict), "parts": {k: asdict(v) for k, v in result.parts.items()},
-            "table": result.table, "figures": figures, "notes": result.notes}
+            "table": result.table, "figures": figures, "notes": result.notes,
+            "power": [power_row(name, result.measured[name], effect) for name, effect in result.comparisons.items()]}
 
 
 def _one_line(err: BaseException) -> str:
