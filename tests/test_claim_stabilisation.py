@@ -14,15 +14,16 @@ from torch import nn
 
 from dia_ode import create_model
 from dia_ode.analysis.gradients import stage_gradient_norms
-from dia_ode.analysis.intervals import mean_interval
+from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.cli import main
 from dia_ode.cli.options import parse_model_options
 from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import read_summary, write_json
 from dia_ode.solvers import trace
 from dia_ode.studies.claims import get_claim
-from dia_ode.studies.claims.stabilisation import (ABLATIONS, MAX_BASELINE_FAILURES, ablation_verdict, ablated_config,
-                                                  trained_threshold)
+from dia_ode.studies.claims.stabilisation import (ABLATIONS, MAX_BASELINE_FAILURES, NOT_CONTROLS, STEP_CONTROLS,
+                                                  WARMUP, ablation_verdict, arm_configs, choose_baseline,
+                                                  trained_threshold, warmup_epochs)
 from dia_ode.tasks import get_task
 from dia_ode.studies.report.budgets import get_budget
 from dia_ode.studies.report.claim import RunSpec
@@ -102,6 +103,31 @@ def test_runs_cover_every_ablation_and_model_and_share_the_reference_runs_of_cla
     # above the smoke budget the backbone is deeper: a 20-layer plain network does not degrade on digits
     cpu = {s.config.model for s in CLAIM.runs(get_budget("cpu"))}
     assert cpu == {"resnet56", "se_resnet56", "dia_resnet56"}
+    assert all(c.schedule == "cosine" and "h" not in c.model_options for c in configs)  # no control at smoke
+
+
+def test_runs_above_the_smoke_budget_add_the_warmed_up_baseline_and_the_small_step_controls():
+    cpu = get_budget("cpu")
+    specs = CLAIM.runs(cpu)
+    n = len(cpu.seeds)
+    assert len(specs) == len({s.key() for s in specs}) == ((1 + len(ABLATIONS)) * (3 + 1) + len(ABLATIONS) * 3 - 1) * n
+    warm = [s.config for s in specs if s.config.schedule == "warmup_cosine"]
+    assert len(warm) == (1 + len(ABLATIONS)) * n and {c.model for c in warm} == {"resnet56"}
+    assert {c.warmup_epochs for c in warm} == {1.0} and all("h" not in c.model_options for c in warm)
+    for h in (0.5, 0.25, "learned"):
+        runs = [s.config for s in specs if s.config.model_options.get("h") == h]
+        without_skip = 0 if h == "learned" else n  # NOT_CONTROLS: a step from 0 without skips never trains
+        assert len(runs) == len(ABLATIONS) * n - n + without_skip and {c.model for c in runs} == {"resnet56"}
+        assert sum(c.model_options.get("skip") is False for c in runs) == without_skip
+        assert sum(not c.augment for c in runs) == n and all(c.schedule == "cosine" for c in runs)
+    # a control differs from the plain run of its ablation and seed by the control alone
+    plain = arm_configs(cpu, "digits")["no_bn", "resnet56"][0]
+    learned = arm_configs(cpu, "digits")["no_bn", "resnet56 h=learned"][0]
+    assert dataclasses.replace(learned, model_options=plain.model_options) == plain
+    warmed = arm_configs(cpu, "digits")["no_augment", f"resnet56 {WARMUP}"][0]
+    assert dataclasses.replace(warmed, schedule="cosine", warmup_epochs=0.0) == \
+        arm_configs(cpu, "digits")["no_augment", "resnet56"][0]
+    assert warmup_epochs(dataclasses.replace(cpu, epochs=1)) == 0.5  # the warm-up ends before training does
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +151,12 @@ ACC = {("none", "resnet20"): (0.95, 0.96, 0.97), ("none", "se_resnet20"): (0.95,
 
 
 def _hand_made_runs(one_run, tmp_path, accuracies, budget):
-    """Copies of one finished run, one per (ablation, model, seed), with the test accuracies given (None: diverged)."""
-    run_dirs = {}
-    for (ablation, model), values in accuracies.items():
-        for seed, acc in zip(budget.seeds, values):
-            key = RunSpec(ablated_config(ablation, model, budget, seed, "digits")).key()
+    """Copies of one finished run, one per (ablation, arm, seed), with the test accuracies given (None: diverged)."""
+    run_dirs, configs = {}, arm_configs(budget, "digits")
+    assert set(accuracies) == set(configs)
+    for arm, values in accuracies.items():
+        for config, acc in zip(configs[arm], values):
+            key = RunSpec(config).key()
             run_dir = tmp_path / key
             shutil.copytree(one_run, run_dir)
             summary = read_summary(run_dir)
@@ -185,8 +212,9 @@ TRAINED, CHANCE = [0.95, 0.96, 0.97], 0.1
     ((DROP, DROP, (0.1,)), (GAIN, GAIN, GAIN), "not testable here", "no interval for no_augment"),
 ])
 def test_verdict_rule_each_branch(drops, gains, status, words):
-    verdict = ablation_verdict(_ivs(drops), _ivs(gains), TRAINED, CHANCE)
+    verdict = ablation_verdict(_ivs(drops), _ivs(gains), {"plain": TRAINED}, CHANCE)
     assert verdict.status == status and words in verdict.reason
+    assert "no small-step control was trained at this budget" in verdict.reason or status != "reproduced"
 
 
 @pytest.mark.parametrize("baseline, failures", [
@@ -197,7 +225,7 @@ def test_verdict_rule_each_branch(drops, gains, status, words):
 ])
 def test_a_baseline_that_failed_to_train_is_a_precondition_not_met(baseline, failures):
     assert trained_threshold(CHANCE) == pytest.approx(0.55) and MAX_BASELINE_FAILURES == 0
-    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), baseline, CHANCE)
+    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), {"plain": baseline}, CHANCE)
     assert verdict.status == "precondition not met" and verdict.reason.startswith("the baseline failed to train")
     assert failures in verdict.reason and "below 0.5500 (halfway from chance 0.1000 to 1)" in verdict.reason
     assert "at most 0 allowed" in verdict.reason
@@ -205,8 +233,127 @@ def test_a_baseline_that_failed_to_train_is_a_precondition_not_met(baseline, fai
 
 def test_a_baseline_at_the_threshold_or_a_failed_run_left_out_meets_the_precondition():
     for baseline in ([0.55, 0.96, 0.97], [math.nan, 0.96, 0.97]):
-        verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), baseline, CHANCE)
+        verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), {"plain": baseline}, CHANCE)
         assert verdict.status == "reproduced"
     # no interval comes before the precondition: the data are missing, not the baseline
-    missing = ablation_verdict(_ivs((DROP, DROP, (0.1,))), _ivs((GAIN, GAIN, GAIN)), [0.1, 0.1, 0.1], CHANCE)
+    missing = ablation_verdict(_ivs((DROP, DROP, (0.1,))), _ivs((GAIN, GAIN, GAIN)), {"plain": [0.1, 0.1, 0.1]},
+                               CHANCE)
     assert missing.status == "not testable here" and "would test it" in missing.reason
+
+
+# --------------------------------------------------------------------------------------------------
+# the controls: the warmed-up baseline and the small steps
+
+
+STALLED, WARMED = [0.426, 0.635, 0.145], [0.95, 0.96, 0.97]  # the cpu budget's plain resnet56; trained
+
+
+def test_a_learned_step_without_skips_is_no_control_since_nothing_reaches_a_weight():
+    assert NOT_CONTROLS == {("no_skip", "h=learned")}
+    model = create_model("resnet20", base_width=4, in_channels=1, h="learned", skip=False)
+    nn.functional.cross_entropy(model(X), torch.arange(4)).backward()
+    assert all(not p.grad.any() for name, p in model.named_parameters() if not name.startswith("head"))
+    with_skip = create_model("resnet20", base_width=4, in_channels=1, h="learned")
+    nn.functional.cross_entropy(with_skip(X), torch.arange(4)).backward()
+    assert all(s.controller.alpha.grad.all() for s in with_skip.stages)  # with the skip path the steps learn
+
+
+def test_the_plain_baseline_is_preferred_and_the_warmed_up_one_stands_in_where_it_fails():
+    assert choose_baseline({"plain": TRAINED, "warmed-up plain": WARMED}, CHANCE) == "plain"
+    assert choose_baseline({"plain": STALLED, "warmed-up plain": WARMED}, CHANCE) == "warmed-up plain"
+    assert choose_baseline({"plain": STALLED, "warmed-up plain": [0.55, 0.96, 0.97]}, CHANCE) == "warmed-up plain"
+    assert choose_baseline({"plain": STALLED, "warmed-up plain": [0.5499, 0.96, 0.97]}, CHANCE) is None
+    assert choose_baseline({"plain": STALLED}, CHANCE) is None
+
+
+def test_a_warmed_up_baseline_that_trains_meets_the_precondition_and_the_reason_says_so():
+    drops, gains = _ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN))
+    verdict = ablation_verdict(drops, gains, {"plain": STALLED, "warmed-up plain": WARMED}, CHANCE)
+    assert verdict.status == "reproduced"
+    assert ("judged on the warmed-up plain baseline, since the plain unablated backbone stays below 0.5500 "
+            "(halfway from chance 0.1000 to 1) in 2 of 3 seeds (0.4260, 0.1450)") in verdict.reason
+    plain = ablation_verdict(drops, gains, {"plain": TRAINED, "warmed-up plain": STALLED}, CHANCE)
+    assert plain.status == "reproduced" and "judged on" not in plain.reason  # the plain one trains: no stand-in
+    neither = ablation_verdict(drops, gains, {"plain": STALLED, "warmed-up plain": [0.5499, 0.96, 0.97]}, CHANCE)
+    assert neither.status == "precondition not met" and neither.reason.startswith("the baseline failed to train")
+    assert "the plain unablated backbone stays below" in neither.reason
+    assert "the warmed-up plain unablated backbone stays below 0.5500 (halfway from chance 0.1000 to 1) in 1 of 3 " \
+           "seeds (0.5499)" in neither.reason
+
+
+def _interval(low, high):
+    return Interval((low + high) / 2, 0.1, 3, low, high, 0.95, (low, high, (low + high) / 2))
+
+
+ABOVE, HOLDS_0 = _interval(0.001, 0.3), _interval(0.0, 0.3)  # the two sides of "lies above 0"
+
+
+def _controls(**ablation_intervals):
+    """ablation -> control -> dia - control: ABOVE for every control unless given as {ablation: {control: iv}}."""
+    return {a: {c: ablation_intervals.get(a, {}).get(c, ABOVE) for c in STEP_CONTROLS} for a in ABLATIONS}
+
+
+def test_dia_beyond_every_small_step_control_is_reproduced():
+    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), {"plain": TRAINED}, CHANCE,
+                               _controls())
+    assert verdict.status == "reproduced"
+    assert "above the degraded backbone and every small-step control (h=0.5, h=0.25, h=learned) in 3 of 3" in \
+        verdict.reason and "no small-step control was trained" not in verdict.reason
+
+
+@pytest.mark.parametrize("matched, status", [
+    ({"no_skip": {"h=0.25": HOLDS_0}}, "reproduced"),  # 2 of 3 ablations beyond every control
+    ({"no_skip": {"h=0.25": HOLDS_0}, "no_bn": {"h=learned": _interval(-0.2, 0.1)}}, "not reproduced"),  # 1 of 3
+])
+def test_a_small_step_that_does_as_well_as_dia_is_no_finding(matched, status):
+    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), {"plain": TRAINED}, CHANCE,
+                               _controls(**matched))
+    assert verdict.status == status
+    assert "no_skip: DIA stays above the plain backbone, but a small step does the same (dia - h=0.25 " \
+           "[0.0000, 0.3000])" in verdict.reason
+    assert ("no_bn: DIA stays above the plain backbone, but a small step does the same (dia - h=learned "
+            "[-0.2000, 0.1000])" in verdict.reason) == ("no_bn" in matched)
+
+
+def test_a_control_matters_only_where_the_backbone_degrades_and_dia_stabilises():
+    # no_augment does not degrade; no_bn's DIA is not above the baseline: their controls are not read
+    controls = _controls(no_augment={"h=0.5": HOLDS_0}, no_bn={"h=0.5": HOLDS_0})
+    verdict = ablation_verdict(_ivs((DROP, DROP, FLAT)), _ivs((GAIN, FLAT, GAIN)), {"plain": TRAINED}, CHANCE,
+                               controls)
+    assert verdict.status == "not reproduced" and "1 of 2 testable" in verdict.reason
+    assert "a small step does the same" not in verdict.reason
+
+
+def test_a_control_without_an_interval_is_not_testable():
+    controls = _controls(no_bn={"h=learned": mean_interval([0.1])})
+    verdict = ablation_verdict(_ivs((DROP, DROP, DROP)), _ivs((GAIN, GAIN, GAIN)), {"plain": TRAINED}, CHANCE,
+                               controls)
+    assert verdict.status == "not testable here" and "dia - h=learned in no_bn" in verdict.reason
+
+
+CPU = dataclasses.replace(get_budget("cpu"), seeds=(0, 1, 2), samples=16)
+
+
+def _at_depth_56(accuracies):
+    return {(a, m.replace("20", "56")): values for (a, m), values in accuracies.items()}
+
+
+def test_measure_with_controls_reads_the_warmed_up_baseline_and_names_a_matching_control(one_run, tmp_path):
+    accuracies = _at_depth_56({**ACC, ("none", "resnet20"): tuple(STALLED)})  # the plain baseline stalls
+    accuracies |= {(a, f"resnet56 {WARMUP}"): ACC[a, "resnet20"] for a in ("none", *ABLATIONS)}
+    accuracies |= {(a, f"resnet56 {c}"): ACC[a, "resnet20"] for a in ABLATIONS for c in STEP_CONTROLS
+                   if (a, c) not in NOT_CONTROLS}
+    accuracies["no_skip", "resnet56 h=0.25"] = (0.90, 0.91, 0.92)  # as good as DIA where the skips are gone
+    result = CLAIM.measure(_hand_made_runs(one_run, tmp_path, accuracies, CPU), CPU)
+    assert result.verdict.status == "not reproduced", result.verdict.reason
+    assert "judged on the warmed-up plain baseline, since the plain unablated backbone" in result.verdict.reason
+    assert "no_skip: DIA stays above the warmed-up plain backbone, but a small step does the same (dia - h=0.25" \
+        in result.verdict.reason and "holds in no_bn" in result.verdict.reason and "1 of 2" in result.verdict.reason
+    assert result.measured["no_skip: dia - h=0.25 (paired)"].values == pytest.approx((0.0, 0.0, 0.0))
+    assert result.measured["no_skip: dia - warmed-up plain (paired)"].values == pytest.approx((0.3, 0.29, 0.31))
+    assert result.references[f"resnet56 {WARMUP} test accuracy (unablated)"].mean == pytest.approx(0.96)
+    assert "no_bn: dia - h=learned (paired)" in result.comparisons and "no_skip: dia - h=learned (paired)" not in \
+        result.measured
+    assert any(note.startswith("controls: resnet56 warm-up") and "the verdict's baseline: warmed-up plain" in note
+               for note in result.notes)
+    assert {row["model"] for row in result.table} >= {f"resnet56 {c}" for c in (WARMUP, *STEP_CONTROLS)}

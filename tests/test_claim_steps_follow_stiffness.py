@@ -14,8 +14,8 @@ from dia_ode.analysis.stepsize import rank_correlation
 from dia_ode.rundir import load_run, write_json
 from dia_ode.studies.claims import get_claim
 from dia_ode.studies.claims.se_options import SE_OPTIONS
-from dia_ode.studies.claims.stepsize_stiffness import (DECISIVE_RHO, MODELS, RADIUS_SAMPLES, model_outcome,
-                                                       stiffness_verdict)
+from dia_ode.studies.claims.stepsize_stiffness import (DECISIVE_RHO, MODELS, RADIUS_SAMPLES, depth_verdicts,
+                                                       model_outcome, stiffness_verdict)
 from dia_ode.studies.report.budgets import get_budget
 
 CLAIM = get_claim("steps-follow-stiffness")
@@ -37,7 +37,13 @@ def test_runs_list_se_and_dia_resnet20_for_every_seed():
                for s in get_claim("cross-layer-correlation").runs(SMOKE))
     assert len({s.key() for s in specs}) == len(specs)
     cpu = CLAIM.runs(get_budget("cpu"))
-    assert len(cpu) == 6 and {s.config.model_options["base_width"] for s in cpu} == {16}
+    assert len(cpu) == 12 and {s.config.model_options["base_width"] for s in cpu} == {16}
+    # above the smoke budget the same attentions at depth 56 too, the SE one with the same SE options
+    deep = [s.config for s in cpu if s.config.model.endswith("56")]
+    assert [(c.model, c.seed) for c in deep] == [(m, seed) for m in ("se_resnet56", "dia_resnet56")
+                                                 for seed in (0, 1, 2)]
+    assert all(c.model_options == {**SE_OPTIONS, "base_width": 16} for c in deep if c.model.startswith("se_"))
+    assert {s.config.model for s in CLAIM.runs(get_budget("full"))} == {*MODELS, "se_resnet56", "dia_resnet56"}
     nothing = dataclasses.replace(SMOKE, datasets=("cifar10",))  # no CIFAR files without --data-dir
     assert CLAIM.runs(nothing) == []
     assert CLAIM.measure({}, nothing).verdict.status == "not testable here"
@@ -177,3 +183,52 @@ def test_verdict_not_testable_without_intervals():
     assert unpaired.status == "not testable here"
     unfinished = stiffness_verdict({"se": (_iv(-0.8, -0.7), _iv(-0.5, -0.4)), "dia": None})  # every dia run diverged
     assert unfinished.status == "not testable here" and "dia: no run finished" in unfinished.reason
+
+
+SHOWS = (_iv(-0.9, -0.85, -0.88), _iv(-0.2, -0.1, -0.15))
+RULES_OUT = (_iv(-0.05, 0.05, 0.0), _iv(-0.05, 0.05, 0.0))
+BOTH = (_interval(-1.0, 1.0), _interval(-0.9, 0.8))
+
+
+def test_one_depth_is_the_rule_alone_without_parts():
+    models = {"se_resnet20": SHOWS, "dia_resnet20": SHOWS}
+    assert depth_verdicts({20: models}) == (stiffness_verdict(models), {})
+
+
+@pytest.mark.parametrize("deep, status, part", [
+    ((SHOWS, SHOWS), "reproduced", "reproduced"),
+    ((SHOWS, RULES_OUT), "not reproduced", "not reproduced"),  # a depth that rules the claim out decides
+    ((SHOWS, BOTH), "inconclusive", "inconclusive"),
+    ((SHOWS, None), "not testable here", "not testable here"),  # no dia_resnet56 run finished
+])
+def test_the_verdict_needs_every_model_at_both_depths(deep, status, part):
+    shallow = {"se_resnet20": SHOWS, "dia_resnet20": SHOWS}
+    verdict, parts = depth_verdicts({20: shallow, 56: dict(zip(("se_resnet56", "dia_resnet56"), deep))})
+    assert verdict.status == status and parts["depth 20"].status == "reproduced"
+    assert parts["depth 56"].status == part and list(parts) == ["depth 20", "depth 56"]
+    if status == "not reproduced":
+        assert "of dia_resnet56" in verdict.reason and "of se_resnet" not in verdict.reason
+    # the same at the other depth: neither depth is the one that counts
+    flipped, flipped_parts = depth_verdicts({20: dict(zip(("se_resnet20", "dia_resnet20"), deep)),
+                                             56: {"se_resnet56": SHOWS, "dia_resnet56": SHOWS}})
+    assert flipped.status == status and flipped_parts["depth 20"].status == part
+
+
+DEEP = dataclasses.replace(get_budget("cpu"), seeds=SMOKE.seeds, epochs=1, width=4, samples=16)
+
+
+@pytest.mark.slow  # trains and eigen-solves two resnet56 networks per seed
+def test_measure_at_both_depths_gives_each_depth_a_part(micro_runs, train_claim_runs):
+    deep_specs = [s for s in CLAIM.runs(DEEP) if s.config.model.endswith("56")]
+    assert {s.key() for s in CLAIM.runs(DEEP)} - {s.key() for s in deep_specs} == set(micro_runs)  # same resnet20 runs
+    result = CLAIM.measure({**micro_runs, **train_claim_runs(deep_specs)}, DEEP)
+    assert list(result.parts) == ["depth 20", "depth 56"]
+    within = "Spearman(h_k, rho(J_k)), within stages"
+    pairs = {m: (result.measured[f"{m} {within}"], result.measured[f"{m} {within}, trained minus untrained (paired by "
+                                                                      f"seed)"])
+             for m in (*MODELS, "se_resnet56", "dia_resnet56")}
+    assert result.verdict == stiffness_verdict(pairs)
+    assert result.parts["depth 56"] == stiffness_verdict({m: pairs[m] for m in ("se_resnet56", "dia_resnet56")})
+    rows = [row for row in result.table if row["model"] == "dia_resnet56"]
+    assert [row["pairs per seed"] for row in rows] == ["25", "25"]  # 27 blocks less 2 downsampling ones
+    assert len(result.figures[0][1].axes) == 4

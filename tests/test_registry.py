@@ -18,8 +18,8 @@ from dia_ode.attention.registry import SCOPES
 from dia_ode.models import AbstractBackbone, FeatureInfo, create_model, list_models, model_entry
 from dia_ode.models import registry
 from dia_ode.models.odenet import ConvField
-from dia_ode.solvers import (ConstantStep, DIADynamics, DIAStageController, GatedDynamics, PerBlockAttention,
-                             PlainDynamics, SharedAttention, create_stage_controller, make_dynamics)
+from dia_ode.solvers import (ConstantStep, DIADynamics, DIAStageController, GatedDynamics, LearnedScalarStep,
+                             PerBlockAttention, PlainDynamics, SharedAttention, create_stage_controller, make_dynamics)
 
 DEPTHS = (20, 32, 44, 56, 110, 164)  # the names that must stay stable
 ADDED_DEPTHS = (29,)  # resnet29 / preresnet29: bottlenecks at resnet164's widths, CPU-sized
@@ -248,6 +248,10 @@ def test_each_scope_gives_its_controller(name):
     if spec.scope == "constant":
         assert controller(0, f, state) == (1.0, None)
         assert create_stage_controller(name, C, L, h=0.5)(2, f, None) == (0.5, None)
+        learned = create_stage_controller(name, C, L, h="learned")  # one scalar per block, from 0
+        assert type(learned) is LearnedScalarStep and learned.alpha.shape == (L,)
+        h2, state2 = learned(2, f, None)
+        assert torch.equal(h2, learned.alpha[2]) and h2.shape == () and not h2.any() and state2 is None
     elif spec.scope == "per_block":  # L modules of the table's class, one per block
         assert len(controller.sams) == L and len({id(m) for m in controller.sams}) == L
         assert all(type(m) is SAMS[name] for m in controller.sams)
@@ -420,7 +424,7 @@ def test_option_values_that_fit_their_annotations_pass():
 
 def test_described_options_have_types_and_defaults_and_the_constant_step_only_where_it_applies():
     rows = {name: (kind, default) for name, kind, default in model_entry("resnet20").describe_options("none")}
-    assert rows["h"] == ("float", ConstantStep().h)  # the default a resnet20 built without h uses
+    assert rows["h"] == ("float or 'learned'", ConstantStep().h)  # the default a resnet20 built without h uses
     assert "required" not in [default for _, default in rows.values()]
     dia = {name: default for name, _, default in model_entry("resnet20").describe_options("dia")}
     assert dia["reduction"] == inspect.signature(DIAUnit).parameters["reduction"].default and "h" not in dia

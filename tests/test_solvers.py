@@ -1,10 +1,13 @@
 import pytest
 import torch
+from click.testing import CliRunner
 from torch.nn import functional as F
 
 import dia_ode
+from dia_ode.cli import main
+from dia_ode.rundir import load_run
 from dia_ode.models.blocks import BasicBlock
-from dia_ode.solvers import ConstantStep, ResidualStage, create_stage_controller, trace
+from dia_ode.solvers import ConstantStep, LearnedScalarStep, ResidualStage, create_stage_controller, trace
 
 
 def _bn(x, sd, prefix):
@@ -96,3 +99,80 @@ def test_dia_steps_start_from_zero_memory_in_each_stage():
 def test_create_stage_controller_rejects_unknown_attention():
     with pytest.raises(ValueError, match="valid: none, se, eca, cbam, shared, dia"):
         create_stage_controller("gc", 8, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# the learned scalar step (SkipInit / ReZero): model option h="learned"
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preresnet20"])
+def test_a_learned_step_starts_every_block_on_its_skip_path(name):
+    model = dia_ode.create_model(name, in_channels=1, base_width=4, h="learned")
+    assert all(isinstance(s.controller, LearnedScalarStep) for s in model.stages)
+    x = torch.randn(4, 1, 8, 8)
+    for mode in (model.train, model.eval):
+        mode()
+        for stage, t in zip(model.stages, trace(model, x)):
+            assert stage.controller.alpha.shape == (len(stage.blocks),) and not stage.controller.alpha.any()
+            for k, block in enumerate(stage.blocks):
+                assert t.updates[k].abs().sum() > 0  # the branch computes something; its contribution is 0
+                assert t.steps[k].shape == ()
+                torch.testing.assert_close(t.states[k + 1], stage.post(block.shortcut(t.states[k])),
+                                           rtol=0, atol=0)
+
+
+def test_a_learned_step_alone_is_learned_at_first():
+    model = dia_ode.create_model("resnet20", in_channels=1, base_width=4, h="learned")
+    x, y = torch.randn(8, 1, 8, 8), torch.arange(8)
+    F.cross_entropy(model(x), y).backward()
+    alphas = [s.controller.alpha for s in model.stages]
+    assert all(a.grad is not None and (a.grad != 0).all() for a in alphas)
+    # at alpha = 0 no loss reaches a branch (SkipInit's point): only the steps, stem and head learn first
+    branch = [p for s in model.stages for b in s.blocks for p in b.f.parameters()]
+    assert branch and all(p.grad is None or not p.grad.any() for p in branch)
+    before = [a.detach().clone() for a in alphas]
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert all((a != b).all() for a, b in zip(alphas, before))
+
+
+def test_a_learned_step_round_trips_through_the_state_dict():
+    torch.manual_seed(0)
+    trained = dia_ode.create_model("resnet20", in_channels=1, base_width=4, h="learned").eval()
+    for s in trained.stages:
+        s.controller.alpha.data.uniform_(0.2, 0.8)
+    state = trained.state_dict()
+    assert [k for k in state if k.endswith("alpha")] == [f"stages.{i}.controller.alpha" for i in range(3)]
+    torch.manual_seed(1)
+    fresh = dia_ode.create_model("resnet20", in_channels=1, base_width=4, h="learned").eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.allclose(fresh(x), trained(x))
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="alpha"):  # a constant step has no alpha to take
+        dia_ode.create_model("resnet20", in_channels=1, base_width=4).load_state_dict(state)
+
+
+@pytest.mark.parametrize("value", ["learnd", "0.5", True, None, float("nan"), float("inf")])
+def test_a_bad_step_is_refused_in_one_line_naming_the_option(value):
+    with pytest.raises(ValueError, match="option 'h' takes") as err:
+        dia_ode.create_model("resnet20", h=value)
+    assert "\n" not in str(err.value) and "'learned'" in str(err.value)
+    with pytest.raises(ValueError, match="option 'h' takes"):
+        create_stage_controller("none", 8, 3, h=value)
+    with pytest.raises(ValueError, match="takes no option 'h'"):  # only the plain network's step is an option
+        dia_ode.create_model("dia_resnet20", h="learned")
+
+
+def test_a_learned_step_trains_from_the_command_line_and_loads_back(tmp_path):
+    args = ["train", "--model", "resnet20", "--model-option", "h=learned", "--model-option", "base_width=2",
+            "--epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    run = load_run(next(p for p in tmp_path.iterdir() if p.is_dir()))
+    assert run.model_spec["options"]["h"] == "learned"
+    alphas = torch.cat([s.controller.alpha for s in run.model.stages])
+    assert alphas.shape == (9,) and (alphas != 0).all()  # trained away from 0, and saved
+    refused = CliRunner().invoke(main, [*args[:4], "h=learnd", *args[5:]])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    errors = [line for line in refused.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--model-option" in errors[0] and "option 'h' takes" in errors[0]

@@ -1,7 +1,8 @@
 """The attention table: one row per attention name, read by the discrete controllers and the
 continuous dynamics alike (timm's create_attn, with the scope that the ODE reading needs).
 
-A row says what the name means as a step-size controller: `constant` (h = 1, the plain network),
+A row says what the name means as a step-size controller: `constant` (h = 1, the plain network; its
+option h sets another constant or a learned scalar per block),
 `per_block` (one module per block: SE-ResNet), `shared` (one memoryless module per stage) or
 `recurrent` (one module with memory per stage: DIA). solvers/ maps each scope to a controller
 (discrete) and to a right-hand side (continuous); a new attention is one module file plus one row.
@@ -32,9 +33,11 @@ SAMS: dict[str, type[nn.Module]] = {
 
 SCOPES = ("constant", "per_block", "shared", "recurrent")
 
-# The constant step's option, type and default: solvers.ConstantStep's argument (solvers sit above
-# attention/, so it is stated here rather than read from that class).
-CONSTANT_STEP_OPTIONS: dict[str, tuple[type, float]] = {"h": (float, 1.0)}
+# The constant step's option, type and default: solvers.ConstantStep's argument, or LEARNED_STEP for
+# solvers.LearnedScalarStep (solvers sit above attention/, so it is stated here rather than read from
+# those classes).
+LEARNED_STEP = "learned"
+CONSTANT_STEP_OPTIONS: dict[str, tuple[object, float]] = {"h": (float | typing.Literal[LEARNED_STEP], 1.0)}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class AttentionSpec:
 
 
 ATTENTIONS: dict[str, AttentionSpec] = {spec.name: spec for spec in (
-    AttentionSpec("none", "constant step h = 1 (plain network)", "constant"),
+    AttentionSpec("none", "constant step h = 1 (plain network); option h: another constant, or 'learned' "
+                          "(one learned scalar per block, from 0: SkipInit/ReZero)", "constant"),
     AttentionSpec("se", "one Squeeze-and-Excitation module per block", "per_block"),
     AttentionSpec("eca", "one ECA module per block", "per_block"),
     AttentionSpec("cbam", "one CBAM module per block", "per_block", continuous=False),

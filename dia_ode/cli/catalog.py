@@ -41,7 +41,7 @@ def ls(what: str, pattern: str, family, kind, attention, task, options_of, out: 
         click.echo(f"options of {options_of} (--model-option KEY=VALUE; num_classes, in_channels and "
                    f"image_size come from the dataset):")
         for name, kind_name, default in entry.describe_options(attention_of):
-            click.echo(f"  {name:<18} {kind_name:<16} {default!r}")
+            click.echo(f"  {name:<18} {kind_name:<20} {default!r}")
         return
     if what in ("all", "models"):
         filters = {k: v for k, v in (("family", family), ("kind", kind), ("attention", attention), ("task", task))

@@ -107,15 +107,29 @@ class ModelEntry:
 _SIMPLE = (bool, int, float, str, type(None))
 
 
+def _union_members(hint: object) -> tuple[object, ...]:
+    """The members of a union annotation (`float | None`, or typing.Union where a Literal takes part), else (hint,)."""
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _is_literal(kind: object) -> bool:
+    return typing.get_origin(kind) is typing.Literal
+
+
 def _fits(hint: object, value: object) -> bool:
-    """Whether value fits a simple annotation (int, float, bool, str, None and their unions); other
+    """Whether value fits a simple annotation (int, float, bool, str, None, Literal and their unions); other
     annotations are not judged here. An int fits float; a bool fits neither int nor float."""
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if any(kind not in _SIMPLE for kind in kinds):
+    kinds = _union_members(hint)
+    if any(kind not in _SIMPLE and not _is_literal(kind) for kind in kinds):
         return True
     for kind in kinds:
         if kind is type(None) and value is None:
             return True
+        if _is_literal(kind):
+            if isinstance(value, str) and value in typing.get_args(kind):
+                return True
+            continue
         if kind in (int, float) and isinstance(value, bool):
             continue
         if isinstance(value, kind) or (kind is float and isinstance(value, int)):
@@ -124,8 +138,14 @@ def _fits(hint: object, value: object) -> bool:
 
 
 def _type_name(hint: object) -> str:
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    return " or ".join("None" if kind is type(None) else getattr(kind, "__name__", str(kind)) for kind in kinds)
+    """"float or None", "float or 'learned'": the annotation as `dia-ode ls --options` prints it."""
+    names = []
+    for kind in _union_members(hint):
+        if _is_literal(kind):
+            names += [repr(value) for value in typing.get_args(kind)]
+        else:
+            names.append("None" if kind is type(None) else getattr(kind, "__name__", str(kind)))
+    return " or ".join(names)
 
 
 _ENTRIES: dict[str, ModelEntry] = {}

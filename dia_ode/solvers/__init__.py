@@ -2,7 +2,7 @@
 continuous blocks on torchdiffeq or on numerics' integrator, and traces."""
 
 from dia_ode.solvers.controllers import (
-    AbstractStageController, ConstantStep, DIAStageController, PerBlockAttention, SharedAttention,
+    AbstractStageController, ConstantStep, DIAStageController, LearnedScalarStep, PerBlockAttention, SharedAttention,
     create_stage_controller,
 )
 from dia_ode.solvers.backends import BACKENDS, SolverChoice, SolverOptionError, parse_controller
@@ -24,7 +24,7 @@ from dia_ode.solvers.trace import StageTrace, recorded_modules, recording, stage
 
 __all__ = [
     "AbstractBlock", "AbstractStageController", "AlternatingStageController", "ConstantStep", "DIAStageController",
-    "PerBlockAttention", "ResidualStage", "SharedAttention", "StageTrace", "create_stage_controller",
+    "LearnedScalarStep", "PerBlockAttention", "ResidualStage", "SharedAttention", "StageTrace", "create_stage_controller",
     "recorded_modules", "recording", "stages_of", "trace",
     # continuous depth (continuous.py, continuous_attention.py, tied.py, statistics.py)
     "ADAPTIVE_METHODS", "AbstractDynamics", "ContinuousBlock", "DIADynamics", "DynamicsMeter",

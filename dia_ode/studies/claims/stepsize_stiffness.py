@@ -6,7 +6,9 @@ x_{k+1} = x_k + h_k ⊙ f_k(x_k): like an adaptive solver, it should take small 
 stiff. Runs: se_resnet20 (with the SE options of claims.se_options, as cross-layer-correlation: the
 default reduction 16 leaves 1-2 hidden units, and a dead ReLU unit makes a block's steps constant) and
 dia_resnet20 (base width = the budget's width, the budget's epochs, every seed) on the budget's first
-available dataset. A run that diverged or failed is left out with a note (claims.trained_runs).
+available dataset, and above the smoke budget the same two at depth 56 (se_resnet56, dia_resnet56: 9
+blocks a stage, 25 within-stage pairs a seed against resnet20's 7; DEPTHS). A run that diverged or
+failed is left out with a note (claims.trained_runs).
 
 Statistic: per run, Spearman's rank correlation between h_k, the mean step of block k (over the first
 `budget.samples` test images and the channels), and rho(J_k), the spectral radius of J_k = df_k/dx at
@@ -32,13 +34,18 @@ and against the claim otherwise. "not testable here" when no dataset of the budg
 of a model finished, or a model's trained rho or paired difference has no interval (fewer than 2
 finished seeds, or rho undefined: too few pairs, constant steps); otherwise "reproduced" when every
 model shows it, "not reproduced" when a model rules it out (the claim needs every model), and
-"inconclusive" when the rest admit both readings. The notes give each model's paired shift from the
-untrained network (trained - untrained, within stages).
+"inconclusive" when the rest admit both readings. Both depths: the claim needs every model at every
+depth, so the rule runs over the models of both depths together (a depth that rules the claim out makes
+it "not reproduced", one without an interval "not testable here"), and each depth's own verdict, by the
+same rule, is reported beside it as a part (depth_verdicts). The notes give each model's paired shift
+from the untrained network (trained - untrained, within stages).
 
 CPU cost (2 cores shared with other jobs, OMP_NUM_THREADS=1, digits, width 16): training about 1.7 s
 (se) and 1.8 s (dia) per epoch; measure() about 30 s per run (eigen-solves of every block for the trained
 and the untrained network, 256 traced images). Measured at 3 seeds x 5 epochs: 67 s of training and
-186 s of measurement; so at the cpu budget (3 seeds, 15 epochs) about 3 + 3 = 6 minutes.
+186 s of measurement; so at the cpu budget (3 seeds, 15 epochs) about 3 + 3 = 6 minutes for resnet20. A
+depth-56 network has three times the blocks to train, trace and eigen-solve: its runs cost about three
+times the resnet20 ones.
 """
 
 from __future__ import annotations
@@ -68,7 +75,10 @@ VERDICT_STATISTIC = "spearman_within_stage"  # the pooled "spearman" is secondar
 STATISTICS = {"spearman_within_stage": "within stages", "spearman": "all stages pooled"}
 
 MODELS = ("se_resnet20", "dia_resnet20")
-OPTIONS = {"se_resnet20": SE_OPTIONS}  # model options besides the width
+# Above the smoke budget the same attentions at depth 56 too: 9 blocks a stage, 25 within-stage pairs a seed
+# (resnet20: 7), so a depth where a stage has enough blocks to rank and where step sizes could matter most.
+DEPTHS = {"smoke": (20,), "cpu": (20, 56), "full": (20, 56)}
+OPTIONS = {"se": SE_OPTIONS}  # model options besides the width, by attention
 RADIUS_SAMPLES = 2  # images whose spectra are averaged per block: 2 and 4 gave the same rho (width 16, digits)
 NETWORKS = ("trained", "untrained")
 
@@ -131,6 +141,28 @@ def stiffness_verdict(models: dict[str, tuple[Interval, Interval] | None]) -> Ve
                                  f"-{DECISIVE_RHO} or below: they admit both readings at this budget ({found})")
 
 
+def stiffness_models(budget: Budget) -> dict[int, tuple[str, ...]]:
+    """depth -> the MODELS at that depth, for every depth of DEPTHS[budget.name]."""
+    return {depth: tuple(m.replace("20", str(depth)) for m in MODELS) for depth in DEPTHS[budget.name]}
+
+
+def depth_verdicts(by_depth: dict[int, dict[str, tuple[Interval, Interval] | None]]
+                   ) -> tuple[Verdict, dict[str, Verdict]]:
+    """The verdict over every model of every depth, and each depth's own verdict where there are several.
+
+    The claim needs every model at every depth: the overall verdict is stiffness_verdict over all of them
+    (reproduced only when each shows it, not reproduced when one rules it out, and so on), and the parts
+    say at which depth it holds.
+
+    Args:
+        by_depth: depth -> the argument of stiffness_verdict for the models of that depth.
+    """
+    overall = stiffness_verdict({model: pair for models in by_depth.values() for model, pair in models.items()})
+    if len(by_depth) < 2:
+        return overall, {}
+    return overall, {f"depth {depth}": stiffness_verdict(models) for depth, models in by_depth.items()}
+
+
 class StepsFollowStiffness(AbstractClaim):
     """Attention steps shrink where the blocks' Jacobians have a large spectral radius (module docstring)."""
 
@@ -145,8 +177,8 @@ class StepsFollowStiffness(AbstractClaim):
         if dataset is None:
             return []
         return [RunSpec(study_config(model, dataset, budget, seed,
-                                     {**OPTIONS.get(model, {}), "base_width": budget.width}))
-                for model in MODELS for seed in budget.seeds]
+                                     {**OPTIONS.get(model.partition("_")[0], {}), "base_width": budget.width}))
+                for models in stiffness_models(budget).values() for model in models for seed in budget.seeds]
 
     def measure(self, run_dirs: dict[str, Path], budget: Budget) -> ClaimResult:
         specs = self.runs(budget)
@@ -154,7 +186,9 @@ class StepsFollowStiffness(AbstractClaim):
             return ClaimResult({}, {}, stiffness_verdict({}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
         runs, skipped = trained_runs(specs, run_dirs)
-        pairs: dict[str, list[dict]] = {model: [] for model in MODELS}  # per seed {"trained": .., "untrained": ..}
+        depths = stiffness_models(budget)
+        # model -> per seed {"trained": .., "untrained": ..}
+        pairs: dict[str, list[dict]] = {model: [] for models in depths.values() for model in models}
         for spec, run_dir in runs:
             pairs[spec.config.model].append(_run_pairs(run_dir, budget.samples))
         measured, references, table, verdict_pairs = {}, {}, [], {}
@@ -195,8 +229,9 @@ class StepsFollowStiffness(AbstractClaim):
         figures = [("h_vs_radius", plot_steps_against_radius(
             pairs, f"{dataset}, {budget.epochs} epochs, {len(budget.seeds)} seeds"))] if pairs else []
         comparisons = {name: None for name in measured if name.endswith("trained minus untrained (paired by seed)")}
-        return ClaimResult(measured, references, stiffness_verdict(verdict_pairs), table, figures, notes,
-                           comparisons=comparisons)
+        verdict, parts = depth_verdicts({depth: {model: verdict_pairs[model] for model in models}
+                                         for depth, models in depths.items()})
+        return ClaimResult(measured, references, verdict, table, figures, notes, parts=parts, comparisons=comparisons)
 
 
 def _run_pairs(run_dir: Path, samples: int) -> dict:
