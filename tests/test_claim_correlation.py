@@ -109,8 +109,9 @@ def test_the_recorder_writes_r_of_the_epochs_model_and_of_the_untrained_network(
 def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_verdict(micro_runs):
     result = CLAIM.measure(micro_runs, SMOKE)
     names = [f"se_resnet20 {p} r (consecutive blocks), stage {s}" for s in range(3) for p in ("per_sample", "centred")]
-    assert set(names) <= set(result.measured) and len(result.table) == 3 * (len(PROTOCOLS) + len(MEASURES))
-    assert {row["protocol"] for row in result.table} == {*PROTOCOLS, *LABELS.values()}
+    # per stage: each protocol and homogeneity measure at the end, and the dose-response's one recorded epoch
+    assert set(names) <= set(result.measured) and len(result.table) == 3 * (len(PROTOCOLS) + len(MEASURES) + 1)
+    assert {row["protocol"] for row in result.table} == {*PROTOCOLS, *LABELS.values(), "per_sample, over steps"}
     for name in names:
         assert result.measured[name].n == 2
         assert f"{name}, untrained" in result.references and f"{name}, channels permuted" in result.references
@@ -135,7 +136,9 @@ def test_measure_gives_every_stage_and_protocol_with_its_nulls_and_the_rules_ver
                                 result.measured[f"se_resnet20 gate spread over images, stage {s}"]) for s in range(3)]}
     assert all(iv.n == 2 and iv.mean > 0 for pair in learned["se_resnet20"] for iv in pair)
     assert result.verdict == correlation_verdict(triples, learned)
-    assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs"]
+    assert [name for name, _ in result.figures] == ["se_resnet20_r_over_epochs", "se_resnet20_dose_response"]
+    dose = [row for row in result.table if "steps" in row]  # the smoke budget shows the dose-response too
+    assert [(row["stage"], row["epoch"], row["seeds"]) for row in dose] == [(0, 1, 2), (1, 1, 2), (2, 1, 2)]
     assert any("centred r by stage" in note for note in result.notes)
     # the homogeneity measures: reported per stage next to the untrained network, paired in the table
     runs = [load_run(d) for d in micro_runs.values()]
@@ -170,6 +173,7 @@ def test_measure_leaves_out_a_diverged_run_with_a_note(micro_runs, tmp_path):
     assert f"se_resnet20 seed {spec.config.seed} (diverged)" in " ".join(result.notes)
     assert result.measured["se_resnet20 per_sample r (consecutive blocks), stage 0"].n == 1
     assert result.verdict.status == "not testable here"  # one finished seed: no interval
+    assert f"seed {spec.config.seed}: 0 of 1 epochs recorded (0 steps), diverged" in " ".join(result.notes)
 
 
 def _iv(*values):

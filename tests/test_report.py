@@ -4,6 +4,7 @@ local executor), dry runs, the written files and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import signal
@@ -22,8 +23,9 @@ from dia_ode.cli.train import train
 from dia_ode.engine import Trainer, TrainConfig
 from dia_ode.rundir import RunLocked, read_jsonl, read_summary, write_json
 from dia_ode.studies.claims import CLAIMS
+from dia_ode.studies.claims.correlation_recorder import RECORDER
 from dia_ode.studies.report import recorders
-from dia_ode.studies.report.budgets import Budget, get_budget
+from dia_ode.studies.report.budgets import BUDGETS, Budget, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, execute, open_study, run_path, run_state
 from dia_ode.studies.report.claim import KINDS, VERDICTS, AbstractClaim, ClaimResult, RunSpec, Verdict, run_outcome
 from dia_ode.studies.report.command_line import train_command
@@ -181,6 +183,67 @@ def test_a_killed_report_resumes_without_retraining_finished_runs(tmp_path, fake
     assert [r["epoch"] for r in read_jsonl(run_b / "metrics.jsonl")] == [1, 2]
     assert [r["epoch"] for r in read_jsonl(run_b / "records" / "probe.jsonl")] == [1, 2]
     assert read_jsonl(run_a / "records" / "probe.jsonl") == [{"epoch": 1, "seen": 0}]
+
+
+def test_a_long_study_resumes_mid_run_and_reports_the_points_it_has(tmp_path, epochs_trained, monkeypatch):
+    """The long budget's shape at a tiny size (2 seeds of 3 epochs on digits): killed after seed 0's second
+    checkpoint, measured as it stands (--no-train), then resumed: only the missing epochs train."""
+    tiny = dataclasses.replace(get_budget("long"), seeds=(0, 1), epochs=3, datasets=("digits",), width=4, samples=32,
+                               batch_size=256, val_fraction=0.1)
+    monkeypatch.setitem(BUDGETS, "long", tiny)
+    real, kill = recorders.RECORDERS[RECORDER], {"armed": True}
+
+    def killing(run_dir):
+        record = real(run_dir)
+
+        def wrapped(epoch, row):
+            if kill["armed"] and run_dir.name.endswith("seed0") and epoch == 1:
+                raise KeyboardInterrupt  # after epoch 2's checkpoint, before its record
+            return record(epoch, row)
+        return wrapped
+
+    monkeypatch.setitem(recorders.RECORDERS, RECORDER, killing)
+    study = tmp_path / "study"
+    args = ("--budget", "long", "--claims", "cross-layer-correlation", "--study", str(study))
+    assert report(*args).exit_code == 130
+    seed0, seed1 = [run_path(spec, study) for spec in CLAIMS["cross-layer-correlation"].runs(tiny)]
+    records = seed0 / "records" / f"{RECORDER}.jsonl"
+    assert run_state(seed0) == "resume" and not seed1.exists() and [r["epoch"] for r in read_jsonl(records)] == [1]
+
+    def dose(claim):  # (epoch, seeds) of the dose-response's table rows, and the note on each seed's progress
+        return ([(row["epoch"], row["seeds"]) for row in claim["table"] if "steps" in row],
+                next(note for note in claim["notes"] if "dose-response:" in note))
+
+    epochs_trained.clear()
+    so_far = report(*args, "--no-train")
+    assert so_far.exit_code == 0, so_far.output
+    assert epochs_trained == []  # measured as it stands
+    claim = json.loads((study / "report.json").read_text())["claims"][0]
+    rows, progress = dose(claim)
+    assert rows == [(1, 1)] * 3 and "seed 1: not started" in progress
+    assert "seed 0: 1 of 3 epochs recorded" in progress and "stopped (interrupted)" in progress
+    assert claim["verdict"]["status"] == "not testable here" and "no run finished" in claim["verdict"]["reason"]
+    assert "figures/cross-layer-correlation_se_resnet20_dose_response.png" in claim["figures"]
+    kill["armed"] = False
+    resumed = report(*args)
+    assert resumed.exit_code == 0, resumed.output
+    assert epochs_trained == [(0, 2), (1, 0), (1, 1), (1, 2)]  # seed 0's third epoch, seed 1 from its start
+    assert [r["epoch"] for r in read_jsonl(records)] == [1, 2, 3]  # epoch 2's record repaired from its checkpoint
+    claim = json.loads((study / "report.json").read_text())["claims"][0]
+    rows, progress = dose(claim)
+    assert rows == [(epoch, 2) for epoch in (1, 2, 3) for _ in range(3)]
+    assert "seed 0: 3 of 3 epochs recorded" in progress and "seed 1: 3 of 3 epochs recorded" in progress
+    assert "no run finished" not in claim["verdict"]["reason"]
+
+
+def test_no_train_trains_nothing_and_a_claim_needing_finished_runs_waits_for_them(tmp_path, fake, epochs_trained):
+    fake([tiny_spec(0)])
+    result = report("--claims", "fake", "--study", str(tmp_path / "s"), "--no-train")
+    assert result.exit_code == 0, result.output
+    assert epochs_trained == [] and not (tmp_path / "s" / "runs").exists()
+    (claim,) = json.loads((tmp_path / "s" / "report.json").read_text())["claims"]
+    assert claim["verdict"]["status"] == "not testable here"
+    assert "is not finished; the report run on this study without --no-train" in claim["verdict"]["reason"]
 
 
 def test_a_measure_that_raises_is_reported_not_testable_and_the_report_completes(tmp_path, fake):

@@ -10,7 +10,7 @@ from dia_ode.cli.options import CONTEXT, CommaList, common_options
 from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.rundir import start_run
 from dia_ode.studies.claims import CLAIMS, get_claim
-from dia_ode.studies.report.budgets import BUDGETS, get_budget
+from dia_ode.studies.report.budgets import BUDGETS, check_device, get_budget
 from dia_ode.studies.report.cache import STUDY_FILE, open_study
 from dia_ode.studies.report.claim import NOT_TESTABLE, PRECONDITION_NOT_MET
 from dia_ode.studies.report.launchers import LauncherOptionError, create_launcher
@@ -46,13 +46,17 @@ UNTESTED = (NOT_TESTABLE, PRECONDITION_NOT_MET)
               help="Study directory to create or resume (its finished runs are reused); default: a new run "
                    "directory under --out.")
 @click.option("--dry-run", is_flag=True, help="Print the runs (and their `dia-ode train` commands) without training.")
+@click.option("--no-train", is_flag=True,
+              help="Train nothing: measure the study's runs as they stand (a long study's points so far, say, "
+                   "while another report trains it).")
 @common_options
-def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, device, out, no_progress) -> None:
+def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, no_train, seed, device, out,
+           no_progress) -> None:
     """Run or reuse the runs behind each claim, measure it, and write report.md, report.json and figures.
 
     Every run is cached in the study directory by the hash of its config, so a killed report resumes
     without training a finished run twice. --seed and --device are refused: the budget's seeds and
-    each run's own device ("auto") decide.
+    device decide ("auto" but for the gpu budget's cuda, which is refused where torch sees no GPU).
     """
     ctx = click.get_current_context()
     for name in ("seed", "device"):  # given at all, even with its default value
@@ -60,6 +64,11 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
             raise click.BadParameter(f"the report does not take --{name}: the budget's seeds and each run's "
                                      f"device (auto) decide", param_hint=f"--{name}")
     preset = get_budget(budget)
+    if not (dry_run or no_train):  # a dry run and a measure of what exists need no GPU
+        try:
+            check_device(preset)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--budget") from None
     try:
         claims = [get_claim(c) for c in dict.fromkeys(claim_ids or CLAIMS)]
     except ValueError as err:
@@ -88,7 +97,7 @@ def report(budget, claim_ids, launcher, launcher_pairs, study, dry_run, seed, de
                                                          "claims": [c.id for c in claims], "launcher": launcher})
     click.echo(f"study directory: {study}")
     try:
-        data = run_report(claims, preset, study, runner, progress=not no_progress)
+        data = run_report(claims, preset, study, runner, progress=not no_progress, train=not no_train)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
         what, code = interrupt_exit(err)
         click.echo(f"{what}; finished runs are kept, resume with: dia-ode report --budget {preset.name} "

@@ -1,12 +1,17 @@
 """The DIA paper's headline observation as a claim: the attentions of the blocks of a stage are strongly
 correlated (mean Pearson r up to 0.85), the reason it gives for sharing one attention module per stage.
 
-Runs: SE-ResNets (se_resnet20; se_resnet56 too above the smoke budget) on the budget's first available
+Runs: SE-ResNets (se_resnet20; se_resnet56 too at the cpu and full budgets) on the budget's first available
 dataset, every seed, with the SE options of claims.se_options (reduction 4, at least 4 hidden units:
 the default r = 16 leaves 1-2 hidden units, and a dead ReLU unit makes a gate constant). The recorder
 "attention_correlation" traces a fixed test batch after every epoch, so r is a curve over training,
 not one number at the end (claims/correlation_recorder.py). A run that diverged or failed is left out
-with a note (claims.trained_runs). The measurement is per Setup (model, SE options, dataset, length), so
+of the end-of-training statistics with a note (claims.trained_runs).
+
+Dose-response (claims/correlation_dose.py, every budget): r, its nulls and the gates' movement and spread
+against SGD steps, one point per recorded epoch, unfinished runs included (measures_unfinished_runs: a
+study still training reports its points so far). The long and gpu budgets are sized for it alone:
+se_resnet20 on all of Fashion-MNIST at batch 128 (studies/report/budgets.py). The measurement is per Setup (model, SE options, dataset, length), so
 the setup sweep (claims/correlation_sweep.py) measures its setups with the same code (measure_setups).
 
 Statistic: per model, stage and protocol (dia_ode.analysis.correlation.PROTOCOLS) the mean r between
@@ -56,7 +61,6 @@ core (theory/correlation.md).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -71,9 +75,10 @@ from dia_ode.analysis.homogeneity import LABELS as HOMOGENEITY_LABELS
 from dia_ode.analysis.intervals import Interval, mean_interval
 from dia_ode.rundir import load_run, read_jsonl, read_summary
 from dia_ode.solvers import trace
+from dia_ode.studies.claims.correlation_dose import dose_response
 from dia_ode.studies.claims.correlation_recorder import (RECORDED_PROTOCOLS, RECORDER, RECORDER_SAMPLES, STATISTIC,
-                                                         THRESHOLD, VERDICT_PROTOCOL, curve_note, plot_r_over_epochs,
-                                                         stage_measures)
+                                                         THRESHOLD, VERDICT_PROTOCOL, curve_note, file_stem,
+                                                         interval_cell, plot_r_over_epochs, stage_measures)
 from dia_ode.studies.claims.se_options import SE_OPTIONS
 from dia_ode.studies.claims.trained_runs import trained_runs
 from dia_ode.studies.report.budgets import Budget, first_dataset
@@ -226,7 +231,8 @@ def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interva
     counts, learned_counts = {}, {}
     for model, triples in stages.items():
         if not triples:
-            return Verdict(NOT_TESTABLE, f"{model}: no run finished (every seed diverged or failed); {MORE_SEEDS}")
+            return Verdict(NOT_TESTABLE, f"{model}: no run finished (every seed diverged, failed or is still "
+                                         f"training); {MORE_SEEDS}")
         shows = [stage_shows_claim(*t) for t in triples]
         if None in shows:
             return Verdict(NOT_TESTABLE, f"{model}: a stage's r has no 95% interval (one seed, or an undefined "
@@ -255,12 +261,13 @@ def correlation_verdict(stages: dict[str, list[tuple[Interval, Interval, Interva
 
 
 def _setups(budget: Budget) -> list[Setup]:
-    """The claim's own setups: se_resnet20 (and se_resnet56 above smoke) with SE_OPTIONS on the budget's
+    """The claim's own setups: se_resnet20 (and se_resnet56 at cpu and full) with SE_OPTIONS on the budget's
     first available dataset; none when no dataset of the budget is available."""
     dataset = first_dataset(budget)
     if dataset is None:
         return []
-    models = ("se_resnet20",) if budget.name == "smoke" else ("se_resnet20", "se_resnet56")
+    # a budget sized for this claim alone (long, gpu) spends its time on se_resnet20's seeds and steps
+    models = ("se_resnet20",) if budget.name == "smoke" or budget.claims is not None else ("se_resnet20", "se_resnet56")
     return [Setup(model, model, dataset) for model in models]
 
 
@@ -325,8 +332,8 @@ def measure_setups(setups: list[Setup], run_dirs: dict[str, Path], budget: Budge
         out.notes.append(setup.describe(budget, accuracy))
         out.notes.append(_centred_note(setup.label, trained_r))
         if all(records):
-            name = re.sub(r"[^A-Za-z0-9]+", "_", setup.label).strip("_")  # a file name on every system
-            out.figures.append((f"{name}_r_over_epochs", plot_r_over_epochs(records, f"{setup.label} on {setup.dataset}")))
+            out.figures.append((f"{file_stem(setup.label)}_r_over_epochs",
+                                plot_r_over_epochs(records, f"{setup.label} on {setup.dataset}")))
             out.notes.append(curve_note(setup.label, records))
         else:
             out.notes.append(f"{setup.label}: some runs have no records/{RECORDER}.jsonl, no curve over epochs")
@@ -341,6 +348,7 @@ class CrossLayerCorrelation(AbstractClaim):
     statement = ("self-attention modules in consecutive layers produce strongly correlated attention "
                  "maps, mean Pearson r up to 0.85")
     paper = "0.85 (DIA: arXiv 2210.16101; DIANet: arXiv 1905.10671, the correlation figure)"
+    measures_unfinished_runs = True  # the dose-response counts every epoch recorded so far
 
     def runs(self, budget: Budget) -> list[RunSpec]:
         return [spec for setup in _setups(budget) for spec in setup.runs(budget)]
@@ -351,6 +359,11 @@ class CrossLayerCorrelation(AbstractClaim):
             return ClaimResult({}, {}, correlation_verdict({}, {}),
                                notes=[f"none of {', '.join(budget.datasets)} is available"])
         m = measure_setups(setups, run_dirs, budget)
+        for setup in setups:
+            dose = dose_response(setup.label, setup.runs(budget), run_dirs, (MIN_GATE_MOVED, MIN_GATE_SPREAD))
+            m.table += dose.rows
+            m.figures += dose.figures
+            m.notes += dose.notes
         verdict = control_verdict(m.control) or correlation_verdict(m.triples, m.learned)
         return ClaimResult(m.measured, m.references, verdict, m.table, m.figures, m.notes,
                            comparisons={name: None for name in m.measured if "(paired by seed)" in name})
@@ -367,11 +380,9 @@ def _stage_intervals(values: dict[str, list[float]]) -> tuple[dict[str, Interval
 
 def _row(label: str, stage: int, protocol: str, ivs: dict[str, Interval], gains: dict[str, Interval]) -> dict:
     """One table row: each interval as "mean ± std [low, high]", the paired differences as "trained - <null>"."""
-    def cell(iv: Interval) -> str:
-        return f"{iv.format('.3f')} {iv.format_ci('.3f')}"
-
-    return {"setup": label, "stage": stage, "protocol": protocol, **{which: cell(iv) for which, iv in ivs.items()},
-            **{f"trained - {null}": cell(iv) for null, iv in gains.items()}}
+    return {"setup": label, "stage": stage, "protocol": protocol,
+            **{which: interval_cell(iv) for which, iv in ivs.items()},
+            **{f"trained - {null}": interval_cell(iv) for null, iv in gains.items()}}
 
 
 def _correlations(run_dir: Path, samples: int) -> list[dict]:

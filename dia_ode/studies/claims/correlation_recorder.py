@@ -9,6 +9,7 @@ consecutive blocks (dia_ode.analysis.homogeneity), trained and untrained: report
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from dia_ode.analysis.attention_nulls import correlation_with_nulls, untrained_model
 from dia_ode.analysis.homogeneity import MEASURES as HOMOGENEITY
 from dia_ode.analysis.homogeneity import homogeneity_with_untrained
+from dia_ode.analysis.intervals import Interval
 from dia_ode.rundir import load_run
 from dia_ode.solvers import trace
 from dia_ode.studies.report.recorders import register_recorder
@@ -31,6 +33,16 @@ RECORDED_PROTOCOLS = ("per_sample", "centred")  # recorded per epoch and reporte
 THRESHOLD = 0.5  # "strongly correlated": the paper reports up to 0.85
 VERDICT_PROTOCOL = "per_sample"  # the paper's (unpublished) protocol is most plausibly per-sample vectors
 STATISTIC = "mean_r_consecutive"
+
+
+def interval_cell(iv: Interval) -> str:
+    """A table cell of the correlation claims: "mean ± std [low, high]"."""
+    return f"{iv.format('.3f')} {iv.format_ci('.3f')}"
+
+
+def file_stem(label: str) -> str:
+    """A setup's label as part of a figure's file name, valid on every system."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
 
 
 def stage_measures(model: torch.nn.Module, untrained_traces: list, x: torch.Tensor, protocols: Sequence[str],

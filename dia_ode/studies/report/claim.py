@@ -139,6 +139,10 @@ class AbstractClaim(abc.ABC):
     kind: str
     statement: str
     paper: str
+    # True: measure() reads runs that did not finish (what they recorded so far), so the report measures
+    # the claim even when one of its runs failed or was not trained (--no-train); False: such a claim is
+    # "not testable here" until every run of it is done.
+    measures_unfinished_runs: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -168,10 +172,11 @@ class AbstractClaim(abc.ABC):
 def study_config(model: str, dataset: str, budget: Budget, seed: int, model_options: dict,
                  **fields: Any) -> TrainConfig:
     """The TrainConfig of a claim's run: the model's registry recipe, budget.epochs, `seed`,
-    `model_options` and `fields` (other TrainConfig fields). Everything named here counts as given,
+    `model_options`, the fields the budget sets (Budget.train_fields: batch size, validation split,
+    device) and `fields` (other TrainConfig fields, which win). Everything named here counts as given,
     so the recipe never overrides it; claims that pass the same arguments get the same RunSpec key."""
     values = {"model": model, "dataset": dataset, "epochs": budget.epochs, "seed": seed,
-              "model_options": dict(model_options), **fields}
+              "model_options": dict(model_options), **budget.train_fields(), **fields}
     return recipe_config(values, set(values))
 
 
