@@ -52,11 +52,8 @@ shows the claim in at most half of its stages
 gates did not learn (the reason gives each stage's movement and spread and the thresholds); else
 "reproduced": every model shows it in more than half of its stages.
 
-CPU cost (OMP_NUM_THREADS=1): se_resnet20 width 16 on digits trains in about 0.9 s per epoch and
-se_resnet56 in 3.9 s on an idle core, the recorder adds a fraction of a second per epoch, and measure()
-takes a few seconds. The cpu budget's six runs (3 seeds, 15 epochs) took 464 s of wall time one after
-the other on a 2-core machine shared with four other jobs (load about 6), about 5 minutes on an idle
-core (theory/correlation.md).
+Cost: the runs' training dominates; the recorder traces a few images once per epoch and measure() reads
+the records back (measured costs: theory/correlation.md).
 """
 
 from __future__ import annotations

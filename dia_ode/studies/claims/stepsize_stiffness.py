@@ -40,12 +40,9 @@ it "not reproduced", one without an interval "not testable here"), and each dept
 same rule, is reported beside it as a part (depth_verdicts). The notes give each model's paired shift
 from the untrained network (trained - untrained, within stages).
 
-CPU cost (2 cores shared with other jobs, OMP_NUM_THREADS=1, digits, width 16): training about 1.7 s
-(se) and 1.8 s (dia) per epoch; measure() about 30 s per run (eigen-solves of every block for the trained
-and the untrained network, 256 traced images). Measured at 3 seeds x 5 epochs: 67 s of training and
-186 s of measurement; so at the cpu budget (3 seeds, 15 epochs) about 3 + 3 = 6 minutes for resnet20. A
-depth-56 network has three times the blocks to train, trace and eigen-solve: its runs cost about three
-times the resnet20 ones.
+Cost: measure() eigen-solves every block of the trained and the untrained network on the traced images,
+so at the cpu budget it costs about as much as the training; a depth-56 network has three times the
+blocks to train, trace and eigen-solve.
 """
 
 from __future__ import annotations
