@@ -368,6 +368,21 @@ def test_hairers_estimate_matches_the_exact_local_spectral_radius_on_a_stiff_sol
     assert torch.isnan(plain.trace.h_rho).all() and torch.equal(plain.y, sol.y)  # watching changes no step
 
 
+@pytest.mark.parametrize("coupling", [3_000.0, 30_000.0])
+def test_hairers_estimate_can_exceed_the_spectral_radius_of_a_non_normal_jacobian(coupling):
+    # y' = A y, A = [[-1000, c], [0, -1]]: eigenvalues -1000 and -1, but ||A||_2 grows with c. The quotient
+    # ||A v|| / ||v|| is bounded by the largest singular value, not by the spectral radius.
+    A = torch.tensor([[-1000.0, coupling], [0.0, -1.0]], dtype=f64)
+    sol = solve(lambda t, y: y @ A.T, torch.ones(1, 2, dtype=f64), 0.0, 5.0, controller=PIController(), trace=True,
+                exact_spectrum=True)
+    acc = sol.trace.accepted
+    ratio = sol.trace.h_lambda[acc] / sol.trace.h_rho[acc]
+    ratio = ratio[torch.isfinite(ratio)]
+    assert float(ratio.max()) > 1.002  # above the radius on some steps
+    bound = float(torch.linalg.matrix_norm(A, 2)) / 1000.0  # sigma_max / rho
+    assert float(ratio.max()) <= bound
+
+
 def test_the_stiffness_test_can_be_turned_off_for_throughput():
     vdp = get_problem("vdp", mu=1000.0)
     with_test = solve(vdp.f, vdp.y0[None], 0.0, 1.0, controller=PIController(), trace=True)
