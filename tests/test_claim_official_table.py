@@ -53,6 +53,30 @@ def test_with_cifar100_only_the_full_budget_trains(cifar100):
         {("cifar100", 0.0, 128, "sgd", 0.1, 0.9, False, "step", True)}
 
 
+def test_cifar100_under_the_data_root_reaches_the_report(tmp_path, monkeypatch):
+    import pickle
+
+    import numpy as np
+
+    from dia_ode.data import DATA_ENV
+    from dia_ode.studies.report.budgets import dataset_available
+
+    folder = tmp_path / "cifar100" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 4), ("test", 2)):
+        batch = {b"data": np.zeros((n, 3072), dtype=np.uint8), b"fine_labels": list(range(n))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    dataset_available.cache_clear()  # it remembers what loaded: start from nothing, leave nothing behind
+    try:
+        monkeypatch.setenv(DATA_ENV, str(tmp_path))
+        assert len(CLAIM.runs(FULL)) == 40
+        dataset_available.cache_clear()
+        monkeypatch.delenv(DATA_ENV)
+        assert CLAIM.runs(FULL) == []
+    finally:
+        dataset_available.cache_clear()
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.backbone)
 def test_each_row_trains_its_official_recipe(row, cifar100):
     specs = [s for s in CLAIM.runs(FULL) if s.config.model in (row.plain, row.dia)]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from dia_ode.data import (Augment, DataError, Dataset, Split, iterate_batches, list_datasets, load_dataset,
+from dia_ode.data import (DATA_ENV, Augment, DataError, Dataset, Split, iterate_batches, list_datasets, load_dataset,
                           read_idx, to_float)
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -171,6 +171,24 @@ def test_cifar_pickles(tmp_path: Path, variant: str, subfolder: str) -> None:
     # Channel planes: the first 1024 values of a row are the red image, row-major.
     assert torch.equal(data.test.images[1, 0, 2], torch.from_numpy(batches[test_file][b"data"][1, 64:96]))
     assert data.augment == Augment(pad=4, flip=True)
+
+
+def test_a_dataset_is_found_under_the_data_root_of_the_environment(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "root"
+    batches = _write_cifar(root / "cifar100" / "cifar-100-python", {"train": 20, "test": 3}, b"fine_labels", 100)
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    with pytest.raises(DataError) as err:  # no folder anywhere: the message names both ways to give one
+        load_dataset("cifar100")
+    _assert_one_line(err, "--data-dir", f"${DATA_ENV}/cifar100")
+    monkeypatch.setenv(DATA_ENV, str(root))
+    data = load_dataset("cifar100")
+    assert data.test.labels.tolist() == batches["test"][b"fine_labels"]
+    other = tmp_path / "given"  # a folder given on the command line wins over the environment's
+    given = _write_cifar(other, {"train": 20, "test": 5}, b"fine_labels", 100)
+    assert load_dataset("cifar100", other).test.labels.tolist() == given["test"][b"fine_labels"]
+    with pytest.raises(DataError) as err:  # a root without this dataset's folder: as if unset
+        load_dataset("cifar10")
+    _assert_one_line(err, "--data-dir", f"${DATA_ENV}/cifar10")
 
 
 def test_data_errors(tmp_path: Path) -> None:

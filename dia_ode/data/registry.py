@@ -6,6 +6,11 @@ Datasets: ``digits`` (scikit-learn's embedded 8x8 digits, the default), ``mnist`
 split_seed seeds them, train_examples sets the number of training scenes) and ``coco``, a user's COCO
 folder (data/coco_folder.py). A new dataset is a loader file plus one row of DATASETS (or
 DETECTION_DATASETS).
+
+Where a dataset's files are read from, first match wins: the data_dir given (`--data-dir`); the
+folder DATA_ENV/<name> when the environment variable names a root and that folder exists (one root for
+every dataset, so that commands which never take a folder, such as `dia-ode report`, find CIFAR-100 at
+$DIA_ODE_DATA/cifar100); the dataset's default folder (Debian's Fashion-MNIST).
 """
 
 from __future__ import annotations
@@ -24,6 +29,16 @@ from dia_ode.data.digits import load_digits_official
 from dia_ode.data.idx import FASHION_MNIST_DIR, idx_loader
 from dia_ode.data.scenes import DetectionDataset, DetectionSplit, digit_scenes, fashion_scenes
 from dia_ode.util import unknown_name
+
+
+DATA_ENV = "DIA_ODE_DATA"  # a root folder with one subfolder per dataset, named like the dataset
+
+
+def data_root_folder(key: str) -> Path | None:
+    """DATA_ENV/<key> when the variable is set and that folder exists, else None."""
+    root = os.environ.get(DATA_ENV)
+    folder = Path(root).expanduser() / key if root else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 class _Spec(NamedTuple):
@@ -89,8 +104,9 @@ def _locate(name: str, data_dir: str | os.PathLike | None, val_fraction: float,
             raise DataError(f"{label} must be in [0, 1), got {fraction}")
     root: Path | None = None
     if spec.needs_dir:
+        data_dir = data_dir if data_dir is not None else data_root_folder(key)
         if data_dir is None and spec.default_dir is None:
-            raise DataError(f"dataset {key!r} needs --data-dir (a folder with its files)")
+            raise DataError(f"dataset {key!r} needs --data-dir (a folder with its files) or ${DATA_ENV}/{key}")
         root = Path(data_dir if data_dir is not None else spec.default_dir).expanduser()
         if not root.is_dir():
             problem = "is not a directory" if root.exists() else "does not exist"

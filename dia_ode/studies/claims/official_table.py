@@ -151,7 +151,8 @@ def untestable_reason(budget: Budget, available: bool) -> str:
     if not available:
         return (f"CIFAR-100 does not load here: the report reads a dataset from its default folder and {DATASET} has "
                 f"none (dia_ode/data/registry.py: it needs --data-dir, a folder with the python batches "
-                f"cifar-100-python/train and cifar-100-python/test); with them in a folder the report reads, {test}")
+                f"cifar-100-python/train and cifar-100-python/test, which the report finds at $DIA_ODE_DATA/cifar100); "
+                f"with them there, {test}")
     return f"the {budget.name} budget does not train the papers' recipes; {test}"
 
 
