@@ -54,6 +54,8 @@ CASES = {
     "train --seeds": lambda runs: ["train", "--model", "resnet20", *TINY, "--seeds", "0,1"],
     "bench train-step": lambda runs: ["bench", "train-step", "--models", "resnet20", "--batch-size", 2,
                                       "--image-size", 8, "--steps", 1, "--rounds", 1],
+    "bench ops": lambda runs: ["bench", "ops", "--models", "resnet20", "--batch-size", 2, "--image-size", 8,
+                               "--model-option", "base_width=4"],
     "bench stiffness": lambda runs: ["bench", "stiffness", "--channels", 2, "--size", 3, "--compare-size", 3,
                                      "--k", 2],
     "bench solve-batch": lambda runs: ["bench", "solve-batch", "--batch", 4, "--t1", 1, "--rounds", 1],

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 import torch
 
-from dia_ode.cli.options import CONTEXT, CommaList, FiniteFloat, check_device, check_model, common_options
+from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, check_device, check_model, common_options,
+                                 model_option, parse_model_options)
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import start_run, write_json
-from dia_ode.studies.bench_train_step import bench_train_step, step_loss
+from dia_ode.studies.bench_train_step import bench_batch_and_models, bench_train_step, step_loss
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -39,12 +40,7 @@ def bench_train_step_command(models, batch_size, image_size, in_channels, steps,
     process. A classifier times a cross-entropy step, a UNet a DDPM step (a random timestep per image)."""
     check_device(device)
     names = models
-    for name in names:
-        check_model(name, {})
-        try:
-            step_loss(name)
-        except ValueError as err:
-            raise click.BadParameter(str(err), param_hint="--models") from None
+    _check_bench_models(names, {name: {} for name in names}, image_size, in_channels)
     config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
               "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last,
               "threads": torch.get_num_threads(),
@@ -64,9 +60,30 @@ def bench_train_step_command(models, batch_size, image_size, in_channels, steps,
     click.echo(f"-> {run_dir}")
 
 
-def _named_ratios(rows: list[dict]) -> dict[str, float]:
-    """dia/plain and dia/se for every backbone that has those variants in the rows."""
-    step = {r["model"]: r["step_seconds"] for r in rows}
+def _check_bench_models(names: list[str], options: dict[str, dict], image_size: int, in_channels: int) -> None:
+    """Every model name and its options are valid, the model builds for the input shape (on the meta
+    device: no memory, no time) and has a training step to measure."""
+    for name in names:
+        try:
+            check_model(name, options[name])
+        except click.BadParameter as err:  # the message names the model; the option here is --models
+            hint = "--models" if err.param_hint == "--model" else err.param_hint
+            raise click.BadParameter(err.message, param_hint=hint) from None
+        try:
+            step_loss(name)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--models") from None
+        try:
+            with torch.device("meta"):
+                bench_batch_and_models([name], batch_size=1, image_size=image_size, in_channels=in_channels,
+                                       device="meta", model_options=options)
+        except ValueError as err:  # e.g. a ViT patch that does not divide --image-size
+            raise click.UsageError(f"{name} at {image_size}x{image_size}x{in_channels}: {err}") from None
+
+
+def _named_ratios(rows: list[dict], key: str = "step_seconds") -> dict[str, float]:
+    """dia/plain and dia/se of rows[key] for every backbone that has those variants in the rows."""
+    step = {r["model"]: r[key] for r in rows}
     ratios = {}
     for name in step:
         if name.startswith("dia_"):
@@ -75,6 +92,46 @@ def _named_ratios(rows: list[dict]) -> dict[str, float]:
                 if other in step:
                     ratios[f"{name}/{other}"] = step[name] / step[other]
     return ratios
+
+
+@bench.command(name="ops", context_settings=CONTEXT)
+@click.option("--models", type=CommaList(), default="resnet56,se_resnet56,dia_resnet56",
+              help="Comma-separated model names; ratios are relative to the first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
+@click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
+@click.option("--in-channels", type=click.IntRange(min=1), default=3, help="Input channels (digits: 1).")
+@click.option("--foreach", is_flag=True,
+              help="Count the optimizer's multi-tensor kernels, as CUDA runs them (default: torch's choice "
+                   "for the device, a loop over parameters on the CPU).")
+@click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
+@model_option
+@common_options
+def bench_ops_command(models, batch_size, image_size, in_channels, foreach, channels_last, model_option_pairs,
+                      seed, device, out, no_progress) -> None:
+    """Aten operations per forward and per SGD step of models (b=64, 32x32x3) and their ratios: the
+    dispatcher calls a GPU pays one kernel launch for, counted on any device (after one warm-up step)."""
+    from dia_ode.studies.bench_ops import bench_ops
+
+    check_device(device)
+    per_model = {name: parse_model_options(model_option_pairs, name) for name in models}
+    _check_bench_models(models, per_model, image_size, in_channels)
+    config = {"command": "bench ops", "models": models, "batch_size": batch_size, "image_size": image_size,
+              "in_channels": in_channels, "foreach": foreach, "channels_last": channels_last,
+              "model_options": per_model, "seed": seed, "device": str(resolve_device(device))}
+    run_dir = start_run(out, "bench-ops", config)
+    rows = bench_ops(models, batch_size=batch_size, image_size=image_size, in_channels=in_channels,
+                     device=resolve_device(device), channels_last=channels_last,
+                     foreach=True if foreach else None, seed=seed, model_options=per_model)
+    ratios = _named_ratios(rows, "step_ops")
+    write_json(run_dir / "bench.json", {"rows": rows, "ratios": ratios})
+    write_json(run_dir / "summary.json", {"step_ops": {r["model"]: r["step_ops"] for r in rows}, "ratios": ratios})
+    click.echo(f"{'model':<22}{'forward ops':>13}{'step ops':>10}{'ratio':>8}{'step views':>12}")
+    for r in rows:
+        click.echo(f"{r['model']:<22}{r['forward_ops']:>13,}{r['step_ops']:>10,}{r['ratio_to_first']:>8.3f}"
+                   f"{r['step_view_ops']:>12,}")
+    for label, value in ratios.items():
+        click.echo(f"{label}: {value:.3f}")
+    click.echo(f"-> {run_dir}")
 
 
 @bench.command(name="stiffness", context_settings=CONTEXT)
