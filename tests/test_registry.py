@@ -263,12 +263,14 @@ def test_each_scope_gives_its_controller(name):
         assert type(create_stage_controller(name, C, L, sam="cbam").sam) is CBAM
         h0, h2 = controller(0, f, state)[0], controller(2, f, state)[0]
         assert h0.shape == (2, C, 1, 1) and torch.equal(h0, h2)
-    else:  # one module with memory, starting at h = c = 0
+    else:  # one module with memory, starting at h = c = 0; the cell's weights packed once for the stage
         assert type(controller.unit) is DIAUnit
-        assert all(torch.equal(m, torch.zeros(2, C)) for m in state)
+        weights, memory = state
+        assert all(torch.equal(m, torch.zeros(2, C)) for m in memory)
         h, new_state = controller(0, f, state)
-        ref_h, ref_state = controller.unit(f, state)
-        assert torch.equal(h, ref_h) and all(torch.equal(a, b) for a, b in zip(new_state, ref_state))
+        ref_h, ref_memory = controller.unit(f, memory)  # the unit packing its weights for this call alone
+        assert torch.equal(h, ref_h) and all(torch.equal(a, b) for a, b in zip(new_state[1], ref_memory))
+        assert new_state[0] is weights
         h_again, _ = controller(1, f, new_state)
         assert not torch.equal(h_again, h)  # the memory changed the step
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from dia_ode.attention.cbam import SpatialGate
-from dia_ode.attention.dia_cell import DIALSTMCell, State
+from dia_ode.attention.dia_cell import DIALSTMCell, FusedWeights, State
 from dia_ode.attention.eca import ChannelConv
 from dia_ode.attention.layout import Layout
 
@@ -50,6 +50,11 @@ class DIAUnit(nn.Module):
     def init_state(self, like: torch.Tensor) -> State:
         return self.cell.init_state(like)
 
+    def pack(self, like: torch.Tensor) -> FusedWeights:
+        """The cell's fused weights for this unit's squeeze (two descriptors for CBAM) and the batch of
+        `like` (B, ...): build them once for the steps of a stage and pass them to every call."""
+        return self.cell.pack(like.shape[0], 2 if self.sam == "cbam" else 1)
+
     def squeeze(self, f: torch.Tensor) -> torch.Tensor:
         """The cell input z for a branch output f, images (B, C, H, W) or tokens (B, N, C)."""
         layout = Layout.of(f)
@@ -60,8 +65,10 @@ class DIAUnit(nn.Module):
             z = torch.stack((z, layout.squeeze_max(f)), dim=1)  # (B, 2, C)
         return z
 
-    def forward(self, f: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        h, c = self.cell(self.squeeze(f), state)  # (B, C) each
+    def forward(self, f: torch.Tensor, state: State, weights: FusedWeights | None = None
+                ) -> tuple[torch.Tensor, State]:
+        """(a, (h', c')) for a branch output f; weights: `pack(f)`, or None to pack for this call alone."""
+        h, c = self.cell(self.squeeze(f), state, weights)  # (B, C) each
         a = Layout.of(f).expand(h)  # (B, C, 1, 1) or (B, 1, C)
         if self.spatial is not None:
             a = a * self.spatial(a * f)  # (B, C, H, W)

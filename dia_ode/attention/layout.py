@@ -51,7 +51,8 @@ class Layout:
 
     def expand(self, h: torch.Tensor) -> torch.Tensor:
         """A per-channel (B, C) step broadcastable to a feature tensor: (B, C, 1, 1) or (B, 1, C)."""
-        return h[:, :, None, None] if self is IMAGES else h[:, None, :]
+        # one view op (indexing with None would be one unsqueeze per new axis, and as many in backward)
+        return h.view(*h.shape, 1, 1) if self is IMAGES else h.unsqueeze(1)
 
     def per_channel(self, h: torch.Tensor) -> torch.Tensor:
         """Inverse of expand for a broadcast step: (B, C, 1, 1) or (B, 1, C) -> (B, C)."""

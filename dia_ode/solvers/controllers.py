@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dia_ode.attention.dia import DIAUnit
+from dia_ode.attention.dia_cell import FusedWeights, State
 from dia_ode.attention.registry import LEARNED_STEP, get_attention
 
 
@@ -92,17 +93,24 @@ class SharedAttention(AbstractStageController):
 
 
 class DIAStageController(AbstractStageController):
-    """DIA: one shared unit with memory, (h_k, state_k) = DIA(f_k, state_{k-1}), h_0 = c_0 = 0."""
+    """DIA: one shared unit with memory, (h_k, state_k) = DIA(f_k, state_{k-1}), h_0 = c_0 = 0.
+
+    The controller's state is (weights, (h, c)): the cell's fused weights are packed once per stage
+    forward and shared by its L steps, so their packing (and its backward) is paid once, not per block.
+    """
 
     def __init__(self, unit: DIAUnit) -> None:
         super().__init__()
         self.unit = unit
 
-    def init(self, x0: torch.Tensor) -> Any:
-        return self.unit.init_state(x0)
+    def init(self, x0: torch.Tensor) -> tuple[FusedWeights, State]:
+        return self.unit.pack(x0), self.unit.init_state(x0)
 
-    def forward(self, k: int, f_k: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        return self.unit(f_k, state)
+    def forward(self, k: int, f_k: torch.Tensor, state: tuple[FusedWeights, State]
+                ) -> tuple[torch.Tensor, tuple[FusedWeights, State]]:
+        weights, memory = state
+        a, memory = self.unit(f_k, memory, weights)
+        return a, (weights, memory)
 
 
 def create_stage_controller(attention: str, channels: int, num_blocks: int, **options) -> AbstractStageController:

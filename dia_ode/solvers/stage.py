@@ -19,10 +19,14 @@ from dia_ode.solvers.controllers import AbstractStageController
 
 
 def euler_update(skip: torch.Tensor, h: torch.Tensor | float, f: torch.Tensor) -> torch.Tensor:
-    """skip + h * f in one kernel; a number h (constant step) needs no tensor multiply in backward."""
+    """skip + h * f; a number h (constant step) is one add that needs no tensor multiply in backward.
+
+    A tensor h is a mul and an add rather than addcmul: addcmul saves one forward op, but its backward
+    multiplies each of its two gradients by its scalar factor as well, two more full-size ops per step.
+    """
     if isinstance(h, (int, float)):
         return torch.add(skip, f, alpha=h)
-    return torch.addcmul(skip, h, f)
+    return skip + h * f
 
 
 class AbstractBlock(nn.Module, abc.ABC):
