@@ -23,12 +23,20 @@ def bench(ctx: click.Context, seed, device, out, no_progress) -> None:
         ctx.invoke(bench_train_step_command, **shared)
 
 
+def batch_shape_options(command):
+    """The batch both step benches build: --batch-size, --image-size, --in-channels."""
+    for option in reversed((
+            click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size."),
+            click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width."),
+            click.option("--in-channels", type=click.IntRange(min=1), default=3, help="Input channels (digits: 1)."))):
+        command = option(command)
+    return command
+
+
 @bench.command(name="train-step", context_settings=CONTEXT)
 @click.option("--models", type=CommaList(), default="resnet56,se_resnet56,dia_resnet56,vit_tiny,dia_vit_tiny",
               help="Comma-separated model names; ratios are relative to the first.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
-@click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
-@click.option("--in-channels", type=click.IntRange(min=1), default=3, help="Input channels (digits: 1).")
+@batch_shape_options
 @click.option("--steps", type=click.IntRange(min=1), default=3, help="Timed SGD steps per round.")
 @click.option("--rounds", type=click.IntRange(min=1), default=7,
               help="Interleaved rounds; each model's fastest round is kept.")
@@ -97,9 +105,7 @@ def _named_ratios(rows: list[dict], key: str = "step_seconds") -> dict[str, floa
 @bench.command(name="ops", context_settings=CONTEXT)
 @click.option("--models", type=CommaList(), default="resnet56,se_resnet56,dia_resnet56",
               help="Comma-separated model names; ratios are relative to the first.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Batch size.")
-@click.option("--image-size", type=click.IntRange(min=4), default=32, help="Input height = width.")
-@click.option("--in-channels", type=click.IntRange(min=1), default=3, help="Input channels (digits: 1).")
+@batch_shape_options
 @click.option("--foreach", is_flag=True,
               help="Count the optimizer's multi-tensor kernels, as CUDA runs them (default: torch's choice "
                    "for the device, a loop over parameters on the CPU).")
