@@ -174,8 +174,8 @@ class _AdaptiveInstrumented(_AbstractInstrumented):
     def __init__(self, block: "ContinuousBlock", dynamics: nn.Module, stats: dict, log: StepLog,
                  state_parts=lambda y: y) -> None:
         super().__init__(block, dynamics, stats, log)
-        tableau = dia_ode_backend.DIA_ODE_TABLEAUX.get(self.method)
-        self.test = StiffnessTest(tableau) if self.method in self.STAGE_PAIR else None
+        self.test = StiffnessTest(dia_ode_backend.DIA_ODE_TABLEAUX[self.method]) if self.method in self.STAGE_PAIR \
+            else None
         self.state_parts = state_parts  # the state's parts the test measures (not RNODE's integrals)
         self._evaluations = 0  # evaluations since the step began
         self._first_stage: tuple[torch.Tensor, torch.Tensor] | None = None  # (g, k) of the pair's first stage
@@ -190,8 +190,9 @@ class _AdaptiveInstrumented(_AbstractInstrumented):
             first, second = self.STAGE_PAIR[self.method]
             if self._evaluations in (first, second):
                 with torch.no_grad():
-                    pack = dia_ode_backend.StatePacking.of(self.state_parts(y)).pack
-                    g, k = pack(self.state_parts(y)).detach(), pack(self.state_parts(out)).detach()
+                    state, field = self.state_parts(y), self.state_parts(out)
+                    pack = dia_ode_backend.StatePacking.of(state).pack
+                    g, k = pack(state).detach(), pack(field).detach()
                 if self._evaluations == first:
                     self._first_stage = (g, k)
                 else:
