@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA paths in one go, on a machine with a GPU (CI and the project's CPU machines have none):
 # the gpu-marked tests (tests/test_cuda.py), the quick start on cuda and on the CPU, the ViT and a
-# continuous-depth model on cuda, the train-step benchmark on cuda, and the whole suite under the
-# machine's own torch. Logs go to $OUT (default gpu-check/). About 5 minutes on one H200.
+# continuous-depth model on cuda, the train-step benchmark on cuda (eager fp32, then the ResNet-56 and
+# ResNet-164 families in bf16 and compiled), and the whole suite under the machine's own torch. Logs go
+# to $OUT (default gpu-check/), the settings benches' run directories to $OUT/bench. About 5 minutes on
+# one H200 without the settings benches, which add one compilation per compiled model and setting (8).
 #   bash experiments/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-gpu-check}
@@ -29,6 +31,20 @@ step quickstart-cpu 240 $PY -m dia_ode train --device cpu --no-progress --out "$
 step vit-cuda 180 $PY -m dia_ode train --model dia_vit_tiny --epochs 5 --device cuda --no-progress --out "$RUNS"
 step odenet-cuda 180 $PY -m dia_ode train --model dia_odenet --epochs 3 --device cuda --no-progress --out "$RUNS"
 step bench-cuda 180 $PY -m dia_ode bench train-step --device cuda --out "$RUNS"
+# the settings benches, one process per run so its ratios share one machine state: rounds 3 and steps 5
+# keep the timing to seconds; compiling each compiled (model, precision) in the warm-up is most of their
+# time, so SE stays eager and ResNet-164 is compiled in one mode only (8 compilations in all).
+SETTINGS_BENCH=(bench train-step --device cuda --batch-size 128 --image-size 32 --in-channels 3 --rounds 3 --steps 5
+                --out "$OUT/bench")
+step bench-resnet56-settings 420 $PY -m dia_ode "${SETTINGS_BENCH[@]}" --models resnet56,dia_resnet56,se_resnet56 \
+    --precision fp32,bf16
+step bench-resnet56-compile 420 $PY -m dia_ode "${SETTINGS_BENCH[@]}" --models resnet56,dia_resnet56 \
+    --precision fp32,bf16 --compile
+for family in resnet56,dia_resnet56 resnet164,dia_resnet164; do
+    step "bench-${family%%,*}-reduce-overhead" 300 $PY -m dia_ode "${SETTINGS_BENCH[@]}" --models "$family" \
+        --compile --compile-mode reduce-overhead
+done
+step bench-resnet164-bf16 180 $PY -m dia_ode "${SETTINGS_BENCH[@]}" --models resnet164,dia_resnet164 --precision fp32,bf16
 step suite 300 $PY -m pytest -q -p no:cacheprovider -n 12 --ignore tests/test_install.py
 for s in "$RUNS"/*/summary.json; do
     echo "$s"; $PY -c "import json,sys; d=json.load(open(sys.argv[1])); \

@@ -285,6 +285,15 @@ def test_train_command_uses_only_options_train_has():
     assert "sam=eca" in words and "tag='12'" in words and line.endswith("# also: gamma=0.2")
 
 
+def test_train_command_gives_the_acceleration_fields_as_train_reads_them():
+    cfg = TrainConfig(model="resnet20", precision="bf16", compile=True, compile_mode="max-autotune",
+                      channels_last=True)
+    words = shlex.split(train_command(cfg))
+    assert words[words.index("--precision") + 1] == "bf16" and words[words.index("--compile-mode") + 1] == "max-autotune"
+    assert "--compile" in words and "--channels-last" in words and "True" not in words
+    assert "--compile" not in shlex.split(train_command(TrainConfig(model="resnet20")))
+
+
 @pytest.mark.slow
 def test_local_2_trains_runs_in_two_processes(tmp_path, fake):
     specs = [tiny_spec(0), tiny_spec(1)]
@@ -379,12 +388,20 @@ def test_the_cache_key_is_pinned_so_a_change_is_deliberate():
     """Every TrainConfig field, defaults included, is hashed: a new field or a changed default changes
     every key and a study retrains. If this fails on purpose, update the keys here, and bump CACHE_VERSION
     (claim.py) too when what an existing key's run means has changed (a new field with a default that
-    keeps the old behaviour, like train_examples, does not: the old runs are only no longer found)."""
+    keeps the old behaviour, like train_examples, does not: the old runs are only no longer found). A field
+    listed in KEY_NEUTRAL_DEFAULTS keeps every key at its default: the acceleration fields did."""
     from dia_ode.studies.claims.dia_vs_se import backbone_config
 
     assert tiny_spec(0).key() == "5ef1b858715e1b3c"
     # the cpu study's resnet20 run of seed 0 (the directory name the report found it under)
     assert RunSpec(backbone_config("resnet20", get_budget("cpu"), 0, "digits")).key() == "33f3626e1275c8ee"
+
+
+@pytest.mark.parametrize("field, value", [("precision", "bf16"), ("compile", True), ("channels_last", True)])
+def test_a_key_neutral_field_enters_the_key_once_it_leaves_its_default(field, value):
+    spec = tiny_spec(0)
+    changed = RunSpec(dataclasses.replace(spec.config, **{field: value}), spec.recorders)
+    assert changed.key() != spec.key()
 
 
 @pytest.mark.parametrize("summary, outcome, state", [

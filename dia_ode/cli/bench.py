@@ -7,9 +7,10 @@ import torch
 
 from dia_ode.cli.options import (CONTEXT, CommaList, FiniteFloat, check_device, check_model, common_options,
                                  model_option, parse_model_options)
-from dia_ode.engine import resolve_device
+from dia_ode.engine import COMPILE_MODES, PRECISIONS, ConfigError, resolve_device
 from dia_ode.rundir import start_run, write_json
-from dia_ode.studies.bench_train_step import bench_batch_and_models, bench_train_step, step_loss
+from dia_ode.studies.bench_train_step import (bench_batch_and_models, bench_settings, bench_train_step, check_settings,
+                                             setting_ratios, step_loss)
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -41,30 +42,51 @@ def batch_shape_options(command):
 @click.option("--rounds", type=click.IntRange(min=1), default=7,
               help="Interleaved rounds; each model's fastest round is kept.")
 @click.option("--channels-last", is_flag=True, help="Use the channels_last memory format.")
+@click.option("--precision", "precisions", type=CommaList(click.Choice(PRECISIONS)), default="fp32",
+              help=f"Comma-separated autocast precisions ({', '.join(PRECISIONS)}), each measured as a setting.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Measure each precision eager and through torch.compile (the warm-up compiles: minutes on a CPU).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default="default",
+              help="torch.compile's mode (with --compile); reduce-overhead records CUDA graphs.")
 @common_options
-def bench_train_step_command(models, batch_size, image_size, in_channels, steps, rounds, channels_last,
-                             seed, device, out, no_progress) -> None:
-    """Train-step time of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per backbone), in one
-    process. A classifier times a cross-entropy step, a UNet a DDPM step (a random timestep per image)."""
+def bench_train_step_command(models, batch_size, image_size, in_channels, steps, rounds, channels_last, precisions,
+                             compile_model, compile_mode, seed, device, out, no_progress) -> None:
+    """Train-step time and images per second of models (b=64, 32x32x3) and their ratios (dia/plain, dia/se per
+    backbone) in each setting (precision, eager or compiled), and each setting's step time over fp32 eager's,
+    in one process. A classifier times a cross-entropy step, a UNet a DDPM step (a random timestep per image)."""
     check_device(device)
     names = models
     _check_bench_models(names, {name: {} for name in names}, image_size, in_channels)
+    if compile_mode != "default" and not compile_model:
+        raise click.BadParameter(f"compile mode {compile_mode} applies with --compile", param_hint="--compile-mode")
+    settings = bench_settings(precisions, compile_model)
+    try:
+        check_settings(names, settings, compile_mode=compile_mode, channels_last=channels_last,
+                       device=resolve_device(device))
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
     config = {"command": "bench train-step", "models": names, "batch_size": batch_size, "image_size": image_size,
               "in_channels": in_channels, "steps": steps, "rounds": rounds, "channels_last": channels_last,
-              "threads": torch.get_num_threads(),
-              "seed": seed, "device": str(resolve_device(device))}
+              "precisions": list(dict.fromkeys(precisions)), "compile": compile_model, "compile_mode": compile_mode,
+              "threads": torch.get_num_threads(), "seed": seed, "device": str(resolve_device(device))}
     run_dir = start_run(out, "bench-train-step", config)
     rows = bench_train_step(names, batch_size=batch_size, image_size=image_size, in_channels=in_channels,
-                            steps=steps, rounds=rounds,
-                            device=resolve_device(device), channels_last=channels_last, seed=seed)
-    ratios = _named_ratios(rows)
+                            steps=steps, rounds=rounds, device=resolve_device(device), channels_last=channels_last,
+                            settings=settings, compile_mode=compile_mode, seed=seed)
+    ratios = {s.label: _named_ratios([r for r in rows if r["setting"] == s.label]) for s in settings}
+    over_baseline = setting_ratios(rows)
     write_json(run_dir / "bench.json", rows)
-    write_json(run_dir / "summary.json", {"rows": rows, "ratios": ratios})
-    click.echo(f"{'model':<22}{'params':>12}{'step [ms]':>12}{'ratio':>8}")
-    for r in rows:
-        click.echo(f"{r['model']:<22}{r['params']:>12,}{1e3 * r['step_seconds']:>12.1f}{r['ratio_to_first']:>8.3f}")
-    for label, value in ratios.items():
-        click.echo(f"{label}: {value:.3f}")
+    write_json(run_dir / "summary.json", {"rows": rows, "ratios": ratios, "setting_ratios": over_baseline})
+    for setting in settings:
+        click.echo(f"{setting.label:<22}{'params':>12}{'step [ms]':>12}{'images/s':>12}{'ratio':>8}")
+        for r in rows:
+            if r["setting"] == setting.label:
+                click.echo(f"  {r['model']:<20}{r['params']:>12,}{1e3 * r['step_seconds']:>12.1f}"
+                           f"{r['images_per_second']:>12,.0f}{r['ratio_to_first']:>8.3f}")
+        for label, value in ratios[setting.label].items():
+            click.echo(f"{setting.label}: {label}: {value:.3f}")
+    for label, per_model in over_baseline.items():
+        click.echo(f"{label}: " + ", ".join(f"{model} {value:.3f}" for model, value in per_model.items()))
     click.echo(f"-> {run_dir}")
 
 

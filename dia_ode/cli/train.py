@@ -15,9 +15,11 @@ from dia_ode.cli.options import (CONTEXT, FiniteFloat, NameChoice, check_device,
                                 seeds_option, task_option)
 from dia_ode.cli.runtime import interrupt_exit
 from dia_ode.data import DataError, list_datasets, load_dataset
-from dia_ode.engine import (OPTIMIZERS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
+from dia_ode.engine import (COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
                             TrainConfig, TrainingDiverged, from_environment, recipe_config, resume_training,
                             run_training)
+from dia_ode.engine.acceleration import check_acceleration
+from dia_ode.models import model_entry
 from dia_ode.rundir import CHECKPOINT, CheckpointError, RunLocked, load_run_config, run_description, start_run
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
@@ -57,6 +59,13 @@ DEFAULTS = TrainConfig()
               help="Keep a moving average of the weights with this decay; it is evaluated, saved and sampled "
                    "(the diffusion recipe: 0.999).")
 @click.option("--sync-bn", is_flag=True, help="Under torchrun: convert BatchNorm to SyncBatchNorm.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision,
+              help="Forward and loss under autocast: bf16 (CPU and CUDA), fp16 (CUDA, with a gradient scaler).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Train through torch.compile of the model (the first steps compile: minutes on a CPU).")
+@click.option("--compile-mode", type=click.Choice(COMPILE_MODES), default=DEFAULTS.compile_mode,
+              help="torch.compile's mode (with --compile); reduce-overhead records CUDA graphs.")
+@click.option("--channels-last", is_flag=True, help="Weights and activations in the channels_last memory format.")
 @click.option("--reduction", type=click.IntRange(min=1), default=None,
               help="Attention bottleneck ratio r (default: 4 for dia, 16 for se/cbam/shared).")
 @click.option("--sam", type=click.Choice(DIA_SAMS), default=None,
@@ -73,7 +82,7 @@ DEFAULTS = TrainConfig()
 @click.pass_context
 def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, train_examples, val_fraction,
           optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, ema_decay,
-          sync_bn, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds,
+          sync_bn, precision, compile_model, compile_mode, channels_last, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds,
           resume_dir, seed, device, out, no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
@@ -109,9 +118,11 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                       epochs=epochs, batch_size=batch_size, train_examples=train_examples,
                       val_fraction=val_fraction, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                       weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-                      clip_grad=clip_grad, augment=not no_augment, ema_decay=ema_decay, sync_bn=sync_bn, seed=seed,
+                      clip_grad=clip_grad, augment=not no_augment, ema_decay=ema_decay, sync_bn=sync_bn,
+                      precision=precision, compile=compile_model, compile_mode=compile_mode,
+                      channels_last=channels_last, seed=seed,
                       device=device, model_options=model_options, task_options=parse_task_options(task_option_pairs))
-        chosen = {k for k in values if given("no_augment" if k == "augment" else k)}
+        chosen = {k for k in values if given({"augment": "no_augment", "compile": "compile_model"}.get(k, k))}
         try:
             get_task(task, values["task_options"])
         except ValueError as err:
@@ -125,6 +136,9 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
                                      f"torchrun started", param_hint="--batch-size")
         try:
             cfg.validate()
+            check_acceleration(precision=cfg.precision, compile=cfg.compile, compile_mode=cfg.compile_mode,
+                               channels_last=cfg.channels_last, device=dist.device,
+                               continuous=model_entry(cfg.model).kind == "continuous")
         except ConfigError as err:
             raise click.BadParameter(str(err), param_hint=f"--{err.option.replace('_', '-')}") from None
         try:

@@ -53,7 +53,8 @@ def iterate_batches(split: Split, batch_size: int, *, mean: Sequence[float], std
         shuffle: Whether to visit the samples in random order.
         generator: CPU generator for shuffling and augmentation; None uses torch's global generator.
         augment: Augmentation applied in [0, 1] units before normalisation; None for none.
-        device: Where the yielded tensors live.
+        device: Where the yielded tensors live. The split may live there already (Split.to): the
+            batches are the same, without a host-to-device copy per batch.
         drop_last: Whether to drop a final batch smaller than ``batch_size``.
         shard: (rank, world) of data-parallel training: every rank draws and augments the same global
             batch (so the run equals one process with the same batch size) and keeps its contiguous
@@ -67,13 +68,16 @@ def iterate_batches(split: Split, batch_size: int, *, mean: Sequence[float], std
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     gen = generator if generator is not None else torch.default_generator
     n = len(split)
+    # Drawn on the CPU wherever the split lives, so a resident split (Split.to) replays the host's draws;
+    # its order then moves to the split's device once an epoch, and batches are indexed there.
     order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    order = order.to(split.device)
     rank, world = shard
     for start, size in global_batches(n, batch_size, world, drop_last):
         index = order[start:start + size]
         if augment is None:  # nothing random per batch: convert only this rank's part
             index = index.tensor_split(world)[rank]
-        # Move uint8 (4x fewer bytes than float) and convert on the device.
+        # A host split moves uint8 (4x fewer bytes than float) and converts on the device.
         x = split.images[index].to(device).float() / 255.0  # (B, C, H, W) in [0, 1]
         if augment is not None:  # the whole global batch draws its augmentation, then this rank keeps its part
             x, index = augment(x, gen).tensor_split(world)[rank], index.tensor_split(world)[rank]
@@ -93,4 +97,5 @@ def shard_split(split, rank: int, world: int):
     index = torch.arange(len(split)).tensor_split(world)[rank]
     if hasattr(split, "subset"):
         return split.subset(index)
+    index = index.to(split.device)  # a resident split stays where it is
     return Split(split.images[index], split.labels[index])

@@ -73,12 +73,15 @@ def iterate_detection_batches(split: DetectionSplit, batch_size: int, *, mean: S
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     gen = generator if generator is not None else torch.default_generator
     order = torch.randperm(len(split), generator=gen) if shuffle else torch.arange(len(split))
+    # resident images (DetectionSplit.to) are indexed where they live, with the order moved once an
+    # epoch; the per-image annotations stay on the host and are read with `order` itself
+    order_at = order.to(split.images.device)
     rank, world = shard
     for start, size in global_batches(len(split), batch_size, world):
-        index = order[start:start + size]
+        index, at = order[start:start + size], order_at[start:start + size]
         if augment is None:
-            index = index.tensor_split(world)[rank]
-        x = split.images[index].to(device).float() / 255.0
+            index, at = index.tensor_split(world)[rank], at.tensor_split(world)[rank]
+        x = split.images[at].to(device).float() / 255.0
         targets = [{"boxes": split.boxes[i].to(device), "labels": split.labels[i].to(device),
                     "image_id": int(split.ids[i])} for i in index.tolist()]
         if augment is not None:

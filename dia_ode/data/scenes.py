@@ -15,7 +15,7 @@ this project may install, and a generated one lets the tests know every box exac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -59,9 +59,19 @@ class DetectionSplit:
 
     def subset(self, index: torch.Tensor) -> "DetectionSplit":
         """The images at `index` (their ids kept)."""
+        index = index.cpu()
         pick = index.tolist()
-        return DetectionSplit(self.images[index], [self.boxes[i] for i in pick], [self.labels[i] for i in pick],
-                              [self.sources[i] for i in pick], self.ids[index])
+        return DetectionSplit(self.images[index.to(self.images.device)], [self.boxes[i] for i in pick],
+                              [self.labels[i] for i in pick], [self.sources[i] for i in pick], self.ids[index])
+
+    def to(self, device: torch.device | str) -> "DetectionSplit":
+        """This split with its images on `device`; the annotations stay on the host.
+
+        Why only the images: boxes, labels and sources are lists of a few numbers per image that the
+        batch loop picks with Python indices (each batch moves its own) and COCO evaluation reads on
+        the host; ids are read with int() per image. The pixels are what a batch copy costs.
+        """
+        return replace(self, images=self.images.to(device))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -90,6 +100,10 @@ class DetectionDataset:
     std: tuple[float, ...]
     categories: tuple[str, ...]
     flip: bool = False  # whether a left-right flip keeps an object what it is (not for digits)
+
+    def to(self, device: torch.device | str) -> "DetectionDataset":
+        """This dataset with the images of all three splits on `device` (DetectionSplit.to)."""
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
 
 def compose_scenes(sources: torch.Tensor, source_labels: torch.Tensor, pool: torch.Tensor, n: int, *,

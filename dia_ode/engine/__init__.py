@@ -1,7 +1,8 @@
 """Training machinery that knows no model family: config, optimizers and schedules, the trainer,
 the training state in checkpoints, data parallelism under torchrun, devices and seeds."""
 
-from dia_ode.engine.config import OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig, apply_recipe, recipe_config
+from dia_ode.engine.config import (COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, TrainConfig,
+                                   apply_recipe, recipe_config)
 from dia_ode.engine.device import peak_memory_mb, resolve_device
 from dia_ode.engine.distributed import DistContext, from_environment, unwrap
 from dia_ode.engine.optim import build_optimizer, learning_rate
@@ -11,7 +12,7 @@ from dia_ode.engine.trainer import (ResumeMismatch, RunFinished, Trainer, Traini
                                     resume_training, run_training)
 from dia_ode.tasks import model_spec  # re-exported: what a checkpoint's model_spec is
 
-__all__ = ["ConfigError", "DistContext", "OPTIMIZERS", "ResumeMismatch", "RunFinished", "SCHEDULES", "TrainConfig", "Trainer", "TrainingDiverged", "apply_recipe",
+__all__ = ["COMPILE_MODES", "ConfigError", "DistContext", "OPTIMIZERS", "PRECISIONS", "ResumeMismatch", "RunFinished", "SCHEDULES", "TrainConfig", "Trainer", "TrainingDiverged", "apply_recipe",
            "build_model", "build_optimizer", "epoch_generator", "from_environment", "learning_rate", "model_spec",
            "nfe_means", "peak_memory_mb", "recipe_config", "resolve_device", "resume_training", "run_training", "seed_everything",
            "train", "unwrap"]

@@ -9,6 +9,9 @@ from dia_ode.models import model_entry  # a recipe is registry data: engine buil
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "warmup_cosine")
+# How a run computes (engine/acceleration.py applies them and refuses what a device cannot run)
+PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # A task's training defaults where they differ from classification's. Detection: measured with
@@ -64,6 +67,10 @@ class TrainConfig:
     task_options: dict = field(default_factory=dict)  # the task's own settings (tasks/: e.g. a noise schedule)
     ema_decay: float | None = None  # keep an exponential moving average of the weights; it is evaluated and saved
     extended_from: tuple[int, ...] = ()  # earlier totals of `epochs`, one per resume that extended the run
+    precision: str = "fp32"  # autocast type of forward and loss: fp32 (none), bf16, fp16 (with a gradient scaler)
+    compile: bool = False  # train through torch.compile of the model
+    compile_mode: str = "default"  # torch.compile's mode
+    channels_last: bool = False  # weights and activations in the channels_last memory format
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -134,6 +141,13 @@ class TrainConfig:
             raise ConfigError("clip_grad", f"clip_grad must be > 0, got {self.clip_grad}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError("ema_decay", f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"unknown precision '{self.precision}'; valid: {', '.join(PRECISIONS)}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError("compile_mode", f"unknown compile mode '{self.compile_mode}'; valid: "
+                                              f"{', '.join(COMPILE_MODES)}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigError("compile_mode", f"compile_mode {self.compile_mode} applies with compile")
 
 
 def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:

@@ -5,7 +5,9 @@ step, optional gradient clipping, the NaN/Inf stop, validation every epoch and t
 atomic checkpoint per epoch, metrics.jsonl, summary.json and figures (a continuous model's rows add the
 solver record of its training forwards: solvers.solver_record), one logged line per epoch, an optional
 moving average of the weights (engine/ema.py: evaluated in the weights' place and saved beside them), a
-task's own figures after an epoch, and the run directory's lock (rundir/lock.py: one process per run). All
+task's own figures after an epoch, the run's precision, compile and memory layout (engine/acceleration.py:
+forward, loss and evaluation under autocast, an fp16 run's gradient scaler in the checkpoint), and the run
+directory's lock (rundir/lock.py: one process per run). All
 randomness of an epoch (shuffling and augmentation from a generator, what the model draws from torch's
 global one) is seeded by (seed, epoch), so a resumed run reproduces an uninterrupted one exactly on CPU.
 Under torchrun (engine/distributed.py) each rank trains on its part of every global batch, metric sums are
@@ -26,7 +28,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dia_ode.data import Dataset, global_batches, load_dataset, shard_split
+from dia_ode.data import Dataset, global_batches, keeps_data_on, load_dataset, shard_split
+from dia_ode.engine.acceleration import GradientStep, autocast, check_acceleration, compiled, to_channels_last
 from dia_ode.engine.checkpoint import restore_training_state, save_training_state
 from dia_ode.engine.config import ConfigError, TrainConfig
 from dia_ode.engine.device import peak_memory_mb, resolve_device
@@ -83,17 +86,25 @@ class Trainer:
         self.task = get_task(cfg.task, cfg.task_options)
         dist = dist or DistContext(resolve_device(cfg.device))
         self.dist, self.device = dist, dist.device
+        check_acceleration(precision=cfg.precision, compile=cfg.compile, compile_mode=cfg.compile_mode,
+                           channels_last=cfg.channels_last, device=self.device,
+                           continuous=model_entry(cfg.model).kind == "continuous")
         if cfg.batch_size % dist.world_size:
             raise ValueError(f"batch_size={cfg.batch_size} is not divisible by the world size {dist.world_size}")
         self.dataset = dataset or load_dataset(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction,
                                                split_seed=cfg.split_seed, train_examples=cfg.train_examples)
         self.task.check_dataset(self.dataset)
+        if keeps_data_on(self.device):  # batches are cut, augmented and normalised where the model computes
+            self.dataset = self.dataset.to(self.device)
         self.progress = progress and dist.is_main
         self.on_epoch_end = on_epoch_end
         self.spec = model_spec(cfg.model, cfg.model_options, self.task, self.dataset)
         seed_everything(cfg.seed)
         self.model = build_model(self.spec, self.device)  # the raw model: what is saved and analysed
+        if cfg.channels_last:
+            to_channels_last(self.model)
         self.optimizer = build_optimizer(cfg, self.model)
+        self.gradient_step = GradientStep(cfg.precision, self.device)
         self.ema = None if cfg.ema_decay is None else make_ema(self.model, cfg.ema_decay)
         self.history: list[dict] = []
         self.epochs_saved = 0  # epochs in the checkpoint on disk
@@ -135,7 +146,7 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         if resume:
             self.history = restore_training_state(self.run_dir / CHECKPOINT, cfg, self.model, self.optimizer,
-                                                  self.device, self.ema)
+                                                  self.device, self.ema, self.gradient_step)
             self.epochs_saved = len(self.history)
             if dist.is_main:
                 write_jsonl(self.run_dir / "metrics.jsonl", self.history)  # drop lines written after the checkpoint
@@ -145,6 +156,8 @@ class Trainer:
         self._training = True
         continuous = model_entry(cfg.model).kind == "continuous"  # its NFE is worth a column and a panel
         net = dist.wrap(self.model, cfg.sync_bn)
+        if cfg.compile:  # training forwards only: evaluation's batch size and no-grad mode would be a second graph
+            net = compiled(net, cfg.compile_mode)
         meter = DynamicsMeter(self.model)  # NFE of every forward/backward, for discrete and continuous models alike
         eval_meter = meter if self.ema is None else DynamicsMeter(self.evaluated)
         undefined: set[str] = set()  # NaN metrics named so far (undefined_note)
@@ -162,7 +175,8 @@ class Trainer:
             if dist.is_main:
                 save_training_state(self.run_dir / CHECKPOINT, epoch=epoch + 1, model=self.model,
                                     optimizer=self.optimizer, history=self.history, cfg=cfg, model_spec=self.spec,
-                                    normalisation=self.normalisation, ema=self.ema)
+                                    normalisation=self.normalisation, ema=self.ema,
+                                    scaler=self.gradient_step.state_dict())
                 self.epochs_saved = epoch + 1
                 append_jsonl(self.run_dir / "metrics.jsonl", row)
                 log.info(epoch_line(row, cfg.epochs, nfe=continuous))
@@ -209,17 +223,19 @@ class Trainer:
             lr = learning_rate(segment, local_epoch, step, len(sizes))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss, sums = self._loss(net, batch)
+            with autocast(cfg.precision, self.device):
+                loss, sums = self._loss(net, batch)
             if dist.enabled:
                 # DDP averages gradients over ranks; weight each rank's mean by its share of the global
                 # batch so an uneven last batch gives exactly the single-process gradient.
                 loss = loss * (sums["count"] * dist.world_size / sizes[step])
             self._check_finite(sums, epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.gradient_step.backward(loss)
             if cfg.clip_grad is not None:
+                self.gradient_step.unscale(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-            self.optimizer.step()
+            self.gradient_step.step(self.optimizer)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             for key, value in sums.items():
@@ -263,7 +279,9 @@ class Trainer:
             self.dist.broadcast_buffers(self.ema.module)
         data = shard_split(getattr(self.dataset, split), *self.dist.shard)
         batches = self.task.batches(data, 256, dataset=self.dataset, device=self.device)
-        return {f"{split}_{k}": v for k, v in self.task.evaluate(self.evaluated, batches, self.dist).items()}
+        with autocast(self.cfg.precision, self.device):
+            metrics = self.task.evaluate(self.evaluated, batches, self.dist)
+        return {f"{split}_{k}": v for k, v in metrics.items()}
 
     def _summary(self, test: dict[str, float], nfe_test: float) -> dict:
         cfg, history, best = self.cfg, self.history, max if self.task.higher_is_better else min

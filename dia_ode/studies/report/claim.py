@@ -50,6 +50,9 @@ MORE_SEEDS = ("two or more finished seeds of every model (a budget with more see
 # hashes every TrainConfig field, defaults included, so a new field or a changed default changes every
 # key (and the study retrains): tests/test_report.py pins one spec's key so that such a change is deliberate.
 CACHE_VERSION = 1
+# Fields added to TrainConfig after version 1 whose default computes what a config without them computed:
+# at that default they stay out of the key, so adding them kept the runs of every study.
+KEY_NEUTRAL_DEFAULTS = {"precision": "fp32", "compile": False, "compile_mode": "default", "channels_last": False}
 
 # Errors that stop a run for good: training it again from its checkpoint repeats the same epochs exactly
 # (CPU determinism) and fails the same way, so the cache reuses such a run and claims score it as diverged.
@@ -72,7 +75,9 @@ class RunSpec:
 
     def key(self) -> str:
         """16 hex digits of the SHA-256 of the canonical JSON of the config and recorders: the cache key."""
-        payload = {"version": CACHE_VERSION, "config": asdict(self.config), "recorders": list(self.recorders)}
+        config = {name: value for name, value in asdict(self.config).items()
+                  if name not in KEY_NEUTRAL_DEFAULTS or value != KEY_NEUTRAL_DEFAULTS[name]}
+        payload = {"version": CACHE_VERSION, "config": config, "recorders": list(self.recorders)}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

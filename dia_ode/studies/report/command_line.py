@@ -40,6 +40,8 @@ def train_command(cfg: TrainConfig) -> str:
             args += [] if value == (name == "augment") else [f"--{'no-augment' if name == 'augment' else 'sync-bn'}"]
         elif name == "nesterov":
             args.append("--nesterov" if value else "--no-nesterov")
+        elif name in ("compile", "channels_last"):  # flags: given only when set
+            args += [f"--{name.replace('_', '-')}"] if value else []
         elif value is not None:
             args += [f"--{name.replace('_', '-')}", str(value)]
     line = shlex.join(args)
