@@ -100,3 +100,61 @@ def test_ddpm_ddim_and_the_probability_flow_ode_sample_a_gaussian_with_its_exact
     assert errors[1] < 0.35 * errors[0]  # measured 0.131 -> 0.033 for 4x the steps
     with pytest.raises(ValueError, match="DDIM steps"):
         ddim_sample(eps, schedule, shape, 0, torch.Generator())
+
+
+# ---- DDIM as a one-step method (theory/unet.md) ------------------------------------------------------------
+
+def _recorded_ddim(name: str, steps: int):
+    """Deterministic DDIM with a random eps-predictor (any function of x and t serves) that records every
+    call: the x it is given at call i + 1 is the sampler's own step from call i's (x, t, eps). Returns the
+    schedule's abar, the calls [(x, t, eps)] and the final sample (the last step lands on abar = 1)."""
+    from dia_ode.tasks.diffusion_samplers import ddim_sample
+
+    schedule = make_schedule(name, 1000)
+    g = torch.Generator().manual_seed(5)
+    W, v = torch.randn(3, 3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    calls = []
+
+    def eps(x, t):  # (B, 3), (B,)
+        out = torch.tanh(x @ W) + torch.cos(t / 150)[:, None] * v
+        calls.append((x.clone(), int(t[0]), out.clone()))
+        return out
+
+    final, stats = ddim_sample(eps, schedule, (4, 3), steps, torch.Generator().manual_seed(6))
+    assert stats["nfe"] == len(calls) == steps
+    return schedule.alphas_cumprod, calls, final
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_one_ddim_step_is_one_euler_step_of_the_probability_flow_ode_in_sbar(name):
+    """xbar_s = xbar_t + (sbar_s - sbar_t) eps(x_t, t), xbar = x / sqrt(abar), sbar = sqrt((1 - abar) / abar):
+    DDIM (eta = 0) is explicit Euler on d xbar / d sbar = eps, step by step, to rounding; and not Euler in
+    u = log sbar, the variable the ODE sampler integrates in, though that too is a first-order method."""
+    abar, calls, final = _recorded_ddim(name, 6)
+    pairs = [(x, t, e, calls[i + 1][0], abar[calls[i + 1][1]]) for i, (x, t, e) in enumerate(calls[:-1])]
+    pairs.append((*calls[-1], final, torch.tensor(1.0, dtype=torch.float64)))  # the last step: to abar = 1, sbar = 0
+    assert [t for _, t, _ in calls] == [999, 799, 599, 400, 200, 0]
+    for x_t, t, eps, x_s, a_s in pairs:
+        a_t = abar[t]
+        sbar_t, sbar_s = ((1 - a_t) / a_t).sqrt(), ((1 - a_s) / a_s).sqrt()
+        xbar_t = x_t / a_t.sqrt()
+        torch.testing.assert_close(x_s / a_s.sqrt(), xbar_t + (sbar_s - sbar_t) * eps, rtol=1e-12, atol=1e-12)
+        if a_s < 1:  # the increments differ (xbar_t itself, ~1e4 at the cosine schedule's end, would hide them)
+            increment_in_u = (sbar_s / sbar_t).log() * sbar_t * eps
+            assert not torch.allclose(x_s / a_s.sqrt() - xbar_t, increment_in_u, rtol=0.05)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_one_ddim_step_is_the_first_order_exponential_integrator_in_log_snr(name):
+    """DPM-Solver-1 (Lu et al. 2022, arXiv 2206.00927): x_s = (α_s / α_t) x_t - σ_s (e^h - 1) eps(x_t, t),
+    h = λ_s - λ_t, λ = log(α / σ), α = sqrt(abar), σ = sqrt(1 - abar); the project's DDIM step is it, to
+    rounding, between any two timesteps of the schedule (λ_s is finite there; the final step to abar = 1
+    is the limit λ_s -> inf, checked in sbar by the test above)."""
+    abar, calls, _ = _recorded_ddim(name, 6)
+    for (x_t, t, eps), (x_s, s, _) in zip(calls, calls[1:]):
+        alpha_t, alpha_s = abar[t].sqrt(), abar[s].sqrt()
+        sigma_t, sigma_s = (1 - abar[t]).sqrt(), (1 - abar[s]).sqrt()
+        h = (alpha_s / sigma_s).log() - (alpha_t / sigma_t).log()
+        assert h > 0  # λ grows towards the data
+        dpm_solver_1 = alpha_s / alpha_t * x_t - sigma_s * torch.expm1(h) * eps
+        torch.testing.assert_close(x_s, dpm_solver_1, rtol=1e-12, atol=1e-12)
