@@ -8,6 +8,7 @@ back to the file's own pixels.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 
 from dia_ode.data import DataError, normalise
-from dia_ode.data.coco_folder import decode_image, letterbox
+from dia_ode.data.coco_folder import NAMED_IN_WARNING, decode_image, letterbox
 from dia_ode.data.detection_batches import iterate_detection_batches
 from dia_ode.tasks.coco_eval import coco_metrics
 from dia_ode.tasks.detection import decoded, detection_dicts, ground_truth
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -41,26 +43,49 @@ def detect_split(run, batch_size: int = 128) -> tuple[list[dict], dict[str, floa
 
 
 @torch.no_grad()
-def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.ndarray], list[str]]:
+def detect_images(run, folder: Path) -> tuple[list[dict], list[dict], list[np.ndarray], list[str],
+                                              dict[str, list[str]]]:
     """(COCO results with image ids 1.. in file-name order, per-image detections in the files' pixels,
-    the images, their names) of every image file in `folder` (not its subfolders)."""
+    the images, their names, what was skipped) of every image file in `folder` (not its subfolders).
+
+    Skipped with a warning that counts them, as a COCO folder's loader skips its images
+    (data/coco_folder.py): links that resolve outside the folder (never opened), and files Pillow cannot
+    decode; when no image is left that is an error. The last item: {"outside": the links' names,
+    "unreadable": why each file could not be read}.
+    """
+    root = folder.resolve()
     paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    outside = [p.name for p in paths if not p.resolve().is_relative_to(root)]
     channels, size = run.test.images.shape[1], run.test.images.shape[-1]  # what the model was trained on
     device = next(run.model.parameters()).device
-    results, per_image, images = [], [], []
-    for image_id, path in enumerate(paths, start=1):
-        image = decode_image(path, channels)
+    results, per_image, images, names, unreadable = [], [], [], [], []
+    for path in (p for p in paths if p.name not in outside):
+        try:
+            image = decode_image(path, channels)
+        except DataError as err:
+            unreadable.append(str(err))
+            continue
         boxed, scale, (dx, dy) = letterbox(image, size)
         x = normalise(boxed[None].to(device).float() / 255.0, run.mean, run.std)
         found = {key: value.cpu() for key, value in run.model.decode(run.model(x))[0].items()}
         shift = torch.tensor([dx, dy, dx, dy], dtype=found["boxes"].dtype)
         found = {**found, "boxes": (found["boxes"] - shift) / scale}
-        results.extend(detection_dicts(image_id, found))
+        results.extend(detection_dicts(len(images) + 1, found))  # image ids 1.. over the images read
         per_image.append(found)
         images.append(image)
-    return results, per_image, images, [p.name for p in paths]
+        names.append(path.name)
+    if outside:
+        log.warning(f"{folder}: skipped {len(outside)} link(s) that lead out of the folder: "
+                    + ", ".join(outside[:NAMED_IN_WARNING]))
+    if unreadable:
+        log.warning(f"{folder}: skipped {len(unreadable)} image(s) that could not be read; first: "
+                    + "; ".join(unreadable[:NAMED_IN_WARNING]))
+    if not images:
+        raise DataError(f"{folder}: no readable image (of {len(paths)} image files; {len(outside)} links out of "
+                        f"the folder, {len(unreadable)} undecodable)")
+    return results, per_image, images, names, {"outside": outside, "unreadable": unreadable}
 
 
 # Where a box's label may go, tried in this order (data coordinates of an image: y grows downwards): just

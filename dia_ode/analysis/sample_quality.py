@@ -6,11 +6,13 @@ give the Fréchet distance (frechet.py), its softmax the labels. Every number co
 real images: the distance between the real training and test images (at the same number of images as
 the samples it is compared with), and the confident fraction of the real test images. The network is either a run given by the user (`--feature-run RUN_DIR`: a
 classification run on the same dataset) or trained once here and cached (FEATURE_RECIPE, under
-$DIA_ODE_CACHE or ~/.cache/dia_ode, keyed by dataset and split seed).
+$DIA_ODE_CACHE or ~/.cache/dia_ode, keyed by dataset, the resolved folder its files are read from, and
+split seed: two MNIST folders get two classifiers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from torch import nn
 
 from dia_ode.analysis.frechet import feature_distance
 from dia_ode.data import Split
+from dia_ode.data.registry import DATASETS, data_root_folder
 from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import LoadedRun, load_run, read_summary, write_json
 
@@ -45,9 +48,10 @@ def cached_feature_run(dataset: str, *, data_dir: str | None = None, split_seed:
     """The cached feature classifier's run directory for a dataset, trained first if it is not there.
 
     Trained into a temporary folder and moved into place once finished, so an interrupted training
-    leaves no half-made cache entry.
+    leaves no half-made cache entry. The entry's name holds a digest of the resolved data folder
+    (feature_cache_name), so another folder of the same dataset gets its own classifier.
     """
-    name = f"{dataset}-split{split_seed}-{FEATURE_RECIPE['model']}-{FEATURE_RECIPE['epochs']}ep"
+    name = feature_cache_name(dataset, data_dir, split_seed)
     target = cache_root() / "feature-nets" / name
     if read_summary(target).get("status") == "finished":
         return target
@@ -62,6 +66,26 @@ def cached_feature_run(dataset: str, *, data_dir: str | None = None, split_seed:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def feature_cache_name(dataset: str, data_dir: str | os.PathLike | None = None, split_seed: int = 0) -> str:
+    """The cache entry of the feature classifier of a dataset read from data_dir (the dataset's own
+    folder where None: $DIA_ODE_DATA/<name> or its default, as load_dataset finds it): dataset, a digest
+    of the resolved folder, split seed, recipe. An embedded dataset (digits) has no folder and no digest."""
+    folder = _data_folder(dataset, data_dir)
+    where = "" if folder is None else f"-{hashlib.sha256(str(folder).encode()).hexdigest()[:12]}"
+    return f"{dataset}{where}-split{split_seed}-{FEATURE_RECIPE['model']}-{FEATURE_RECIPE['epochs']}ep"
+
+
+def _data_folder(dataset: str, data_dir: str | os.PathLike | None) -> Path | None:
+    """The resolved folder load_dataset reads the dataset from (registry order: data_dir, then
+    DATA_ENV/<name>, then the dataset's default); None for a dataset without files."""
+    key = dataset.strip().lower().replace("_", "-")
+    spec = DATASETS.get(key)
+    if spec is None or not spec.needs_dir:
+        return None
+    folder = data_dir if data_dir is not None else (data_root_folder(key) or spec.default_dir)
+    return None if folder is None else Path(folder).expanduser().resolve()
 
 
 @dataclass
@@ -174,4 +198,4 @@ def sample_quality(samples: torch.Tensor, real: RealFeatures) -> dict:
 
 
 __all__ = ["CONFIDENT", "FEATURE_RECIPE", "FeatureNet", "FeatureNetError", "RealFeatures", "cache_root",
-           "cached_feature_run", "pixels", "sample_quality"]
+           "cached_feature_run", "feature_cache_name", "pixels", "sample_quality"]

@@ -28,6 +28,7 @@ from dia_ode.rundir import CheckpointError, LoadedRun, load_run, read_jsonl, sav
 from dia_ode.solvers import continuous_blocks, stages_of, trace
 from dia_ode.stiffness import WHICH, block_spectra, list_problems, problem_indices, trace_stiffness
 from dia_ode.tasks import get_task
+from dia_ode.util import UnreadableFile
 
 RUN_DIR = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 
@@ -212,7 +213,10 @@ def stiffness(run_dir, problem, mu, eigenvalues, points, grid, samples, k, which
     run = open_run(run_dir, device, continuous=True)
     if run.task == "diffusion":
         raise click.BadParameter(NO_UNET_JACOBIANS, param_hint="RUN_DIR")
-    record = stiffness_along_training(read_jsonl(run.run_dir / "metrics.jsonl", partial_last=True))
+    try:
+        record = stiffness_along_training(read_jsonl(run.run_dir / "metrics.jsonl", partial_last=True))
+    except UnreadableFile as err:  # a FIFO (never opened for a blocking read), broken or deeply nested JSON
+        raise click.BadParameter(str(err), param_hint="RUN_DIR") from None
     if record_only and (stages_of(run.model) or record is None):
         raise click.BadParameter(f"{run.run_dir} has no solver record in its metrics.jsonl (a continuous model "
                                  f"trained by this version records one every epoch): run without --record-only",

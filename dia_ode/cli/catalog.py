@@ -94,4 +94,5 @@ def _row(info: RunInfo) -> tuple[str, ...]:
     if info.seeds is not None:  # a seed group: its seeds' runs with results
         epochs = f"{info.seeds_done}/{info.seeds} seeds"
     metric = f"{info.metric[0]}={info.metric[1]:.4f}" if info.metric else "-"
-    return (info.path.name, info.command, info.model or "-", info.dataset or "-", epochs, metric, info.status)
+    status = info.status if info.reason is None else f"{info.status}: {info.reason}"  # a run that cannot be read
+    return (info.path.name, info.command, info.model or "-", info.dataset or "-", epochs, metric, status)

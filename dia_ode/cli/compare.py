@@ -15,6 +15,7 @@ from dia_ode.rundir import CheckpointError, read_config, save_figure, start_run,
 from dia_ode.studies.compare import DEFAULT_MODELS, SHARED, CompareError, compare_runs, train_models
 from dia_ode.studies.compare_figures import compare_figures
 from dia_ode.studies.compare_stats import aggregate_rows, check_pools, markdown_table
+from dia_ode.util import UnreadableFile
 
 
 @click.command(context_settings=CONTEXT)
@@ -93,8 +94,8 @@ def compare(ctx: click.Context, models, dataset, data_dir, epochs, batch_size, l
             raise click.ClickException(str(err)) from None
     try:
         rows = compare_runs(run_dirs, resolve_device(device), samples=samples)
-    except (CheckpointError, DataError, CompareError) as err:
-        raise click.BadParameter(str(err), param_hint="--from") from None
+    except (CheckpointError, DataError, CompareError, UnreadableFile) as err:  # UnreadableFile: a run's summary or
+        raise click.BadParameter(str(err), param_hint="--from") from None  # metrics file (a FIFO, broken JSON)
     pooled = aggregate_rows(rows)  # per model over its seeds
     write_json(out_dir / "compare.json", {"runs": rows, "models": pooled})
     table = markdown_table(pooled)

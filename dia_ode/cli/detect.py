@@ -19,7 +19,8 @@ from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, wr
 @click.option("--split", type=click.Choice(["test"]), default=None,
               help="Detect on the run's test split and score it with COCOeval [default, without --images].")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Detect on every image file of this folder instead (letterboxed to the run's input size).")
+              help="Detect on every image file of this folder instead (letterboxed to the run's input size); "
+                   "links that lead out of the folder and files that cannot be decoded are skipped.")
 @click.option("--show", type=click.IntRange(min=1), default=8, help="Images in the figure.")
 @click.option("--score-threshold", type=FiniteFloat(min=0, max=1), default=0.3, show_default=True,
               help="The least score of a detection drawn in the figure (predictions.json keeps every one).")
@@ -47,7 +48,7 @@ def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out,
         truth = run.test.boxes[:show]
     else:
         try:
-            results, found, images, names = detect_images(run, images_dir)
+            results, found, images, names, skipped = detect_images(run, images_dir)
         except DataError as err:
             raise click.BadParameter(str(err), param_hint="--images") from None
         metrics, truth, images = None, None, images[:show]
@@ -62,6 +63,7 @@ def detect(run_dir, split, images_dir, show, score_threshold, seed, device, out,
         summary["metrics"] = metrics
     else:
         summary["files"] = names
+        summary["skipped"] = skipped  # links out of the folder, undecodable files (detect_images warns)
     for name in ("detect.json", "summary.json"):  # summary.json: what every run directory has (dia-ode ls runs)
         write_json(out_dir / name, summary)
     save_figure(plot_detections(images, found[:show], categories, truth, score_threshold), out_dir / "figures",

@@ -11,6 +11,7 @@ import torch
 
 from dia_ode.analysis.integration_plots import plot_solution, plot_steps_and_stiffness
 from dia_ode.cli.options import (CONTEXT, FiniteFloat, build_problem, common_options, problem_parameter_options)
+from dia_ode.cli.runtime import check_memory
 from dia_ode.numerics import (ERROR_CONTROLLERS, PID_PRESETS, SUCCESS, StiffnessTest, create_error_controller,
                               get_tableau, list_methods, solve)
 from dia_ode.rundir import CheckpointError, save_figure, start_run, write_json
@@ -70,6 +71,8 @@ def integrate(problem, mu, eigenvalues, method, controller, controller_run, pres
         raise click.BadParameter(f"method '{method}' has no error estimate: give --step-size",
                                  param_hint="--step-size")
     ivp = build_problem(problem, mu, eigenvalues)
+    # float64 at every save time: the time, the solution, scipy's reference and the error (n values each)
+    check_memory(points * 8 * (1 + 3 * ivp.y0.numel()), "--points", f"{points:,} save times")
     start, end = (ivp.t_span[0] if t0 is None else t0), (ivp.t_span[1] if t1 is None else t1)
     if not end > start:
         raise click.BadParameter(f"--t1 ({end:g}) must be greater than --t0 ({start:g})", param_hint="--t1")

@@ -8,6 +8,8 @@
   value reaches its subcommands like its tag. Without it torch's default stands: all cores, or
   OMP_NUM_THREADS where set. start_run records the number in config.json.
 - A command that fails leaves no half-made run directory (rundir.failed_runs_cleanup).
+- `check_memory`: a size option whose estimated memory exceeds this machine's (integrate --points,
+  sample --num) is one line naming the option and the estimate, before anything is allocated.
 - The library's log lines (the trainer's epoch lines, "resumed at epoch 2 of 30") print on stdout,
   once: they do not also propagate to a root handler a caller may have configured.
 - SIGTERM, what cluster schedulers send before a kill, raises Terminated (a KeyboardInterrupt), so
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -86,10 +89,37 @@ def library_log() -> Iterator[None]:
 
 
 def check_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not NAME_PATTERN.match(value):
+    # fullmatch: the pattern's `$` also matches before a trailing newline, so match() took "abc\n"
+    if value is not None and not NAME_PATTERN.fullmatch(value):
         raise click.BadParameter(f"{value!r} must be 1-40 letters, digits or _.+=- (it becomes part of a "
                                  f"directory name)")
     return value
+
+
+# where os.sysconf cannot tell this machine's memory: a bound no laptop or GPU node of today exceeds
+MEMORY_FALLBACK_BYTES = 1 << 40
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (MEMORY_FALLBACK_BYTES where os.sysconf cannot tell)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or a name this system lacks
+        return MEMORY_FALLBACK_BYTES
+
+
+def check_memory(needed: float, option: str, what: str) -> None:
+    """BadParameter naming `option` when `needed` bytes, the estimate of what the command would hold for
+    `what`, exceed this machine's memory: one line before anything is allocated, where the allocator
+    would end in a traceback (or, overcommitted, in the OOM killer)."""
+    total = memory_bytes()
+    if needed > total:
+        raise click.BadParameter(f"{what} would need about {_gigabytes(needed)} of memory, more than this "
+                                 f"machine's {_gigabytes(total)}: lower {option}", param_hint=option)
+
+
+def _gigabytes(size: float) -> str:
+    return f"{size / 1e9:,.0f} GB" if size >= 1e10 else f"{size / 1e9:.3g} GB"
 
 
 name_option = click.option("--name", "run_tag", default=None, callback=check_name, metavar="TAG",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
 from dia_ode.analysis.sample_quality import FeatureNet, FeatureNetError, RealFeatures, cached_feature_run
 from dia_ode.cli.options import CONTEXT, FiniteFloat, check_device, common_options
+from dia_ode.cli.runtime import check_memory
 from dia_ode.data import DataError
 from dia_ode.engine import resolve_device
 from dia_ode.rundir import CheckpointError, load_run, save_figure, start_run, write_json
@@ -91,6 +93,9 @@ def sample(ctx: click.Context, run_dirs, sampler, steps, eta, method, rtol, atol
         runs.append(run)
     if len({run.dataset_name for run in runs}) > 1:
         raise click.BadParameter("a sweep compares runs on one dataset", param_hint="RUN_DIR")
+    shape = tuple(runs[0].test.images.shape[1:])  # (C, H, W)
+    # float32 pixels held three times: every batch's, all of them concatenated, their uint8 scaling in samples.npz
+    check_memory(num * math.prod(shape) * 4 * 3, "--num", f"{num:,} images of {'x'.join(map(str, shape))}")
     if not sweep_grid and fits(runs[0], setting) is not None:
         raise click.BadParameter(fits(runs[0], setting), param_hint="--steps")
     real = None if no_quality else _real_features(runs[0], feature_run, device, no_progress)

@@ -8,15 +8,16 @@ centred on black) to image_size x image_size, and their boxes moved with them.
 
 Bad input is one line naming the file: an annotation file that is not COCO JSON, a box outside its
 image, a category id the file does not declare, an image path that leaves the folder (absolute or
-through ..: refused before anything is opened), an empty folder. An image that cannot be decoded, or
-that exceeds Pillow's decompression-bomb limit (the limit stays on), is skipped with a warning that
-counts them and names the first, so one bad file in a large set does not stop training; when no
-image is left that is an error.
+through ..: refused before anything is opened), an empty folder, an annotation file that is not a
+regular file (a FIFO would block the read) or holds JSON nested too deeply. An image that cannot be
+decoded, that exceeds Pillow's decompression-bomb limit (the limit stays on), or that is not a regular
+file (a FIFO, a device: never opened for a blocking read) is skipped with a warning that counts them and
+names the first, so one bad file in a large set does not stop training; when no image is left that is
+an error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +28,7 @@ from torch.nn import functional as F
 from dia_ode.data.dataset import DataError, channel_stats
 from dia_ode.data.scenes import DetectionDataset, DetectionSplit
 from dia_ode.models.boxes import xywh_to_xyxy
+from dia_ode.util.files import UnreadableFile, open_regular, read_json
 
 log = logging.getLogger(__name__)
 IMAGE_SIZE = 128
@@ -113,9 +115,12 @@ def read_split(path: Path, image_size: int, channels: int) -> tuple[list[dict], 
 
 def _read_json(path: Path) -> dict:
     try:
-        coco = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path} is not a readable JSON file ({type(err).__name__})") from None
+        coco = read_json(path)
+    except FileNotFoundError:  # removed since the folder was listed
+        raise DataError(f"{path} is not a readable JSON file (FileNotFoundError)") from None
+    except UnreadableFile as err:
+        raise DataError(str(err) if err.not_regular else f"{path} is not a readable JSON file ({err.reason})") \
+            from None
     if not isinstance(coco, dict) or not all(isinstance(coco.get(k), list) for k in ("images", "annotations",
                                                                                       "categories")):
         raise DataError(f"{path} is not COCO instances JSON (needs lists 'images', 'annotations', 'categories')")
@@ -140,8 +145,12 @@ def decode_image(file: Path, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as image:  # Pillow's decompression-bomb limit stays on: a bomb raises here
+        with open_regular(file) as f, Image.open(f) as image:  # a FIFO is never opened for a blocking read;
+            # Pillow's decompression-bomb limit stays on: a bomb raises here
             array = np.array(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    except UnreadableFile as err:
+        why = f"not a regular file: {err.reason}" if err.not_regular else err.reason
+        raise DataError(f"cannot read image {file} ({why})") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {file} ({type(err).__name__}: {' '.join(str(err).split())[:120]})") \
             from None

@@ -115,6 +115,15 @@ def _locate(name: str, data_dir: str | os.PathLike | None, val_fraction: float,
     return key, spec, root
 
 
+def _checked_official(key: str, root: Path | None, official: Official) -> Official:
+    """A loader's (train, official test), refused when the official test split is empty (a run on it would
+    end with test metrics of null); the loaders of files name the file first (IDX: data/idx.py)."""
+    _, test = official
+    if test is not None and len(test) == 0:
+        raise DataError(f"{key}: the official test split in {root} holds no samples")
+    return official
+
+
 def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, test_fraction: float = 0.2,
                     split_seed: int = 0) -> Split | DetectionSplit:
     """The test split exactly as load_dataset makes it, without reading a training set that has its
@@ -124,7 +133,7 @@ def load_test_split(name: str, data_dir: str | os.PathLike | None = None, *, tes
         root = None if data_dir is None else Path(data_dir).expanduser()
         return DETECTION_DATASETS[key](root, split_seed, 0.1, 1).test
     key, spec, root = _locate(name, data_dir, 0.0, test_fraction)
-    train, test = spec.loader(root, False)
+    train, test = _checked_official(key, root, spec.loader(root, False))
     if test is None:  # held out first with the same generator as load_dataset
         _, out = held_out(len(train), test_fraction, torch.Generator().manual_seed(split_seed))
         test = subset(train, out)
@@ -161,7 +170,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, val_fr
         root = None if data_dir is None else Path(data_dir).expanduser()
         return DETECTION_DATASETS[key](root, split_seed, val_fraction, train_examples)
     key, spec, root = _locate(name, data_dir, val_fraction, test_fraction)
-    train, test = spec.loader(root, True)
+    train, test = _checked_official(key, root, spec.loader(root, True))
     generator = torch.Generator().manual_seed(split_seed)
     if test is None:
         keep, out = held_out(len(train), test_fraction, generator)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 
 from dia_ode.models import model_entry  # a recipe is registry data: engine builds no model family
@@ -34,6 +37,11 @@ class ConfigError(ValueError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A config field holds a value of the wrong type (a hand-edited config.json: epochs "5"); a TypeError
+    too, as a dict of the wrong types has always been one to TrainConfig's callers."""
 
 
 @dataclass
@@ -75,8 +83,17 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """A config from config.json (unknown keys such as versions are ignored; missing ones take
-        their defaults, so configs written before a field existed still load)."""
+        their defaults, so configs written before a field existed still load).
+
+        Raises:
+            ConfigTypeError (a ConfigError and a TypeError): a known key holds a value of another type than
+                its field's annotation (epochs "5", model_options [1, 2]), naming the key and the type.
+        """
         known = {f.name for f in fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for key, value in d.items():
+            if key in known:
+                _check_type(key, value, hints[key])
         cfg = cls(**{k: v for k, v in d.items() if k in known})
         cfg.milestones = tuple(cfg.milestones)
         cfg.extended_from = tuple(cfg.extended_from)
@@ -148,6 +165,43 @@ class TrainConfig:
                                               f"{', '.join(COMPILE_MODES)}")
         if self.compile_mode != "default" and not self.compile:
             raise ConfigError("compile_mode", f"compile_mode {self.compile_mode} applies with compile")
+
+
+_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a JSON object"}
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON-loaded value fits a field's annotation (an int is a float; a bool is neither)."""
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a JSON list (or a tuple) of X
+        (item, *_) = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _expected(hint) -> str:
+    """The words for a field's type in a message: "an integer", "a string or null", "a list of numbers"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join("null" if arg is type(None) else _expected(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        return f"a list of {'integers' if item is int else 'numbers' if item is float else _expected(item)}"
+    return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_type(key: str, value, hint) -> None:
+    """ConfigTypeError naming the field and the type it needs when `value` does not fit `hint`."""
+    if not _fits(value, hint):
+        shown = json.dumps(value, default=repr)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigTypeError(key, f"{key} must be {_expected(hint)}, got {shown}")
 
 
 def apply_recipe(values: dict, recipe: dict, given: set[str]) -> dict:

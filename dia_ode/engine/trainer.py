@@ -42,6 +42,7 @@ from dia_ode.models import create_model, model_entry
 from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLock, RunLocked, append_jsonl, brief, has_results,
                             is_seed_group, load_checkpoint, load_run_config, lock_run, mark_failed, read_summary, save_figure,
                             seed_group_refusal, write_json, write_jsonl)
+from dia_ode.rundir.safe_write import append_text
 from dia_ode.solvers.statistics import SOLVER_RECORD, DynamicsMeter, solver_record
 from dia_ode.tasks import get_task, means, model_spec
 
@@ -356,6 +357,8 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         ResumeMismatch: fewer epochs than planned or done, or another task than the saved one.
         RunLocked: another process is training the run.
         RunFinished: the run has done all its epochs and has its results (epochs extends it).
+        ValueError: the Trainer refuses the config (DataError: its data is gone or malformed; an
+            acceleration the device lacks); config.json and cmd.txt are then left as they were.
     """
     run_dir = Path(run_dir)
     saved = load_run_config(run_dir)
@@ -383,15 +386,17 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         except ValueError as err:
             raise ResumeMismatch("epochs", str(err)) from None
         cfg.device = device or cfg.device
+        # the Trainer first: it can still refuse (config, device, precision, dataset, model), and a refused
+        # extension already written to config.json would be performed by the next plain resume
+        trainer = Trainer(cfg, run_dir, dist=dist, progress=progress, on_epoch_end=on_epoch_end)
         if cfg.epochs > planned and lock_dist.is_main:
             log.info(f"extended from {planned} to {cfg.epochs} epochs: the added epochs restart the "
                      f"{cfg.schedule} schedule (for one schedule over all epochs start a new run)")
         if lock_dist.is_main:
             write_json(run_dir / "config.json", {**saved, **asdict(cfg)})
             if command is not None:
-                with open(run_dir / "cmd.txt", "a") as f:
-                    f.write(command + "\n")
-        return run_training(cfg, run_dir, progress=progress, resume=True, on_epoch_end=on_epoch_end, dist=dist)
+                append_text(run_dir / "cmd.txt", command + "\n")  # UnsafePath (one line) for a link
+        return trainer.fit(resume=True)
     finally:
         if lock is not None:
             lock.release()

@@ -20,7 +20,6 @@ filter on log e with a learned, nonlinear memory. How it is trained: studies/dia
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from dia_ode.attention import DIALSTMCell
 from dia_ode.attention.dia_cell import zero_
 from dia_ode.numerics.controllers import TINY, AbstractErrorController, Limits, PIController, State
+from dia_ode.util.files import UnreadableFile, read_json
 
 FEATURES = ("log_error", "log_error_last_accepted", "log_step_ratio", "last_accepted", "stiffness", "log_step")
 UNTRAINED_OUTPUT = 0.25  # o of a cell whose weights are all zero: sigmoid(0) * sigmoid(0)
@@ -102,11 +102,11 @@ def load_dia_controller(run_dir: str | Path) -> DIAErrorController:
     """
     run_dir = Path(run_dir)
     try:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = read_json(run_dir / "config.json")  # a FIFO is refused, never opened for a blocking read
     except FileNotFoundError:
         raise ValueError(f"{run_dir} is not a run directory (no config.json)") from None
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
-        raise ValueError(f"{run_dir / 'config.json'} cannot be read ({type(err).__name__})") from None
+    except UnreadableFile as err:  # not a regular file, malformed, nested too deeply, not UTF-8
+        raise ValueError(str(err)) from None
     command = config.get("command") if isinstance(config, dict) else None
     if command != TRAIN_COMMAND:
         raise ValueError(f"{run_dir} was written by '{command}', not by '{TRAIN_COMMAND}': it holds no DIA "

@@ -34,14 +34,14 @@ from dia_ode.numerics.controllers import AbstractErrorController, IController
 from dia_ode.numerics.dense_output import hermite, save_inside_step
 from dia_ode.numerics.methods import Rosenbrock, RungeKutta
 from dia_ode.numerics.rosenbrock import get_rosenbrock, local_jacobian
-from dia_ode.numerics.solution import (DT_UNDERFLOW, MAX_STEPS, NON_FINITE, RESULTS, RUNNING, STATS, SUCCESS,
-                                       TRACE_FIELDS, Solution, Trace, TraceRecorder)
+from dia_ode.numerics.solution import (DT_UNDERFLOW, MAX_STEPS, NON_FINITE, NON_FINITE_STEP, RESULTS, RUNNING, STATS,
+                                       SUCCESS, TRACE_FIELDS, Solution, Trace, TraceRecorder)
 from dia_ode.numerics.stiff_switch import SWITCH_STREAK, NoSwitch, StiffSwitch
 from dia_ode.numerics.stiffness_test import NoStiffnessTest, StiffnessTest
 from dia_ode.numerics.tableaux import Tableau, get_tableau
 
-__all__ = ["DT_UNDERFLOW", "MAX_STEPS", "NON_FINITE", "RESULTS", "RUNNING", "SUCCESS", "SWITCH_STREAK",
-           "TRACE_FIELDS", "SolveState", "Solution", "Trace", "batched", "solve"]
+__all__ = ["DT_UNDERFLOW", "MAX_STEPS", "NON_FINITE", "NON_FINITE_STEP", "RESULTS", "RUNNING", "SUCCESS",
+           "SWITCH_STREAK", "TRACE_FIELDS", "SolveState", "Solution", "Trace", "batched", "solve"]
 
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # on_step(step, t (B,), h (B,), accept (B,), idx (B,)): see solve
@@ -252,6 +252,7 @@ class _StepLoop:
             h = _initial_step(lambda tt, yy: self.call(tt, yy, everyone), t, y0.detach(), k1.detach(),
                               self.method.error_exponent, self.rtol, self.atol, self.norm)
             stats["nfe"] += 1
+        result[(result == RUNNING) & ~torch.isfinite(h)] = NON_FINITE_STEP  # first_step=nan: no step to try
         state = SolveState(t, torch.full((B,), float(t1), dtype=torch.float64), y0.clone(), k1, h, result, stats,
                            self.controller.init(B), self.stiffness.init(B), self.switch.init(B))
         return state, out
@@ -363,11 +364,14 @@ class _StepLoop:
 
     def _result_codes(self, s: SolveState, sel, accept: torch.Tensor, t_new: torch.Tensor, k_next: torch.Tensor,
                       h_next: torch.Tensor) -> None:
-        """Finished, non-finite, stalled or out of budget: the samples' result codes after a step."""
+        """Finished, non-finite (state or proposed step), stalled or out of budget: the samples' result codes
+        after a step."""
         finished = accept & (t_new >= s.end[sel])
         code = s.result[sel].masked_fill(finished, SUCCESS)
         nonfinite_start = ~torch.isfinite(k_next).all(dim=-1) & accept & ~finished
         code = code.masked_fill(nonfinite_start & (code == RUNNING), NON_FINITE)
+        # a NaN step fails every test below (and an infinite one is no step): end the sample now
+        code = code.masked_fill((code == RUNNING) & ~torch.isfinite(h_next), NON_FINITE_STEP)
         stalled = (h_next < self.controller.limits.dt_min) | (s.t[sel] + h_next == s.t[sel])
         code = code.masked_fill((code == RUNNING) & stalled, DT_UNDERFLOW)
         code = code.masked_fill((code == RUNNING) & (s.stats["num_steps"][sel] >= self.max_steps), MAX_STEPS)

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-RUNNING, SUCCESS, MAX_STEPS, DT_UNDERFLOW, NON_FINITE = range(5)
+# NON_FINITE_STEP: the error controller proposed a NaN or infinite step (a trained controller with NaN
+# weights); no stall test catches a NaN step (every comparison is false), so it would run to max_steps
+RUNNING, SUCCESS, MAX_STEPS, DT_UNDERFLOW, NON_FINITE, NON_FINITE_STEP = range(6)
 RESULTS = {SUCCESS: "success", MAX_STEPS: "max steps reached", DT_UNDERFLOW: "step size underflow",
-           NON_FINITE: "non-finite state", RUNNING: "running"}
+           NON_FINITE: "non-finite state", NON_FINITE_STEP: "non-finite step size", RUNNING: "running"}
 TRACE_FIELDS = ("t", "h", "error_ratio", "accepted", "h_lambda", "stiff", "h_rho")
 STATS = ("nfe", "num_steps", "num_accepted", "num_rejected", "num_stiff_steps", "num_flagged_steps",
          "num_jacobians", "num_linear_solves", "num_implicit_steps")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from dia_ode.rundir.jsonio import atomic_write_bytes
+from dia_ode.rundir.safe_write import refuse_link
 
 FORMAT = "dia_ode.checkpoint"
 FORMAT_VERSION = 2
@@ -45,9 +46,16 @@ def save_checkpoint(path: str | os.PathLike, *, epoch: int, model: dict, optimiz
                     history: list[dict], config: dict, **extra: Any) -> None:
     """Write a checkpoint atomically (temp file + rename): a crash keeps the previous one.
 
+    A link at `path` is replaced, never written through; a run's checkpoints/ folder that is a link is refused.
+
     Args:
         extra: further entries, e.g. model_spec {"name", "options"} and normalisation {"mean", "std"}.
+
+    Raises:
+        UnsafePath: `path` is a run's checkpoints/last.pt and its checkpoints/ folder is a symbolic link.
     """
+    if Path(path).parts[-len(CHECKPOINT.parts):] == CHECKPOINT.parts:
+        refuse_link(Path(path).parent, "folder")
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "epoch": epoch, "model": model,
                "optimizer": optimizer, "history": history, "config": config, **extra}
     atomic_write_bytes(path, lambda f: torch.save(payload, f))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dia_ode.rundir.checkpoints import brief
-from dia_ode.rundir.jsonio import write_json
+from dia_ode.rundir.jsonio import atomic_write_text, write_json
 from dia_ode.rundir.lock import LOCK_FILE
 
 RUN_NAME = re.compile(r"^(\d{5})-")  # a run directory's name starts with its number
@@ -114,7 +114,7 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
     write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}),
                                          "threads": config.get("threads", torch.get_num_threads()), "versions": versions()})
     argv = sys.argv if argv is None else argv
-    (run_dir / "cmd.txt").write_text(" ".join(argv) + "\n")
+    atomic_write_text(run_dir / "cmd.txt", " ".join(argv) + "\n")  # never through a link planted meanwhile
     started = _started.get()
     if started is not None:
         started.append(run_dir)

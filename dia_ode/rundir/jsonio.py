@@ -1,7 +1,9 @@
 """Strict JSON files written atomically: what a user may rely on is never half written.
 
 Files go to a temp file in the same folder, are fsynced, then renamed over the target (os.replace),
-so an interrupted command never leaves half a file behind. NaN and infinities become null.
+so an interrupted command never leaves half a file behind. NaN and infinities become null. The rename
+replaces a symbolic link at the target itself, so a link's target is never written; appends refuse a
+link (safe_write.open_append).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from dia_ode.rundir.safe_write import open_append
+from dia_ode.util.files import read_json_lines
+
 
 def atomic_write_bytes(path: str | os.PathLike, write: Any) -> None:
-    """Call `write(file)` on a temp file next to `path`, fsync, then rename it onto `path`."""
+    """Call `write(file)` on a temp file next to `path`, fsync, then rename it onto `path`.
+
+    A symbolic link at `path` is replaced by the file, never written through (its target stays as it was).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -33,6 +41,12 @@ def atomic_write_bytes(path: str | os.PathLike, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically, as atomic_write_bytes."""
+    data = text.encode()
+    atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -77,8 +91,12 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON object as a line and flush it to disk."""
-    with open(path, "a", encoding="utf-8") as f:
+    """Append one JSON object as a line and flush it to disk.
+
+    Raises:
+        UnsafePath: `path` is a symbolic link (or not a regular file): it is not written through.
+    """
+    with open_append(path) as f:
         f.write(_dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -86,17 +104,15 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
 
 def read_jsonl(path: str | os.PathLike, partial_last: bool = False) -> list[dict]:
     """All objects of a JSON-lines file ([] if it does not exist); with `partial_last`, a last line cut
-    short (a process killed during its append) is dropped instead of raising."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    rows = [json.loads(line) for line in lines[:-1]]
+    short (a process killed during its append) is dropped instead of raising.
+
+    Raises:
+        UnreadableFile (a ValueError, one line naming the file): not a regular file (a FIFO is never
+            opened for a blocking read), a line that is not JSON (nested too deeply included), or not UTF-8.
+    """
     try:
-        rows += [json.loads(line) for line in lines[-1:]]
-    except ValueError:
-        if not partial_last:
-            raise
-    return rows
+        return read_json_lines(path, partial_last=partial_last)
+    except FileNotFoundError:
+        return []
 
 

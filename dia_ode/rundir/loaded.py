@@ -4,6 +4,11 @@ Analysis, sampling and `compare --from` start from a run directory; this is the 
 one into objects. It rebuilds the model from the checkpoint's model_spec and normalises with the
 checkpoint's statistics, so it imports neither the trainer nor the training set (IDX and CIFAR read
 only their test files; the embedded digits are read whole, having no official test split).
+
+A checkpoint's model options are sized before anything is allocated: the model is first built on the
+meta device (no memory), its parameter count bounded (MAX_PARAMETERS) and its state-dict shapes compared
+with the checkpoint's tensors; options that would allocate terabytes (base_width=200000) or weights that
+do not fit are refused in one line, and only then is the model built for real.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from torch import nn
 from dia_ode.data import Split, iterate_batches, load_dataset, load_test_split
 from dia_ode.models import create_model
 from dia_ode.tasks import get_task, model_spec
-from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, load_checkpoint, load_state
+from dia_ode.rundir.checkpoints import CHECKPOINT, CheckpointError, brief, load_checkpoint, load_state
 from dia_ode.rundir.summary import load_run_config
+
+
+MAX_PARAMETERS = 2 ** 31  # 8 GiB of float32 weights: far beyond any model here, far below a hostile option
 
 
 @dataclass
@@ -95,17 +103,64 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> LoadedR
         spec, normalisation = ckpt["model_spec"], ckpt["normalisation"]
     else:
         spec, normalisation = _spec_from_config(ckpt["config"])
+    path = run_dir / CHECKPOINT
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("options"), dict)):
+        raise CheckpointError(f"checkpoint {path} has no usable model_spec (a dict of a name and its options)")
     if config.get("model") != spec["name"]:
-        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} holds model '{spec['name']}', "
+        raise CheckpointError(f"checkpoint {path} holds model '{spec['name']}', "
                               f"but config.json names '{config.get('model')}'")
-    try:
-        model = create_model(spec["name"], **spec["options"]).to(device)
-    except ValueError as err:
-        raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT} names a model this version cannot build ({err})") \
-            from None
-    load_state(model, ckpt["model"], run_dir / CHECKPOINT)
-    if isinstance(ckpt.get("ema"), dict):  # a run that kept a moving average evaluates (and samples) with it
-        load_state(model, ckpt["ema"]["weights"], run_dir / CHECKPOINT)
+    # a run that kept a moving average of the weights evaluates (and samples) with it
+    ema = [ckpt["ema"].get("weights")] if isinstance(ckpt.get("ema"), dict) else []
+    model = build_checked_model(spec, path, ckpt["model"], *ema, device=device)
+    for state in (ckpt["model"], *ema):
+        load_state(model, state, path)
     test = load_test_split(config["dataset"], config.get("data_dir"), split_seed=config.get("split_seed", 0))
     return LoadedRun(run_dir, config, model.eval(), spec, ckpt["epoch"], tuple(normalisation["mean"]),
                      tuple(normalisation["std"]), test)
+
+
+def build_checked_model(spec: dict, path: str | Path, *states: dict, device: torch.device | str = "cpu") -> nn.Module:
+    """The model of a checkpoint's spec ({"name", "options"}) on `device`, sized on the meta device first.
+
+    Args:
+        spec: the registry name and every constructor option.
+        path: the checkpoint, for the messages.
+        states: the state dicts that will be loaded into it (weights, their moving average).
+
+    Raises:
+        CheckpointError (one line): the options build no model, build more than MAX_PARAMETERS parameters,
+            or a model whose state-dict keys or shapes differ from a state's (the first differing key named);
+            nothing but the meta model has been allocated then.
+    """
+    try:
+        with torch.device("meta"):  # no memory, no initialisation: a hostile option costs nothing here
+            skeleton = create_model(spec["name"], **spec["options"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {path} names a model this version cannot build ({brief(str(err))})") \
+            from None
+    count = sum(p.numel() for p in skeleton.parameters())
+    if count > MAX_PARAMETERS:
+        options = ", ".join(f"{k}={v!r}" for k, v in spec["options"].items())
+        raise CheckpointError(f"checkpoint {path}: model {spec['name']} with options {brief(options, limit=160)} "
+                              f"would have {count:,} parameters (more than {MAX_PARAMETERS:,}); not built")
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    for state in states:
+        difference = _first_difference(expected, state)
+        if difference:
+            raise CheckpointError(f"checkpoint {path} does not fit model {spec['name']} as its options build it "
+                                  f"({difference}); not built")
+    return create_model(spec["name"], **spec["options"]).to(device)
+
+
+def _first_difference(expected: dict[str, tuple[int, ...]], state) -> str | None:
+    """The first key whose presence or shape differs between the model's state dict and `state`, in words."""
+    if not isinstance(state, dict):
+        return "its weights are not a state dict"
+    for key, shape in expected.items():
+        if key not in state:
+            return f"{key} is missing from the checkpoint"
+        saved = getattr(state[key], "shape", None)
+        if saved is not None and tuple(saved) != shape:
+            return f"{key} has shape {tuple(saved)} in the checkpoint, {shape} in the model"
+    extra = next((key for key in state if key not in expected), None)
+    return None if extra is None else f"the checkpoint holds {extra}, which the model has not"

@@ -7,15 +7,21 @@ included), so a file left behind by a dead process is simply taken over. The fil
 "pid host" of the holder, for the message the second process prints. flock works on local file
 systems and on NFS (Linux emulates it with POSIX locks there); Windows has no fcntl and gets no lock.
 A lock that cannot be taken at all (no lock daemon on an NFS mount: ENOLCK; a folder not writable)
-is refused with RunLocked saying why, and `is_locked` reads such a run as not running.
+is refused with RunLocked saying why, and `is_locked` reads such a run as not running. A `.lock` that
+is a symbolic link (or a hard link, or not a plain file) is refused with RunLocked too: it is opened
+without following links, so the file it points to is never truncated or written.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from pathlib import Path
+
+from dia_ode.rundir.safe_write import O_NOFOLLOW, UnsafePath, open_nofollow
+from dia_ode.util.files import open_regular
 
 try:
     import fcntl
@@ -72,7 +78,9 @@ def lock_run(run_dir: str | os.PathLike, wait: float = 1.0) -> RunLock:
     path, deadline = run_dir / LOCK_FILE, time.monotonic() + wait
     while True:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except UnsafePath as err:
+            raise RunLocked(f"cannot lock run {run_dir}: {err}") from None
         except OSError as err:
             raise _refused(run_dir, err) from None
         try:
@@ -111,10 +119,14 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def holder(run_dir: str | os.PathLike) -> str | None:
-    """"process PID on HOST" from the lock file, or None when there is none to read."""
+    """"process PID on HOST" from the lock file, or None when there is none to read (or it is a link)."""
+    path = Path(run_dir) / LOCK_FILE
+    if path.is_symlink():
+        return None
     try:
-        pid, host = (Path(run_dir) / LOCK_FILE).read_text().split()[:2]
-    except (OSError, ValueError):
+        with open_regular(path) as f:  # a FIFO named .lock would block a plain read forever
+            pid, host = f.read(256).decode(errors="replace").split()[:2]
+    except (OSError, ValueError):  # UnreadableFile is a ValueError
         return None
     return f"process {pid} on {host}"
 
@@ -127,10 +139,13 @@ def is_locked(run_dir: str | os.PathLike) -> bool:
     if Path(run_dir).resolve() in _held:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # gone, or another user's run we may not read: we cannot tell, and call it idle
+        # O_NONBLOCK: the open of a FIFO named .lock returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:  # a link (ELOOP), gone, or another user's run we may not read: we cannot tell, and call it idle
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # not a lock file any process could hold
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except BlockingIOError:

@@ -9,24 +9,32 @@ its config.json says "command": "train-seeds", so nothing mistakes it for a trai
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from dia_ode.rundir.checkpoints import CheckpointError, brief
+from dia_ode.rundir.checkpoints import CheckpointError
+from dia_ode.util.files import UnreadableFile, read_json
 
 SEED_GROUP_COMMAND = "train-seeds"
 FINISHED = "finished"
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict:
-    """The run's summary.json as a dict; {} when there is none or it cannot be read."""
-    return _read_dict(Path(run_dir) / "summary.json")
+def read_summary(run_dir: str | os.PathLike, strict: bool = False) -> dict:
+    """The run's summary.json as a dict; {} when there is none, or (unless `strict`) when it holds no
+    readable JSON object.
+
+    Raises:
+        UnreadableFile (a ValueError, one line naming the file): summary.json is not a regular file (a
+            FIFO would block the read: it is never opened); with `strict`, also content that is not a
+            JSON object (malformed, nested too deeply, not UTF-8).
+    """
+    return _read_dict(Path(run_dir) / "summary.json", strict)
 
 
-def read_config(run_dir: str | os.PathLike) -> dict:
-    """The run's config.json as a dict; {} when there is none or it cannot be read."""
-    return _read_dict(Path(run_dir) / "config.json")
+def read_config(run_dir: str | os.PathLike, strict: bool = False) -> dict:
+    """The run's config.json as a dict; {} when there is none, or (unless `strict`) when it holds no
+    readable JSON object. Raises as read_summary."""
+    return _read_dict(Path(run_dir) / "config.json", strict)
 
 
 def load_run_config(run_dir: str | os.PathLike) -> dict:
@@ -36,12 +44,12 @@ def load_run_config(run_dir: str | os.PathLike) -> dict:
         CheckpointError: no config.json, or one that cannot be read or is not a JSON object (one line).
     """
     path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and undecodable bytes
-        raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {brief(str(err))})") from None
+        config = read_json(path)  # a FIFO is refused, never opened for a blocking read
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} is not a training run directory (no config.json)") from None
+    except UnreadableFile as err:  # not a regular file, malformed, nested too deeply, not UTF-8
+        raise CheckpointError(str(err)) from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path} is not a run configuration (not a training run's settings: not a JSON object)")
     return config
@@ -72,9 +80,17 @@ def seed_group_refusal(group_dir: str | os.PathLike) -> str:
             f"then aggregate the runs with dia-ode compare --from RUN --from RUN ...")
 
 
-def _read_dict(path: Path) -> dict:
+def _read_dict(path: Path, strict: bool) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path)
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except UnreadableFile as err:
+        if strict or err.not_regular:
+            raise
+        return {}
+    if not isinstance(data, dict):
+        if strict:
+            raise UnreadableFile(path, "not a JSON object")
+        return {}
+    return data

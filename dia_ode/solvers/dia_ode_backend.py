@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dia_ode.numerics import MAX_STEPS, NON_FINITE, RESULTS, SUCCESS, Solution, StiffnessTest, solve, solve_adjoint
+from dia_ode.numerics import (MAX_STEPS, NON_FINITE, NON_FINITE_STEP, RESULTS, SUCCESS, Solution, StiffnessTest, solve,
+                              solve_adjoint)
 from dia_ode.solvers.backends import DIA_ODE_TABLEAUX, SolveFailed, SolverOptionError, grid_steps
 
 if TYPE_CHECKING:  # continuous.py imports this module
@@ -174,7 +175,9 @@ def _raise_on_failure(block: "ContinuousBlock", sol: Solution) -> None:
         advice.append(f"raise max_num_steps={block.max_num_steps} or {loosen}")
     if NON_FINITE in codes:
         advice.append(f"the dynamics blew up: {smaller}")
-    if set(codes) - {MAX_STEPS, NON_FINITE}:
+    if NON_FINITE_STEP in codes:
+        advice.append("the error controller proposed a NaN or infinite step (a trained controller with NaN weights?)")
+    if set(codes) - {MAX_STEPS, NON_FINITE, NON_FINITE_STEP}:
         advice.append(f"the steps shrank to nothing (a blow-up or a stiff field): loosen {tolerances}")
     raise SolveFailed(f"dia_ode ODE solve ({block.method}) failed for {int(failed.sum())} of {failed.numel()} "
                       f"samples ({words}) by t={reached:.6g} of [0, {block.end_time:g}]: {'; '.join(advice)}")

@@ -34,6 +34,7 @@ from typing import Sequence
 import torch
 
 from dia_ode.rundir import save_figure, write_json
+from dia_ode.rundir.jsonio import atomic_write_text
 from dia_ode.studies.report.budgets import Budget, sized_budget, unsized_reason
 from dia_ode.studies.report.cache import STUDY_FILE, open_study, run_path, run_state
 from dia_ode.analysis.power import power_row
@@ -127,7 +128,7 @@ def run_report(claims: Sequence[AbstractClaim], budget: Budget, study_dir: str |
                      "wall_seconds": time.perf_counter() - start, "study": study_dir.absolute().name,
                      "claims": entries}, study_dir)
     write_json(study_dir / "report.json", data)
-    (study_dir / "report.md").write_text(report_markdown(data))
+    atomic_write_text(study_dir / "report.md", report_markdown(data))  # a link there is replaced, not written through
     write_json(study_dir / "summary.json", {"budget": budget.name, "wall_seconds": data["wall_seconds"],
                                             "verdicts": {c["id"]: c["verdict"]["status"] for c in entries}})
     return data
