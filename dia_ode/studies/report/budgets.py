@@ -1,7 +1,7 @@
 """Budget presets of the reproduction report: how much each claim may train.
 
 smoke: CI, every claim end to end in a few minutes on 2 cores (numbers that say nothing, files that
-exist); cpu: a 2-core machine in about two hours, >= 3 seeds; full: a GPU or a cluster, the papers'
+exist); cpu: a 2-core machine in about 70 minutes, >= 3 seeds; full: a GPU or a cluster, the papers'
 scale where the data allow it. A claim reads the fields it needs and scales its runs with them.
 
 Two budgets are sized for one question, the dose-response of the cross-layer correlation: the per-sample
@@ -86,7 +86,7 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("smoke", seeds=(0, 1), epochs=1, datasets=("digits",), width=4, samples=32,
            description="CI: every claim end to end in a few minutes; the numbers say nothing"),
     Budget("cpu", seeds=(0, 1, 2), epochs=15, datasets=("digits", "fashion-mnist"), width=16, samples=256,
-           description="2 CPU cores in about two hours, 3 seeds"),
+           description="2 CPU cores in about 70 minutes, 3 seeds"),
     Budget("full", seeds=(0, 1, 2, 3, 4), epochs=164, datasets=("cifar10", "fashion-mnist"), width=16,
            samples=1024, description="a GPU or a cluster: the papers' epochs, 5 seeds"),
     _LONG,
