@@ -1,8 +1,17 @@
-"""`dia-ode train`: train a model for a task, or resume a run; data-parallel under torchrun."""
+"""`dia-ode train`: train a model for a task, or resume a run; data-parallel under torchrun.
+
+`--run-dir DIR` makes the command restartable: the first time it creates DIR as the run directory and
+trains; run again (torchrun's --max-restarts after a lost process, a preempted job requeued by a
+scheduler) it continues the run from its last checkpoint, or says that it is finished (exit 0). The
+command must describe the run DIR holds: its options are resolved as a new run's and compared with
+config.json (engine.check_same_run), and the first option that differs is refused in one line; only
+--device may change, and more --epochs extend the run as `--resume --epochs` does.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -18,9 +27,13 @@ from dia_ode.data import DataError, list_datasets, load_dataset
 from dia_ode.engine import (COMPILE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES, ConfigError, DistContext, ResumeMismatch, RunFinished,
                             TrainConfig, TrainingDiverged, from_environment, recipe_config, resume_training,
                             run_training)
+from dia_ode.engine.trainer import check_same_run, saved_config
 from dia_ode.engine.acceleration import check_acceleration
 from dia_ode.models import model_entry
-from dia_ode.rundir import CHECKPOINT, CheckpointError, RunLocked, load_run_config, run_description, start_run
+from dia_ode.rundir import (CHECKPOINT, CheckpointError, RunLocked, load_run_config, lock_run, run_description,
+                            start_run, write_json)
+from dia_ode.rundir.directory import start_run_at
+from dia_ode.rundir.safe_write import append_text
 from dia_ode.solvers import StepBudgetExceeded
 from dia_ode.studies.seeds import seeds_markdown, start_seed_group, summarize_seeds, train_seeds
 from dia_ode.tasks import get_task, list_tasks
@@ -75,6 +88,9 @@ DEFAULTS = TrainConfig()
 @model_option
 @task_option
 @seeds_option
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The run directory itself: created by the first run of the command, continued from its "
+                   "checkpoint by the same command run again (restarts, preemption); replaces --out.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its last checkpoint (its saved options are used; "
                    "--epochs extends it).")
@@ -83,7 +99,7 @@ DEFAULTS = TrainConfig()
 def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size, train_examples, val_fraction,
           optimizer, lr, momentum, nesterov, weight_decay, schedule, warmup_epochs, clip_grad, no_augment, ema_decay,
           sync_bn, precision, compile_model, compile_mode, channels_last, reduction, sam, no_cell_state, no_output_gate, model_option_pairs, task_option_pairs, seeds,
-          resume_dir, seed, device, out, no_progress) -> None:
+          run_dir, resume_dir, seed, device, out, no_progress) -> None:
     """Train a model; by default dia_resnet20 on the embedded digits data.
 
     Models carry a training recipe (`dia-ode ls models --pattern NAME` shows it; the ViTs use AdamW with
@@ -95,8 +111,15 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
     def given(name: str) -> bool:
         return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
 
-    resuming_on = device if resume_dir is None or given("device") else resume_device(resume_dir, device)
-    dist = _join(resuming_on)
+    if run_dir is not None:
+        for name, hint in (("resume_dir", "--resume continues a run by its directory"),
+                           ("out", "--run-dir names the run directory itself"),
+                           ("seeds", "--run-dir holds one run; --seeds makes a group of runs")):
+            if given(name):
+                raise click.UsageError(f"{hint}; drop --run-dir or {_flag(ctx, name)}")
+    _check_restarts()
+    continued = resume_dir or run_dir
+    dist = _join(device if continued is None or given("device") else resume_device(continued, device))
     try:
         if resume_dir is not None:
             ignored = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_OPTIONS and given(p.name)]
@@ -152,6 +175,10 @@ def train(ctx: click.Context, model, task, dataset, data_dir, epochs, batch_size
         if seeds:
             _train_seeds(cfg, seeds, data, dist, out, no_progress)
             return
+        if run_dir is not None:
+            _train_in(run_dir, cfg, lambda n: recipe_config({**values, "epochs": n}, chosen | {"epochs"}),
+                      data, dist, no_progress, given("device"))
+            return
         run_dir = None
         if dist.is_main:
             run_dir = start_run(out, run_description("train", model, model_options, cfg.dataset),
@@ -183,6 +210,22 @@ def resume_device(run_dir: Path, default: str) -> str:
     return saved if saved in ("auto", "cpu", "cuda") else default
 
 
+def _check_restarts() -> None:
+    """Refuse torchrun's --max-restarts where its restarted processes could wait forever.
+
+    torchrun (c10d rendezvous, torch >= 2.5) shares its own TCP store with the processes it starts and
+    keeps it across restarts, and no key of the process group is scoped to an attempt: a restarted rank
+    can read the dead attempt's address of another rank and wait in init_process_group forever (seen
+    with gloo on torch 2.13; pytorch/pytorch#135712). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives every
+    attempt a store of its own (rank 0's). A process of such a torchrun sees
+    TORCHELASTIC_USE_AGENT_STORE=True and TORCHELASTIC_MAX_RESTARTS > 0."""
+    if (int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+            and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"):
+        raise click.UsageError("torchrun --max-restarts keeps one TCP store across restarts, where a restarted "
+                               "process can wait forever for a rank of the failed attempt (pytorch/pytorch#135712): "
+                               "start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment")
+
+
 def _join(device: str) -> DistContext:
     """This process's data-parallel context (one process unless started by torchrun)."""
     try:
@@ -192,11 +235,11 @@ def _join(device: str) -> DistContext:
 
 
 def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | None, dist: DistContext,
-            no_progress: bool) -> None:
+            no_progress: bool, option: str = "--resume") -> None:
     try:
         summary = _guarded(lambda: resume_training(run_dir, epochs=epochs, device=device, progress=not no_progress,
                                                    command=" ".join(sys.argv), dist=dist, task=task), run_dir,
-                           lock_hint="--resume")
+                           lock_hint=option)
     except RunFinished as err:  # not an error: the work is done
         if dist.is_main:
             click.echo(str(err))
@@ -204,9 +247,76 @@ def _resume(run_dir: Path, epochs: int | None, device: str | None, task: str | N
     except ResumeMismatch as err:
         raise click.BadParameter(str(err), param_hint=f"--{err.option}") from None
     except ValueError as err:  # CheckpointError, or a saved config that no longer builds
-        raise click.BadParameter(str(err), param_hint="--resume") from None
+        raise click.BadParameter(str(err), param_hint=option) from None
     if dist.is_main:
         _report(summary, run_dir)
+
+
+# config fields whose option's parameter has another name
+_FIELD_PARAMS = {"augment": "no_augment", "compile": "compile_model", "model_options": "model_option_pairs",
+                 "task_options": "task_option_pairs"}
+
+
+def _train_in(run_dir: Path, cfg: TrainConfig, resolve, data, dist: DistContext, no_progress: bool,
+              device_given: bool) -> None:
+    """--run-dir: create the run, or continue the one DIR holds (create-or-resume).
+
+    Rank 0 takes the run's lock, reads DIR, and makes it a run directory if it is new or empty; every
+    rank then learns rank 0's decision or refusal (as hold_run does with the lock), so no rank waits
+    alone in a collective. `resolve(epochs)` is this command's config resolved for another number of
+    epochs: a recipe's warm-up scales with them, so the comparison is made at the run's first length.
+    """
+    lock, decision = None, None
+    if dist.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = lock_run(run_dir)  # held through the training: the trainer takes it again (reentrant)
+            decision = _decide(run_dir, cfg, resolve)
+        except ResumeMismatch as err:
+            decision = ("refused", _flag(click.get_current_context(), _FIELD_PARAMS.get(err.option, err.option)),
+                        str(err))
+        except (RunLocked, OSError, ValueError) as err:  # CheckpointError: DIR is no run (or another command's)
+            decision = ("refused", "--run-dir", str(err))
+    try:
+        kind, *detail = dist.broadcast(decision)
+        if kind == "refused":
+            raise click.BadParameter(detail[1], param_hint=detail[0])
+        if kind == "resume":
+            _resume(run_dir, cfg.epochs, cfg.device if device_given else None, None, dist, no_progress, "--run-dir")
+            return
+        summary = _guarded(lambda: run_training(cfg, run_dir, progress=not no_progress, dataset=data, dist=dist),
+                           run_dir, lock_hint="--run-dir", again="the same command")
+        if dist.is_main:
+            _report(summary, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _decide(run_dir: Path, cfg: TrainConfig, resolve) -> tuple[str]:
+    """Rank 0's reading of --run-dir DIR under its lock: ("new",) after making it a run directory,
+    ("resume",) for a run with a checkpoint, ("restart",) for one killed before its first checkpoint
+    (trained afresh in place). Raises what refuses DIR."""
+    if not (run_dir / "config.json").exists():
+        start_run_at(run_dir, {"command": "train", **asdict(cfg)})  # FileExistsError: DIR holds something else
+        click.echo(f"run directory: {run_dir}")
+        return ("new",)
+    saved, old = saved_config(run_dir)
+    check_same_run(old, resolve((*old.extended_from, old.epochs)[0]), run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        return ("resume",)
+    # nothing trained yet: this command's config (its epochs and device) replaces the saved one
+    for leftover in ("metrics.jsonl", "summary.json"):
+        (run_dir / leftover).unlink(missing_ok=True)
+    write_json(run_dir / "config.json", {**saved, **asdict(cfg)})
+    append_text(run_dir / "cmd.txt", " ".join(sys.argv) + "\n")
+    click.echo(f"run directory: {run_dir} (no checkpoint yet: trained from the start)")
+    return ("restart",)
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    """The option of parameter `name`; --run-dir for a config field no option sets (split_seed, milestones)."""
+    return next((p.opts[0] for p in ctx.command.params if p.name == name), "--run-dir")
 
 
 def _train_seeds(cfg: TrainConfig, seeds: tuple[int, ...], data, dist: DistContext, out: Path,
@@ -223,8 +333,10 @@ def _train_seeds(cfg: TrainConfig, seeds: tuple[int, ...], data, dist: DistConte
     click.echo(f"-> {group}")
 
 
-def _guarded(job, run_dir: Path, lock_hint: str = "--out"):
-    """Run a training job; turn divergence, Ctrl-C and a refused run lock into one-line messages."""
+def _guarded(job, run_dir: Path, lock_hint: str = "--out", again: str | None = None):
+    """Run a training job; turn divergence, Ctrl-C and a refused run lock into one-line messages.
+    `again` is how the run continues (default: dia-ode train --resume RUN)."""
+    again = again or f"dia-ode train --resume {run_dir}"
     try:
         return job()
     except RunLocked as err:  # a scheduler's requeue while the old job still runs, or a file system without locks
@@ -236,14 +348,13 @@ def _guarded(job, run_dir: Path, lock_hint: str = "--out"):
         else:
             what, advice = "the ODE solver gave up", "loosen the solver (--model-option rtol=..., max_num_steps=...)"
             if kept:
-                advice = f"continue with: dia-ode train --resume {run_dir}, or {advice}"
+                advice = f"continue with: {again}, or {advice}"
         where = f"the last good checkpoint is kept in {run_dir}" if kept else "no epoch finished, nothing is kept"
         raise click.ClickException(f"{what}: {err}; {where}; {advice}") from None
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM from a scheduler (cli/runtime.py)
         what, code = interrupt_exit(err)
         if (Path(run_dir) / CHECKPOINT).is_file():
-            click.echo(f"\n{what}; the last checkpoint is kept; continue with: dia-ode train --resume {run_dir}",
-                       err=True)
+            click.echo(f"\n{what}; the last checkpoint is kept; continue with: {again}", err=True)
         else:
             click.echo(f"\n{what} before the first checkpoint: nothing to resume", err=True)
         sys.exit(code)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable
 
@@ -361,13 +362,7 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
             acceleration the device lacks); config.json and cmd.txt are then left as they were.
     """
     run_dir = Path(run_dir)
-    saved = load_run_config(run_dir)
-    if is_seed_group(saved):
-        raise CheckpointError(seed_group_refusal(run_dir))
-    try:
-        cfg = TrainConfig.from_dict(saved)
-    except TypeError as err:  # a dict, but not of our fields' types
-        raise CheckpointError(f"{run_dir / 'config.json'} is not a run configuration ({brief(str(err))})") from None
+    saved, cfg = saved_config(run_dir)
     if task is not None and task != cfg.task:
         raise ResumeMismatch("task", f"the run in {run_dir} trains task '{cfg.task}', not '{task}'")
     # the lock's context only: the caller's dist (None: Trainer resolves cfg.device) goes on to the training
@@ -401,3 +396,52 @@ def resume_training(run_dir: str | Path, *, epochs: int | None = None, device: s
         if lock is not None:
             lock.release()
 
+
+# what a command that continues a run may change (check_same_run): where it computes, and more epochs
+# (an extension, recorded in extended_from)
+CONTINUABLE = ("device", "epochs", "extended_from")
+
+
+def saved_config(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig]:
+    """config.json of a training run and its TrainConfig.
+
+    Raises:
+        CheckpointError: not a run directory, a seed group (the message names the run to resume), or a
+            config that is not a training run's.
+    """
+    saved = load_run_config(run_dir)
+    if is_seed_group(saved):
+        raise CheckpointError(seed_group_refusal(run_dir))
+    if saved.get("command", "train") != "train":
+        command = brief(str(saved["command"]), 40)
+        raise CheckpointError(f"{run_dir} holds a run of `dia-ode {command}`, not a training run")
+    try:
+        return saved, TrainConfig.from_dict(saved)
+    except TypeError as err:  # a dict, but not of our fields' types
+        raise CheckpointError(f"{Path(run_dir) / 'config.json'} is not a run configuration "
+                              f"({brief(str(err))})") from None
+
+
+def check_same_run(saved: TrainConfig, cfg: TrainConfig, run_dir: str | os.PathLike) -> None:
+    """Whether `cfg` describes the run saved in `run_dir` (create-or-resume: `dia-ode train --run-dir`).
+
+    Every field but CONTINUABLE's is compared, in TrainConfig's order; epochs are the caller's to check
+    (more extend the run, as resume_training's do).
+
+    Raises:
+        ResumeMismatch: the first field that differs, its saved and its new value.
+    """
+    for f in fields(TrainConfig):
+        old, new = _plain(getattr(saved, f.name)), _plain(getattr(cfg, f.name))
+        if f.name not in CONTINUABLE and old != new:
+            raise ResumeMismatch(f.name, f"{run_dir} holds a run with {f.name}={old!r}, not {new!r}: a different "
+                                         f"configuration trains in another directory")
+
+
+def _plain(value):
+    """A config value as JSON gives it back (tuples are lists), so a saved value compares with a new one."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

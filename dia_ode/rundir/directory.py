@@ -107,10 +107,39 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
     Args:
         name: a tag for the directory name and config.json; None takes the one of run_name(), if any.
     """
+    name = _checked_name(name)
+    run_dir = create_run_dir(out, f"{desc}-{name}" if name else desc)
+    _write_skeleton(run_dir, config, argv, name)
+    return run_dir
+
+
+def start_run_at(run_dir: str | os.PathLike, config: dict, argv: list[str] | None = None,
+                 name: str | None = None) -> Path:
+    """start_run at an exact path (the CLI's --run-dir): `run_dir` is made (with its parents) or must be an
+    empty folder; a run's lock file (rundir/lock.py) counts as empty, so the caller may hold the lock.
+
+    Raises:
+        FileExistsError: `run_dir` holds something already (one line naming it).
+    """
+    name, run_dir = _checked_name(name), Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE)
+    if held:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise FileExistsError(f"{run_dir} is not a run directory (no config.json) and not empty ({shown})")
+    _write_skeleton(run_dir, config, argv, name)
+    return run_dir
+
+
+def _checked_name(name: str | None) -> str | None:
     name = name or _run_name.get()
     if name is not None and not NAME_PATTERN.match(name):
         raise ValueError(f"run name {name!r} must be 1-40 letters, digits or _.+=-")
-    run_dir = create_run_dir(out, f"{desc}-{name}" if name else desc)
+    return name
+
+
+def _write_skeleton(run_dir: Path, config: dict, argv: list[str] | None, name: str | None) -> None:
+    """config.json and cmd.txt of a new run; the run is one failed_runs_cleanup removes if its command fails."""
     write_json(run_dir / "config.json", {**config, **({"name": name} if name else {}),
                                          "threads": config.get("threads", torch.get_num_threads()), "versions": versions()})
     argv = sys.argv if argv is None else argv
@@ -118,7 +147,6 @@ def start_run(out: str | os.PathLike, desc: str, config: dict, argv: list[str] |
     started = _started.get()
     if started is not None:
         started.append(run_dir)
-    return run_dir
 
 
 def mark_failed(run_dir: str | os.PathLike, error: BaseException | str, status: str = "failed", **extra) -> None:

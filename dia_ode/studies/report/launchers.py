@@ -10,7 +10,9 @@ launcher only decides where `execute(spec, study)` is called:
 - `slurm` submits one job per run through submitit (https://github.com/facebookincubator/submitit),
   with the executor options of --launcher-option KEY=VALUE (SLURM_OPTIONS); `cluster=local` or
   `cluster=debug` runs the same jobs through submitit's local or in-process executor (tests, and a
-  dry rehearsal without a cluster).
+  dry rehearsal without a cluster). Each job is checkpointable (RunJob): a job that Slurm preempts or
+  that reaches its time limit is requeued, and the requeued job continues its run from the last
+  epoch's checkpoint (cache.execute resumes a run that has one).
 
 A launcher returns, per run key, the run directory or the exception its training raised: one failed
 run makes the claims that need it untestable, never the whole report.
@@ -77,7 +79,7 @@ class SlurmLauncher(AbstractLauncher):
         executor = submitit.AutoExecutor(folder=Path(study_dir) / "submitit", cluster=cluster)
         executor.update_parameters(name="dia-ode-report", **options)
         threads = options.get("cpus_per_task", 1)
-        jobs = {spec.key(): executor.submit(_execute_in_child, spec, str(study_dir), threads) for spec in specs}
+        jobs = {spec.key(): executor.submit(RunJob(spec, str(study_dir), threads)) for spec in specs}
         return {key: _outcome(lambda j=job: Path(j.result())) for key, job in jobs.items()}
 
 
@@ -122,6 +124,29 @@ def create_launcher(text: str, options: dict[str, str] | None = None) -> Abstrac
     if name == "slurm" and not sep:
         return SlurmLauncher(options)
     raise ValueError(f"unknown launcher '{text}'; valid: local, local:N, slurm")
+
+
+class RunJob:
+    """One run of a study as a submitit job that survives preemption.
+
+    Slurm signals a job (SIGUSR2 through submitit) before it preempts it or its time runs out; submitit
+    then calls `checkpoint` and requeues what it returns. The state worth keeping is already on disk
+    (the trainer's checkpoint after every epoch), so the job requeues itself unchanged, and the requeued
+    job's `execute` resumes the run: at most the epoch it was in is trained again. This is submitit's
+    helpers.Checkpointable, written out because submitit is an optional dependency.
+    """
+
+    def __init__(self, spec: RunSpec, study_dir: str, threads: int) -> None:
+        self.spec, self.study_dir, self.threads = spec, study_dir, threads
+
+    def __call__(self) -> str:
+        return _execute_in_child(self.spec, self.study_dir, self.threads)
+
+    def checkpoint(self, *args, **kwargs):
+        """The same job, resubmitted (submitit.helpers.DelayedSubmission of itself)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def _execute_in_child(spec: RunSpec, study_dir: str, threads: int) -> str:
