@@ -87,3 +87,19 @@ def train_claim_runs(tmp_path_factory):
         return run_dirs
 
     return train
+
+
+@pytest.fixture
+def epochs_trained(monkeypatch):
+    """How many epochs the trainer ran in this process (wraps Trainer._train_epoch)."""
+    from dia_ode.engine import Trainer
+
+    count = []
+    original = Trainer._train_epoch
+
+    def counted(self, net, epoch):
+        count.append((self.cfg.seed, epoch))
+        return original(self, net, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", counted)
+    return count

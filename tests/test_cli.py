@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cli_checks import assert_one_line_usage_error
 from dia_ode.cli import main
 
 RUN_FILES = ["config.json", "cmd.txt", "metrics.jsonl", "summary.json", "checkpoints/last.pt",
@@ -54,14 +55,7 @@ def test_resume_from_the_cli_continues_the_same_directory(tmp_path):
     assert only_run_dir(tmp_path) == run_dir
 
 
-def _assert_usage_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1, result.output
-    for needle in needles:
-        assert needle in error_lines[0], result.output
+
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -89,7 +83,7 @@ def _assert_usage_error(result, *needles):
 def test_bad_train_input_is_a_one_line_usage_error(tmp_path, args, needles):
     out = [] if "--resume" in args else ["--out", tmp_path]  # --resume refuses --out: the run dir is fixed
     result = invoke("train", "--no-progress", *out, *args)
-    _assert_usage_error(result, *needles)
+    assert_one_line_usage_error(result, *needles)
     assert not any(tmp_path.iterdir())  # nothing half-made is left behind
 
 
@@ -103,12 +97,12 @@ def test_corrupt_or_foreign_checkpoint_for_resume_is_a_usage_error(tmp_path, tra
             torch.save({"model": {}}, run_dir / "checkpoints" / "last.pt")
         else:
             (run_dir / "checkpoints" / "last.pt").write_bytes(content)
-        _assert_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "last.pt")
+        assert_one_line_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "last.pt")
 
 
 def test_resume_refuses_options_it_would_ignore(trained):
     _, run_dir, _ = trained
-    _assert_usage_error(invoke("train", "--resume", run_dir, "--model", "resnet20", "--lr", 0.5), "--model", "--lr")
+    assert_one_line_usage_error(invoke("train", "--resume", run_dir, "--model", "resnet20", "--lr", 0.5), "--model", "--lr")
 
 
 def test_resume_with_another_task_is_a_usage_error_naming_task(trained):
@@ -120,7 +114,7 @@ def test_resume_with_another_task_is_a_usage_error_naming_task(trained):
         mp.setitem(tasks.TASKS, "denoise", tasks.ClassificationTask)
         task_option = next(p for p in main.commands["train"].params if p.name == "task")
         mp.setattr(task_option.type, "choices", ["classification", "denoise"])
-        _assert_usage_error(invoke("train", "--resume", run_dir, "--task", "denoise", "--no-progress"),
+        assert_one_line_usage_error(invoke("train", "--resume", run_dir, "--task", "denoise", "--no-progress"),
                             "--task", "denoise", "classification")
 
 
@@ -133,7 +127,7 @@ def test_a_short_vit_run_scales_the_recipe_warm_up_and_a_broken_config_is_named_
     assert (config["optimizer"], config["schedule"], config["batch_size"]) == ("adamw", "warmup_cosine", 128)
     assert config["warmup_epochs"] == pytest.approx(5 / 150)  # the recipe's 5 of 150 epochs, for 1 epoch
     (run_dir / "config.json").write_text("[1, 2]")
-    _assert_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "not a run configuration")
+    assert_one_line_usage_error(invoke("train", "--resume", run_dir, "--no-progress"), "--resume", "not a run configuration")
 
 
 def test_a_model_that_does_not_serve_the_task_is_a_usage_error(tmp_path, monkeypatch):
@@ -142,7 +136,7 @@ def test_a_model_that_does_not_serve_the_task_is_a_usage_error(tmp_path, monkeyp
     entry = registry.model_entry("resnet20")
     monkeypatch.setitem(registry._ENTRIES, "detnet20", replace(entry, name="detnet20", tasks=("detection",)))
     result = invoke("train", "--model", "detnet20", "--out", tmp_path, "--no-progress")
-    _assert_usage_error(result, "--task", "detnet20", "classification")
+    assert_one_line_usage_error(result, "--task", "detnet20", "classification")
     assert not any(tmp_path.iterdir())
 
 
@@ -177,7 +171,7 @@ def test_ls_options_lists_a_models_options_with_types_and_defaults():
     assert rows["heads"] == ["int", "4"] and rows["patch_size"] == ["int", "or", "None", "None"]
     assert rows["reduction"] == ["int", "4"] and rows["split_controller"] == ["bool", "False"]  # DIA's and ViT's
     assert "spatial_kernel" not in invoke("ls", "--options", "se_resnet20").output  # SE takes reduction only
-    _assert_usage_error(invoke("ls", "--options", "nope"), "--options", "nope")
+    assert_one_line_usage_error(invoke("ls", "--options", "nope"), "--options", "nope")
 
 
 def test_ls_options_lists_the_engine_options_of_a_continuous_model():
@@ -200,7 +194,7 @@ def test_ls_options_lists_the_engine_options_of_a_continuous_model():
 def test_bad_engine_model_options_exit_2_with_one_line_naming_the_option(tmp_path, options, option):
     args = [arg for pair in options for arg in ("--model-option", pair.format(tmp=tmp_path))]
     result = invoke("train", "--model", "odenet", *args, "--epochs", 1, "--no-progress", "--out", tmp_path / "runs")
-    _assert_usage_error(result, "--model-option", option)
+    assert_one_line_usage_error(result, "--model-option", option)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -217,7 +211,7 @@ def test_bench_train_step_prints_ratios_and_writes_json(tmp_path):
 
 
 def test_bench_rejects_unknown_models(tmp_path):
-    _assert_usage_error(invoke("bench", "train-step", "--models", "resnet20,nope", "--out", tmp_path), "nope")
+    assert_one_line_usage_error(invoke("bench", "train-step", "--models", "resnet20,nope", "--out", tmp_path), "nope")
 
 
 def test_python_dash_m_runs_the_cli():
@@ -270,7 +264,7 @@ def test_model_option_reaches_the_constructor(tmp_path):
 
 @pytest.mark.parametrize("pair,needle", [("base_width", "KEY=VALUE"), ("rtol=1e-5", "rtol")])
 def test_bad_model_option_is_a_usage_error(tmp_path, pair, needle):
-    _assert_usage_error(invoke("train", "--model", "resnet20", "--model-option", pair, "--out", tmp_path), needle)
+    assert_one_line_usage_error(invoke("train", "--model", "resnet20", "--model-option", pair, "--out", tmp_path), needle)
 
 
 def test_resume_with_fewer_epochs_is_refused_and_leaves_the_run_usable(tmp_path):
@@ -278,7 +272,7 @@ def test_resume_with_fewer_epochs_is_refused_and_leaves_the_run_usable(tmp_path)
                   "--out", tmp_path).exit_code == 0
     run_dir = only_run_dir(tmp_path)
     config_before = (run_dir / "config.json").read_text()
-    _assert_usage_error(invoke("train", "--resume", run_dir, "--epochs", 1, "--no-progress"), "--epochs", "2 epochs")
+    assert_one_line_usage_error(invoke("train", "--resume", run_dir, "--epochs", 1, "--no-progress"), "--epochs", "2 epochs")
     assert (run_dir / "config.json").read_text() == config_before
     assert len((run_dir / "cmd.txt").read_text().splitlines()) == 1  # a refused resume is not recorded
     result = invoke("train", "--resume", run_dir, "--no-progress")  # saved device and epochs: nothing to do
@@ -306,25 +300,25 @@ def test_a_failed_dia_ode_solve_in_training_is_one_line_with_its_samples_and_cod
 
 @pytest.mark.parametrize("pair", ["in_channels=3", "num_classes=4"])
 def test_dataset_driven_model_options_are_refused(tmp_path, pair):
-    _assert_usage_error(invoke("train", "--model-option", pair, "--out", tmp_path), "--model-option",
+    assert_one_line_usage_error(invoke("train", "--model-option", pair, "--out", tmp_path), "--model-option",
                         pair.split("=")[0])
 
 
 @pytest.mark.parametrize("pair", ["reduction=0", "kernel_size=0", "base_width=0"])
 def test_out_of_range_attention_and_width_options_are_usage_errors(tmp_path, pair):
     model = "eca_resnet20" if pair.startswith("kernel") else "se_resnet20"
-    _assert_usage_error(invoke("train", "--model", model, "--model-option", pair, "--out", tmp_path),
+    assert_one_line_usage_error(invoke("train", "--model", model, "--model-option", pair, "--out", tmp_path),
                         pair.split("=")[0])
 
 
 def test_unwritable_out_is_a_usage_error(tmp_path):
-    _assert_usage_error(invoke("train", "--out", "/proc/not-a-place-for-runs"), "--out")
+    assert_one_line_usage_error(invoke("train", "--out", "/proc/not-a-place-for-runs"), "--out")
     (tmp_path / "a-file").write_text("")
-    _assert_usage_error(invoke("train", "--out", tmp_path / "a-file" / "runs"), "--out", "cannot create")
+    assert_one_line_usage_error(invoke("train", "--out", tmp_path / "a-file" / "runs"), "--out", "cannot create")
 
 
 def test_a_refused_command_leaves_no_empty_out_folder(tmp_path):
-    _assert_usage_error(invoke("train", "--lr", "nan", "--out", tmp_path / "new" / "runs"), "--lr")
+    assert_one_line_usage_error(invoke("train", "--lr", "nan", "--out", tmp_path / "new" / "runs"), "--lr")
     assert not (tmp_path / "new").exists()
     result = invoke("train", "--epochs", 1, "--no-progress", "--model", "resnet20", "--model-option", "base_width=2",
                     "--out", tmp_path / "new" / "runs")
@@ -365,10 +359,10 @@ def test_load_run_refuses_weights_that_do_not_fit_the_configured_model(trained, 
 
 def test_an_option_given_to_every_model_names_the_model_and_advises_targeting(tmp_path):
     result = invoke("compare", "--models", "rknet,odenet", "--model-option", "rtol=1e-5", "--out", tmp_path)
-    _assert_usage_error(result, "--model-option", "model 'rknet' takes no option 'rtol'", "MODEL:KEY=VALUE")
+    assert_one_line_usage_error(result, "--model-option", "model 'rknet' takes no option 'rtol'", "MODEL:KEY=VALUE")
     assert not any(tmp_path.iterdir())
     result = invoke("train", "--model", "odenet", "--model-option", "rtol=abc", "--out", tmp_path)
-    _assert_usage_error(result, "--model-option", "option 'rtol' takes float, got 'abc'")
+    assert_one_line_usage_error(result, "--model-option", "option 'rtol' takes float, got 'abc'")
     assert "MODEL:KEY=VALUE" not in result.output  # one model: nothing to target
 
 

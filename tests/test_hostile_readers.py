@@ -6,7 +6,6 @@ Every test that could hang on a regression runs under a deadline (SIGALRM raisin
 so a regression fails instead of stalling the suite.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from cli_checks import assert_one_line_usage_error, deadline
 from dia_ode import create_model
 from dia_ode.cli import main
 from dia_ode.engine import TrainConfig
@@ -29,23 +29,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not hasattr(signal,
 DEEP = "[" * 100_000  # json.loads raises RecursionError on it
 
 
-@contextlib.contextmanager
-def deadline(seconds: float = 20.0):
-    """Fail (TimeoutError in whatever call blocks) unless the block ends within `seconds`."""
-    fired = []
 
-    def alarm(signum, frame):
-        fired.append(True)
-        raise TimeoutError(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert not fired, f"still running after {seconds} s: a hang"  # CliRunner swallows the TimeoutError
 
 
 def invoke(*args):
@@ -53,13 +37,7 @@ def invoke(*args):
         return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_one_line_usage_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], result.output
+
 
 
 def fifo(path: Path) -> Path:

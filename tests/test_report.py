@@ -20,7 +20,7 @@ from dia_ode.analysis.intervals import mean_interval
 from dia_ode.analysis.power import minimal_detectable_effect, seeds_needed
 from dia_ode.cli import main
 from dia_ode.cli.train import train
-from dia_ode.engine import Trainer, TrainConfig
+from dia_ode.engine import TrainConfig
 from dia_ode.rundir import RunLocked, read_jsonl, read_summary, write_json
 from dia_ode.studies.claims import CLAIMS
 from dia_ode.studies.claims.correlation_recorder import RECORDER
@@ -79,20 +79,6 @@ def fake(monkeypatch):
     def register(specs, fail=False):
         monkeypatch.setitem(CLAIMS, "fake", FakeClaim(specs, fail))
     return register
-
-
-@pytest.fixture
-def epochs_trained(monkeypatch):
-    """How many epochs the trainer ran in this process (wraps Trainer._train_epoch)."""
-    count = []
-    original = Trainer._train_epoch
-
-    def counted(self, net, epoch):
-        count.append((self.cfg.seed, epoch))
-        return original(self, net, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", counted)
-    return count
 
 
 def report(*args) -> object:

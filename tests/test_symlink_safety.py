@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli_checks import assert_one_line_usage_error
 from dia_ode.cli import main
-from dia_ode.engine import TrainConfig, Trainer, run_training
+from dia_ode.engine import TrainConfig, run_training
 from dia_ode.rundir import (CHECKPOINT, RunLocked, atomic_write_bytes, read_jsonl, save_checkpoint, start_run,
                             write_json, write_jsonl)
 from dia_ode.rundir.jsonio import append_jsonl, atomic_write_text
@@ -37,14 +38,7 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_one_line_usage_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for needle in needles:
-        assert needle in errors[0], result.output
+
 
 
 def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
@@ -68,19 +62,6 @@ def run_copy(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
     return run_dir
-
-
-@pytest.fixture
-def epochs_trained(monkeypatch):
-    count = []
-    original = Trainer._train_epoch
-
-    def counted(self, net, epoch):
-        count.append((self.cfg.seed, epoch))
-        return original(self, net, epoch)
-
-    monkeypatch.setattr(Trainer, "_train_epoch", counted)
-    return count
 
 
 class OneRunClaim(AbstractClaim):
