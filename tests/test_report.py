@@ -529,7 +529,7 @@ def test_an_interrupted_local_pool_ends_its_children_and_starts_no_queued_run(tm
                               stderr=subprocess.PIPE, text=True)
     try:
         assert parent.stdout.readline().strip() == "ready"
-        for _ in range(600):  # both workers training: each has written its run's config.json
+        for _ in range(1800):  # both workers training (3 min: spawning two torch processes on a loaded machine)
             if len(list((tmp_path / "s" / "runs").glob("*/config.json"))) == 2:
                 break
             time.sleep(0.1)
